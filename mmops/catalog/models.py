@@ -1,0 +1,162 @@
+"""The catalog schema: metadata and lineage. Bytes live in data/ (DVC); rows refer to them by content hash."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Sample(Base):
+    """One multimodal record (an exam, a door event, a machine cycle) of a domain."""
+
+    __tablename__ = "samples"
+    __table_args__ = (UniqueConstraint("domain", "sample_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64), index=True)
+    sample_key: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    files: Mapped[list[SampleFile]] = relationship(back_populates="sample")
+    labels: Mapped[list[Label]] = relationship(back_populates="sample")
+
+
+class SampleFile(Base):
+    """One landed file: ingested (`ok`; `duplicate_of` links same content under another sample) or
+    `quarantined` with a reason."""
+
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("domain", "source_path", "sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id"), index=True)
+    domain: Mapped[str] = mapped_column(String(64), index=True)
+    modality: Mapped[str | None] = mapped_column(String(64))
+    source_path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    blob_path: Mapped[str | None] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("files.id"))
+    stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    sample: Mapped[Sample | None] = relationship(back_populates="files")
+
+
+class Label(Base):
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("sample_id", "source"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), index=True)
+    label: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    sample: Mapped[Sample] = relationship(back_populates="labels")
+
+
+class ValidationRun(Base):
+    """One run of a validation gate over a domain's labeled samples (identified by their fingerprint)."""
+
+    __tablename__ = "validation_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    success: Mapped[bool] = mapped_column(Boolean)
+    n_expectations: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[list[Any]] = mapped_column(default=list)
+    report_path: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetVersion(Base):
+    """An immutable dataset: a manifest of (sample, files, label, split), named by its content hash."""
+
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64), index=True)
+    manifest_path: Mapped[str] = mapped_column(String(1024))
+    n_samples: Mapped[int] = mapped_column(Integer)
+    split_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    validation_run_id: Mapped[int | None] = mapped_column(ForeignKey("validation_runs.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(Base):
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64), index=True)
+    dataset_version_id: Mapped[str] = mapped_column(ForeignKey("dataset_versions.id"))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    params_hash: Mapped[str] = mapped_column(String(64))
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    checkpoint_path: Mapped[str | None] = mapped_column(String(1024))
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("domain", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    training_run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id"))
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    bento_model_tag: Mapped[str | None] = mapped_column(String(255))
+    bento_tag: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelAlias(Base):
+    """champion / challenger pointers, one row per (domain, alias)."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("domain", "alias"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64))
+    alias: Mapped[str] = mapped_column(String(32))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class DriftReport(Base):
+    __tablename__ = "drift_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64), index=True)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    reference_dataset_version_id: Mapped[str] = mapped_column(ForeignKey("dataset_versions.id"))
+    current_source: Mapped[str] = mapped_column(String(255))
+    n_reference: Mapped[int] = mapped_column(Integer)
+    n_current: Mapped[int] = mapped_column(Integer)
+    drift_share: Mapped[float] = mapped_column(Float)
+    drifted: Mapped[bool] = mapped_column(Boolean)
+    drifted_columns: Mapped[list[Any]] = mapped_column(default=list)
+    html_path: Mapped[str] = mapped_column(String(1024))
+    json_path: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,214 @@
+"""The `mmops` command line: one command per stage (each a thin call into mmops.pipeline), plus `demo`.
+
+Heavy libraries are imported inside commands so that `mmops --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from mmops.errors import MmopsError, ValidationFailedError
+
+app = typer.Typer(help="mmops: multimodal MLOps - ingest, label, validate, train, serve, monitor.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Bundled real data packs.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+out = Console()
+
+DEFAULT_DOMAINS = ("medical", "security", "industrial")
+Domain = Annotated[str, typer.Option("--domain", "-d", help="medical | security | industrial | your own pack")]
+AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("great_expectations", "matplotlib", "evidently", "bentoml", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def _run(fn: Callable[[], Any], as_json: bool = False, title: str = "") -> Any:
+    """Run a stage; a user-facing error becomes one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        result = fn()
+    except ValidationFailedError as exc:
+        console.print(f"[red]gate failed:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except MmopsError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        out.print_json(json.dumps(result, default=str))
+    elif title:
+        out.print(f"[bold]{title}[/bold] " + ", ".join(f"{k}={_short(v)}" for k, v in result.items()),
+                  highlight=False, soft_wrap=True)
+    return result
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict) and len(v) > 4:
+        return f"{{{len(v)} entries}}"
+    return str(v)
+
+
+def _progress_ingest(domain: str) -> Any:
+    from mmops import pipeline
+
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"ingest {domain}", total=None)
+        return pipeline.ingest(domain, progress=lambda n, total: bar.update(task, completed=n, total=total))
+
+
+def _progress_train(domain: str) -> Any:
+    from mmops import pipeline
+
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"train {domain}", total=None)
+
+        def step(epoch: int, total: int, row: dict[str, float]) -> None:
+            bar.update(task, completed=epoch, total=total,
+                       description=f"train {domain} val_f1={row['val_macro_f1']:.3f}")
+
+        return pipeline.train(domain, progress=step)
+
+
+@data_app.command("pull")
+def data_pull(
+    pack: Annotated[str | None, typer.Argument(help="pack name; default: the packs params.yaml assigns")] = None,
+    domain: Annotated[str | None, typer.Option("--domain", "-d")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Land a bundled real data set into landing/<domain>/ (PNG, CSV, UTF-8 text, labels.csv)."""
+    from mmops import pipeline
+
+    if pack:
+        _run(lambda: pipeline.pull_data(pack), as_json, f"pulled {pack}:")
+    else:
+        for d in [domain] if domain else DEFAULT_DOMAINS:
+            _run(lambda d=d: pipeline.pull_domain(d), as_json, f"pulled for {d}:")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the bundled data packs."""
+    from mmops.datasets.packs import PACKS
+
+    for p in PACKS.values():
+        out.print(f"[bold]{p.name}[/bold] -> {p.domain}: {p.summary}\n    license: {p.license}", highlight=False)
+
+
+@app.command()
+def ingest(domain: Domain, as_json: AsJson = False) -> None:
+    """Decode, hash, dedupe and catalog landed files; quarantine bad ones with a reason."""
+    _run(lambda: _progress_ingest(domain), as_json, f"ingest {domain}:")
+
+
+def _stage(name: str, doc: str) -> None:
+    def command(domain: Domain, as_json: AsJson = False) -> None:
+        from mmops import pipeline
+
+        _run(lambda: pipeline.STAGES[name](domain), as_json, f"{name} {domain}:")
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_stage("label", "Import landing/<domain>/labels.csv into the catalog.")
+_stage("validate", "Run the Great Expectations gate; exits 2 when it fails.")
+_stage("build", "Build a dataset version (manifest + stratified splits) from gated, labeled records.")
+_stage("evaluate", "Test-split metrics, confusion matrix, registry (champion/challenger).")
+_stage("package", "Save the model to the BentoML model store and build its bento.")
+
+
+@app.command()
+def train(domain: Domain, as_json: AsJson = False) -> None:
+    """Train the fusion model on the current dataset version (CUDA when present)."""
+    _run(lambda: _progress_train(domain), as_json, f"train {domain}:")
+
+
+@app.command()
+def monitor(
+    domain: Domain,
+    current: Annotated[str, typer.Option(help="log: the service's prediction log; test: held-out split")] = "log",
+    as_json: AsJson = False,
+) -> None:
+    """Evidently data-drift report (HTML + JSON): training data vs what the service saw."""
+    from mmops import pipeline
+
+    _run(lambda: pipeline.monitor(domain, current), as_json, f"monitor {domain}:")
+
+
+@app.command()
+def run(
+    domain: Annotated[list[str] | None, typer.Option("--domain", "-d")] = None,
+    package: Annotated[bool, typer.Option(help="also package into BentoML")] = True,
+) -> None:
+    """Every stage from pull to package, for each domain."""
+    from mmops import pipeline
+
+    for d in domain or DEFAULT_DOMAINS:
+        _run(lambda d=d: pipeline.pull_domain(d), title=f"pull {d}:")
+        _run(lambda d=d: _progress_ingest(d), title=f"ingest {d}:")
+        for stage in ("label", "validate", "build"):
+            _run(lambda s=stage, d=d: pipeline.STAGES[s](d), title=f"{stage} {d}:")
+        _run(lambda d=d: _progress_train(d), title=f"train {d}:")
+        _run(lambda d=d: pipeline.evaluate(d), title=f"evaluate {d}:")
+        if package:
+            _run(lambda d=d: pipeline.package(d), title=f"package {d}:")
+
+
+@app.command()
+def serve(
+    domain: Domain,
+    port: Annotated[int, typer.Option()] = 3000,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+) -> None:
+    """Serve the domain's packaged model with BentoML (POST /predict)."""
+    from mmops.config import get_settings
+    from mmops.serving.client import serve_command
+
+    settings = get_settings()
+    env = {**os.environ, "MMOPS_DOMAIN": domain, "MMOPS_HOME": str(settings.root),
+           "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(settings.var_dir / "bentoml")),
+           "BENTOML_DO_NOT_TRACK": "true"}
+    console.print(f"serving {domain} on http://{host}:{port} (POST /predict); Ctrl-C stops", highlight=False)
+    raise typer.Exit(subprocess.call(serve_command(port, host), env=env, cwd=settings.root))
+
+
+@app.command()
+def demo(
+    domain: Annotated[list[str] | None, typer.Option("--domain", "-d")] = None,
+    port: Annotated[int, typer.Option()] = 3000,
+    requests: Annotated[int, typer.Option(help="held-out records sent to each service")] = 60,
+) -> None:
+    """The whole path on real data: pull, every stage, serve, real requests, drift report."""
+    from mmops.demo import run_demo
+
+    try:
+        run_demo(list(domain or DEFAULT_DOMAINS), port, requests, out)
+    except MmopsError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def main() -> None:  # pragma: no cover - console script
+    app()
+    sys.exit(0)

@@ -1,0 +1,135 @@
+"""Settings: deployment settings from MMOPS_* environment variables, experiment parameters from params.yaml.
+
+Nothing is read at import time; call `get_settings()` / `load_params()` where needed.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mmops.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Where things live. Every path defaults to a folder inside the project (`MMOPS_HOME`, default cwd)."""
+
+    model_config = SettingsConfigDict(env_prefix="MMOPS_", frozen=True)
+
+    home: Path = Field(default_factory=Path.cwd)
+    database_url: str | None = None
+    params_file: Path | None = None
+    service_url: str = "http://127.0.0.1:3000"
+
+    @cached_property
+    def root(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def var_dir(self) -> Path:
+        return self.root / "var"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "monitoring" / "reports"
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        return self.var_dir / "predictions"
+
+    @property
+    def catalog_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'catalog.db'}"
+
+    @property
+    def params_path(self) -> Path:
+        return self.params_file or (self.root / "params.yaml")
+
+
+def get_settings() -> Settings:
+    return Settings()
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BuildParams(_Frozen):
+    test_size: float = Field(0.2, gt=0, lt=0.5)
+    val_size: float = Field(0.2, gt=0, lt=0.5)
+
+
+class TrainParams(_Frozen):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    embed_dim: int = Field(64, ge=4)
+    fusion: Literal["concat", "gated"] = "concat"
+    modality_dropout: float = Field(0.1, ge=0, lt=1)
+    patience: int = Field(6, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+
+
+class MonitorParams(_Frozen):
+    drift_share_threshold: float = Field(0.5, gt=0, le=1)
+
+
+class ServeParams(_Frozen):
+    max_batch_size: int = Field(64, ge=1)
+    max_latency_ms: int = Field(2000, ge=1)
+    port: int = Field(3000, ge=1, le=65535)
+
+
+class Params(_Frozen):
+    """params.yaml, validated. Unknown keys are rejected so that a typo never silently does nothing."""
+
+    seed: int = 42
+    packs: dict[str, str] = Field(
+        default_factory=lambda: {
+            "medical": "medical-cxr",
+            "security": "security-faces",
+            "industrial": "industrial-imu",
+        }
+    )
+    build: BuildParams = BuildParams()
+    train: TrainParams = TrainParams()
+    monitor: MonitorParams = MonitorParams()
+    serve: ServeParams = ServeParams()
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.packs)
+
+
+def load_params(path: Path | None = None) -> Params:
+    path = path or get_settings().params_path
+    if not path.exists():
+        return Params()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return Params.model_validate(raw)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Datasets: bundled real data packs, dataset versions (manifest + splits), and torch loading."""

@@ -1,0 +1,84 @@
+"""Dataset versions: an immutable manifest of labeled records with stratified train/val/test splits, named by
+the hash of its content so that building twice from the same data yields the same version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmops.errors import ValidationFailedError
+from mmops.records import Record
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    domain: str
+    classes: list[str]
+    modalities: list[str]
+    records: list[dict[str, Any]]  # Record.to_manifest() + {"split": ...}
+    params: dict[str, Any]
+
+    def split(self, name: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["split"] == name]
+
+    @property
+    def split_counts(self) -> dict[str, int]:
+        return {s: len(self.split(s)) for s in SPLITS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "domain": self.domain, "classes": self.classes, "modalities": self.modalities,
+                "params": self.params, "split_counts": self.split_counts, "records": self.records}
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return cls(raw["id"], raw["domain"], raw["classes"], raw["modalities"], raw["records"], raw["params"])
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(path)
+
+
+def stratified_splits(records: list[Record], test_size: float, val_size: float, seed: int) -> dict[str, str]:
+    """key -> split. Stratified by label; each class keeps at least one record in train."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, str] = {}
+    by_class: dict[str, list[str]] = {}
+    for r in records:
+        by_class.setdefault(str(r.label), []).append(r.key)
+    for label in sorted(by_class):
+        keys = sorted(by_class[label])
+        rng.shuffle(keys)
+        n = len(keys)
+        n_test = min(max(1, round(n * test_size)), n - 2) if n >= 3 else 0
+        n_val = min(max(1, round(n * val_size)), n - n_test - 1) if n - n_test >= 2 else 0
+        for i, key in enumerate(keys):
+            out[key] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return out
+
+
+def build_manifest(
+    domain: str, classes: list[str], modalities: list[str], records: list[Record],
+    test_size: float, val_size: float, seed: int,
+) -> Manifest:
+    labeled = [r for r in records if r.label is not None]
+    if not labeled:
+        raise ValidationFailedError(f"{domain}: no labeled records to build a dataset from")
+    splits = stratified_splits(labeled, test_size, val_size, seed)
+    rows = [{**r.to_manifest(), "split": splits[r.key]} for r in labeled]
+    params = {"test_size": test_size, "val_size": val_size, "seed": seed}
+    digest = hashlib.sha256(
+        json.dumps({"domain": domain, "classes": classes, "records": rows, "params": params},
+                   sort_keys=True).encode()
+    ).hexdigest()
+    return Manifest(f"{domain}-{digest[:16]}", domain, classes, modalities, rows, params)

@@ -1,0 +1,302 @@
+"""One function per stage: the single entry point that the CLI, dvc.yaml, the Airflow DAGs and tests call.
+
+Each stage takes a domain name, reads its inputs from the catalog and the project folders, writes its outputs
+under artifacts/<domain>/, records what it did in the catalog, and returns a small JSON-able summary.
+Stages are idempotent: re-running one on unchanged input changes nothing of substance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from mmops.catalog import DatasetVersion, DriftReport, ModelVersion, TrainingRun, ValidationRun, session_scope
+from mmops.config import Params, Settings, get_settings, load_params
+from mmops.domains import DomainPack, load_domain
+from mmops.errors import NotFoundError, ValidationFailedError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[..., None] | None
+
+
+def _ctx(domain: str) -> tuple[Settings, Params, DomainPack]:
+    settings = get_settings()
+    params = load_params(settings.params_path)
+    return settings, params, load_domain(domain)
+
+
+def artifacts(domain: str, settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).artifacts_dir / domain
+
+
+def _jsonable(obj: Any) -> Any:
+    if is_dataclass(obj):
+        obj = asdict(obj)  # type: ignore[arg-type]
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _write_summary(path: Path, summary: Any) -> dict[str, Any]:
+    data = _jsonable(summary)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    return data
+
+
+def _bentoml_env(settings: Settings) -> None:
+    """BentoML reads its home at import: point it inside the project before the first import."""
+    os.environ.setdefault("BENTOML_HOME", str(settings.var_dir / "bentoml"))
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+# --- stages ---------------------------------------------------------------------------------------------
+
+
+def pull_data(pack: str) -> dict[str, Any]:
+    """Land a bundled real data pack into landing/<domain>/."""
+    from mmops.datasets.packs import pull
+
+    return _jsonable(pull(pack, get_settings().landing_dir))
+
+
+def pull_domain(domain: str) -> dict[str, Any]:
+    """Land the pack that params.yaml assigns to this domain."""
+    settings, params, _ = _ctx(domain)
+    if domain not in params.packs:
+        raise NotFoundError(f"params.yaml assigns no data pack to domain {domain!r}")
+    return pull_data(params.packs[domain])
+
+
+def ingest(domain: str, progress: Progress = None) -> dict[str, Any]:
+    from sqlalchemy.orm import sessionmaker
+
+    from mmops.catalog import get_engine
+    from mmops.ingest import ingest_domain
+
+    settings, _, pack = _ctx(domain)
+    summary = ingest_domain(
+        sessionmaker(get_engine(settings.catalog_url), expire_on_commit=False), pack, settings.landing_dir,
+        settings.data_dir, settings.quarantine_dir, progress,
+    )
+    return _write_summary(artifacts(domain, settings) / "ingest.json", summary)
+
+
+def label(domain: str) -> dict[str, Any]:
+    from mmops.labeling import import_labels
+
+    settings, _, pack = _ctx(domain)
+    with session_scope(settings.catalog_url) as session:
+        summary = import_labels(session, pack, settings.landing_dir / domain / pack.labels_file)
+    return _write_summary(artifacts(domain, settings) / "labels.json", summary)
+
+
+def validate(domain: str) -> dict[str, Any]:
+    """Run the gate on the domain's labeled records; raises ValidationFailedError (after recording it)."""
+    from mmops.records import fingerprint, load_records
+    from mmops.validation import run_gate
+
+    settings, _, pack = _ctx(domain)
+    report = artifacts(domain, settings) / "validation.json"
+    with session_scope(settings.catalog_url) as session:
+        records = load_records(session, domain)
+        fp = fingerprint([r for r in records if r.label is not None])
+        result = run_gate(pack, records, fp, report)
+        session.add(ValidationRun(domain=domain, fingerprint=fp, success=result.success,
+                                  n_expectations=result.n_expectations, failed=result.failed,
+                                  report_path=str(report)))
+    if not result.success:
+        raise ValidationFailedError(
+            f"{domain}: validation gate failed ({len(result.failed)} critical): " + "; ".join(result.failed[:5])
+            + f" - details in {report}", result.failed)
+    return result.to_json()
+
+
+def build(domain: str) -> dict[str, Any]:
+    """Build (or find) the dataset version of the domain's labeled records. Needs a passed gate on them."""
+    from mmops.datasets.build import build_manifest
+    from mmops.records import fingerprint, load_records
+
+    settings, params, pack = _ctx(domain)
+    with session_scope(settings.catalog_url) as session:
+        records = [r for r in load_records(session, domain) if r.label is not None]
+        fp = fingerprint(records)
+        gate = session.scalar(select(ValidationRun).where(ValidationRun.domain == domain,
+                                                          ValidationRun.fingerprint == fp)
+                              .order_by(ValidationRun.id.desc()))
+        if gate is None or not gate.success:
+            state = "failed" if gate else "has not run"
+            raise ValidationFailedError(f"{domain}: the validation gate {state} on the current labeled data; "
+                                        f"run `mmops validate --domain {domain}` first")
+        manifest = build_manifest(domain, list(pack.classes), pack.modality_names, records,
+                                  params.build.test_size, params.build.val_size, params.seed)
+        path = artifacts(domain, settings) / "dataset" / "manifest.json"
+        manifest.write(path)
+        if session.get(DatasetVersion, manifest.id) is None:
+            session.add(DatasetVersion(id=manifest.id, domain=domain, manifest_path=str(path),
+                                       n_samples=len(manifest.records), split_counts=manifest.split_counts,
+                                       validation_run_id=gate.id))
+    return {"dataset_version": manifest.id, "n_samples": len(manifest.records),
+            "split_counts": manifest.split_counts, "manifest": str(path)}
+
+
+def _manifest(domain: str, settings: Settings) -> Any:
+    from mmops.datasets.build import Manifest
+
+    path = artifacts(domain, settings) / "dataset" / "manifest.json"
+    if not path.exists():
+        raise NotFoundError(f"no dataset for {domain} at {path}; run `mmops build --domain {domain}`")
+    return Manifest.read(path)
+
+
+def train(domain: str, progress: Progress = None) -> dict[str, Any]:
+    from mmops.training import train_model
+
+    settings, params, pack = _ctx(domain)
+    manifest = _manifest(domain, settings)
+    with session_scope(settings.catalog_url) as session:
+        dv = session.get(DatasetVersion, manifest.id)
+        if dv is None or dv.validation_run_id is None:
+            raise ValidationFailedError(f"dataset {manifest.id} is not in the catalog with a passed gate; "
+                                        f"run `mmops build --domain {domain}`")
+        run = TrainingRun(domain=domain, dataset_version_id=manifest.id, params=params.train.model_dump(),
+                          params_hash="", git_commit=git_commit(settings.root), device="?", status="running")
+        session.add(run)
+    try:
+        result = train_model(pack, manifest, settings.data_dir, params.train, params.seed,
+                             artifacts(domain, settings) / "model", progress)
+    except BaseException:
+        with session_scope(settings.catalog_url) as session:
+            session.get(TrainingRun, run.id).status = "failed"  # type: ignore[union-attr]
+        raise
+    with session_scope(settings.catalog_url) as session:
+        row = session.get(TrainingRun, run.id)
+        assert row is not None
+        row.status, row.device, row.metrics = "finished", result.device, result.val_metrics
+        row.params_hash, row.checkpoint_sha256 = result.params_hash, result.checkpoint_sha256
+        row.checkpoint_path, row.finished_at = str(result.model_dir), datetime.now(UTC)
+    return {"training_run": run.id, **_jsonable(result)}
+
+
+def evaluate(domain: str) -> dict[str, Any]:
+    """Test-split metrics (overall, per class, per single modality), confusion matrix, registry update."""
+    import numpy as np
+
+    from mmops.datasets.tensors import load_split
+    from mmops.evaluation import classification_metrics, plot_confusion, write_metrics
+    from mmops.inference import Predictor
+    from mmops.registry import register
+
+    settings, _, pack = _ctx(domain)
+    manifest = _manifest(domain, settings)
+    out = artifacts(domain, settings)
+    predictor = Predictor.load(out / "model")
+    if predictor.card["dataset_version"] != manifest.id:
+        raise ValidationFailedError(f"the model in {out / 'model'} was trained on {predictor.card['dataset_version']}"
+                                    f", not on the current dataset {manifest.id}; run `mmops train`")
+    rows = manifest.split("test")
+    values = load_split(pack, settings.data_dir, rows)
+    y = np.array([pack.classes.index(r["label"]) for r in rows])
+    metrics = classification_metrics(y, predictor.predict_proba(values), list(pack.classes))
+    if len(pack.modalities) > 1:
+        metrics["single_modality"] = {}
+        for m in pack.modality_names:
+            idx = [i for i, v in enumerate(values) if m in v]
+            if idx:
+                only = [{m: values[i][m]} for i in idx]
+                sm = classification_metrics(y[idx], predictor.predict_proba(only), list(pack.classes))
+                metrics["single_modality"][m] = {k: sm[k] for k in ("n", "accuracy", "macro_f1")}
+    metrics["dataset_version"] = manifest.id
+    write_metrics(metrics, out / "metrics.json")
+    plot_confusion(metrics["confusion_matrix"], list(pack.classes),
+                   f"{domain}: test accuracy {metrics['accuracy']:.3f}", out / "confusion_matrix.png")
+    with session_scope(settings.catalog_url) as session:
+        run = session.scalar(select(TrainingRun).where(
+            TrainingRun.checkpoint_sha256 == predictor.card["checkpoint_sha256"]).order_by(TrainingRun.id.desc()))
+        if run is None:
+            raise NotFoundError(f"no training run in the catalog produced {out / 'model'}")
+        reg = register(session, run, {k: metrics[k] for k in ("accuracy", "macro_f1", "n")})
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "model_version": reg.version,
+            "promoted": reg.promoted, "reason": reg.reason, "metrics": str(out / "metrics.json"),
+            "confusion_matrix": str(out / "confusion_matrix.png")}
+
+
+def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
+    """Save the evaluated model to the BentoML model store and build the domain's bento."""
+    settings, _, _ = _ctx(domain)
+    _bentoml_env(settings)
+    from mmops.inference import read_card
+    from mmops.serving.packaging import build_bento as _build
+    from mmops.serving.packaging import save_to_model_store
+
+    model_dir = artifacts(domain, settings) / "model"
+    card = read_card(model_dir)
+    with session_scope(settings.catalog_url) as session:
+        mv = session.scalar(select(ModelVersion).where(ModelVersion.domain == domain,
+                                                       ModelVersion.checkpoint_sha256 == card["checkpoint_sha256"]))
+        if mv is None:
+            raise NotFoundError(f"the model in {model_dir} is not registered; run `mmops evaluate` first")
+        tag = save_to_model_store(domain, model_dir, {"model_version": mv.version, "metrics": mv.metrics})
+        bento = _build(domain, tag, settings.root / "bentofile.yaml", settings.root) if build_bento else None
+        mv.bento_model_tag, mv.bento_tag = tag, bento or mv.bento_tag
+        version = mv.version
+    return _write_summary(artifacts(domain, settings) / "package.json",
+                          {"model_tag": tag, "bento_tag": bento, "model_version": version})
+
+
+def monitor(domain: str, current: str = "log") -> dict[str, Any]:
+    """Evidently data-drift report: reference = the training split the served model learnt from; current =
+    the service's prediction log (`log`) or the held-out test split (`test`, a no-traffic baseline)."""
+    from mmops.inference import read_card
+    from mmops.monitoring import drift_report, read_prediction_log, reference_frame
+
+    settings, params, _ = _ctx(domain)
+    manifest = _manifest(domain, settings)
+    card = read_card(artifacts(domain, settings) / "model")
+    reference = reference_frame(manifest, "train")
+    if current == "test":
+        cur = reference_frame(manifest, "test")
+    elif current == "log":
+        log_path = settings.prediction_log_dir / f"{domain}.jsonl"
+        cur = read_prediction_log(log_path, card["checkpoint_sha256"])
+        if cur.empty:
+            raise NotFoundError(f"no logged predictions of the current {domain} model in {log_path}; send the "
+                                f"service traffic, or use --current test")
+    else:
+        raise NotFoundError(f"unknown current data {current!r} (log or test)")
+    result = drift_report(reference, cur, params.monitor.drift_share_threshold,
+                          artifacts(domain, settings) / "drift", f"mmops {domain}: {current} vs train")
+    with session_scope(settings.catalog_url) as session:
+        mv = session.scalar(select(ModelVersion).where(ModelVersion.domain == domain,
+                                                       ModelVersion.checkpoint_sha256 == card["checkpoint_sha256"]))
+        session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,
+                                reference_dataset_version_id=manifest.id, current_source=current,
+                                n_reference=result.n_reference, n_current=result.n_current,
+                                drift_share=result.drift_share, drifted=result.drifted,
+                                drifted_columns=result.drifted_columns, html_path=str(result.html_path),
+                                json_path=str(result.json_path)))
+    return {"drift_share": result.drift_share, "drifted": result.drifted,
+            "drifted_columns": result.drifted_columns, "n_reference": result.n_reference,
+            "n_current": result.n_current, "html": str(result.html_path), "json": str(result.json_path)}
+
+
+STAGES: dict[str, Callable[..., dict[str, Any]]] = {
+    "ingest": ingest, "label": label, "validate": validate, "build": build, "train": train,
+    "evaluate": evaluate, "package": package, "monitor": monitor,
+}

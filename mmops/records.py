@@ -1,0 +1,66 @@
+"""Labeled multimodal records as the catalog knows them: the unit that validation, datasets and monitoring
+work on."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mmops.catalog import Label, Sample, SampleFile
+
+
+@dataclass(frozen=True)
+class FileRef:
+    blob_path: str
+    sha256: str
+    stats: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Record:
+    key: str
+    label: str | None
+    files: dict[str, FileRef] = field(default_factory=dict)  # modality -> file
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "label": self.label,
+            "files": {m: {"blob": f.blob_path, "sha256": f.sha256, "stats": f.stats}
+                      for m, f in sorted(self.files.items())},
+        }
+
+
+def load_records(session: Session, domain: str) -> list[Record]:
+    """Every sample of the domain with at least one ingested file, with its newest label (None if unlabeled)."""
+    labels: dict[int, str] = {}
+    for sample_id, label in session.execute(
+        select(Label.sample_id, Label.label).join(Sample).where(Sample.domain == domain).order_by(Label.created_at)
+    ):
+        labels[sample_id] = label
+    files: dict[int, dict[str, FileRef]] = {}
+    keys: dict[int, str] = {}
+    for sample_id, key, modality, blob, sha, stats in session.execute(
+        select(Sample.id, Sample.sample_key, SampleFile.modality, SampleFile.blob_path, SampleFile.sha256,
+               SampleFile.stats)
+        .join(SampleFile, SampleFile.sample_id == Sample.id)
+        .where(Sample.domain == domain, SampleFile.status == "ok")
+    ):
+        keys[sample_id] = key
+        files.setdefault(sample_id, {})[modality] = FileRef(blob, sha, stats or {})
+    return sorted((Record(keys[i], labels.get(i), files[i]) for i in files), key=lambda r: r.key)
+
+
+def fingerprint(records: list[Record]) -> str:
+    """Content hash of a set of labeled records: same files and labels <=> same fingerprint."""
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.key):
+        h.update(f"{r.key}\t{r.label}".encode())
+        for m, f in sorted(r.files.items()):
+            h.update(f"\t{m}:{f.sha256}".encode())
+        h.update(b"\n")
+    return h.hexdigest()

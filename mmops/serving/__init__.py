@@ -1,0 +1,1 @@
+"""Serving: the BentoML service, its request/response schemas, and packaging into the model store + bentos."""

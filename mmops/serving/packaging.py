@@ -1,0 +1,62 @@
+"""Packaging: a trained model into the BentoML model store (with its model card), and a bento built from
+bentofile.yaml that carries that model."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmops.errors import BadInputError, ConfigError
+from mmops.inference import CARD, WEIGHTS, read_card
+
+log = logging.getLogger(__name__)
+
+
+def save_to_model_store(domain: str, model_dir: Path, extra_metadata: dict[str, Any]) -> str:
+    """Save once per checkpoint hash; returns the model tag (`mmops-<domain>:<version>`)."""
+    import bentoml
+
+    card = read_card(model_dir)
+    if card["domain"] != domain:
+        raise BadInputError(f"{model_dir} holds a {card['domain']} model, not {domain}")
+    sha = card["checkpoint_sha256"]
+    try:
+        stored = bentoml.models.list(f"mmops-{domain}")
+    except bentoml.exceptions.NotFound:
+        stored = []
+    for existing in stored:
+        if existing.info.metadata.get("checkpoint_sha256") == sha:
+            return str(existing.tag)
+    metadata = {"checkpoint_sha256": sha, "dataset_version": card["dataset_version"],
+                "classes": card["classes"], **extra_metadata}
+    with bentoml.models.create(f"mmops-{domain}", labels={"domain": domain, "owner": "mmops"},
+                               metadata=metadata) as model:
+        for name in (WEIGHTS, CARD):
+            shutil.copy2(model_dir / name, Path(model.path) / name)
+    log.info("saved %s to the BentoML model store", model.tag)
+    return str(model.tag)
+
+
+def build_bento(domain: str, model_tag: str, bentofile: Path, build_ctx: Path) -> str:
+    """Build `mmops-<domain>` from bentofile.yaml, with the domain's model and env baked in."""
+    import bentoml
+    from bentoml._internal.bento.build_config import BentoEnvSchema
+
+    try:
+        cfg = yaml.safe_load(bentofile.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {bentofile}: {exc}") from exc
+    # bentoml.bentos.build wants env objects, not the dicts a bentofile holds
+    envs = [BentoEnvSchema(name="MMOPS_DOMAIN", value=domain), BentoEnvSchema(name="MMOPS_MODEL_TAG", value=model_tag),
+            *(BentoEnvSchema(**e) for e in cfg.get("envs", []))]
+    bento = bentoml.bentos.build(
+        service=cfg["service"], name=f"mmops-{domain}", labels={**cfg.get("labels", {}), "domain": domain},
+        description=cfg.get("description"), include=cfg.get("include"), exclude=cfg.get("exclude"),
+        python=cfg.get("python"), envs=envs, models=[model_tag], build_ctx=str(build_ctx),
+    )
+    log.info("built bento %s", bento.tag)
+    return str(bento.tag)

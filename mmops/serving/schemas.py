@@ -1,0 +1,73 @@
+"""Request and response schemas of the prediction API, and the checks that turn a request into decoded
+records (every client mistake becomes a BadInputError, which the service answers with a 4xx)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmops.domains import DomainPack, ImageSpec, SensorSpec, TextSpec
+from mmops.errors import BadInputError
+from mmops.modalities import check_sensor_array, check_text, decode_image, summary_stats
+
+MAX_RECORDS = 256
+MAX_IMAGE_B64_CHARS = 8 * 1024 * 1024
+
+
+class RecordIn(BaseModel):
+    """One record: any subset of the domain's modalities. Images are base64 (PNG/JPEG), sensors a list of
+    rows (time x channels, in the domain's channel order), text a string."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(None, max_length=200)
+    inputs: dict[str, str | list[list[float]]]
+
+
+class PredictionOut(BaseModel):
+    id: str | None
+    label: str
+    probabilities: dict[str, float]
+    model_version: str
+    missing_modalities: list[str]
+
+
+def decode_record(pack: DomainPack, record: RecordIn | dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:
+    """-> (modality -> decoded value, modality -> summary stats). Raises BadInputError naming the problem."""
+    rec = record if isinstance(record, RecordIn) else RecordIn.model_validate(record)
+    if not rec.inputs:
+        raise BadInputError(f"record {rec.id!r} has no inputs; expected any of {pack.modality_names}")
+    values: dict[str, Any] = {}
+    stats: dict[str, dict] = {}
+    for name, raw in rec.inputs.items():
+        if name not in pack.modality_names:
+            raise BadInputError(f"unknown modality {name!r}; {pack.name} takes {pack.modality_names}")
+        spec = pack.modality(name)
+        where = f"record {rec.id!r}, {name}"
+        try:
+            if isinstance(spec, ImageSpec):
+                if not isinstance(raw, str):
+                    raise BadInputError("expected a base64 string")
+                if len(raw) > MAX_IMAGE_B64_CHARS:
+                    raise BadInputError(f"image payload over {MAX_IMAGE_B64_CHARS} characters")
+                try:
+                    data = base64.b64decode(raw, validate=True)
+                except (binascii.Error, ValueError):
+                    raise BadInputError("not valid base64") from None
+                values[name] = decode_image(data, spec).value
+            elif isinstance(spec, SensorSpec):
+                if isinstance(raw, str):
+                    raise BadInputError("expected a list of rows of numbers")
+                if any(len(row) != len(spec.channels) for row in raw):
+                    raise BadInputError(f"every row needs {len(spec.channels)} values ({list(spec.channels)})")
+                values[name] = check_sensor_array(raw, spec)
+            elif isinstance(spec, TextSpec):
+                if not isinstance(raw, str):
+                    raise BadInputError("expected a string")
+                values[name] = check_text(raw, spec)
+        except BadInputError as exc:
+            raise BadInputError(f"{where}: {exc}") from None
+        stats[name] = summary_stats(values[name], spec)
+    return values, stats

@@ -1,0 +1,136 @@
+"""The validation gate: Great Expectations suites per modality (from the domain pack's declared schema) and
+for labels, run over a domain's labeled records. Critical expectations fail the gate; warnings are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmops.domains import DomainPack, ImageSpec, SensorSpec, TextSpec
+from mmops.records import Record
+
+log = logging.getLogger(__name__)
+
+MIN_RECORDS_PER_CLASS = 5
+
+
+@dataclass
+class GateResult:
+    domain: str
+    fingerprint: str
+    success: bool
+    n_expectations: int
+    failed: list[str] = field(default_factory=list)  # "<suite>: <expectation>(<column>) ..." lines, critical
+    warnings: list[str] = field(default_factory=list)
+    n_records: int = 0
+    n_labeled: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _expectations(pack: DomainPack) -> dict[str, list[tuple[str, dict[str, Any], str]]]:
+    """suite name -> [(expectation class name, kwargs, severity)] generated from the domain pack."""
+    suites: dict[str, list[tuple[str, dict[str, Any], str]]] = {
+        "labels": [
+            ("ExpectColumnValuesToNotBeNull", {"column": "label"}, "critical"),
+            ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(pack.classes)}, "critical"),
+            ("ExpectColumnDistinctValuesToContainSet",
+             {"column": "label", "value_set": list(pack.classes)}, "critical"),
+            ("ExpectTableRowCountToBeBetween",
+             {"min_value": MIN_RECORDS_PER_CLASS * len(pack.classes)}, "critical"),
+            ("ExpectColumnValuesToBeBetween",
+             {"column": "n_modalities", "min_value": 1, "max_value": len(pack.modalities)}, "critical"),
+            ("ExpectColumnMeanToBeBetween",
+             {"column": "n_modalities", "min_value": 0.5 * len(pack.modalities)}, "warning"),
+        ]
+    }
+    for spec in pack.modalities:
+        exp: list[tuple[str, dict[str, Any], str]] = []
+        if isinstance(spec, ImageSpec):
+            for col in ("height", "width"):
+                exp.append(("ExpectColumnValuesToBeBetween", {"column": col, "min_value": 8}, "critical"))
+            exp.append(("ExpectColumnValuesToBeBetween",
+                        {"column": "brightness", "min_value": 0.0, "max_value": 1.0}, "critical"))
+            # A blank (constant) frame is a dead camera, not data.
+            exp.append(("ExpectColumnValuesToBeBetween",
+                        {"column": "contrast", "min_value": 0.005, "mostly": 0.95}, "critical"))
+            exp.append(("ExpectColumnMeanToBeBetween",
+                        {"column": "brightness", "min_value": 0.05, "max_value": 0.95}, "warning"))
+        elif isinstance(spec, SensorSpec):
+            exp.append(("ExpectColumnValuesToBeBetween",
+                        {"column": "n_samples", "min_value": max(2, spec.length // 2),
+                         "max_value": spec.max_rows}, "critical"))
+            for ch in spec.channels:
+                exp.append(("ExpectColumnValuesToNotBeNull", {"column": f"{ch}_mean"}, "critical"))
+                # A flat channel is a disconnected sensor.
+                exp.append(("ExpectColumnValuesToBeBetween",
+                            {"column": f"{ch}_std", "min_value": 1e-9, "mostly": 0.9}, "warning"))
+        elif isinstance(spec, TextSpec):
+            exp.append(("ExpectColumnValuesToBeBetween",
+                        {"column": "n_chars", "min_value": 1, "max_value": spec.max_chars}, "critical"))
+            exp.append(("ExpectColumnValuesToBeBetween",
+                        {"column": "n_words", "min_value": 2, "mostly": 0.95}, "warning"))
+        suites[spec.name] = exp
+    return suites
+
+
+def _frames(pack: DomainPack, records: list[Record]) -> dict[str, Any]:
+    import pandas as pd
+
+    frames: dict[str, Any] = {
+        "labels": pd.DataFrame(
+            {"key": [r.key for r in records], "label": [r.label for r in records],
+             "n_modalities": [len(r.files) for r in records]}
+        )
+    }
+    for spec in pack.modalities:
+        rows = [{"key": r.key, **r.files[spec.name].stats} for r in records if spec.name in r.files]
+        frames[spec.name] = pd.DataFrame(rows)
+    return frames
+
+
+def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_path: Path) -> GateResult:
+    """Validate the labeled records; writes a JSON report with every expectation's result."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    context = gx.get_context(mode="ephemeral")
+    source = context.data_sources.add_pandas(f"mmops_{pack.name}")
+    labeled = [r for r in records if r.label is not None]
+    result = GateResult(pack.name, fingerprint, True, 0, n_records=len(records), n_labeled=len(labeled))
+    details: list[dict[str, Any]] = []
+    frames = _frames(pack, labeled)
+    for suite_name, expectations in _expectations(pack).items():
+        df = frames[suite_name]
+        if df.empty:
+            if suite_name == "labels":
+                result.failed.append("labels: no labeled records (run `mmops label`)")
+            continue
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{pack.name}.{suite_name}"))
+        for cls_name, kwargs, severity in expectations:
+            suite.add_expectation(getattr(gxe, cls_name)(**kwargs, meta={"severity": severity}))
+        batch_def = source.add_dataframe_asset(name=suite_name).add_batch_definition_whole_dataframe("all")
+        outcome = batch_def.get_batch(batch_parameters={"dataframe": df}).validate(suite)
+        for r in outcome.results:
+            cfg = r.expectation_config
+            severity = (cfg.meta or {}).get("severity", "critical")
+            kwargs = {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}
+            observed = {k: r.result.get(k) for k in ("observed_value", "unexpected_count",
+                                                     "partial_unexpected_list") if k in r.result}
+            details.append({"suite": suite_name, "expectation": cfg.type, "kwargs": kwargs,
+                            "severity": severity, "success": bool(r.success), "result": observed})
+            result.n_expectations += 1
+            if not r.success:
+                line = f"{suite_name}: {cfg.type}({kwargs.get('column', 'table')}) observed {observed}"
+                (result.failed if severity == "critical" else result.warnings).append(line)
+    result.success = not result.failed
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps({**result.to_json(), "expectations": details}, indent=2, default=str))
+    return result
