@@ -92,7 +92,7 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
     root = settings.root
     console.print(f"""
 [bold]Where to look[/bold]
-  metrics and plots   {root}/artifacts/<domain>/metrics.json, confusion_matrix.png, model/history.csv
+  metrics and plots   {root}/artifacts/<domain>/metrics.json, confusion_matrix.png, history.csv
   drift reports       {root}/artifacts/<domain>/drift/drift_report.html
   catalog (SQLite)    {settings.catalog_url}
   quarantine          {root}/quarantine/<domain>/  (reasons in the catalog's files table)

@@ -34,7 +34,7 @@ class IngestSummary:
     domain: str
     seen: int = 0
     ingested: int = 0
-    skipped: int = 0
+    skipped: int = 0  # already processed by an earlier run (ingested or quarantined)
     duplicates: int = 0  # ingested files whose content another sample already had (stored once)
     quarantined: int = 0
     reasons: dict[str, str] = field(default_factory=dict)  # source path -> reason
@@ -139,7 +139,12 @@ def ingest_domain(
             try:
                 data = _read_checked(path, src)
             except BadInputError as exc:
+                # keep the evidence, never follow a link or read an oversized file whole
                 data = b"" if path.is_symlink() or not path.is_file() else path.read_bytes()[:MAX_FILE_BYTES]
+                if (rel, sha256_bytes(data)) in known:
+                    summary.skipped += 1
+                    continue
+                known.add((rel, sha256_bytes(data)))
                 summary.quarantined += 1
                 summary.reasons[rel] = str(exc)
                 quarantine_file(session, pack.name, rel, data, str(exc), quarantine_root)

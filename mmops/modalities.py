@@ -43,7 +43,7 @@ def decode_image(data: bytes, spec: ImageSpec) -> Decoded:
         with Image.open(io.BytesIO(data)) as probe:
             w, h = probe.size
             if w * h > spec.max_pixels:
-                raise BadInputError(f"image is {w}x{h}, over the {spec.max_pixels}-pixel limit")
+                raise BadInputError(f"image is {w}x{h}, over the pixel limit ({spec.max_pixels})")
             probe.verify()
         with Image.open(io.BytesIO(data)) as img:
             img.load()
@@ -51,7 +51,9 @@ def decode_image(data: bytes, spec: ImageSpec) -> Decoded:
             arr = np.asarray(img, dtype=np.uint8)
     except BadInputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise BadInputError(f"image is over the pixel limit (decompression-bomb guard): {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadInputError(f"not a readable image: {exc}") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]

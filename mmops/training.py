@@ -160,7 +160,8 @@ def train_model(
         "val_metrics": {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]},
     }
     (out_dir / CARD).write_text(json.dumps(card, indent=2, sort_keys=True), encoding="utf-8")
-    with (out_dir / "history.csv").open("w", newline="") as fh:
+    # Beside the model folder, not in it: DVC tracks the folder as an output and the curve as a plot.
+    with (out_dir.parent / "history.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows({k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in history)

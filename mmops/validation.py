@@ -101,7 +101,10 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not tqdm noise
     source = context.data_sources.add_pandas(f"mmops_{pack.name}")
     labeled = [r for r in records if r.label is not None]
     result = GateResult(pack.name, fingerprint, True, 0, n_records=len(records), n_labeled=len(labeled))

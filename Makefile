@@ -1,0 +1,51 @@
+# The two commands a newcomer runs (see README.md):
+#   make demo   set up .venv and run the whole platform end to end on bundled real data
+#   make test   set up .venv and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mmops-installed
+
+# Everything stays inside the project: no servers to install, no state in $HOME.
+export MMOPS_HOME               := $(CURDIR)
+export AIRFLOW_HOME             := $(CURDIR)/var/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export BENTOML_HOME             := $(CURDIR)/var/bentoml
+export BENTOML_DO_NOT_TRACK     := true
+export GX_ANALYTICS_ENABLED     := false
+export PATH                     := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup demo test lint airflow serve clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch==2.13.0 first: it is the CPU wheel; anything unpinned would pull a multi-GB CUDA build.
+# torchxrayvision only ships the chest X-ray reports file we read; --no-deps keeps torchvision out.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps torchxrayvision==1.5.7
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/mmops demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check mmops dags tests
+
+airflow: setup
+	$(BIN)/airflow standalone
+
+serve: setup
+	$(BIN)/mmops serve --domain $(or $(DOMAIN),security)
+
+clean:
+	rm -rf landing data quarantine artifacts var monitoring/reports

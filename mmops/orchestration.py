@@ -1,0 +1,53 @@
+"""What the Airflow DAGs call: a stage by name, with mmops errors translated into Airflow's terms.
+
+Data-validation failures fail the task without retries (retrying cannot fix the data); anything else raises
+as-is so that Airflow's retries apply to transient errors. Tasks exchange small JSON summaries (ids, paths,
+counts) through XCom, never data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+DAGS_TAGS = ["mmops"]
+
+
+def project_root(dag_file: str) -> Path:
+    """The project a DAG file belongs to (dags/ sits at its top level)."""
+    return Path(dag_file).resolve().parents[1]
+
+
+def configure(root: Path) -> None:
+    """Point mmops at the project unless the deployment already did (MMOPS_HOME)."""
+    os.environ.setdefault("MMOPS_HOME", str(root))
+
+
+def domains(root: Path) -> list[str]:
+    from mmops.config import load_params
+
+    return load_params(root / "params.yaml").domains
+
+
+def run_stage(stage: str, domain: str, **kwargs: Any) -> dict[str, Any]:
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from mmops import pipeline
+    from mmops.errors import BadInputError, ConfigError, NotFoundError, ValidationFailedError
+
+    try:
+        return pipeline.STAGES[stage](domain, **kwargs)
+    except (ValidationFailedError, BadInputError, ConfigError) as exc:
+        raise AirflowFailException(str(exc)) from exc
+    except NotFoundError as exc:
+        if stage == "monitor":  # no traffic yet: nothing to compare, not a failure
+            raise AirflowSkipException(str(exc)) from exc
+        raise AirflowFailException(str(exc)) from exc
+
+
+def labeled_asset(domain: str) -> Any:
+    """The Asset an ingest DAG emits and the training DAG is scheduled on."""
+    from airflow.sdk import Asset
+
+    return Asset(name=f"mmops_{domain}_labeled", uri=f"mmops://{domain}/labeled-records")

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+from mmops.config import Params, Settings, load_params
+from mmops.domains import load_domain
+from mmops.errors import ConfigError, NotFoundError
+
+
+def test_params_reject_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 1\ntrain:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match="epochz"):
+        load_params(path)
+
+
+def test_params_defaults_and_bounds(tmp_path: Path) -> None:
+    assert load_params(tmp_path / "missing.yaml") == Params()
+    path = tmp_path / "params.yaml"
+    path.write_text("build:\n  test_size: 0.9\n")
+    with pytest.raises(ConfigError, match="test_size"):
+        load_params(path)
+
+
+def test_repository_params_are_valid() -> None:
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    assert params.domains == ["medical", "security", "industrial"]
+
+
+def test_database_url_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MMOPS_HOME", str(tmp_path))
+    assert Settings().catalog_url == f"sqlite:///{tmp_path.resolve()}/var/catalog.db"
+    monkeypatch.setenv("MMOPS_DATABASE_URL", "postgresql+psycopg://u@h/db")
+    assert Settings().catalog_url == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize("name,modalities", [
+    ("medical", {"report": "text", "ecg": "sensor", "fundus": "image"}),
+    ("security", {"camera": "image"}),
+    ("industrial", {"accel": "sensor", "gyro": "sensor"}),
+])
+def test_bundled_domain_packs(name: str, modalities: dict[str, str]) -> None:
+    pack = load_domain(name)
+    assert {m.name: m.kind for m in pack.modalities} == modalities
+
+
+def test_a_new_domain_is_configuration_only(project: Path) -> None:
+    (project / "domains").mkdir()
+    (project / "domains" / "bakery.yaml").write_text(
+        "name: bakery\ndescription: oven cameras\nclasses: [ok, burnt]\n"
+        "modalities:\n  - {name: oven, kind: image, size: [16, 16], channels: 3}\n")
+    assert load_domain("bakery").modality("oven").size == (16, 16)
+
+
+def test_bad_domain_packs(project: Path) -> None:
+    (project / "domains").mkdir()
+    (project / "domains" / "twice.yaml").write_text(
+        "name: twice\ndescription: x\nclasses: [a, b]\nmodalities:\n"
+        "  - {name: cam, kind: image}\n  - {name: cam, kind: text}\n")
+    with pytest.raises(ConfigError, match="duplicate modality"):
+        load_domain("twice")
+    with pytest.raises(NotFoundError):
+        load_domain("nope")

@@ -1,0 +1,84 @@
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmops.domains import ImageSpec, SensorSpec, TextSpec
+from mmops.errors import BadInputError
+from mmops.modalities import decode, text_tensor
+
+IMG = ImageSpec(name="cam", size=(16, 16), channels=3, max_pixels=4000 * 4000)
+SENSOR = SensorSpec(name="imu", channels=("x", "y"), length=10, sample_rate_hz=10)
+TEXT = TextSpec(name="note", max_chars=100)
+
+
+def png(w: int = 20, h: int = 10) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def png_header_claiming(w: int, h: int) -> bytes:
+    """A PNG whose IHDR claims w x h (valid CRC) followed by a tiny IDAT: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+def test_good_image_decodes_with_stats() -> None:
+    dec = decode(png(), IMG)
+    assert dec.value.shape == (10, 20, 3)
+    assert dec.stats["width"] == 20 and 0 < dec.stats["brightness"] < 1
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty"),
+    (png()[:60], "not a readable image"),
+    (b"hello, I am text saved as .png", "not a readable image"),
+    (png_header_claiming(50000, 50000), "over the pixel limit"),
+    (png_header_claiming(5000, 5000), "over the pixel limit"),  # under Pillow's limit, over ours
+])
+def test_bad_images_are_rejected_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(BadInputError, match=reason):
+        decode(data, IMG)
+
+
+def test_good_sensor_csv() -> None:
+    dec = decode(b"timestamp,x,y\n0.0,1,2\n0.1,3,4\n0.2,5,6\n", SENSOR)
+    assert dec.value.shape == (3, 2)
+    assert dec.stats["x_mean"] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("csv,reason", [
+    (b"timestamp,x\n0,1\n1,2\n", "columns"),
+    (b"timestamp,x,y,z\n0,1,2,3\n1,2,3,4\n", "columns"),
+    (b"timestamp,x,y\n0,1,2\n1,oops,3\n", "non-numeric"),
+    (b"timestamp,x,y\n0,1,2\n1,nan,3\n", "NaN"),
+    (b"timestamp,x,y\n0,1,2\n1,inf,3\n", "NaN or infinite"),
+    (b"timestamp,x,y\n0,1,2\n0,2,3\n", "strictly increasing"),
+    (b"timestamp,x,y\n0,1,2\n1,2\n", "fields"),
+    (b"timestamp,x,y\n0,1,2\n", "at least 2"),
+    (b"timestamp,x,y\n0,1,\xff\n1,2,3\n", "UTF-8"),
+])
+def test_bad_sensor_csv(csv: bytes, reason: str) -> None:
+    with pytest.raises(BadInputError, match=reason):
+        decode(csv, SENSOR)
+
+
+def test_text_encodings() -> None:
+    assert decode("\ufeffNo acute disease.".encode(), TEXT).value == "No acute disease."  # BOM tolerated
+    with pytest.raises(BadInputError, match="UTF-8"):
+        decode("Befund: unauffällig".encode("latin-1"), TEXT)
+    with pytest.raises(BadInputError, match="over the"):
+        decode(b"x" * 101, TEXT)
+    with pytest.raises(BadInputError, match="empty"):
+        decode(b"   \n", TEXT)
+
+
+def test_text_ids_are_stable_and_padded() -> None:
+    a, b = text_tensor("Heart size normal.", TEXT), text_tensor("heart SIZE normal", TEXT)
+    assert (a == b).all() and a.shape == (TEXT.max_tokens,) and (a[3:] == 0).all() and (a[:3] > 0).all()
