@@ -23,7 +23,7 @@ app = typer.Typer(help="mmops: multimodal MLOps - ingest, label, validate, train
 data_app = typer.Typer(help="Bundled real data packs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 120)  # logs and CI get full table rows
 
 DEFAULT_DOMAINS = ("medical", "security", "industrial")
 Domain = Annotated[str, typer.Option("--domain", "-d", help="medical | security | industrial | your own pack")]
@@ -66,9 +66,9 @@ def _short(v: Any) -> str:
 
 
 def _progress_ingest(domain: str) -> Any:
-    from mmops import pipeline
-
     from rich.progress import Progress
+
+    from mmops import pipeline
 
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"ingest {domain}", total=None)
@@ -76,9 +76,9 @@ def _progress_ingest(domain: str) -> Any:
 
 
 def _progress_train(domain: str) -> Any:
-    from mmops import pipeline
-
     from rich.progress import Progress
+
+    from mmops import pipeline
 
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"train {domain}", total=None)

@@ -46,7 +46,6 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto") -> Predictor:
-        import torch
         from safetensors.torch import load_file
 
         card = read_card(model_dir)

@@ -100,7 +100,6 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import great_expectations.expectations as gxe
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")

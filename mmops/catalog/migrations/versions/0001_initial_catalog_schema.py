@@ -1,13 +1,12 @@
 """initial catalog schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24 16:16:38.227661
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None

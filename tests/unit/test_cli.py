@@ -1,0 +1,34 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import venv_bin
+
+
+def test_help_is_fast_and_lists_every_stage() -> None:
+    start = time.monotonic()
+    out = subprocess.run([venv_bin("mmops"), "--help"], capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - start
+    assert out.returncode == 0
+    for stage in ("ingest", "label", "validate", "build", "train", "evaluate", "package", "monitor", "serve", "demo"):
+        assert stage in out.stdout
+    # heavy libraries are imported lazily (a generous bound: the README promises well under a second)
+    assert elapsed < 5, elapsed
+
+
+def test_heavy_libraries_are_not_imported_by_the_cli() -> None:
+    code = ("import sys, mmops.cli; heavy = [m for m in ('torch', 'great_expectations', 'evidently', 'airflow', "
+            "'bentoml', 'sqlalchemy') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+def test_user_errors_are_one_line_and_non_zero(project: Path) -> None:
+    out = subprocess.run([venv_bin("mmops"), "ingest", "--domain", "security"], capture_output=True, text=True,
+                         timeout=120, cwd=project)
+    assert out.returncode == 1
+    assert "no landing folder" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([venv_bin("mmops"), "data", "pull", "no-such-pack"], capture_output=True, text=True,
+                         timeout=120, cwd=project)
+    assert out.returncode == 1 and "unknown data pack" in out.stderr

@@ -1,0 +1,63 @@
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from mmops import pipeline
+from mmops.catalog import DatasetVersion, Label, ModelVersion, Sample, TrainingRun, session_scope
+from mmops.inference import Predictor
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("domain,floor", [("security", 0.75), ("industrial", 0.5)])
+def test_trained_model_beats_chance_on_held_out_data(use_project: Path, domain: str, floor: float) -> None:
+    metrics = json.loads((use_project / "artifacts" / domain / "metrics.json").read_text())
+    assert metrics["accuracy"] >= floor, metrics
+    assert (use_project / "artifacts" / domain / "confusion_matrix.png").stat().st_size > 1000
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"]
+
+
+def test_model_card_and_safetensors(use_project: Path) -> None:
+    model_dir = use_project / "artifacts" / "industrial" / "model"
+    card = json.loads((model_dir / "model_card.json").read_text())
+    assert card["checkpoint_sha256"] == hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert card["classes"] == ["standing", "walking", "running", "badminton"]
+    assert set(card["input_spec"]) == {"accel", "gyro"}
+    assert card["dataset_version"].startswith("industrial-")
+    predictor = Predictor.load(model_dir)
+    assert predictor.predict_proba([]).shape == (0, 4)
+
+
+def test_catalog_holds_the_lineage(use_project: Path) -> None:
+    with session_scope() as s:
+        for domain in ("security", "industrial"):
+            assert s.scalar(select(func.count()).select_from(Sample).where(Sample.domain == domain)) > 0
+            assert s.scalar(select(func.count()).select_from(Label).join(Sample).where(Sample.domain == domain)) > 0
+            dv = s.scalar(select(DatasetVersion).where(DatasetVersion.domain == domain))
+            run = s.scalar(select(TrainingRun).where(TrainingRun.dataset_version_id == dv.id))
+            assert run.status == "finished" and run.checkpoint_sha256
+            mv = s.scalar(select(ModelVersion).where(ModelVersion.training_run_id == run.id))
+            assert mv.bento_model_tag.startswith(f"mmops-{domain}:") and mv.bento_tag
+
+
+def test_training_is_deterministic_on_cpu(use_project: Path) -> None:
+    card = use_project / "artifacts" / "security" / "model" / "model_card.json"
+    before = json.loads(card.read_text())["checkpoint_sha256"]
+    again = pipeline.train("security")
+    assert again["checkpoint_sha256"] == before
+
+
+def test_evaluate_refuses_a_model_from_another_dataset(use_project: Path, tmp_path: Path) -> None:
+    from mmops.errors import ValidationFailedError
+
+    card = use_project / "artifacts" / "security" / "model" / "model_card.json"
+    original = card.read_text()
+    try:
+        card.write_text(original.replace('"dataset_version": "security-', '"dataset_version": "other-'))
+        with pytest.raises(ValidationFailedError, match="not on the current dataset"):
+            pipeline.evaluate("security")
+    finally:
+        card.write_text(original)

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from mmops import pipeline
+from mmops.catalog import ValidationRun, session_scope
+from mmops.errors import ValidationFailedError
+
+
+def _ingested(domain: str) -> None:
+    pipeline.pull_domain(domain)
+    pipeline.ingest(domain)
+
+
+def test_good_batch_passes_and_builds_a_reproducible_version(project: Path) -> None:
+    _ingested("industrial")
+    pipeline.label("industrial")
+    gate = pipeline.validate("industrial")
+    assert gate["success"] and gate["n_expectations"] > 10
+    a = pipeline.build("industrial")
+    b = pipeline.build("industrial")
+    assert a["dataset_version"] == b["dataset_version"]
+    assert a["split_counts"] == {"train": 48, "val": 16, "test": 16}
+
+
+def test_build_refuses_without_a_passing_gate(project: Path) -> None:
+    _ingested("industrial")
+    pipeline.label("industrial")
+    with pytest.raises(ValidationFailedError, match="has not run"):
+        pipeline.build("industrial")
+
+
+def test_missing_class_fails_the_gate_and_names_the_expectation(project: Path) -> None:
+    _ingested("industrial")
+    labels = project / "landing" / "industrial" / "labels.csv"
+    labels.write_text("".join(ln for ln in labels.read_text().splitlines(keepends=True) if "badminton" not in ln))
+    pipeline.label("industrial")
+    with pytest.raises(ValidationFailedError) as err:
+        pipeline.validate("industrial")
+    assert "expect_column_distinct_values_to_contain_set(label)" in str(err.value)
+    with session_scope() as s:
+        run = s.query(ValidationRun).one()
+        assert not run.success and run.failed
+    with pytest.raises(ValidationFailedError, match="failed"):
+        pipeline.build("industrial")
+
+
+def test_blank_camera_frames_fail_the_gate(project: Path) -> None:
+    import numpy as np
+
+    from mmops.datasets.packs import png_bytes
+
+    pipeline.pull_domain("security")
+    cam = project / "landing" / "security" / "camera"
+    for p in sorted(cam.iterdir())[:40]:  # a dead camera: constant grey frames
+        p.write_bytes(png_bytes(np.full((25, 25), 128, dtype=np.uint8)))
+    pipeline.ingest("security")
+    pipeline.label("security")
+    with pytest.raises(ValidationFailedError, match=r"camera: expect_column_values_to_be_between\(contrast\)"):
+        pipeline.validate("security")
