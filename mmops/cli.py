@@ -183,14 +183,10 @@ def serve(
 ) -> None:
     """Serve the domain's packaged model with BentoML (POST /predict)."""
     from mmops.config import get_settings
-    from mmops.serving.client import serve_command
+    from mmops.serving.client import serve_command, service_env
 
-    settings = get_settings()
-    env = {**os.environ, "MMOPS_DOMAIN": domain, "MMOPS_HOME": str(settings.root),
-           "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(settings.var_dir / "bentoml")),
-           "BENTOML_DO_NOT_TRACK": "true"}
     console.print(f"serving {domain} on http://{host}:{port} (POST /predict); Ctrl-C stops", highlight=False)
-    raise typer.Exit(subprocess.call(serve_command(port, host), env=env, cwd=settings.root))
+    raise typer.Exit(subprocess.call(serve_command(port, host), env=service_env(domain), cwd=get_settings().root))
 
 
 @app.command()

@@ -15,7 +15,7 @@ from rich.table import Table
 from mmops import pipeline
 from mmops.config import get_settings
 from mmops.domains import load_domain
-from mmops.serving.client import predict, record_payload, serve_command, wait_ready
+from mmops.serving.client import predict, record_payload, serve_command, service_env, wait_ready
 
 
 def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> dict[str, Any]:
@@ -24,10 +24,7 @@ def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> d
     manifest = pipeline._manifest(domain, settings)
     pack = load_domain(domain)
     rows = manifest.split("test")[:n_requests]
-    env = {**os.environ, "MMOPS_DOMAIN": domain, "MMOPS_HOME": str(settings.root),
-           "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(settings.var_dir / "bentoml")),
-           "BENTOML_DO_NOT_TRACK": "true"}
-    env.pop("MMOPS_MODEL_TAG", None)
+    env = service_env(domain)
     log_path = settings.var_dir / "logs" / f"serve-{domain}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"

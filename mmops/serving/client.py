@@ -54,6 +54,20 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
     raise MmopsError(f"the service at {url} was not ready within {timeout:.0f} s")
 
 
+def service_env(domain: str) -> dict[str, str]:
+    """The environment `bentoml serve` needs for a domain of this project (model store inside the project)."""
+    import os
+
+    from mmops.config import get_settings
+
+    settings = get_settings()
+    env = {**os.environ, "MMOPS_DOMAIN": domain, "MMOPS_HOME": str(settings.root),
+           "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(settings.var_dir / "bentoml")),
+           "BENTOML_DO_NOT_TRACK": "true"}
+    env.pop("MMOPS_MODEL_TAG", None)  # the domain's newest packaged model
+    return env
+
+
 def serve_command(port: int, host: str = "127.0.0.1") -> list[str]:
     return [sys.executable, "-m", "bentoml", "serve", "mmops.serving.service:Svc", "--host", host,
             "--port", str(port)]
