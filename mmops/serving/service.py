@@ -79,7 +79,7 @@ class Svc:
                 stats.append(decode_record(self.pack, rec)[1])
         except BadInputError as exc:
             raise InvalidArgument(str(exc)) from None
-        probs = await self.runner.to_async.infer([r.model_dump() for r in records])
+        probs = await self._infer([r.model_dump() for r in records])
         classes = list(self.pack.classes)
         out = []
         for rec, p in zip(records, probs, strict=True):
@@ -91,6 +91,23 @@ class Svc:
             ))
         self._log(records, stats, out)
         return out
+
+    async def _infer(self, payload: list[dict[str, Any]], attempts: int = 3) -> list[list[float]]:
+        """Call the model service. Its keep-alive connections are sometimes dropped under concurrent load
+        (aiohttp ServerDisconnectedError, bentoml/BentoML#3669); inference is idempotent, so retry."""
+        import asyncio
+
+        import aiohttp
+
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self.runner.to_async.infer(payload)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("model call dropped (%s); retry %d/%d", exc, attempt, attempts - 1)
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
 
     def _log(self, records: list[RecordIn], stats: list[dict], out: list[PredictionOut]) -> None:
         from mmops.monitoring import flatten_features

@@ -109,3 +109,20 @@ def test_bad_base64_image_is_400(trained_project: Path) -> None:
         decode_record(pack, {"inputs": {"camera": "!!!"}})
     with pytest.raises(BadInputError, match="not a readable image"):
         decode_record(pack, {"inputs": {"camera": base64.b64encode(b"GIF89a-no").decode()}})
+
+
+def test_concurrent_clients_get_their_own_answers(service: tuple[str, Path], use_project: Path) -> None:
+    """Adaptive batching merges requests; every client must still get exactly its own records back."""
+    import concurrent.futures as cf
+
+    url, root = service
+    _, records = _records(root, 16)
+
+    def call(i: int) -> bool:
+        batch = [dict(records[(i + j) % len(records)], id=f"{i}-{j}") for j in range(1 + i % 4)]
+        resp = httpx.post(f"{url}/predict", json={"records": batch}, timeout=60)
+        return resp.status_code == 200 and [a["id"] for a in resp.json()] == [b["id"] for b in batch]
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(call, range(96)))
+    assert all(results), f"{results.count(False)} of {len(results)} requests failed or got other answers"
