@@ -40,6 +40,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check mmops dags tests
+	$(BIN)/mypy
 
 airflow: setup
 	$(BIN)/airflow standalone

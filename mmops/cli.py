@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -103,7 +104,7 @@ def data_pull(
         _run(lambda: pipeline.pull_data(pack), as_json, f"pulled {pack}:")
     else:
         for d in [domain] if domain else DEFAULT_DOMAINS:
-            _run(lambda d=d: pipeline.pull_domain(d), as_json, f"pulled for {d}:")
+            _run(partial(pipeline.pull_domain, d), as_json, f"pulled for {d}:")
 
 
 @data_app.command("list")
@@ -165,14 +166,14 @@ def run(
     from mmops import pipeline
 
     for d in domain or DEFAULT_DOMAINS:
-        _run(lambda d=d: pipeline.pull_domain(d), title=f"pull {d}:")
-        _run(lambda d=d: _progress_ingest(d), title=f"ingest {d}:")
+        _run(partial(pipeline.pull_domain, d), title=f"pull {d}:")
+        _run(partial(_progress_ingest, d), title=f"ingest {d}:")
         for stage in ("label", "validate", "build"):
-            _run(lambda s=stage, d=d: pipeline.STAGES[s](d), title=f"{stage} {d}:")
-        _run(lambda d=d: _progress_train(d), title=f"train {d}:")
-        _run(lambda d=d: pipeline.evaluate(d), title=f"evaluate {d}:")
+            _run(partial(pipeline.STAGES[stage], d), title=f"{stage} {d}:")
+        _run(partial(_progress_train, d), title=f"train {d}:")
+        _run(partial(pipeline.evaluate, d), title=f"evaluate {d}:")
         if package:
-            _run(lambda d=d: pipeline.package(d), title=f"package {d}:")
+            _run(partial(pipeline.package, d), title=f"package {d}:")
 
 
 @app.command()

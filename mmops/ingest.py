@@ -217,7 +217,7 @@ def _ingest_one(
             SampleFile.status == "ok", SampleFile.duplicate_of.is_(None),
         )
     )
-    blob = twin.blob_path if twin is not None else f"raw/{pack.name}/{modality}/{digest[:2]}/{digest}{ext}"
+    blob = twin.blob_path if twin is not None and twin.blob_path else f"raw/{pack.name}/{modality}/{digest[:2]}/{digest}{ext}"
     if twin is None:
         target = data_root / blob
         if not target.exists():

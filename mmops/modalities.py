@@ -47,8 +47,7 @@ def decode_image(data: bytes, spec: ImageSpec) -> Decoded:
             probe.verify()
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            img = img.convert("L" if spec.channels == 1 else "RGB")
-            arr = np.asarray(img, dtype=np.uint8)
+            arr = np.asarray(img.convert("L" if spec.channels == 1 else "RGB"), dtype=np.uint8)
     except BadInputError:
         raise
     except Image.DecompressionBombError as exc:
@@ -118,7 +117,7 @@ def decode_sensor(data: bytes, spec: SensorSpec) -> Decoded:
     return Decoded(check_sensor_array(values[:, 1:], spec, timestamps=values[:, 0]), {})
 
 
-def check_sensor_array(values: np.ndarray, spec: SensorSpec, timestamps: np.ndarray | None = None) -> np.ndarray:
+def check_sensor_array(values: Any, spec: SensorSpec, timestamps: np.ndarray | None = None) -> np.ndarray:
     """Validate a (time x channels) array; returns it as float32."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape[1] != len(spec.channels):

@@ -94,6 +94,7 @@ def train_model(
 
     arch = {"embed_dim": params.embed_dim, "fusion": params.fusion, "modality_dropout": params.modality_dropout}
     model = build_model(pack, arch).to(device)
+    assert train.labels is not None and val.labels is not None
     counts = np.bincount(train.labels, minlength=len(pack.classes)).astype(np.float32)
     weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
@@ -141,7 +142,7 @@ def train_model(
     ckpt_sha = hashlib.sha256(weights_path.read_bytes()).hexdigest()
     p_dict = {"seed": seed, **params.model_dump()}
     best = history[best_epoch - 1]
-    card = {
+    card: dict[str, Any] = {
         "format": CARD_FORMAT,
         "mmops_version": __version__,
         "domain": pack.name,

@@ -122,6 +122,7 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
         outcome = batch_def.get_batch(batch_parameters={"dataframe": df}).validate(suite)
         for r in outcome.results:
             cfg = r.expectation_config
+            assert cfg is not None  # GX always echoes the configuration it ran
             severity = (cfg.meta or {}).get("severity", "critical")
             kwargs = {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}
             observed = {k: r.result.get(k) for k in ("observed_value", "unexpected_count",
