@@ -1,10 +1,8 @@
 """Ingest DAGs, one per domain: land -> catalog -> labels; emits the domain's labeled-records Asset."""
 
-from datetime import datetime, timedelta
-
 from airflow.sdk import dag, task
 
-from mmops.orchestration import configure, domains, labeled_asset, project_root, run_stage
+from mmops.orchestration import configure, dag_defaults, domains, labeled_asset, project_root, run_stage
 
 ROOT = project_root(__file__)
 configure(ROOT)
@@ -14,11 +12,8 @@ def make_ingest_dag(domain: str):
     @dag(
         dag_id=f"mmops_ingest_{domain}",
         schedule="@hourly",
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
         tags=["mmops", "ingest", domain],
-        default_args={"owner": "mmops", "retries": 2, "retry_delay": timedelta(minutes=1)},
+        **dag_defaults(),
         doc_md=f"""
 ### Ingest `{domain}`
 Picks up new files under `landing/{domain}/`: decodes and checks each one, stores it content-addressed in

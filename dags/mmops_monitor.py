@@ -1,10 +1,8 @@
 """Daily drift monitoring: an Evidently report per domain of what the service saw vs the training data."""
 
-from datetime import datetime, timedelta
-
 from airflow.sdk import dag, task
 
-from mmops.orchestration import configure, domains, project_root, run_stage
+from mmops.orchestration import configure, dag_defaults, domains, project_root, run_stage
 
 ROOT = project_root(__file__)
 configure(ROOT)
@@ -13,11 +11,8 @@ configure(ROOT)
 @dag(
     dag_id="mmops_monitor",
     schedule="@daily",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
     tags=["mmops", "monitor"],
-    default_args={"owner": "mmops", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    **dag_defaults(retry_minutes=5),
     doc_md="""
 ### Monitor drift
 For each domain, compares the served model's prediction log (`var/predictions/<domain>.jsonl`) with the

@@ -1,11 +1,11 @@
 """Training DAGs, one per domain, scheduled on the domain's labeled-records Asset:
 validate (gate) -> build dataset version -> train -> evaluate (registry) -> package (BentoML)."""
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from mmops.orchestration import configure, domains, labeled_asset, project_root, run_stage
+from mmops.orchestration import configure, dag_defaults, domains, labeled_asset, project_root, run_stage
 
 ROOT = project_root(__file__)
 configure(ROOT)
@@ -15,11 +15,8 @@ def make_train_dag(domain: str):
     @dag(
         dag_id=f"mmops_train_{domain}",
         schedule=[labeled_asset(domain)],
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
         tags=["mmops", "train", domain],
-        default_args={"owner": "mmops", "retries": 2, "retry_delay": timedelta(minutes=2)},
+        **dag_defaults(retry_minutes=2),
         doc_md=f"""
 ### Train `{domain}`
 Runs when new labeled `{domain}` records arrive (asset `mmops_{domain}_labeled`), or by hand.

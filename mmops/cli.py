@@ -179,13 +179,14 @@ def run(
 @app.command()
 def serve(
     domain: Domain,
-    port: Annotated[int, typer.Option()] = 3000,
+    port: Annotated[int | None, typer.Option(help="default: params.yaml serve.port")] = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
 ) -> None:
     """Serve the domain's packaged model with BentoML (POST /predict)."""
-    from mmops.config import get_settings
+    from mmops.config import get_settings, load_params
     from mmops.serving.client import serve_command, service_env
 
+    port = port or load_params().serve.port
     console.print(f"serving {domain} on http://{host}:{port} (POST /predict); Ctrl-C stops", highlight=False)
     raise typer.Exit(subprocess.call(serve_command(port, host), env=service_env(domain), cwd=get_settings().root))
 
@@ -193,19 +194,15 @@ def serve(
 @app.command()
 def demo(
     domain: Annotated[list[str] | None, typer.Option("--domain", "-d")] = None,
-    port: Annotated[int, typer.Option()] = 3000,
+    port: Annotated[int | None, typer.Option(help="default: params.yaml serve.port")] = None,
     requests: Annotated[int, typer.Option(help="held-out records sent to each service")] = 60,
 ) -> None:
     """The whole path on real data: pull, every stage, serve, real requests, drift report."""
+    from mmops.config import load_params
     from mmops.demo import run_demo
 
     try:
-        run_demo(list(domain or DEFAULT_DOMAINS), port, requests, out)
+        run_demo(list(domain or DEFAULT_DOMAINS), port or load_params().serve.port, requests, out)
     except MmopsError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-
-
-def main() -> None:  # pragma: no cover - console script
-    app()
-    sys.exit(0)

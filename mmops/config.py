@@ -24,7 +24,6 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=Path.cwd)
     database_url: str | None = None
     params_file: Path | None = None
-    service_url: str = "http://127.0.0.1:3000"
 
     @cached_property
     def root(self) -> Path:
@@ -98,8 +97,6 @@ class MonitorParams(_Frozen):
 
 
 class ServeParams(_Frozen):
-    max_batch_size: int = Field(64, ge=1)
-    max_latency_ms: int = Field(2000, ge=1)
     port: int = Field(3000, ge=1, le=65535)
 
 

@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-DAGS_TAGS = ["mmops"]
-
 
 def project_root(dag_file: str) -> Path:
     """The project a DAG file belongs to (dags/ sits at its top level)."""
@@ -44,6 +42,18 @@ def run_stage(stage: str, domain: str, **kwargs: Any) -> dict[str, Any]:
         if stage == "monitor":  # no traffic yet: nothing to compare, not a failure
             raise AirflowSkipException(str(exc)) from exc
         raise AirflowFailException(str(exc)) from exc
+
+
+def dag_defaults(owner: str = "mmops", retries: int = 2, retry_minutes: int = 1) -> dict[str, Any]:
+    """Arguments every mmops DAG shares: no backfill, one run at a time, retries for transient errors."""
+    from datetime import datetime, timedelta
+
+    return {
+        "start_date": datetime(2026, 1, 1),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": {"owner": owner, "retries": retries, "retry_delay": timedelta(minutes=retry_minutes)},
+    }
 
 
 def labeled_asset(domain: str) -> Any:

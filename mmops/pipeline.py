@@ -252,10 +252,14 @@ def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
                                                        ModelVersion.checkpoint_sha256 == card["checkpoint_sha256"]))
         if mv is None:
             raise NotFoundError(f"the model in {model_dir} is not registered; run `mmops evaluate` first")
-        tag = save_to_model_store(domain, model_dir, {"model_version": mv.version, "metrics": mv.metrics})
-        bento = _build(domain, tag, settings.root / "bentofile.yaml", settings.root) if build_bento else None
-        mv.bento_model_tag, mv.bento_tag = tag, bento or mv.bento_tag
-        version = mv.version
+        mv_id, version, metrics = mv.id, mv.version, mv.metrics
+    # The bento build takes seconds: keep it outside any catalog transaction.
+    tag = save_to_model_store(domain, model_dir, {"model_version": version, "metrics": metrics})
+    bento = _build(domain, tag, settings.root / "bentofile.yaml", settings.root) if build_bento else None
+    with session_scope(settings.catalog_url) as session:
+        row = session.get(ModelVersion, mv_id)
+        assert row is not None
+        row.bento_model_tag, row.bento_tag = tag, bento or row.bento_tag
     return _write_summary(artifacts(domain, settings) / "package.json",
                           {"model_tag": tag, "bento_tag": bento, "model_version": version})
 

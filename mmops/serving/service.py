@@ -41,6 +41,8 @@ class ModelRunner:
     def __init__(self) -> None:
         self.predictor = _load_predictor()
 
+    # Adaptive batching across requests. A generous latency budget: on CPU a short one sheds load
+    # (measured in issue 6: 514 of 800 requests rejected at max_latency_ms=50, 32 clients).
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=2000)
     def infer(self, records: list[dict[str, Any]]) -> list[list[float]]:
         # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
