@@ -69,8 +69,9 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
         console.print(f"trained on {tr['device']}: {tr['epochs_run']} epochs, best val macro-F1 "
                       f"{tr['val_metrics']['macro_f1']:.3f}")
         ev = pipeline.evaluate(d)
-        console.print(f"test accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}; model v{ev['model_version']}"
-                      f" {'promoted to champion' if ev['promoted'] else 'kept as challenger'}")
+        verdict = "promoted to champion" if ev["promoted"] else ev["reason"]
+        console.print(f"test accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}; "
+                      f"model v{ev['model_version']}: {verdict}")
         pk = pipeline.package(d)
         console.print(f"packaged {pk['model_tag']} -> bento {pk['bento_tag']}")
         served = serve_and_send(d, port, n_requests)
