@@ -23,6 +23,9 @@ app = typer.Typer(help="mmops: multimodal MLOps - ingest, label, validate, train
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Bundled real data packs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+quarantine_app = typer.Typer(help="Files ingest rejected: list, release for another try, purge.",
+                             no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
 console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 120)  # logs and CI get full table rows
 
@@ -206,3 +209,62 @@ def demo(
     except MmopsError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+OptDomain = Annotated[str | None, typer.Option("--domain", "-d")]
+FileIds = Annotated[list[int] | None, typer.Argument(help="file ids from `mmops quarantine list`")]
+
+
+def _quarantine(action: Callable[..., Any]) -> Any:
+    from mmops.catalog import session_scope
+    from mmops.config import get_settings
+
+    settings = get_settings()
+    with session_scope(settings.catalog_url) as session:
+        return action(session, settings)
+
+
+@quarantine_app.command("list")
+def quarantine_list(domain: OptDomain = None, as_json: AsJson = False) -> None:
+    """Quarantined files with their reasons."""
+    from rich.table import Table
+
+    from mmops.quarantine import list_quarantined
+
+    rows = _run(lambda: _quarantine(lambda s, _: list_quarantined(s, domain)))
+    if as_json:
+        out.print_json(json.dumps([r.__dict__ for r in rows], default=str))
+        return
+    table = Table(title=f"quarantine ({len(rows)} files)")
+    for col in ("id", "domain", "file", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r.id), r.domain, r.source_path, r.reason)
+    out.print(table)
+
+
+@quarantine_app.command("release")
+def quarantine_release(ids: FileIds = None, domain: OptDomain = None) -> None:
+    """Give files another ingest (after fixing them in landing/, or to re-check them as they are)."""
+    from mmops.quarantine import release
+
+    if not ids:
+        console.print("[red]error:[/red] name the file ids to release (see `mmops quarantine list`)")
+        raise typer.Exit(1)
+    done = _run(lambda: _quarantine(lambda s, st: release(s, ids, st.landing_dir, st.quarantine_dir, domain)))
+    out.print(f"released {len(done)} file(s); run `mmops ingest` to check them again", highlight=False)
+
+
+@quarantine_app.command("purge")
+def quarantine_purge(
+    ids: FileIds = None, domain: OptDomain = None,
+    yes: Annotated[bool, typer.Option("--yes", help="purge every quarantined file in scope")] = False,
+) -> None:
+    """Delete quarantined copies for good; the decision stays on record in the catalog."""
+    from mmops.quarantine import purge
+
+    if not ids and not yes:
+        console.print("[red]error:[/red] name file ids, or pass --yes to purge all (of --domain)")
+        raise typer.Exit(1)
+    n = _run(lambda: _quarantine(lambda s, st: purge(s, ids, st.quarantine_dir, domain)))
+    out.print(f"purged {n} file(s)", highlight=False)

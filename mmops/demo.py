@@ -93,7 +93,7 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
   metrics and plots   {root}/artifacts/<domain>/metrics.json, confusion_matrix.png, history.csv
   drift reports       {root}/artifacts/<domain>/drift/drift_report.html
   catalog (SQLite)    {settings.catalog_url}
-  quarantine          {root}/quarantine/<domain>/  (reasons in the catalog's files table)
+  quarantine          mmops quarantine list   (copies in {root}/quarantine/<domain>/)
   serve a model       mmops serve --domain security   then POST http://127.0.0.1:3000/predict
   Airflow UI          make airflow   (AIRFLOW_HOME={root}/var/airflow; login printed there)
   reproduce           .venv/bin/dvc repro

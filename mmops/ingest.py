@@ -22,6 +22,7 @@ from mmops.catalog import Sample, SampleFile
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError, NotFoundError
 from mmops.modalities import MAX_FILE_BYTES, decode
+from mmops.quarantine import copy_path
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def quarantine_file(
     )
     if exists is not None:
         return
-    target = quarantine_root / domain / f"{digest[:12]}_{Path(rel).name}"
+    target = copy_path(quarantine_root, domain, digest, rel)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     session.add(
