@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         return self.root / "monitoring" / "reports"
 
     @property
+    def bentoml_home(self) -> Path:
+        """The BentoML model and bento store, unless BENTOML_HOME names another."""
+        return self.var_dir / "bentoml"
+
+    @property
     def prediction_log_dir(self) -> Path:
         return self.var_dir / "predictions"
 

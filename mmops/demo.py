@@ -21,7 +21,7 @@ from mmops.serving.client import predict, record_payload, serve_command, service
 def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> dict[str, Any]:
     """Start `bentoml serve` for the domain, send held-out test records, stop it. Returns counts."""
     settings = get_settings()
-    manifest = pipeline._manifest(domain, settings)
+    manifest = pipeline.load_manifest(domain, settings)
     pack = load_domain(domain)
     rows = manifest.split("test")[:n_requests]
     env = service_env(domain)

@@ -54,8 +54,13 @@ def _write_summary(path: Path, summary: Any) -> dict[str, Any]:
 
 def _bentoml_env(settings: Settings) -> None:
     """BentoML reads its home at import: point it inside the project before the first import."""
-    os.environ.setdefault("BENTOML_HOME", str(settings.var_dir / "bentoml"))
+    os.environ.setdefault("BENTOML_HOME", str(settings.bentoml_home))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+def _model_version(session: Any, domain: str, checkpoint_sha256: str) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.domain == domain,
+                                                     ModelVersion.checkpoint_sha256 == checkpoint_sha256))
 
 
 def git_commit(root: Path) -> str | None:
@@ -63,7 +68,9 @@ def git_commit(root: Path) -> str | None:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
 
 
 # --- stages ---------------------------------------------------------------------------------------------
@@ -146,7 +153,7 @@ def build(domain: str) -> dict[str, Any]:
                                         f"run `mmops validate --domain {domain}` first")
         manifest = build_manifest(domain, list(pack.classes), pack.modality_names, records,
                                   params.build.test_size, params.build.val_size, params.seed)
-        path = artifacts(domain, settings) / "dataset" / "manifest.json"
+        path = manifest_path(domain, settings)
         manifest.write(path)
         if session.get(DatasetVersion, manifest.id) is None:
             session.add(DatasetVersion(id=manifest.id, domain=domain, manifest_path=str(path),
@@ -156,10 +163,15 @@ def build(domain: str) -> dict[str, Any]:
             "split_counts": manifest.split_counts, "manifest": str(path)}
 
 
-def _manifest(domain: str, settings: Settings) -> Any:
+def manifest_path(domain: str, settings: Settings | None = None) -> Path:
+    return artifacts(domain, settings) / "dataset" / "manifest.json"
+
+
+def load_manifest(domain: str, settings: Settings | None = None) -> Any:
+    """The domain's current dataset version (written by `build`)."""
     from mmops.datasets.build import Manifest
 
-    path = artifacts(domain, settings) / "dataset" / "manifest.json"
+    path = manifest_path(domain, settings)
     if not path.exists():
         raise NotFoundError(f"no dataset for {domain} at {path}; run `mmops build --domain {domain}`")
     return Manifest.read(path)
@@ -169,7 +181,7 @@ def train(domain: str, progress: Progress = None) -> dict[str, Any]:
     from mmops.training import train_model
 
     settings, params, pack = _ctx(domain)
-    manifest = _manifest(domain, settings)
+    manifest = load_manifest(domain, settings)
     with session_scope(settings.catalog_url) as session:
         dv = session.get(DatasetVersion, manifest.id)
         if dv is None or dv.validation_run_id is None:
@@ -204,7 +216,7 @@ def evaluate(domain: str) -> dict[str, Any]:
     from mmops.registry import register
 
     settings, _, pack = _ctx(domain)
-    manifest = _manifest(domain, settings)
+    manifest = load_manifest(domain, settings)
     out = artifacts(domain, settings)
     predictor = Predictor.load(out / "model")
     if predictor.card["dataset_version"] != manifest.id:
@@ -228,7 +240,8 @@ def evaluate(domain: str) -> dict[str, Any]:
                    f"{domain}: test accuracy {metrics['accuracy']:.3f}", out / "confusion_matrix.png")
     with session_scope(settings.catalog_url) as session:
         run = session.scalar(select(TrainingRun).where(
-            TrainingRun.checkpoint_sha256 == predictor.card["checkpoint_sha256"]).order_by(TrainingRun.id.desc()))
+            TrainingRun.domain == domain, TrainingRun.checkpoint_sha256 == predictor.card["checkpoint_sha256"])
+            .order_by(TrainingRun.id.desc()))
         if run is None:
             raise NotFoundError(f"no training run in the catalog produced {out / 'model'}")
         reg = register(session, run, {k: metrics[k] for k in ("accuracy", "macro_f1", "n")})
@@ -248,8 +261,7 @@ def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
     model_dir = artifacts(domain, settings) / "model"
     card = read_card(model_dir)
     with session_scope(settings.catalog_url) as session:
-        mv = session.scalar(select(ModelVersion).where(ModelVersion.domain == domain,
-                                                       ModelVersion.checkpoint_sha256 == card["checkpoint_sha256"]))
+        mv = _model_version(session, domain, card["checkpoint_sha256"])
         if mv is None:
             raise NotFoundError(f"the model in {model_dir} is not registered; run `mmops evaluate` first")
         mv_id, version, metrics = mv.id, mv.version, mv.metrics
@@ -271,7 +283,7 @@ def monitor(domain: str, current: str = "log") -> dict[str, Any]:
     from mmops.monitoring import drift_report, read_prediction_log, reference_frame
 
     settings, params, _ = _ctx(domain)
-    manifest = _manifest(domain, settings)
+    manifest = load_manifest(domain, settings)
     card = read_card(artifacts(domain, settings) / "model")
     reference = reference_frame(manifest, "train")
     if current == "test":
@@ -287,8 +299,7 @@ def monitor(domain: str, current: str = "log") -> dict[str, Any]:
     result = drift_report(reference, cur, params.monitor.drift_share_threshold,
                           artifacts(domain, settings) / "drift", f"mmops {domain}: {current} vs train")
     with session_scope(settings.catalog_url) as session:
-        mv = session.scalar(select(ModelVersion).where(ModelVersion.domain == domain,
-                                                       ModelVersion.checkpoint_sha256 == card["checkpoint_sha256"]))
+        mv = _model_version(session, domain, card["checkpoint_sha256"])
         session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,
                                 reference_dataset_version_id=manifest.id, current_source=current,
                                 n_reference=result.n_reference, n_current=result.n_current,

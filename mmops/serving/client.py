@@ -62,7 +62,7 @@ def service_env(domain: str) -> dict[str, str]:
 
     settings = get_settings()
     env = {**os.environ, "MMOPS_DOMAIN": domain, "MMOPS_HOME": str(settings.root),
-           "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(settings.var_dir / "bentoml")),
+           "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(settings.bentoml_home)),
            "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("MMOPS_MODEL_TAG", None)  # the domain's newest packaged model
     return env

@@ -30,19 +30,20 @@ def model_tag() -> str:
     return os.environ.get("MMOPS_MODEL_TAG") or f"mmops-{os.environ.get('MMOPS_DOMAIN', 'security')}:latest"
 
 
-def _load_predictor() -> Any:
-    from mmops.inference import Predictor
-
-    return Predictor.load(Path(bentoml.models.get(model_tag()).path))
+def served_model() -> Any:
+    """The BentoML model this process serves."""
+    return bentoml.models.get(model_tag())
 
 
 @bentoml.service(name="mmops_model", workers=1, traffic={"timeout": 60})
 class ModelRunner:
     def __init__(self) -> None:
-        self.predictor = _load_predictor()
+        from mmops.inference import Predictor
+
+        self.predictor = Predictor.load(Path(served_model().path))
 
     # Adaptive batching across requests. A generous latency budget: on CPU a short one sheds load
-    # (measured in issue 6: 514 of 800 requests rejected at max_latency_ms=50, 32 clients).
+    # (issue 6 reports 514 of 800 requests rejected at max_latency_ms=50 with 32 clients).
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=2000)
     def infer(self, records: list[dict[str, Any]]) -> list[list[float]]:
         # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
@@ -56,12 +57,11 @@ class Svc:
 
     def __init__(self) -> None:
         from mmops.config import get_settings
+        from mmops.domains import DomainPack
         from mmops.inference import read_card
 
-        bento_model = bentoml.models.get(model_tag())
+        bento_model = served_model()
         self.card = read_card(Path(bento_model.path))
-        from mmops.domains import DomainPack
-
         self.pack = DomainPack.model_validate(self.card["domain_pack"])
         self.version = str(bento_model.tag)
         log_dir = get_settings().prediction_log_dir

@@ -38,7 +38,7 @@ def service(trained_project: Path) -> Iterator[tuple[str, Path]]:
 
 def _records(root: Path, n: int) -> tuple[list[dict], list[dict]]:
     os.environ["MMOPS_HOME"] = str(root)
-    manifest = pipeline._manifest("industrial", get_settings())
+    manifest = pipeline.load_manifest("industrial", get_settings())
     rows = manifest.split("test")[:n]
     pack = load_domain("industrial")
     return rows, [record_payload(pack, root / "data", r) for r in rows]
