@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=Path.cwd)
     database_url: str | None = None
     params_file: Path | None = None
+    # Where files land: a folder, or an fsspec URL (s3://bucket/landing) holding one folder per domain.
+    landing_url: str | None = None
+    # Key for PHI pseudonyms (DICOM patient IDs, UIDs). Unset: a random key kept in var/pseudonym.key. Keep it
+    # secret and stable: the same patient gets the same pseudonym only under the same key.
+    pseudonym_key: str | None = Field(None, repr=False)
 
     @cached_property
     def root(self) -> Path:
@@ -32,6 +37,26 @@ class Settings(BaseSettings):
     @property
     def landing_dir(self) -> Path:
         return self.root / "landing"
+
+    def landing(self, domain: str) -> str:
+        """The landing area of one domain, as a path or URL."""
+        if self.landing_url:
+            return f"{self.landing_url.rstrip('/')}/{domain}"
+        return str(self.landing_dir / domain)
+
+    def phi_key(self) -> bytes:
+        if self.pseudonym_key:
+            return self.pseudonym_key.encode()
+        path = self.var_dir / "pseudonym.key"
+        if not path.exists():
+            import os
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
 
     @property
     def data_dir(self) -> Path:
@@ -97,6 +122,18 @@ class TrainParams(_Frozen):
     amp: bool = True
 
 
+class IngestParams(_Frozen):
+    batch_files: int = Field(256, ge=1, le=100_000)  # files per catalog transaction (and per Airflow task)
+    workers: int = Field(0, ge=0, le=64)  # decode threads; 0 = one per CPU (at most 8)
+
+
+class LabelParams(_Frozen):
+    # label kinds training may use, in precedence order human > file > model > rule
+    train_on: tuple[Literal["human", "file", "model", "rule"], ...] = ("human", "file")
+    uncertainty: Literal["entropy", "margin"] = "entropy"
+    export_limit: int = Field(100, ge=1)  # Label Studio tasks per export
+
+
 class MonitorParams(_Frozen):
     drift_share_threshold: float = Field(0.5, gt=0, le=1)
 
@@ -116,6 +153,8 @@ class Params(_Frozen):
             "industrial": "industrial-imu",
         }
     )
+    ingest: IngestParams = IngestParams()
+    label: LabelParams = LabelParams()
     build: BuildParams = BuildParams()
     train: TrainParams = TrainParams()
     monitor: MonitorParams = MonitorParams()

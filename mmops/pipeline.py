@@ -91,27 +91,137 @@ def pull_domain(domain: str) -> dict[str, Any]:
     return pull_data(params.packs[domain])
 
 
-def ingest(domain: str, progress: Progress = None) -> dict[str, Any]:
+def _session_factory(settings: Settings) -> Callable[[], Any]:
     from sqlalchemy.orm import sessionmaker
 
     from mmops.catalog import get_engine
-    from mmops.ingest import ingest_domain
 
-    settings, _, pack = _ctx(domain)
+    return sessionmaker(get_engine(settings.catalog_url), expire_on_commit=False)
+
+
+def ingest(domain: str, progress: Progress = None, paths: list[str] | None = None) -> dict[str, Any]:
+    """Ingest what is new in the domain's landing area (or exactly `paths`: one planned batch)."""
+    from mmops.ingest import Landing, ingest_domain
+
+    settings, params, pack = _ctx(domain)
     summary = ingest_domain(
-        sessionmaker(get_engine(settings.catalog_url), expire_on_commit=False), pack, settings.landing_dir,
-        settings.data_dir, settings.quarantine_dir, progress,
+        _session_factory(settings), pack, Landing(settings.landing(domain)), settings.data_dir,
+        settings.quarantine_dir, phi_key=settings.phi_key(), paths=paths, workers=params.ingest.workers or None,
+        batch_files=params.ingest.batch_files, progress=progress,
     )
-    return _write_summary(artifacts(domain, settings) / "ingest.json", summary)
+    name = "ingest.json" if paths is None else f"ingest-batch-{_digest(paths)}.json"
+    return _write_summary(artifacts(domain, settings) / name, summary)
+
+
+def _digest(items: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:12]
+
+
+def plan_ingest(domain: str) -> dict[str, Any]:
+    """The new or changed landed files, in batches of params `ingest.batch_files` (paths only)."""
+    from mmops.ingest import Landing, plan_batches
+
+    settings, params, pack = _ctx(domain)
+    with session_scope(settings.catalog_url) as session:
+        batches = plan_batches(session, pack, Landing(settings.landing(domain)), params.ingest.batch_files)
+    return {"domain": domain, "batches": batches, "files": sum(len(b) for b in batches)}
+
+
+def _landed_file(settings: Settings, domain: str, name: str) -> Path | None:
+    """A control file (labels, annotations) of the landing area as a local path (fetched if remote)."""
+    from mmops.ingest import Landing
+    from mmops.modalities import MAX_FILE_BYTES
+
+    landing = Landing(settings.landing(domain))
+    if landing.local is not None:
+        path = landing.local / name
+        return path if path.is_file() else None
+    try:
+        data = landing.read(name, 16 * MAX_FILE_BYTES)
+    except FileNotFoundError:
+        return None
+    local = settings.var_dir / "fetched" / domain / name
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(data)
+    return local
 
 
 def label(domain: str) -> dict[str, Any]:
-    from mmops.labeling import import_labels
+    """Labels from every source that needs no model: the labels file (CSV or JSON), Label Studio exports
+    dropped in landing/<domain>/annotations/, and the domain's labeling functions. Writes the resolution
+    report (labels chosen per kind, conflicts, disagreements) to artifacts/<domain>/labels.json."""
+    from mmops.labeling import import_labels, report, resolve
+    from mmops.labeling.labelstudio import import_annotations
+    from mmops.labeling.rules import apply_rules
+
+    settings, params, pack = _ctx(domain)
+    result: dict[str, Any] = {"domain": domain, "files": [], "annotations": [], "rules": None}
+    with session_scope(settings.catalog_url) as session:
+        stem = Path(pack.labels_file).stem
+        for name in dict.fromkeys([pack.labels_file, f"{stem}.csv", f"{stem}.json"]):
+            path = _landed_file(settings, domain, name)
+            if path is not None:
+                result["files"].append(_jsonable(import_labels(session, pack, path)))
+        annotations = settings.landing_dir / domain / "annotations"
+        for path in sorted(annotations.glob("*.json")) if annotations.is_dir() else []:
+            result["annotations"].append(_jsonable(import_annotations(session, pack, path)))
+        result["rules"] = _jsonable(apply_rules(session, pack, settings.data_dir))
+        session.flush()
+        resolution = report(resolve(session, domain))
+    if not result["files"] and not result["annotations"] and not resolution["labeled"]:
+        raise NotFoundError(f"no labels for {domain}: land {pack.labels_file} (or Label Studio exports in "
+                            f"annotations/) next to the data, or add label_rules to the domain pack")
+    _write_summary(artifacts(domain, settings) / "label_conflicts.json",
+                   {k: resolution[k] for k in ("conflicts", "disagreements")})
+    trusted = sum(n for k, n in resolution["by_kind"].items() if k in params.label.train_on)
+    result |= {"labeled": resolution["labeled"], "by_kind": resolution["by_kind"], "trusted": trusted,
+               "conflicts": len(resolution["conflicts"]), "disagreements": len(resolution["disagreements"])}
+    if resolution["conflicts"]:
+        log.warning("%s: %d records have conflicting labels; see %s", domain, len(resolution["conflicts"]),
+                    artifacts(domain, settings) / "label_conflicts.json")
+    return _write_summary(artifacts(domain, settings) / "labels.json", result)
+
+
+def prelabel(domain: str, export: bool = True) -> dict[str, Any]:
+    """Model-assisted labeling: the champion's predictions on records no human labeled (as `model` labels),
+    the review queue re-ranked by uncertainty, and the top of it exported as Label Studio tasks to
+    artifacts/<domain>/labelstudio/. Without a model yet, the queue is ranked by the rules' confidence."""
+    from mmops.labeling.labelstudio import export_tasks
+    from mmops.labeling.queue import prelabel as model_prelabel
+    from mmops.labeling.queue import refresh_queue
+    from mmops.registry import champion_or_latest
+
+    settings, params, pack = _ctx(domain)
+    result: dict[str, Any] = {"domain": domain, "model": None}
+    with session_scope(settings.catalog_url) as session:
+        try:
+            mv = champion_or_latest(session, domain)
+        except NotFoundError:
+            mv, probs = None, None
+        if mv is not None:
+            summary, probs = model_prelabel(session, pack, settings.data_dir, mv, params.train.device)
+            result["model"] = _jsonable(summary)
+        session.flush()
+        result["queue"] = refresh_queue(session, pack, probs, mv, params.label.uncertainty)
+        if export:
+            session.flush()
+            result["export"] = export_tasks(session, pack, settings.data_dir,
+                                            artifacts(domain, settings) / "labelstudio", params.label.export_limit)
+    return _write_summary(artifacts(domain, settings) / "prelabel.json", result)
+
+
+def import_annotations(domain: str, path: str) -> dict[str, Any]:
+    """Import one Label Studio JSON export as human labels."""
+    from mmops.labeling.labelstudio import import_annotations as _import
 
     settings, _, pack = _ctx(domain)
+    export = Path(path)
+    if not export.is_file():
+        raise NotFoundError(f"no Label Studio export at {export}")
     with session_scope(settings.catalog_url) as session:
-        summary = import_labels(session, pack, settings.landing_dir / domain / pack.labels_file)
-    return _write_summary(artifacts(domain, settings) / "labels.json", summary)
+        return _jsonable(_import(session, pack, export))
 
 
 def validate(domain: str) -> dict[str, Any]:
@@ -119,10 +229,10 @@ def validate(domain: str) -> dict[str, Any]:
     from mmops.records import fingerprint, load_records
     from mmops.validation import run_gate
 
-    settings, _, pack = _ctx(domain)
+    settings, params, pack = _ctx(domain)
     report = artifacts(domain, settings) / "validation.json"
     with session_scope(settings.catalog_url) as session:
-        records = load_records(session, domain)
+        records = load_records(session, domain, params.label.train_on)
         fp = fingerprint([r for r in records if r.label is not None])
         result = run_gate(pack, records, fp, report)
         session.add(ValidationRun(domain=domain, fingerprint=fp, success=result.success,
@@ -142,7 +252,7 @@ def build(domain: str) -> dict[str, Any]:
 
     settings, params, pack = _ctx(domain)
     with session_scope(settings.catalog_url) as session:
-        records = [r for r in load_records(session, domain) if r.label is not None]
+        records = [r for r in load_records(session, domain, params.label.train_on) if r.label is not None]
         fp = fingerprint(records)
         gate = session.scalar(select(ValidationRun).where(ValidationRun.domain == domain,
                                                           ValidationRun.fingerprint == fp)
@@ -312,6 +422,6 @@ def monitor(domain: str, current: str = "log") -> dict[str, Any]:
 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
-    "ingest": ingest, "label": label, "validate": validate, "build": build, "train": train,
+    "ingest": ingest, "plan_ingest": plan_ingest, "label": label, "prelabel": prelabel, "validate": validate, "build": build, "train": train,
     "evaluate": evaluate, "package": package, "monitor": monitor,
 }

@@ -4,13 +4,15 @@ work on."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mmops.catalog import Label, Sample, SampleFile
+from mmops.catalog import Sample, SampleFile
+from mmops.labeling.store import TRUSTED_KINDS, resolve
 
 
 @dataclass(frozen=True)
@@ -35,17 +37,14 @@ class Record:
         }
 
 
-def load_records(session: Session, domain: str) -> list[Record]:
-    """Every sample of the domain with at least one ingested file, with its newest label (None if unlabeled)."""
-    labels: dict[int, str] = {}
-    for sample_id, label in session.execute(
-        select(Label.sample_id, Label.label).join(Sample).where(Sample.domain == domain).order_by(Label.created_at)
-    ):
-        labels[sample_id] = label
+def load_records(session: Session, domain: str, trusted: Sequence[str] = TRUSTED_KINDS) -> list[Record]:
+    """Every record of the domain with at least one ingested file, with its chosen label when that label's
+    kind is trusted for training (None otherwise: unlabeled)."""
+    labels = {sid: r.label for sid, r in resolve(session, domain).items() if r.kind in trusted}
     files: dict[int, dict[str, FileRef]] = {}
     keys: dict[int, str] = {}
     for sample_id, key, modality, blob, sha, stats in session.execute(
-        select(Sample.id, Sample.sample_key, SampleFile.modality, SampleFile.blob_path, SampleFile.sha256,
+        select(Sample.id, Sample.sample_key, SampleFile.modality, SampleFile.blob_path, SampleFile.content_sha256,
                SampleFile.stats)
         .join(SampleFile, SampleFile.sample_id == Sample.id)
         .where(Sample.domain == domain, SampleFile.status == "ok")

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -44,29 +56,66 @@ class SampleFile(Base):
     domain: Mapped[str] = mapped_column(String(64), index=True)
     modality: Mapped[str | None] = mapped_column(String(64))
     source_path: Mapped[str] = mapped_column(String(1024))
-    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the landed bytes
+    # of the stored bytes (differs from sha256 when ingest de-identified or redacted the file)
+    content_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(Integer)
+    source_version: Mapped[str | None] = mapped_column(String(255))  # mtime_ns / ETag seen at ingest
     blob_path: Mapped[str | None] = mapped_column(String(1024))
     status: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("files.id"))
     stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    notes: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what ingest changed (PHI removed, resampled)
     ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     sample: Mapped[Sample | None] = relationship(back_populates="files")
 
 
+LABEL_KINDS = ("human", "file", "model", "rule")  # precedence, highest first
+
+
 class Label(Base):
+    """One label from one source, with provenance. A source's current label for a record has
+    `superseded_at` NULL; a changed label supersedes the old row instead of overwriting it."""
+
     __tablename__ = "labels"
-    __table_args__ = (UniqueConstraint("sample_id", "source"),)
+    __table_args__ = (
+        Index("uq_labels_current", "sample_id", "source", unique=True,
+              sqlite_where=text("superseded_at IS NULL"), postgresql_where=text("superseded_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), index=True)
     label: Mapped[str] = mapped_column(String(128))
-    source: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16), default="file")  # human | file | model | rule
+    source: Mapped[str] = mapped_column(String(255))  # file:labels.csv, human:alice, model:medical@v3, rules
+    annotator: Mapped[str | None] = mapped_column(String(255))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # rule votes, probabilities, task ids
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     sample: Mapped[Sample] = relationship(back_populates="labels")
+
+
+class ReviewItem(Base):
+    """A record waiting for a human label, ranked by how unsure the current model (or the rules) is."""
+
+    __tablename__ = "review_queue"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), unique=True)
+    domain: Mapped[str] = mapped_column(String(64), index=True)
+    score: Mapped[float] = mapped_column(Float)  # higher = more uncertain = review first
+    method: Mapped[str] = mapped_column(String(32))  # entropy | margin | rule_margin | none
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    prediction: Mapped[str | None] = mapped_column(String(128))
+    probabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | exported
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    exported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ValidationRun(Base):

@@ -5,6 +5,7 @@ Adding a domain means adding a YAML file here (or in MMOPS_HOME/domains/); no st
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,8 +26,11 @@ class ImageSpec(_Spec):
     kind: Literal["image"] = "image"
     size: tuple[int, int] = (32, 32)  # (height, width) the model sees
     channels: Literal[1, 3] = 3
-    max_pixels: int = 4096 * 4096  # decompression-bomb guard
-    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+    max_pixels: int = 4096 * 4096  # decompression-bomb guard (the header is checked before decoding)
+    min_side: int = Field(8, ge=1)  # smaller images are rejected, not upscaled into noise
+    # DICOM images without a window in their tags use this one (center, width), in rescaled units (e.g. HU)
+    window: tuple[float, float] | None = None
+    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm")
 
 
 class SensorSpec(_Spec):
@@ -34,16 +38,51 @@ class SensorSpec(_Spec):
     channels: tuple[str, ...]
     length: int = Field(ge=2)  # samples the model sees (series are cropped / zero-padded)
     sample_rate_hz: float = Field(gt=0)
+    rate_tolerance: float = Field(0.05, ge=0, lt=1)  # relative deviation of the median timestamp step
+    unit: str | None = None  # physical unit of the values (DICOM waveforms are converted to it)
+    # DICOM waveforms: channel -> lead/source name (CodeMeaning); they are resampled to sample_rate_hz
+    dicom_channels: dict[str, str] = Field(default_factory=dict)
     max_rows: int = 1_000_000
-    extensions: tuple[str, ...] = (".csv",)
+    extensions: tuple[str, ...] = (".csv", ".parquet", ".dcm")
 
 
 class TextSpec(_Spec):
     kind: Literal["text"] = "text"
+    min_chars: int = Field(1, ge=1)
     max_chars: int = 20_000
+    encodings: tuple[str, ...] = ("utf-8",)  # also accepted: "utf-16" (with a BOM); anything else is rejected
+    redact_phi: bool = False  # replace names, dates, record numbers, phones, emails before storing
     max_tokens: int = 128
     vocab_buckets: int = 8192
     extensions: tuple[str, ...] = (".txt",)
+
+
+class LabelRule(BaseModel):
+    """A labeling function: votes `label` for a record when it fires, abstains otherwise.
+
+    kind `keywords`: the modality's text contains any of `keywords` (whole words, case-insensitive).
+    kind `threshold`: the modality's summary statistic `stat` (see the files' stats) is above `above` and/or
+    below `below`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["keywords", "threshold"]
+    modality: str
+    label: str
+    weight: float = Field(1.0, gt=0)
+    keywords: tuple[str, ...] = ()
+    stat: str | None = None
+    above: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> LabelRule:
+        if self.kind == "keywords" and not self.keywords:
+            raise ValueError(f"label rule {self.name}: kind keywords needs keywords")
+        if self.kind == "threshold" and (self.stat is None or (self.above is None and self.below is None)):
+            raise ValueError(f"label rule {self.name}: kind threshold needs stat and above and/or below")
+        return self
 
 
 ModalitySpec = Annotated[ImageSpec | SensorSpec | TextSpec, Field(discriminator="kind")]
@@ -57,9 +96,24 @@ class DomainPack(BaseModel):
     classes: tuple[str, ...] = Field(min_length=2)
     modalities: tuple[ModalitySpec, ...] = Field(min_length=1)
     labels_file: str = "labels.csv"
+    # How a landed file's path (relative to landing/<domain>/) names its record and modality. Files with the
+    # same key form one multimodal record; a record may lack modalities.
+    record_pattern: str = r"^(?P<modality>[^/]+)/(?P<key>[^/]+)\.[^./]+$"
+    label_rules: tuple[LabelRule, ...] = ()
 
     @model_validator(mode="after")
     def _unique(self) -> DomainPack:
+        try:
+            groups = re.compile(self.record_pattern).groupindex
+        except re.error as exc:
+            raise ValueError(f"record_pattern is not a regular expression: {exc}") from None
+        if not {"key", "modality"} <= set(groups):
+            raise ValueError("record_pattern needs the named groups (?P<key>...) and (?P<modality>...)")
+        for rule in self.label_rules:
+            if rule.label not in self.classes:
+                raise ValueError(f"label rule {rule.name}: {rule.label!r} is not a class of {self.name}")
+            if rule.modality not in [m.name for m in self.modalities]:
+                raise ValueError(f"label rule {rule.name}: no modality {rule.modality!r}")
         names = [m.name for m in self.modalities]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate modality names in domain {self.name}: {names}")

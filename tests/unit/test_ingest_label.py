@@ -33,9 +33,10 @@ def test_corrupt_files_are_quarantined_and_the_rest_ingested(project: Path, tmp_
     assert "not a readable image" in reasons["camera/truncated.png"]
     assert "empty file" in reasons["camera/empty.png"]
     assert "extension .txt" in reasons["camera/notes.txt"]
-    assert "modality folder" in reasons["stray.png"]
+    assert "record pattern" in reasons["stray.png"]
     assert "symbolic link" in reasons["camera/escape.png"]
-    assert len(list((project / "quarantine" / "security").iterdir())) == 5
+    # every file that was read is kept in quarantine; a symlink is never followed, so there is nothing to keep
+    assert len(list((project / "quarantine" / "security").iterdir())) == 4
     # content-addressed store holds each good file once
     assert len(list((project / "data" / "raw" / "security").rglob("*.png"))) == 200
 
@@ -61,12 +62,12 @@ def test_labels_import_rejects_unknown_samples_and_classes(project: Path) -> Non
     assert "flying" in text
     labels.write_text(text + "ghost_sample,walking\n")
     pipeline.ingest("industrial")
-    res = pipeline.label("industrial")
+    res = pipeline.label("industrial")["files"][0]
     assert res["imported"] == 79
-    assert "no such sample" in res["rejected"]["ghost_sample"]
+    assert "no such record" in res["rejected"]["ghost_sample"]
     assert "not a class" in res["rejected"]["bm_test_000"]
-    again = pipeline.label("industrial")
+    again = pipeline.label("industrial")["files"][0]
     assert again["imported"] == 0 and again["unchanged"] == 79
     with session_scope() as s:
-        assert s.scalar(select(func.count()).select_from(Label)) == 79
+        assert s.scalar(select(func.count()).select_from(Label).where(Label.kind == "file")) == 79
         assert s.scalar(select(func.count()).select_from(Sample)) == 80

@@ -61,7 +61,7 @@ def test_good_sensor_csv() -> None:
     (b"timestamp,x,y\n0,1,2\n1,inf,3\n", "NaN or infinite"),
     (b"timestamp,x,y\n0,1,2\n0,2,3\n", "strictly increasing"),
     (b"timestamp,x,y\n0,1,2\n1,2\n", "fields"),
-    (b"timestamp,x,y\n0,1,2\n", "at least 2"),
+    (b"timestamp,x,y\n0,1,2\n", "1 samples"),
     (b"timestamp,x,y\n0,1,\xff\n1,2,3\n", "UTF-8"),
 ])
 def test_bad_sensor_csv(csv: bytes, reason: str) -> None:

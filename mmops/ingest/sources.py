@@ -1,0 +1,168 @@
+"""Landing sources: where files arrive. A local folder, or any fsspec URL (s3://, gs://, az://, memory://)
+whose credentials the environment provides (fsspec comes with DVC; install its s3fs/gcsfs extra for clouds).
+
+A source lists entries cheaply (path, size, version: mtime or ETag, no reads) so that ingest can skip what
+it has seen, and reads one file at a time. Every path is checked: `..`, absolute paths, backslashes and
+control characters are refused (object stores allow such keys), and locally a symbolic link is never
+followed and a path never resolves outside the root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mmops.errors import BadInputError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+READ_ATTEMPTS = 3  # transient read errors (network, NFS) are retried with backoff, then raised
+
+
+@dataclass(frozen=True)
+class Entry:
+    rel: str  # posix path relative to the domain's landing root
+    size: int
+    version: str  # changes whenever the content may have changed (mtime in ns, ETag, generation)
+    problem: str | None = None  # why the entry is refused without reading it
+
+
+def _version(info: dict[str, Any]) -> str:
+    """What changes when an object store's object changes (whichever the filesystem reports)."""
+    keys = ("ETag", "etag", "generation", "md5", "mtime", "LastModified", "updated", "created")
+    return next((str(info[k]) for k in keys if info.get(k) is not None), "")
+
+
+def unsafe_path(rel: str) -> str | None:
+    """Why a landing-relative path is refused, or None when it is safe to use under a root."""
+    if not rel or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+        return "absolute path: refused (it could point outside the landing folder)"
+    if "\\" in rel or any(ord(c) < 32 for c in rel):
+        return "path contains a backslash or a control character"
+    parts = PurePosixPath(rel).parts
+    if ".." in parts or any(p in ("", ".") for p in rel.split("/")):
+        return "path escapes the landing folder ('..' or an empty part)"
+    return None
+
+
+class Landing:
+    """The landing area of one domain."""
+
+    def __init__(self, url: str | Path):
+        text = str(url)
+        self.url = text
+        if "://" in text and not text.startswith("file://"):
+            import fsspec
+
+            self.fs: Any = fsspec.core.url_to_fs(text)[0]
+            self.root = fsspec.core.url_to_fs(text)[1].rstrip("/")
+            self.local: Path | None = None
+        else:
+            self.fs = None
+            self.root = text.removeprefix("file://")
+            self.local = Path(self.root)
+
+    def __repr__(self) -> str:
+        return f"Landing({self.url!r})"
+
+    def exists(self) -> bool:
+        return self.local.is_dir() if self.local is not None else bool(self.fs.isdir(self.root))
+
+    def entries(self) -> list[Entry]:
+        """Every file under the root (hidden files skipped), sorted; nothing is read."""
+        if not self.exists():
+            raise NotFoundError(f"no landing folder {self.url}; land files there or run `mmops data pull`")
+        found = list(self._local_entries() if self.local is not None else self._remote_entries())
+        # hidden files (.DS_Store, editors' temp files, partial uploads) are not data; a refused path is kept
+        # whatever its name, so that `..` tricks end in quarantine, not in silence
+        return sorted((e for e in found if e.problem or not any(p.startswith(".") for p in e.rel.split("/"))),
+                      key=lambda e: e.rel)
+
+    def _local_entries(self) -> Iterator[Entry]:
+        assert self.local is not None
+        for dirpath, dirnames, filenames in os.walk(self.local, followlinks=False):
+            base = Path(dirpath)
+            for name in sorted(filenames) + sorted(d for d in dirnames if (base / d).is_symlink()):
+                path = base / name
+                rel = path.relative_to(self.local).as_posix()
+                st = path.lstat()
+                problem = None
+                if stat.S_ISLNK(st.st_mode):
+                    problem = "symbolic link: refused (it could point outside the landing folder)"
+                elif not stat.S_ISREG(st.st_mode):
+                    problem = "not a regular file"
+                yield Entry(rel, st.st_size, str(st.st_mtime_ns), problem or unsafe_path(rel))
+
+    def _remote_entries(self) -> Iterator[Entry]:
+        prefix = self.root + "/"
+        for name, info in self.fs.find(self.root, detail=True, withdirs=False).items():
+            name = name.rstrip("/")
+            rel = name[len(prefix):] if name.startswith(prefix) else name
+            yield Entry(rel, int(info.get("size") or 0), _version(info), unsafe_path(rel))
+
+    def stat(self, rel: str) -> Entry:
+        """The entry for one path (a batch handed over by a scheduler is re-checked, never trusted)."""
+        problem = unsafe_path(rel)
+        if problem:
+            return Entry(rel, 0, "", problem)
+        if self.local is not None:
+            path = self.local / rel
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                raise NotFoundError(f"{self.url}/{rel} is gone (moved or deleted since it was listed)") from None
+            if stat.S_ISLNK(st.st_mode):
+                return Entry(rel, st.st_size, str(st.st_mtime_ns),
+                             "symbolic link: refused (it could point outside the landing folder)")
+            if not path.resolve().is_relative_to(self.local.resolve()):
+                return Entry(rel, st.st_size, str(st.st_mtime_ns), "path escapes the landing folder")
+            return Entry(rel, st.st_size, str(st.st_mtime_ns), None if stat.S_ISREG(st.st_mode) else "not a regular file")
+        try:
+            info = self.fs.info(f"{self.root}/{rel}")
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.url}/{rel} is gone (moved or deleted since it was listed)") from None
+        return Entry(rel, int(info.get("size") or 0), _version(info))
+
+    def read(self, rel: str, limit: int) -> bytes:
+        """The bytes of one entry (refusing unsafe paths and files over `limit`), retrying transient errors."""
+        problem = unsafe_path(rel)
+        if problem:
+            raise BadInputError(problem)
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self._read_once(rel, limit)
+            except (BadInputError, FileNotFoundError, IsADirectoryError, PermissionError):
+                raise
+            except OSError as exc:  # timeouts, resets, stale NFS handles: worth another try
+                if attempt == READ_ATTEMPTS:
+                    raise
+                log.warning("read %s/%s failed (%s); retry %d of %d", self.url, rel, exc, attempt, READ_ATTEMPTS - 1)
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _read_once(self, rel: str, limit: int) -> bytes:
+        if self.local is not None:
+            path = self.local / rel
+            # O_NOFOLLOW: a file swapped for a symlink after listing is still refused
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            except OSError as exc:
+                if path.is_symlink():
+                    raise BadInputError("symbolic link: refused (it could point outside the landing folder)") from None
+                raise exc
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise BadInputError("not a regular file")
+                data = fh.read(limit + 1)
+        else:
+            with self.fs.open(f"{self.root}/{rel}", "rb") as fh:
+                data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise BadInputError(f"file is over the {limit}-byte limit")
+        return data

@@ -1,0 +1,183 @@
+"""Label Studio round trip: the review queue out as tasks (with the model's predictions as pre-annotations),
+finished annotations back in as human labels.
+
+`export_tasks` writes `tasks.json` (import it into a Label Studio project) and `config.xml` (the project's
+labeling interface: every modality of the record side by side, one single-choice question `label`). The
+record travels inside the task: text as text, images as PNG data URIs, sensor series as inline JSON for the
+TimeSeries tag, so no storage has to be shared with the Label Studio server.
+
+`import_annotations` reads a Label Studio JSON export (Export -> JSON). Each annotator's non-cancelled
+choice becomes a `human` label with source `human:<annotator>` and the annotation's time; tasks that name
+unknown records or classes are reported, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from mmops.catalog import ReviewItem, Sample, SampleFile
+from mmops.domains import DomainPack, ImageSpec, SensorSpec
+from mmops.errors import BadInputError
+from mmops.labeling.queue import top
+from mmops.labeling.store import put_label
+from mmops.modalities import decode
+
+CHOICE = "label"  # the from_name of the classification question
+
+
+def config_xml(pack: DomainPack) -> str:
+    parts = ["<View>", '  <Header value="$sample_key"/>']
+    for spec in pack.modalities:
+        name = quoteattr(spec.name)
+        if isinstance(spec, ImageSpec):
+            parts.append(f'  <Image name={name} value="${spec.name}" zoom="true"/>')
+        elif isinstance(spec, SensorSpec):
+            channels = "".join(f'<Channel column={quoteattr(c)}/>' for c in spec.channels)
+            parts.append(f'  <TimeSeries name={name} value="${spec.name}" valueType="json" timeColumn="time"'
+                         f' sep="," >{channels}</TimeSeries>')
+        else:
+            parts.append(f'  <Text name={name} value="${spec.name}"/>')
+    choices = "".join(f"<Choice value={quoteattr(c)}/>" for c in pack.classes)
+    parts.append(f'  <Choices name="{CHOICE}" toName={quoteattr(pack.modalities[0].name)} choice="single" '
+                 f'showInLine="true" required="true">{choices}</Choices>')
+    parts.append("</View>")
+    return "\n".join(parts) + "\n"
+
+
+def _media(spec: Any, data: bytes) -> Any:
+    value = decode(data, spec).value
+    if isinstance(spec, ImageSpec):
+        from PIL import Image
+
+        arr = np.asarray(value)
+        img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    if isinstance(spec, SensorSpec):
+        arr = np.asarray(value, dtype=np.float64)
+        out: dict[str, list[float]] = {"time": [round(i / spec.sample_rate_hz, 6) for i in range(arr.shape[0])]}
+        for j, ch in enumerate(spec.channels):
+            out[ch] = [round(float(x), 6) for x in arr[:, j]]
+        return out
+    return value
+
+
+def export_tasks(session: Session, pack: DomainPack, data_root: Path, out_dir: Path,
+                 limit: int | None = 100) -> dict[str, Any]:
+    """Write the `limit` most uncertain queued records as Label Studio tasks; marks them exported."""
+    items = top(session, pack.name, limit)
+    files: dict[int, dict[str, str]] = {}
+    if items:
+        for sample_id, modality, blob in session.execute(
+            select(SampleFile.sample_id, SampleFile.modality, SampleFile.blob_path).where(
+                SampleFile.sample_id.in_([i.sample_id for i, _ in items]), SampleFile.status == "ok")
+        ):
+            if sample_id is not None and modality is not None and blob is not None:
+                files.setdefault(sample_id, {})[modality] = blob
+    tasks = []
+    now = datetime.now(UTC)
+    for item, key in items:
+        data: dict[str, Any] = {"sample_key": key, "domain": pack.name}
+        for modality, blob in sorted(files.get(item.sample_id, {}).items()):
+            data[modality] = _media(pack.modality(modality), (data_root / blob).read_bytes())
+        task: dict[str, Any] = {"data": data, "meta": {"uncertainty": item.score, "method": item.method}}
+        if item.prediction is not None:
+            score = (item.probabilities or {}).get(item.prediction)
+            task["predictions"] = [{
+                "model_version": f"{pack.name}@{item.model_version_id}" if item.model_version_id else "rules",
+                "score": score,
+                "result": [{"from_name": CHOICE, "to_name": pack.modalities[0].name, "type": "choices",
+                            "value": {"choices": [item.prediction]}}],
+            }]
+        tasks.append(task)
+        item.status, item.exported_at = "exported", now
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tasks.json").write_text(json.dumps(tasks, indent=1), encoding="utf-8")
+    (out_dir / "config.xml").write_text(config_xml(pack), encoding="utf-8")
+    return {"domain": pack.name, "tasks": len(tasks), "path": str(out_dir / "tasks.json"),
+            "config": str(out_dir / "config.xml")}
+
+
+@dataclass
+class AnnotationSummary:
+    domain: str
+    source_file: str
+    tasks: int = 0
+    annotations: int = 0
+    imported: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    cancelled: int = 0
+    rejected: dict[str, str] = field(default_factory=dict)  # "<task id>" -> reason
+
+
+def _annotator(annotation: dict[str, Any]) -> str:
+    who = annotation.get("created_username") or annotation.get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("email") or who.get("username") or who.get("id")
+    if isinstance(who, str):
+        who = who.split(",")[0].strip()  # "alice@x.org, 3" in recent exports
+    return str(who) if who not in (None, "") else "unknown"
+
+
+def _when(annotation: dict[str, Any]) -> datetime | None:
+    for key in ("updated_at", "created_at"):
+        raw = annotation.get(key)
+        if isinstance(raw, str):
+            try:
+                when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
+
+
+def import_annotations(session: Session, pack: DomainPack, export_path: Path) -> AnnotationSummary:
+    """Import a Label Studio JSON export as human labels with provenance."""
+    try:
+        tasks = json.loads(export_path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{export_path} is not a Label Studio JSON export: {exc}") from None
+    if not isinstance(tasks, list):
+        raise BadInputError(f"{export_path}: expected a list of tasks (Label Studio Export -> JSON)")
+    summary = AnnotationSummary(pack.name, export_path.name, tasks=len(tasks))
+    ids = {s.sample_key: s.id for s in session.scalars(select(Sample).where(Sample.domain == pack.name))}
+    done: set[int] = set()
+    for n, task in enumerate(tasks):
+        tid = str(task.get("id", n)) if isinstance(task, dict) else str(n)
+        data = task.get("data", {}) if isinstance(task, dict) else {}
+        key = data.get("sample_key") if isinstance(data, dict) else None
+        if data.get("domain", pack.name) != pack.name or key not in ids:
+            summary.rejected[tid] = f"task names no record of {pack.name}: {key!r}"
+            continue
+        for annotation in task.get("annotations") or []:
+            summary.annotations += 1
+            if annotation.get("was_cancelled"):
+                summary.cancelled += 1
+                continue
+            choices = [c for r in annotation.get("result") or [] if r.get("from_name") == CHOICE
+                       for c in (r.get("value") or {}).get("choices") or []]
+            if len(choices) != 1 or choices[0] not in pack.classes:
+                summary.rejected[tid] = f"annotation of {key} chose {choices}, expected one of {list(pack.classes)}"
+                continue
+            who = _annotator(annotation)
+            outcome = put_label(session, ids[key], choices[0], "human", f"human:{who}", annotator=who,
+                                detail={"label_studio_task": tid, "annotation": annotation.get("id")},
+                                at=_when(annotation))
+            setattr(summary, outcome, getattr(summary, outcome) + 1)
+            done.add(ids[key])
+    if done:
+        session.execute(delete(ReviewItem).where(ReviewItem.sample_id.in_(done)))
+    return summary

@@ -1,0 +1,219 @@
+"""Every bad-input case the ingest must survive: each lands in quarantine with its reason, good files go in."""
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+from sqlalchemy import func, select
+
+from mmops import pipeline
+from mmops.catalog import SampleFile, session_scope
+
+PLANT = {
+    "name": "plant",
+    "description": "test pack: a camera frame, an IMU series and an operator note per machine cycle",
+    "classes": ["ok", "fault"],
+    "modalities": [
+        {"name": "camera", "kind": "image", "size": [16, 16], "channels": 1, "max_pixels": 4000 * 4000},
+        {"name": "imu", "kind": "sensor", "channels": ["x", "y"], "length": 20, "sample_rate_hz": 10},
+        {"name": "note", "kind": "text", "max_chars": 500},
+    ],
+}
+
+
+def png(seed: int, w: int = 20, h: int = 16) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def jpeg(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def png_header_claiming(w: int, h: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+def csv(rows: list[tuple], header: str = "timestamp,x,y") -> bytes:
+    return (header + "\n" + "\n".join(",".join(str(v) for v in r) for r in rows) + "\n").encode()
+
+
+def good_series(seed: int) -> list[tuple]:
+    rng = np.random.default_rng(seed)
+    return [(round(i * 0.1, 3), round(float(rng.normal()), 4), round(float(rng.normal()), 4)) for i in range(20)]
+
+
+def parquet(columns: dict) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def plant(project: Path) -> Path:
+    (project / "domains").mkdir()
+    (project / "domains" / "plant.yaml").write_text(yaml.safe_dump(PLANT))
+    land = project / "landing" / "plant"
+    for d in ("camera", "imu", "note"):
+        (land / d).mkdir(parents=True)
+    for i in range(6):  # six good machine cycles
+        (land / "camera" / f"cycle{i}.png").write_bytes(png(i))
+        (land / "imu" / f"cycle{i}.csv").write_bytes(csv(good_series(i)))
+        (land / "note" / f"cycle{i}.txt").write_text(f"cycle {i}: spindle sounds normal", encoding="utf-8")
+    return land
+
+
+BAD_CASES = {
+    "camera/zero.png": (b"", "empty file"),
+    "camera/truncated.png": (png(9)[:60], "not a readable image"),
+    "camera/truncated.jpg": (jpeg(9)[:200], "not a readable image"),
+    "camera/text.png": (b"this is a text file saved as .png\n", "not a readable image"),
+    "camera/bomb.png": (png_header_claiming(50000, 50000), "over the pixel limit"),
+    "camera/tiny.png": (png(3, w=4, h=4), "smaller than 8 pixels"),
+    "imu/missing_column.csv": (csv([(0, 1), (0.1, 2)], "timestamp,x"), "missing columns ['y']"),
+    "imu/extra_column.csv": (csv([(0, 1, 2, 3), (0.1, 2, 3, 4)], "timestamp,x,y,z"), "unexpected columns ['z']"),
+    "imu/strings.csv": (csv([(0, 1, 2), (0.1, "high", 3)]), "non-numeric value"),
+    "imu/nan.csv": (csv([(0, 1, 2), (0.1, "nan", 3)]), "NaN or infinite"),
+    "imu/inf.csv": (csv([(0, 1, 2), (0.1, "inf", 3)]), "NaN or infinite"),
+    "imu/backwards.csv": (csv([(0, 1, 2), (0.2, 2, 3), (0.1, 3, 4)]), "not strictly increasing"),
+    "imu/wrong_rate.csv": (csv([(i * 0.01, 1, 2) for i in range(20)]), "sampling rate is 100 Hz, expected 10 Hz"),
+    "imu/ragged.csv": (b"timestamp,x,y\n0,1,2\n0.1,2\n", "has 2 fields"),
+    "imu/strings.parquet": (parquet({"timestamp": [0.0, 0.1], "x": ["a", "b"], "y": [1.0, 2.0]}), "not numeric"),
+    "imu/truncated.parquet": (parquet({"timestamp": [0.0, 0.1], "x": [1.0, 2.0], "y": [1.0, 2.0]})[:40],
+                              "not a readable Parquet"),
+    "note/latin1.txt": ("Température élevée, arrêt".encode("cp1252"), "not valid UTF-8"),
+    "note/utf16.txt": ("spindle hot".encode("utf-16"), "UTF-16"),
+    "note/blank.txt": (b"   \n", "text is empty"),
+    "note/nul.txt": (b"a\x00b", "NUL"),
+    "note/long.txt": (b"x" * 501, "over the 500 limit"),
+    "note/bad key!.txt": (b"fine text", "record key"),
+    "sound/cycle1.wav": (b"RIFF", "unknown modality 'sound'"),
+}
+
+
+def test_every_bad_input_lands_in_quarantine_and_the_good_files_go_in(plant: Path, tmp_path: Path) -> None:
+    for rel, (data, _) in BAD_CASES.items():
+        (plant / rel).parent.mkdir(parents=True, exist_ok=True)
+        (plant / rel).write_bytes(data)
+    secret = tmp_path / "outside.png"
+    secret.write_bytes(png(7))
+    os.symlink(secret, plant / "camera" / "escape.png")  # a link out of the landing folder
+    os.symlink(tmp_path, plant / "imu" / "linked_dir")  # a linked folder
+    (plant / "labels.csv").write_text("sample_id,label\ncycle0,ok\ncycle1,fault\nghost,ok\ncycle2,unknown\n")
+
+    summary = pipeline.ingest("plant")
+    assert summary["ingested"] == 18  # 6 cycles x 3 modalities, all of them
+    assert summary["quarantined"] == len(BAD_CASES) + 2
+    with session_scope() as s:
+        rows = {r.source_path: r for r in s.scalars(select(SampleFile).where(SampleFile.status == "quarantined"))}
+    for rel, (data, reason) in BAD_CASES.items():
+        assert reason in rows[rel].reason, (rel, rows[rel].reason)
+        copy = project_quarantine(plant) / f"{rows[rel].sha256[:12]}_{Path(rel).name}"
+        assert copy.read_bytes() == data, rel  # the evidence is kept, byte for byte
+    assert "symbolic link" in rows["camera/escape.png"].reason
+    assert "symbolic link" in rows["imu/linked_dir"].reason
+    assert not list((plant.parents[1] / "data").rglob("outside*"))
+
+    labels = pipeline.label("plant")["files"][0]
+    assert labels["imported"] == 2
+    assert "no such record" in labels["rejected"]["ghost"]
+    assert "not a class" in labels["rejected"]["cycle2"]
+
+    again = pipeline.ingest("plant")  # nothing new: nothing read, nothing added
+    assert again["ingested"] == again["quarantined"] == 0 and again["skipped"] == summary["seen"]
+
+
+def project_quarantine(landing: Path) -> Path:
+    return landing.parents[1] / "quarantine" / "plant"
+
+
+def test_hostile_paths_from_an_object_store_are_refused(plant: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Object stores accept keys like `camera/../../x`: they are refused, never resolved."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    root = "/mmops-test-landing"
+    for path in sorted(plant.rglob("*")):
+        if path.is_file():
+            fs.pipe(f"{root}/plant/{path.relative_to(plant).as_posix()}", path.read_bytes())
+    fs.pipe(f"{root}/plant/camera/../../../etc/cycle9.png", png(1))
+    fs.pipe(f"{root}/plant/../cycle8.png", png(2))
+    fs.pipe(f"{root}/plant//abs.png", png(3))
+    monkeypatch.setenv("MMOPS_LANDING_URL", f"memory://{root}")
+    try:
+        summary = pipeline.ingest("plant")
+        assert summary["ingested"] == 18
+        with session_scope() as s:
+            reasons = dict(s.execute(select(SampleFile.source_path, SampleFile.reason)
+                                     .where(SampleFile.status == "quarantined")).all())
+        assert "escapes the landing folder" in reasons["camera/../../../etc/cycle9.png"]
+        assert "escapes the landing folder" in reasons["../cycle8.png"]
+        assert any("absolute path" in r or "empty part" in r for p, r in reasons.items() if "abs.png" in p)
+        again = pipeline.ingest("plant")
+        assert again["ingested"] == again["quarantined"] == 0
+    finally:
+        fs.rm(root, recursive=True)
+
+
+def test_a_scheduled_batch_naming_hostile_paths_is_refused(plant: Path) -> None:
+    summary = pipeline.ingest("plant", paths=["camera/cycle0.png", "../../etc/passwd", "/etc/passwd"])
+    assert summary["ingested"] == 1 and summary["quarantined"] == 2
+    assert not (plant.parents[1] / "quarantine" / "plant").exists() or not any(
+        "passwd" in p.name for p in (plant.parents[1] / "quarantine" / "plant").iterdir())
+
+
+def test_reingest_skips_unchanged_files_without_reading_them(plant: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmops.ingest.sources import Landing
+
+    first = pipeline.ingest("plant")
+    reads: list[str] = []
+    original = Landing.read
+
+    def counting(self, rel, limit):
+        reads.append(rel)
+        return original(self, rel, limit)
+
+    monkeypatch.setattr(Landing, "read", counting)
+    assert pipeline.ingest("plant")["skipped"] == first["seen"] and reads == []
+    os.utime(plant / "camera" / "cycle0.png", ns=(1, 1))  # touched, same bytes: read once, no new row
+    (plant / "note" / "cycle1.txt").write_text("cycle 1: bearing noise", encoding="utf-8")  # changed
+    third = pipeline.ingest("plant")
+    assert sorted(reads) == ["camera/cycle0.png", "note/cycle1.txt"]
+    assert third["ingested"] == 0 and third["quarantined"] == 1  # the record already has a note
+    reads.clear()
+    assert pipeline.ingest("plant")["skipped"] == first["seen"] and reads == []
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(SampleFile)) == 19
+
+
+def test_record_pattern_groups_files_named_by_the_site(project: Path) -> None:
+    pack = dict(PLANT, record_pattern=r"^(?P<key>[a-z0-9]+)_(?P<modality>[a-z]+)\.[a-z]+$")
+    (project / "domains").mkdir()
+    (project / "domains" / "plant.yaml").write_text(yaml.safe_dump(pack))
+    land = project / "landing" / "plant"
+    land.mkdir(parents=True)
+    (land / "door3_camera.png").write_bytes(png(0))
+    (land / "door3_note.txt").write_text("badge 1234 at door 3")
+    (land / "door4_camera.png").write_bytes(png(1))  # a record without a note
+    (land / "door4-imu.csv").write_bytes(csv(good_series(0)))
+    summary = pipeline.ingest("plant")
+    assert summary["ingested"] == 3 and summary["new_records"] == 2 and summary["quarantined"] == 1
+    from mmops.records import load_records
+
+    with session_scope() as s:
+        records = {r.key: sorted(r.files) for r in load_records(s, "plant")}
+    assert records == {"door3": ["camera", "note"], "door4": ["camera"]}
