@@ -63,7 +63,9 @@ def decode_image(data: bytes, spec: ImageSpec, phi_key: bytes | None = None) -> 
         raise
     except Image.DecompressionBombError as exc:
         raise BadInputError(f"image header claims a size over the pixel limit (decompression-bomb guard): {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except UnidentifiedImageError:
+        raise BadInputError("not a readable image: no image format recognised in its bytes") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadInputError(f"not a readable image: {exc}") from None
     return _checked_image(arr, spec)
 

@@ -219,6 +219,26 @@ def _write_atomic(target: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(target)
+    faults.point("ingest.after_write")
+
+
+def _sweep_partial_writes(root: Path) -> int:
+    """Remove temporary files a killed ingest left behind (`.<name>.<pid>.tmp` of a process that is gone)."""
+    removed = 0
+    for tmp in root.rglob(".*.tmp") if root.is_dir() else []:
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+            os.kill(pid, 0)
+            continue  # its writer is still running
+        except (ValueError, IndexError):
+            pass
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def _quarantine(session: Session, state: _DomainState, prep: Prepared, reason: str, quarantine_root: Path,
@@ -315,7 +335,10 @@ def ingest_domain(
                     for rel in paths]
             summary.seen = len(todo)
         state = _DomainState(session, pack.name)
-        session.commit()  # end the read transaction: each batch below is its own
+        session.commit()
+        for root in (data_root / "raw" / pack.name, quarantine_root / pack.name):
+            if (n := _sweep_partial_writes(root)):
+                log.warning("removed %d partial files an interrupted ingest left in %s", n, root)  # end the read transaction: each batch below is its own
         done = 0
         with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
             for batch in batches(todo, batch_files):

@@ -1,0 +1,91 @@
+"""kill -9 in the middle of an ingest, then a rerun: the catalog, data/ and quarantine/ end up exactly as one
+clean run leaves them."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_project, venv_bin
+
+
+def _project(root: Path) -> Path:
+    make_project(root, {"security": "security-faces"})
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ingest"] = {"batch_files": 40, "workers": 2}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def _mmops(root: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MMOPS_HOME": str(root), "MMOPS_PSEUDONYM_KEY": "test-key"}
+    env.pop("MMOPS_FAULT", None)
+    if fault:
+        env["MMOPS_FAULT"] = fault
+    return subprocess.run([venv_bin("mmops"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _land(root: Path, source: Path) -> None:
+    shutil.copytree(source, root / "landing", symlinks=True)
+
+
+def _state(root: Path) -> dict:
+    """Everything an ingest leaves behind, minus timestamps."""
+    import sqlite3
+
+    db = sqlite3.connect(root / "var" / "catalog.db")
+    samples = dict(db.execute("select id, sample_key from samples"))
+    files = db.execute("select id, sample_id, modality, source_path, sha256, content_sha256, size_bytes, "
+                       "blob_path, status, reason, duplicate_of, stats from files order by id").fetchall()
+    paths = {f[0]: f[3] for f in files}
+    rows = sorted((json.dumps([samples.get(f[1]), *f[2:10], paths.get(f[10]), json.loads(f[11])]) for f in files))
+    db.close()
+
+    def tree(d: Path) -> list[str]:
+        return sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()) if d.exists() else []
+
+    return {"samples": sorted(samples.values()), "files": rows, "data": tree(root / "data"),
+            "quarantine": tree(root / "quarantine"), "n_files": len(files), "max_id": max(paths, default=0)}
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The security pack plus bad files, landed once and copied into each project."""
+    root = _project(tmp_path_factory.mktemp("landed") / "proj")
+    assert _mmops(root, "data", "pull", "--domain", "security").returncode == 0
+    cam = root / "landing" / "security" / "camera"
+    for i, good in enumerate(sorted(cam.iterdir())[:5]):
+        (cam / f"bad{i}.png").write_bytes(good.read_bytes()[: 40 + i])  # truncated
+        (cam / f"copy{i}.png").write_bytes(good.read_bytes())  # same content, another record
+    return root / "landing"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["ingest.before_commit:3", "ingest.after_write:57"])
+def test_kill_9_mid_ingest_then_rerun_equals_one_clean_run(landed: Path, tmp_path: Path, fault: str) -> None:
+    clean = _project(tmp_path / "clean")
+    _land(clean, landed)
+    assert _mmops(clean, "ingest", "-d", "security").returncode == 0
+    expected = _state(clean)
+    assert expected["n_files"] == 210 and len(expected["quarantine"]) == 5
+
+    crashed = _project(tmp_path / "crashed")
+    _land(crashed, landed)
+    killed = _mmops(crashed, "ingest", "-d", "security", fault=fault)
+    assert killed.returncode == -9, killed.stderr  # SIGKILL: no cleanup handler ran
+    partial = _state(crashed)
+    assert 0 < partial["n_files"] < expected["n_files"]  # it died mid-way, with batches committed
+    assert partial["n_files"] % 40 == 0  # ... and only whole batches
+
+    rerun = _mmops(crashed, "ingest", "-d", "security", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["skipped"] == partial["n_files"]
+    assert summary["ingested"] + summary["quarantined"] == expected["n_files"] - partial["n_files"]
+    assert _state(crashed) == expected
+    assert _mmops(crashed, "ingest", "-d", "security").returncode == 0
+    assert _state(crashed) == expected  # and once more: nothing changes
