@@ -1,8 +1,20 @@
-"""Ingest DAGs, one per domain: land -> catalog -> labels; emits the domain's labeled-records Asset."""
+"""Ingest DAGs, one per domain: plan the new files -> ingest them batch by batch (dynamic task mapping) ->
+labels -> emit the domain's labeled-records Asset, only when something new arrived."""
+
+from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from mmops.orchestration import configure, dag_defaults, domains, labeled_asset, project_root, run_stage
+from mmops.orchestration import (
+    announce,
+    configure,
+    dag_defaults,
+    domains,
+    labeled_asset,
+    parallel_batches,
+    project_root,
+    run_stage,
+)
 
 ROOT = project_root(__file__)
 configure(ROOT)
@@ -16,22 +28,42 @@ def make_ingest_dag(domain: str):
         **dag_defaults(),
         doc_md=f"""
 ### Ingest `{domain}`
-Picks up new files under `landing/{domain}/`: decodes and checks each one, stores it content-addressed in
-`data/raw/{domain}/`, records it in the catalog, and quarantines bad files with a reason
-(`quarantine/{domain}/`). Then imports `landing/{domain}/labels.csv`.
-Emits the `mmops_{domain}_labeled` asset, which schedules `mmops_train_{domain}`.
+`plan` lists what is new or changed in the landing area (`landing/{domain}/`, or `MMOPS_LANDING_URL`) without
+reading it, in batches of `ingest.batch_files` (params.yaml). `ingest` runs once per batch (dynamic task
+mapping): it decodes and checks each file, stores it content-addressed in `data/raw/{domain}/`, commits the
+batch to the catalog in one transaction and quarantines bad files with a reason (`quarantine/{domain}/`,
+`mmops quarantine list`). A failed batch is retried with backoff (transient I/O); rerunning one is safe.
+`label` imports the labels file, Label Studio exports and the domain's rules. `announce` emits the
+`mmops_{domain}_labeled` asset, which schedules `mmops_train_{domain}`, only when new records or changed
+labels arrived; otherwise it is skipped.
 """,
     )
     def ingest_dag():
         @task
-        def ingest() -> dict:
-            return run_stage("ingest", domain)
+        def plan() -> list[list[str]]:
+            return run_stage("plan_ingest", domain)["batches"]
 
-        @task(outlets=[labeled_asset(domain)])
+        @task(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True,
+              max_active_tis_per_dagrun=parallel_batches())
+        def ingest(paths: list[str]) -> dict:
+            summary = run_stage("ingest", domain, paths=paths)
+            return {k: summary[k] for k in ("seen", "ingested", "duplicates", "quarantined", "new_records")}
+
+        @task(trigger_rule="none_failed")
         def label() -> dict:
-            return run_stage("label", domain)
+            result = run_stage("label", domain)
+            return {"changed": sum(f.get("imported", 0) + f.get("updated", 0)
+                                   for f in result["files"] + result["annotations"]),
+                    "trusted": result["trusted"], "conflicts": result["conflicts"]}
 
-        ingest() >> label()
+        @task(outlets=[labeled_asset(domain)], trigger_rule="none_failed")
+        def announce_new(batches: list[dict], labels: dict) -> dict:
+            return announce(new_records=sum(b["ingested"] for b in batches or []), label_changes=labels["changed"])
+
+        batches = ingest.expand(paths=plan())
+        labels = label()
+        batches >> labels
+        announce_new(batches, labels)
 
     return ingest_dag()
 

@@ -135,11 +135,50 @@ def _stage(name: str, doc: str) -> None:
     app.command(name)(command)
 
 
-_stage("label", "Import landing/<domain>/labels.csv into the catalog.")
+_stage("label", "Labels from files (labels.csv/.json), Label Studio exports in landing/<domain>/annotations/ and "
+       "the domain's rules; reports conflicts.")
+_stage("prelabel", "Champion-model pre-labels, the review queue by uncertainty, Label Studio tasks in "
+       "artifacts/<domain>/labelstudio/.")
 _stage("validate", "Run the Great Expectations gate; exits 2 when it fails.")
 _stage("build", "Build a dataset version (manifest + stratified splits) from gated, labeled records.")
 _stage("evaluate", "Test-split metrics, confusion matrix, registry (champion/challenger).")
 _stage("package", "Save the model to the BentoML model store and build its bento.")
+
+
+@app.command("annotations")
+def import_annotations(
+    export: Annotated[str, typer.Argument(help="a Label Studio JSON export (Export -> JSON)")],
+    domain: Domain,
+    as_json: AsJson = False,
+) -> None:
+    """Import a Label Studio export as human labels (with annotator and time)."""
+    from mmops import pipeline
+
+    _run(lambda: pipeline.import_annotations(domain, export), as_json, f"annotations {domain}:")
+
+
+@app.command("queue")
+def queue(domain: Domain, limit: Annotated[int, typer.Option(help="rows to show")] = 20,
+          as_json: AsJson = False) -> None:
+    """The review queue: records waiting for a human label, most uncertain first."""
+    from mmops.catalog import session_scope
+    from mmops.labeling.queue import top
+
+    def rows() -> list[dict[str, Any]]:
+        with session_scope() as session:
+            return [{"key": key, "score": item.score, "method": item.method, "prediction": item.prediction,
+                     "status": item.status} for item, key in top(session, domain, limit)]
+
+    result = _run(rows)
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    from rich.table import Table
+
+    table = Table("record", "uncertainty", "method", "suggested", "status", title=f"{domain} review queue")
+    for r in result:
+        table.add_row(r["key"], f"{r['score']:.3f}", r["method"], r["prediction"] or "-", r["status"])
+    out.print(table)
 
 
 @app.command()

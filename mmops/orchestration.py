@@ -61,3 +61,20 @@ def labeled_asset(domain: str) -> Any:
     from airflow.sdk import Asset
 
     return Asset(name=f"mmops_{domain}_labeled", uri=f"mmops://{domain}/labeled-records")
+
+
+def parallel_batches() -> int:
+    """How many ingest batches of one DAG run may run at once: one on SQLite (a single writer), four on a
+    server database."""
+    from mmops.config import get_settings
+
+    return 1 if get_settings().catalog_url.startswith("sqlite") else 4
+
+
+def announce(new_records: int, label_changes: int) -> dict[str, int]:
+    """Succeed (and so emit the task's outlet Asset) only when there is something new to train on."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if new_records == 0 and label_changes == 0:
+        raise AirflowSkipException("no new records and no label changes: nothing to announce")
+    return {"new_records": new_records, "label_changes": label_changes}

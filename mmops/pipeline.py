@@ -188,7 +188,6 @@ def prelabel(domain: str, export: bool = True) -> dict[str, Any]:
     """Model-assisted labeling: the champion's predictions on records no human labeled (as `model` labels),
     the review queue re-ranked by uncertainty, and the top of it exported as Label Studio tasks to
     artifacts/<domain>/labelstudio/. Without a model yet, the queue is ranked by the rules' confidence."""
-    from mmops.labeling.labelstudio import export_tasks
     from mmops.labeling.queue import prelabel as model_prelabel
     from mmops.labeling.queue import refresh_queue
     from mmops.registry import champion_or_latest
@@ -205,11 +204,19 @@ def prelabel(domain: str, export: bool = True) -> dict[str, Any]:
             result["model"] = _jsonable(summary)
         session.flush()
         result["queue"] = refresh_queue(session, pack, probs, mv, params.label.uncertainty)
-        if export:
-            session.flush()
-            result["export"] = export_tasks(session, pack, settings.data_dir,
-                                            artifacts(domain, settings) / "labelstudio", params.label.export_limit)
+    if export:
+        result["export"] = export_tasks(domain)
     return _write_summary(artifacts(domain, settings) / "prelabel.json", result)
+
+
+def export_tasks(domain: str) -> dict[str, Any]:
+    """The most uncertain queued records as Label Studio tasks in artifacts/<domain>/labelstudio/."""
+    from mmops.labeling.labelstudio import export_tasks as _export
+
+    settings, params, pack = _ctx(domain)
+    with session_scope(settings.catalog_url) as session:
+        return _export(session, pack, settings.data_dir, artifacts(domain, settings) / "labelstudio",
+                       params.label.export_limit)
 
 
 def import_annotations(domain: str, path: str) -> dict[str, Any]:
@@ -422,6 +429,7 @@ def monitor(domain: str, current: str = "log") -> dict[str, Any]:
 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
-    "ingest": ingest, "plan_ingest": plan_ingest, "label": label, "prelabel": prelabel, "validate": validate, "build": build, "train": train,
+    "ingest": ingest, "plan_ingest": plan_ingest, "label": label, "prelabel": prelabel, "export_tasks": export_tasks,
+    "validate": validate, "build": build, "train": train,
     "evaluate": evaluate, "package": package, "monitor": monitor,
 }

@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from mmops.catalog import ReviewItem, Sample, SampleFile
+from mmops.catalog import ModelVersion, ReviewItem, Sample, SampleFile
 from mmops.domains import DomainPack, ImageSpec, SensorSpec
 from mmops.errors import BadInputError
 from mmops.labeling.queue import top
@@ -74,6 +74,11 @@ def _media(spec: Any, data: bytes) -> Any:
     return value
 
 
+def _model_name(session: Session, item: ReviewItem) -> str:
+    mv = session.get(ModelVersion, item.model_version_id)
+    return f"{mv.domain}@v{mv.version}" if mv is not None else str(item.model_version_id)
+
+
 def export_tasks(session: Session, pack: DomainPack, data_root: Path, out_dir: Path,
                  limit: int | None = 100) -> dict[str, Any]:
     """Write the `limit` most uncertain queued records as Label Studio tasks; marks them exported."""
@@ -96,7 +101,7 @@ def export_tasks(session: Session, pack: DomainPack, data_root: Path, out_dir: P
         if item.prediction is not None:
             score = (item.probabilities or {}).get(item.prediction)
             task["predictions"] = [{
-                "model_version": f"{pack.name}@{item.model_version_id}" if item.model_version_id else "rules",
+                "model_version": item.method if item.model_version_id is None else _model_name(session, item),
                 "score": score,
                 "result": [{"from_name": CHOICE, "to_name": pack.modalities[0].name, "type": "choices",
                             "value": {"choices": [item.prediction]}}],

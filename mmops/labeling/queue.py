@@ -2,7 +2,7 @@
 
 `prelabel` runs the domain's champion model over records that no human has labeled and stores its
 predictions as kind `model` labels (source `model:<domain>@v<N>`, with confidence and probabilities).
-`refresh_queue` ranks the records still waiting for a human by how unsure the model is: normalised entropy
+`refresh_queue` ranks the records still waiting for a human (no human or file label yet) by how unsure the model is: normalised entropy
 of its probabilities (or the margin between the top two), so that annotators spend their time where a
 label teaches the model most. Without a model, the rules' vote margin ranks them; without either, all
 rank equal. Records that got a human label leave the queue.
@@ -25,6 +25,7 @@ from mmops.domains import DomainPack
 from mmops.labeling.store import put_label
 
 METHODS = ("entropy", "margin")
+REVIEWED = ("human", "file")  # label kinds that take a record out of the review queue
 
 
 def uncertainty(probs: np.ndarray, method: str = "entropy") -> np.ndarray:
@@ -38,9 +39,9 @@ def uncertainty(probs: np.ndarray, method: str = "entropy") -> np.ndarray:
     raise ValueError(f"unknown uncertainty method {method!r}; use one of {METHODS}")
 
 
-def _human_labeled(session: Session, domain: str) -> set[int]:
+def _labeled_by(session: Session, domain: str, kinds: tuple[str, ...]) -> set[int]:
     return set(session.scalars(select(Label.sample_id).join(Sample).where(
-        Sample.domain == domain, Label.kind == "human", Label.superseded_at.is_(None))))
+        Sample.domain == domain, Label.kind.in_(kinds), Label.superseded_at.is_(None))))
 
 
 @dataclass
@@ -64,7 +65,7 @@ def prelabel(session: Session, pack: DomainPack, data_root: Path, mv: ModelVersi
     if run is None or not run.checkpoint_path:
         raise ValueError(f"model {pack.name} v{mv.version} has no checkpoint on record")
     predictor = Predictor.load(Path(run.checkpoint_path), device)
-    humans = _human_labeled(session, pack.name)
+    humans = _labeled_by(session, pack.name, ("human",))
     ids = {s.sample_key: s.id for s in session.scalars(select(Sample).where(Sample.domain == pack.name))}
     records = [r for r in load_records(session, pack.name) if ids[r.key] not in humans]
     source = f"model:{pack.name}@v{mv.version}"
@@ -86,14 +87,16 @@ def prelabel(session: Session, pack: DomainPack, data_root: Path, mv: ModelVersi
 
 def refresh_queue(session: Session, pack: DomainPack, probs: dict[int, np.ndarray] | None = None,
                   mv: ModelVersion | None = None, method: str = "entropy") -> dict[str, Any]:
-    """Rebuild the domain's review queue from model probabilities (or rule confidence)."""
-    humans = _human_labeled(session, pack.name)
+    """Rebuild the domain's review queue from model probabilities (or rule confidence): every record that
+    neither a human nor a label file has labeled."""
+    humans = _labeled_by(session, pack.name, REVIEWED)
     session.execute(delete(ReviewItem).where(ReviewItem.domain == pack.name, ReviewItem.sample_id.in_(humans)))
     existing = {i.sample_id: i for i in session.scalars(select(ReviewItem).where(ReviewItem.domain == pack.name))}
     waiting = [sid for sid in session.scalars(select(Sample.id).where(Sample.domain == pack.name))
                if sid not in humans]
-    rule_conf = dict(session.execute(select(Label.sample_id, Label.confidence).join(Sample).where(
-        Sample.domain == pack.name, Label.kind == "rule", Label.superseded_at.is_(None))).all())
+    rule_votes = {sid: (label, conf) for sid, label, conf in session.execute(
+        select(Label.sample_id, Label.label, Label.confidence).join(Sample).where(
+            Sample.domain == pack.name, Label.kind == "rule", Label.superseded_at.is_(None)))}
     now = datetime.now(UTC)
     scores: dict[int, tuple[float, str, str | None, dict[str, float] | None]] = {}
     if probs:
@@ -105,9 +108,10 @@ def refresh_queue(session: Session, pack: DomainPack, probs: dict[int, np.ndarra
                 scores[sid] = (float(score), method, pack.classes[int(p.argmax())],
                                {c: round(float(x), 4) for c, x in zip(pack.classes, p, strict=True)})
     for sid in waiting:
-        if sid not in scores:  # no model output: the rules' confidence, else unknown (= most uncertain)
-            conf = rule_conf.get(sid)
-            scores[sid] = ((1.0 - conf, "rule_margin", None, None) if conf is not None else (1.0, "none", None, None))
+        if sid not in scores:  # no model output: the rules' vote and confidence, else unknown (= most uncertain)
+            label, conf = rule_votes.get(sid, (None, None))
+            scores[sid] = ((1.0 - conf, "rule_margin", label, {label: conf}) if label is not None and conf is not None
+                           else (1.0, "none", None, None))
     for sid, (score, how, prediction, probabilities) in scores.items():
         item = existing.get(sid)
         if item is None:
@@ -116,7 +120,7 @@ def refresh_queue(session: Session, pack: DomainPack, probs: dict[int, np.ndarra
         item.score, item.method, item.prediction, item.probabilities = round(score, 6), how, prediction, probabilities
         item.model_version_id = mv.id if mv is not None and how in METHODS else None
         item.refreshed_at = now
-    return {"domain": pack.name, "queued": len(scores), "human_labeled": len(humans),
+    return {"domain": pack.name, "queued": len(scores), "labeled": len(humans),
             "by_method": {m: sum(1 for s in scores.values() if s[1] == m) for m in {s[1] for s in scores.values()}}}
 
 

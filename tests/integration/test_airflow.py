@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, make_project, venv_bin
 
@@ -39,7 +40,9 @@ print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.
     assert result["errors"] == {}
     dags = result["dags"]
     for domain in ("medical", "security", "industrial"):
-        assert dags[f"mmops_ingest_{domain}"]["tasks"] == ["ingest", "label"]
+        assert dags[f"mmops_ingest_{domain}"]["tasks"] == ["plan", "ingest", "label", "announce_new"]
+        assert dags[f"mmops_label_{domain}"]["tasks"] == ["import_annotations", "announce_labels", "prelabel",
+                                                          "export"]
         assert dags[f"mmops_train_{domain}"]["tasks"] == ["validate", "build", "train", "evaluate", "package"]
     assert "mmops_monitor" in dags
     for dag_id, dag in dags.items():
@@ -47,8 +50,21 @@ print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.
         assert dag["retries"] >= 2, dag_id
 
 
+def task_states(root: Path, dag_id: str) -> dict[tuple[str, int], str]:
+    """(task id, map index) -> state of the latest run of a DAG, from Airflow's own metadata DB."""
+    db = sqlite3.connect(root / "var" / "airflow" / "airflow.db")
+    run_id = db.execute("select run_id from dag_run where dag_id=? order by id desc limit 1", (dag_id,)).fetchone()[0]
+    rows = db.execute("select task_id, map_index, state from task_instance where dag_id=? and run_id=?",
+                      (dag_id, run_id)).fetchall()
+    db.close()
+    return {(t, m): s for t, m, s in rows}
+
+
 def test_ingest_then_train_dags_and_a_failing_gate(tmp_path: Path) -> None:
     root = make_project(tmp_path / "proj", {"security": "security-faces"}, with_code=True)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ingest"]["batch_files"] = 64  # 200 files -> 4 mapped ingest tasks
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "MMOPS_HOME": str(root)}
     subprocess.run([venv_bin("mmops"), "data", "pull", "--domain", "security"], env=env, check=True,
                    capture_output=True, timeout=120)
@@ -63,6 +79,15 @@ def test_ingest_then_train_dags_and_a_failing_gate(tmp_path: Path) -> None:
     db = sqlite3.connect(root / "var" / "catalog.db")
     assert db.execute("select count(*) from samples where domain='security'").fetchone()[0] == 200
     assert db.execute("select count(*) from labels").fetchone()[0] == 200
+    states = task_states(root, "mmops_ingest_security")
+    assert sorted(m for (t, m) in states if t == "ingest") == [0, 1, 2, 3]
+    assert set(states.values()) == {"success"}  # new records: the asset was announced
+
+    again = airflow(root, "dags", "test", "mmops_ingest_security")
+    assert again.returncode == 0
+    states = task_states(root, "mmops_ingest_security")
+    assert states[("announce_new", -1)] == "skipped"  # nothing new: the training DAG is not triggered
+    assert states[("label", -1)] == "success"
 
     # A labels file that loses a whole class: the gate must stop the training DAG before anything is built.
     labels = root / "landing" / "security" / "labels.csv"
@@ -82,3 +107,18 @@ def test_ingest_then_train_dags_and_a_failing_gate(tmp_path: Path) -> None:
     assert "state=success" in trained.stdout + trained.stderr, trained.stderr[-3000:]
     row = db.execute("select version, bento_tag from model_versions where domain='security'").fetchone()
     assert row[0] == 1 and row[1].startswith("mmops-security:")
+
+    # the labeling DAG: an annotator's Label Studio export comes in; the champion pre-labels; tasks go out
+    drop = root / "landing" / "security" / "annotations"
+    drop.mkdir()
+    (drop / "export.json").write_text(json.dumps([{"id": 1, "data": {"sample_key": "lfw000"}, "annotations": [{
+        "completed_by": {"email": "guard@site"}, "updated_at": "2026-11-24T08:00:00Z",
+        "result": [{"from_name": "label", "type": "choices", "value": {"choices": ["non_face"]}}]}]}]))
+    labeled = airflow(root, "dags", "test", "mmops_label_security")
+    assert labeled.returncode == 0, labeled.stderr[-3000:]
+    assert set(task_states(root, "mmops_label_security").values()) == {"success"}
+    assert db.execute("select label, annotator from labels where kind='human'").fetchall() == [
+        ("non_face", "guard@site")]
+    # every record but the one a human labeled gets the champion's pre-label
+    assert db.execute("select count(*) from labels where kind='model'").fetchone()[0] == 199
+    assert (root / "artifacts" / "security" / "labelstudio" / "config.xml").exists()

@@ -42,7 +42,7 @@ def _state(root: Path) -> dict:
     files = db.execute("select id, sample_id, modality, source_path, sha256, content_sha256, size_bytes, "
                        "blob_path, status, reason, duplicate_of, stats from files order by id").fetchall()
     paths = {f[0]: f[3] for f in files}
-    rows = sorted((json.dumps([samples.get(f[1]), *f[2:10], paths.get(f[10]), json.loads(f[11])]) for f in files))
+    rows = sorted(json.dumps([samples.get(f[1]), *f[2:10], paths.get(f[10]), json.loads(f[11])]) for f in files)
     db.close()
 
     def tree(d: Path) -> list[str]:
