@@ -16,7 +16,7 @@ export BENTOML_DO_NOT_TRACK     := true
 export GX_ANALYTICS_ENABLED     := false
 export PATH                     := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint airflow serve clean
+.PHONY: setup demo test lint airflow serve clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,11 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check mmops dags tests
+	$(BIN)/ruff check mmops dags tests benchmarks
 	$(BIN)/mypy
+
+bench: setup  ## speed targets, as ratios against baselines run in the same process
+	$(BIN)/python benchmarks/bench_ingest.py
 
 airflow: setup
 	$(BIN)/airflow standalone

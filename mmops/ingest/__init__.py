@@ -28,6 +28,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -138,6 +139,9 @@ class Prepared:
     decoded: Decoded | None = None
     reason: str | None = None
     read: bool = False  # False: refused unread (a link, an oversized file), so there is no copy to keep
+    content: str = ""  # sha256 of the stored bytes
+    blob: str = ""  # where they are stored, relative to data/
+    wrote_blob: bool = False  # this ingest created the blob (and removes it if the file ends in quarantine)
 
     @property
     def stored(self) -> bytes:
@@ -162,7 +166,7 @@ def _route(pack: DomainPack, pattern: re.Pattern[str], rel: str) -> tuple[str, s
 
 
 def _prepare(pack: DomainPack, pattern: re.Pattern[str], landing: Landing, entry: Entry,
-             phi_key: bytes | None) -> Prepared:
+             phi_key: bytes | None, data_root: Path) -> Prepared:
     prep = Prepared(entry)
     try:
         if entry.problem:
@@ -174,6 +178,12 @@ def _prepare(pack: DomainPack, pattern: re.Pattern[str], landing: Landing, entry
         prep.sha256 = sha256_bytes(prep.data)
         prep.modality, prep.key, prep.ext = _route(pack, pattern, entry.rel)
         prep.decoded = decode(prep.data, pack.modality(prep.modality), phi_key=phi_key)
+        stored = prep.stored
+        prep.content = sha256_bytes(stored) if stored is not prep.data else prep.sha256
+        prep.blob = f"raw/{pack.name}/{prep.modality}/{prep.content[:2]}/{prep.content}{prep.ext}"
+        # Content-addressed, so writing before the catalog knows is safe: a crash leaves at most a blob that
+        # the rerun writes again, byte for byte. Writing (and fsync) here spreads the I/O over the workers.
+        prep.wrote_blob = _write_atomic(data_root / prep.blob, stored)
     except BadInputError as exc:
         prep.reason = str(exc)
         prep.decoded = None
@@ -209,17 +219,30 @@ class _DomainState:
                 self.twins.setdefault((row.modality, row.content_sha256), row)
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
+_made_dirs: set[Path] = set()
+
+
+def _write_atomic(target: Path, data: bytes) -> bool:
+    """Write bytes durably under their final name (tmp file, fsync, rename). False when the target exists:
+    content-addressed, an existing blob already holds these bytes."""
     if target.exists():
-        return  # content-addressed: an existing blob already holds these bytes
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+        return False
+    if target.parent not in _made_dirs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _made_dirs.add(target.parent)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:  # the folder went away since it was cached (a cleanup): make it again
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(tmp, "wb")  # noqa: SIM115
+    with fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(target)
     faults.point("ingest.after_write")
+    return True
 
 
 def _sweep_partial_writes(root: Path) -> int:
@@ -227,7 +250,7 @@ def _sweep_partial_writes(root: Path) -> int:
     removed = 0
     for tmp in root.rglob(".*.tmp") if root.is_dir() else []:
         try:
-            pid = int(tmp.name.rsplit(".", 2)[-2])
+            pid = int(tmp.name.rsplit(".", 3)[-3])
             os.kill(pid, 0)
             continue  # its writer is still running
         except (ValueError, IndexError):
@@ -266,27 +289,29 @@ def _apply(session: Session, pack: DomainPack, state: _DomainState, prep: Prepar
     rel = prep.entry.rel
     known = state.pairs.get((rel, prep.sha256))
     if known is not None:  # same path, same bytes, new mtime (touched, copied again): nothing to do
+        if prep.wrote_blob and (prep.modality, prep.content) not in state.twins:
+            (data_root / prep.blob).unlink(missing_ok=True)  # it was quarantined before: keep data/ clean
         known.source_version = prep.entry.version
         summary.skipped += 1
         return
     if prep.reason is not None or prep.decoded is None or prep.key is None or prep.modality is None:
         _quarantine(session, state, prep, prep.reason or "could not be decoded", quarantine_root, summary)
         return
+    content = prep.content
     holder = state.slots.get((prep.key, prep.modality))
     if holder is not None:
+        if prep.wrote_blob and (prep.modality, content) not in state.twins:
+            (data_root / prep.blob).unlink(missing_ok=True)  # nothing refers to it: no orphan left in data/
         _quarantine(session, state, prep, f"record {prep.key} already has a {prep.modality} file ({holder}); "
                     "release or purge one of them", quarantine_root, summary)
         return
-    stored = prep.stored
-    content = sha256_bytes(stored) if stored is not prep.data else prep.sha256
     twin = state.twins.get((prep.modality, content))
     if twin is not None and twin.blob_path:
         blob = twin.blob_path
         if twin.id is None:
             session.flush()
     else:
-        blob = f"raw/{pack.name}/{prep.modality}/{content[:2]}/{content}{prep.ext}"
-        _write_atomic(data_root / blob, stored)
+        blob = prep.blob
     sample = state.samples.get(prep.key)
     if sample is None:
         sample = state.samples[prep.key] = Sample(domain=pack.name, sample_key=prep.key)
@@ -334,15 +359,18 @@ def ingest_domain(
             todo = [landing.stat(rel) if not unsafe_path(rel) else Entry(rel, 0, "", unsafe_path(rel))
                     for rel in paths]
             summary.seen = len(todo)
+        if not todo:  # the common case of a scheduled run: nothing new, and nothing more to load
+            session.commit()
+            return summary
         state = _DomainState(session, pack.name)
-        session.commit()
+        session.commit()  # end the read transaction: each batch below is its own
         for root in (data_root / "raw" / pack.name, quarantine_root / pack.name):
             if (n := _sweep_partial_writes(root)):
-                log.warning("removed %d partial files an interrupted ingest left in %s", n, root)  # end the read transaction: each batch below is its own
+                log.warning("removed %d partial files an interrupted ingest left in %s", n, root)
         done = 0
         with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
             for batch in batches(todo, batch_files):
-                prepared = pool.map(lambda e: _prepare(pack, pattern, landing, e, phi_key), batch)
+                prepared = pool.map(lambda e: _prepare(pack, pattern, landing, e, phi_key, data_root), batch)
                 for prep in prepared:
                     _apply(session, pack, state, prep, data_root, quarantine_root, summary)
                 faults.point("ingest.before_commit")
