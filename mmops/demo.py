@@ -60,7 +60,10 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
         console.print(f"ingested {ing['ingested']} files, {ing['duplicates']} shared content, "
                       f"{ing['quarantined']} quarantined")
         lab = pipeline.label(d)
-        console.print(f"labels: {lab['imported']} new, {lab['unchanged']} unchanged, {len(lab['rejected'])} rejected")
+        rejected = sum(len(f["rejected"]) for f in lab["files"])
+        rules = lab["rules"]
+        console.print(f"labels: {lab['by_kind']} chosen by kind, {rejected} rows rejected, {lab['conflicts']} "
+                      f"conflicts" + (f"; rules voted on {rules['voted']} of {rules['records']}" if rules["rules"] else ""))
         gate = pipeline.validate(d)
         console.print(f"validation gate: passed {gate['n_expectations']} expectations, {len(gate['warnings'])} warnings")
         ds = pipeline.build(d)
@@ -72,6 +75,9 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
         verdict = "promoted to champion" if ev["promoted"] else ev["reason"]
         console.print(f"test accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}; "
                       f"model v{ev['model_version']}: {verdict}")
+        pre = pipeline.prelabel(d)
+        console.print(f"pre-labeled {pre['model']['records']} records with {pre['model']['model_version']}; "
+                      f"review queue {pre['queue']['queued']}, {pre['export']['tasks']} Label Studio tasks")
         pk = pipeline.package(d)
         console.print(f"packaged {pk['model_tag']} -> bento {pk['bento_tag']}")
         served = serve_and_send(d, port, n_requests)
@@ -94,6 +100,7 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
   drift reports       {root}/artifacts/<domain>/drift/drift_report.html
   catalog (SQLite)    {settings.catalog_url}
   quarantine          mmops quarantine list   (copies in {root}/quarantine/<domain>/)
+  labeling            mmops queue --domain medical; Label Studio tasks in {root}/artifacts/<domain>/labelstudio/
   serve a model       mmops serve --domain security   then POST http://127.0.0.1:3000/predict
   Airflow UI          make airflow   (AIRFLOW_HOME={root}/var/airflow; login printed there)
   reproduce           .venv/bin/dvc repro

@@ -82,3 +82,37 @@ def test_text_encodings() -> None:
 def test_text_ids_are_stable_and_padded() -> None:
     a, b = text_tensor("Heart size normal.", TEXT), text_tensor("heart SIZE normal", TEXT)
     assert (a == b).all() and a.shape == (TEXT.max_tokens,) and (a[3:] == 0).all() and (a[:3] > 0).all()
+
+
+def test_exif_orientation_is_applied() -> None:
+    arr = np.zeros((10, 20, 3), dtype=np.uint8)
+    arr[:, :5] = 255  # a bright left edge, 20 wide x 10 high
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # the camera says: rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    out = decode(buf.getvalue(), IMG).value
+    assert out.shape == (20, 10, 3)  # displayed upright: 10 wide x 20 high
+    assert out[:5].mean() > 200 and out[-5:].mean() < 50  # the bright edge is now on top
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped() -> None:
+    raw = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 200)  # 0 .. 51000
+    buf = io.BytesIO()
+    Image.fromarray(raw).save(buf, "PNG")
+    out = decode(buf.getvalue(), ImageSpec(name="xray", size=(16, 16), channels=1)).value[:, :, 0]
+    assert out.min() == 0 and out.max() == 255 and len(np.unique(out)) > 200
+
+
+def test_parquet_sensor_and_utf16_text_when_allowed() -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"timestamp": [0.0, 0.1, 0.2], "x": [1.0, 2.0, 3.0], "y": [0, 1, 2]}), buf)
+    assert decode(buf.getvalue(), SENSOR).value.shape == (3, 2)
+    utf16 = "Température élevée".encode("utf-16")
+    with pytest.raises(BadInputError, match="UTF-16"):
+        decode(utf16, TEXT)
+    assert decode(utf16, TextSpec(name="note", encodings=("utf-8", "utf-16"))).value == "Température élevée"
