@@ -290,7 +290,8 @@ def quarantine_release(ids: FileIds = None, domain: OptDomain = None) -> None:
     if not ids:
         console.print("[red]error:[/red] name the file ids to release (see `mmops quarantine list`)")
         raise typer.Exit(1)
-    done = _run(lambda: _quarantine(lambda s, st: release(s, ids, st.landing_dir, st.quarantine_dir, domain)))
+    done = _run(lambda: _quarantine(lambda s, st: release(s, ids, None if st.landing_url else st.landing_dir,
+                                                                   st.quarantine_dir, domain)))
     out.print(f"released {len(done)} file(s); run `mmops ingest` to check them again", highlight=False)
 
 

@@ -54,13 +54,19 @@ def _rows(session: Session, ids: list[int], domain: str | None) -> list[SampleFi
     return rows
 
 
-def release(session: Session, ids: list[int], landing_root: Path, quarantine_root: Path,
+def release(session: Session, ids: list[int], landing_root: Path | None, quarantine_root: Path,
             domain: str | None = None) -> list[str]:
     """Give files another ingest: the quarantine record goes, and the quarantined bytes are put back at their
     landing path if nothing is there any more (a fixed file already landed there wins). The next ingest
-    checks them again from scratch. Returns the landing paths released."""
+    checks them again from scratch. With a remote landing area (`landing_root` None) nothing is restored:
+    the next ingest reads the file from the source again. Returns the landing paths released."""
     released = []
     for row in _rows(session, ids, domain):
+        if landing_root is None:
+            copy_path(quarantine_root, row.domain, row.sha256, row.source_path).unlink(missing_ok=True)
+            session.delete(row)
+            released.append(f"{row.domain}/{row.source_path}")
+            continue
         target = (landing_root / row.domain / row.source_path).resolve()
         if not target.is_relative_to((landing_root / row.domain).resolve()):
             raise BadInputError(f"quarantined file {row.id} has a source path outside the landing folder")
