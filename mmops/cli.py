@@ -64,8 +64,10 @@ def _run(fn: Callable[[], Any], as_json: bool = False, title: str = "") -> Any:
 def _short(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    if isinstance(v, dict) and len(v) > 4:
+    if isinstance(v, dict) and (len(v) > 4 or any(isinstance(x, dict | list) for x in v.values())):
         return f"{{{len(v)} entries}}"
+    if isinstance(v, list) and (len(v) > 4 or any(isinstance(x, dict | list) for x in v)):
+        return f"[{len(v)} entries]"
     return str(v)
 
 

@@ -152,7 +152,7 @@ def label(domain: str) -> dict[str, Any]:
     """Labels from every source that needs no model: the labels file (CSV or JSON), Label Studio exports
     dropped in landing/<domain>/annotations/, and the domain's labeling functions. Writes the resolution
     report (labels chosen per kind, conflicts, disagreements) to artifacts/<domain>/labels.json."""
-    from mmops.labeling import import_labels, report, resolve
+    from mmops.labeling import import_labels
     from mmops.labeling.labelstudio import import_annotations
     from mmops.labeling.rules import apply_rules
 
@@ -168,13 +168,10 @@ def label(domain: str) -> dict[str, Any]:
         for path in sorted(annotations.glob("*.json")) if annotations.is_dir() else []:
             result["annotations"].append(_jsonable(import_annotations(session, pack, path)))
         result["rules"] = _jsonable(apply_rules(session, pack, settings.data_dir))
-        session.flush()
-        resolution = report(resolve(session, domain))
+        resolution = _label_report(session, domain, settings)
     if not result["files"] and not result["annotations"] and not resolution["labeled"]:
         raise NotFoundError(f"no labels for {domain}: land {pack.labels_file} (or Label Studio exports in "
                             f"annotations/) next to the data, or add label_rules to the domain pack")
-    _write_summary(artifacts(domain, settings) / "label_conflicts.json",
-                   {k: resolution[k] for k in ("conflicts", "disagreements")})
     trusted = sum(n for k, n in resolution["by_kind"].items() if k in params.label.train_on)
     result |= {"labeled": resolution["labeled"], "by_kind": resolution["by_kind"], "trusted": trusted,
                "conflicts": len(resolution["conflicts"]), "disagreements": len(resolution["disagreements"])}
@@ -182,6 +179,17 @@ def label(domain: str) -> dict[str, Any]:
         log.warning("%s: %d records have conflicting labels; see %s", domain, len(resolution["conflicts"]),
                     artifacts(domain, settings) / "label_conflicts.json")
     return _write_summary(artifacts(domain, settings) / "labels.json", result)
+
+
+def _label_report(session: Any, domain: str, settings: Settings) -> dict[str, Any]:
+    """Resolve every record's label and write the records whose sources disagree to label_conflicts.json."""
+    from mmops.labeling import report, resolve
+
+    session.flush()
+    resolution = report(resolve(session, domain))
+    _write_summary(artifacts(domain, settings) / "label_conflicts.json",
+                   {k: resolution[k] for k in ("conflicts", "disagreements")})
+    return resolution
 
 
 def prelabel(domain: str, export: bool = True) -> dict[str, Any]:
@@ -204,6 +212,9 @@ def prelabel(domain: str, export: bool = True) -> dict[str, Any]:
             result["model"] = _jsonable(summary)
         session.flush()
         result["queue"] = refresh_queue(session, pack, probs, mv, params.label.uncertainty)
+        resolution = _label_report(session, domain, settings)
+        # records whose chosen label the model (or the rules) contradicts: likely label errors, worth a look
+        result["disagreements"] = len(resolution["disagreements"])
     if export:
         result["export"] = export_tasks(domain)
     return _write_summary(artifacts(domain, settings) / "prelabel.json", result)

@@ -102,6 +102,8 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # "Created temporary directory ... for ephemeral docs site" on every run is noise, not information
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not tqdm noise
     source = context.data_sources.add_pandas(f"mmops_{pack.name}")

@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,11 +66,12 @@ class IngestSummary:
     new_records: int = 0  # records that got their first file in this run
     batches: int = 0
     reasons: dict[str, str] = field(default_factory=dict)  # source path -> reason
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time: list, process (read..store), commit
 
-    def add(self, other: IngestSummary) -> None:
-        for name in ("seen", "ingested", "skipped", "duplicates", "quarantined", "new_records", "batches"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.reasons.update(other.reasons)
+    def _tick(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - since, 4)
+        return now
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -351,6 +353,7 @@ def ingest_domain(
     pattern = re.compile(pack.record_pattern)
     summary = IngestSummary(domain=pack.name)
     session = session_factory()
+    clock = time.perf_counter()
     try:
         if paths is None:
             todo, summary.skipped = pending(session, pack, landing)
@@ -359,6 +362,7 @@ def ingest_domain(
             todo = [landing.stat(rel) if not unsafe_path(rel) else Entry(rel, 0, "", unsafe_path(rel))
                     for rel in paths]
             summary.seen = len(todo)
+        clock = summary._tick("list", clock)
         if not todo:  # the common case of a scheduled run: nothing new, and nothing more to load
             session.commit()
             return summary
@@ -373,8 +377,11 @@ def ingest_domain(
                 prepared = pool.map(lambda e: _prepare(pack, pattern, landing, e, phi_key, data_root), batch)
                 for prep in prepared:
                     _apply(session, pack, state, prep, data_root, quarantine_root, summary)
+                session.flush()
+                clock = summary._tick("process", clock)
                 faults.point("ingest.before_commit")
                 session.commit()
+                clock = summary._tick("commit", clock)
                 summary.batches += 1
                 done += len(batch)
                 if progress:
