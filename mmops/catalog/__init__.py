@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from mmops.config import get_settings
 
 __all__ = [
     "Base", "DatasetVersion", "DriftReport", "Label", "ModelAlias", "ModelVersion", "ReviewItem", "Sample", "SampleFile",
-    "TrainingRun", "ValidationRun", "get_engine", "session_scope", "upgrade",
+    "TrainingRun", "ValidationRun", "get_engine", "session_scope", "upgrade", "writer_lock",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,26 @@ def upgrade(url: str | None = None) -> None:
     from alembic.config import Config
 
     url = url or get_settings().catalog_url
+    engine = _engine_for(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["engine"] = _engine_for(url)
-    command.upgrade(cfg, "head")
+    cfg.attributes["engine"] = engine
+    # two processes starting on a fresh catalog (a DAG run and a CLI call) must not both create the tables
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+            try:
+                command.upgrade(cfg, "head")
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+                conn.commit()
+    else:
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        with _file_lock(Path(database).parent / "locks" / "migrate.lock") if database and database != ":memory:" \
+                else nullcontext():
+            command.upgrade(cfg, "head")
     _upgraded.add(url)
 
 
@@ -91,3 +107,46 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def writer_lock(session: Session, name: str) -> Iterator[None]:
+    """Serialise writers of one kind of data (an ingest of one domain) across processes.
+
+    PostgreSQL: a transaction-level advisory lock, released when the session commits or rolls back (so take
+    it at the start of the transaction it protects). SQLite: an exclusive lock on a file beside the database
+    (SQLite allows one writer anyway; the lock turns "database is locked" into a wait). Other databases: none.
+    """
+    bind = session.get_bind()
+    dialect = bind.dialect.name
+    if dialect == "postgresql":
+        import zlib
+
+        from sqlalchemy import text
+
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(name.encode())})
+        yield
+        return
+    database = bind.engine.url.database if dialect == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with _file_lock(Path(database).parent / "locks" / f"{name}.lock"):
+        yield
+
+
+_MIGRATION_LOCK = 0x6D6D6F7073  # "mmops"
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on a file, held for the block (released by the OS if the process dies)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

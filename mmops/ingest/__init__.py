@@ -9,8 +9,9 @@ How a run goes:
 1. list the entries (no reads) and skip, without reading, every path whose size and version (mtime, ETag)
    the catalog already holds: re-ingesting an unchanged landing area costs one listing and one query;
 2. in batches, read, hash, decode and check files on a thread pool (pure work, no catalog access);
-3. per batch, in one transaction: write blobs (atomically, by content hash: `data/raw/<domain>/<modality>/
-   <sha[:2]>/<sha>.<ext>`) and quarantine copies first, then the catalog rows, then commit.
+3. per batch, blobs are written by the same workers (atomically, by content hash: `data/raw/<domain>/
+   <modality>/<sha[:2]>/<sha>.<ext>`); then, holding the domain's writer lock (concurrent ingests of a domain
+   are safe), quarantine copies, the catalog rows and one commit.
 
 A crash at any point (kill -9 included) loses at most the uncommitted batch: its blobs may exist without rows,
 and the rerun, seeing no rows, processes the same files again and writes the same rows. Reruns never
@@ -39,7 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mmops import faults
-from mmops.catalog import Sample, SampleFile
+from mmops.catalog import Sample, SampleFile, writer_lock
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.ingest.sources import Entry, Landing, unsafe_path
@@ -198,20 +199,32 @@ def _prepare(pack: DomainPack, pattern: re.Pattern[str], landing: Landing, entry
 
 
 class _DomainState:
-    """What the catalog knows about a domain, loaded once per run and kept current as rows are added."""
+    """What the catalog knows about a domain, loaded once per run, kept current as rows are added and
+    refreshed with what other writers committed (incrementally, by id)."""
 
     def __init__(self, session: Session, domain: str):
         self.domain = domain
-        self.samples = {s.sample_key: s for s in session.scalars(select(Sample).where(Sample.domain == domain))}
+        self.samples: dict[str, Sample] = {}
         self.pairs: dict[tuple[str, str], SampleFile] = {}
         self.slots: dict[tuple[str, str], str] = {}  # (record key, modality) -> source path of its file
         self.twins: dict[tuple[str, str], SampleFile] = {}  # (modality, content hash) -> first file stored
+        self.last_file = self.last_sample = 0
+        self.added: list[SampleFile | Sample] = []
+        self.refresh(session)
+
+    def refresh(self, session: Session) -> None:
+        """Take in rows committed since the last look (call it under the domain's writer lock)."""
+        for sample in session.scalars(select(Sample).where(Sample.domain == self.domain,
+                                                           Sample.id > self.last_sample)):
+            self.samples.setdefault(sample.sample_key, sample)
+            self.last_sample = max(self.last_sample, sample.id)
         rows = session.execute(
             select(SampleFile, Sample.sample_key).outerjoin(Sample, SampleFile.sample_id == Sample.id)
-            .where(SampleFile.domain == domain).order_by(SampleFile.id)
+            .where(SampleFile.domain == self.domain, SampleFile.id > self.last_file).order_by(SampleFile.id)
         )
         for row, key in rows:
             self.note(row, key)
+            self.last_file = max(self.last_file, row.id)
 
     def note(self, row: SampleFile, key: str | None) -> None:
         self.pairs[(row.source_path, row.sha256)] = row
@@ -219,6 +232,15 @@ class _DomainState:
             self.slots[(key, row.modality)] = row.source_path
             if row.duplicate_of is None and row.content_sha256:
                 self.twins.setdefault((row.modality, row.content_sha256), row)
+
+    def committed(self) -> None:
+        """After a commit: our own new rows have ids now; no writer committed between our refresh and it."""
+        for obj in self.added:
+            if isinstance(obj, Sample):
+                self.last_sample = max(self.last_sample, obj.id)
+            else:
+                self.last_file = max(self.last_file, obj.id)
+        self.added.clear()
 
 
 _made_dirs: set[Path] = set()
@@ -280,6 +302,7 @@ def _quarantine(session: Session, state: _DomainState, prep: Prepared, reason: s
         "landing area)", stats={},
     )
     session.add(row)
+    state.added.append(row)
     state.note(row, None)
     summary.quarantined += 1
     summary.reasons[rel] = reason
@@ -318,6 +341,7 @@ def _apply(session: Session, pack: DomainPack, state: _DomainState, prep: Prepar
     if sample is None:
         sample = state.samples[prep.key] = Sample(domain=pack.name, sample_key=prep.key)
         session.add(sample)
+        state.added.append(sample)
         summary.new_records += 1
     notes = prep.decoded.notes
     # Same content under another record (a template report, a re-used frame) is stored once and linked to
@@ -330,6 +354,7 @@ def _apply(session: Session, pack: DomainPack, state: _DomainState, prep: Prepar
         stats=prep.decoded.stats, notes=notes or None,
     )
     session.add(row)
+    state.added.append(row)
     state.note(row, prep.key)
     summary.ingested += 1
     summary.duplicates += twin is not None
@@ -374,13 +399,19 @@ def ingest_domain(
         done = 0
         with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
             for batch in batches(todo, batch_files):
-                prepared = pool.map(lambda e: _prepare(pack, pattern, landing, e, phi_key, data_root), batch)
-                for prep in prepared:
-                    _apply(session, pack, state, prep, data_root, quarantine_root, summary)
-                session.flush()
+                # reading, decoding and storing blobs run in parallel with other ingests; the catalog part
+                # (duplicate and slot checks against what is committed, rows, commit) holds the domain's lock
+                prepared = list(pool.map(lambda e: _prepare(pack, pattern, landing, e, phi_key, data_root), batch))
                 clock = summary._tick("process", clock)
-                faults.point("ingest.before_commit")
-                session.commit()
+                with writer_lock(session, f"ingest-{pack.name}"):
+                    clock = summary._tick("wait", clock)
+                    state.refresh(session)
+                    for prep in prepared:
+                        _apply(session, pack, state, prep, data_root, quarantine_root, summary)
+                    session.flush()
+                    faults.point("ingest.before_commit")
+                    session.commit()
+                state.committed()
                 clock = summary._tick("commit", clock)
                 summary.batches += 1
                 done += len(batch)

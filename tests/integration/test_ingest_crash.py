@@ -89,3 +89,25 @@ def test_kill_9_mid_ingest_then_rerun_equals_one_clean_run(landed: Path, tmp_pat
     assert _state(crashed) == expected
     assert _mmops(crashed, "ingest", "-d", "security").returncode == 0
     assert _state(crashed) == expected  # and once more: nothing changes
+
+
+@pytest.mark.slow
+def test_two_ingests_of_one_domain_at_once_equal_one_clean_run(landed: Path, tmp_path: Path) -> None:
+    """An hourly DAG run overlapping a manual `mmops ingest`: the domain's writer lock keeps them consistent."""
+    clean = _project(tmp_path / "clean")
+    _land(clean, landed)
+    assert _mmops(clean, "ingest", "-d", "security").returncode == 0
+    expected = _state(clean)
+
+    busy = _project(tmp_path / "busy")
+    _land(busy, landed)
+    env = {**os.environ, "MMOPS_HOME": str(busy), "MMOPS_PSEUDONYM_KEY": "test-key"}
+    env.pop("MMOPS_FAULT", None)
+    procs = [subprocess.Popen([venv_bin("mmops"), "ingest", "-d", "security", "--json"], cwd=busy, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
+    summaries = [json.loads(r[0]) for r in results]
+    # between them every file was handled once; whatever one did, the other skipped
+    assert sum(s["ingested"] + s["quarantined"] for s in summaries) == expected["n_files"]
+    assert _state(busy) == expected
