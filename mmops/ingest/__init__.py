@@ -337,6 +337,9 @@ def _apply(session: Session, pack: DomainPack, state: _DomainState, prep: Prepar
             session.flush()
     else:
         blob = prep.blob
+        if not prep.wrote_blob and not (data_root / blob).exists():
+            # another ingest wrote these bytes, then dropped them when its file went to quarantine
+            _write_atomic(data_root / blob, prep.stored)
     sample = state.samples.get(prep.key)
     if sample is None:
         sample = state.samples[prep.key] = Sample(domain=pack.name, sample_key=prep.key)
