@@ -217,3 +217,29 @@ def test_record_pattern_groups_files_named_by_the_site(project: Path) -> None:
     with session_scope() as s:
         records = {r.key: sorted(r.files) for r in load_records(s, "plant")}
     assert records == {"door3": ["camera", "note"], "door4": ["camera"]}
+
+
+def test_transient_read_errors_are_retried_then_raised_for_the_scheduler(
+        plant: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flaky source (network, NFS) is not bad input: reads are retried, and if they keep failing the batch
+    fails as a whole (Airflow retries the task) instead of quarantining good files."""
+    from mmops.ingest import sources
+
+    monkeypatch.setattr(sources.time, "sleep", lambda s: None)
+    original = sources.Landing._read_once
+    failures = {"camera/cycle1.png": 2, "note/cycle3.txt": 99}
+
+    def flaky(self, rel, limit):
+        if failures.get(rel, 0) > 0:
+            failures[rel] -= 1
+            raise TimeoutError(f"read of {rel} timed out")
+        return original(self, rel, limit)
+
+    monkeypatch.setattr(sources.Landing, "_read_once", flaky)
+    with pytest.raises(TimeoutError):
+        pipeline.ingest("plant")
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(SampleFile)) == 0  # the failed batch left nothing
+    failures["note/cycle3.txt"] = 1  # the network recovers
+    summary = pipeline.ingest("plant")  # what the scheduler's retry does
+    assert summary["ingested"] == 18 and summary["quarantined"] == 0
