@@ -177,6 +177,10 @@ def queue(domain: Domain, limit: Annotated[int, typer.Option(help="rows to show"
         return
     from rich.table import Table
 
+    if not result:
+        out.print(f"the {domain} review queue is empty: every record has a human or file label, or "
+                  f"`mmops prelabel --domain {domain}` has not run yet", highlight=False)
+        return
     table = Table("record", "uncertainty", "method", "suggested", "status", title=f"{domain} review queue")
     for r in result:
         table.add_row(r["key"], f"{r['score']:.3f}", r["method"], r["prediction"] or "-", r["status"])

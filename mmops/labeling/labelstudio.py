@@ -134,6 +134,8 @@ def _annotator(annotation: dict[str, Any]) -> str:
         who = who.get("email") or who.get("username") or who.get("id")
     if isinstance(who, str):
         who = who.split(",")[0].strip()  # "alice@x.org, 3" in recent exports
+    if isinstance(who, int):
+        return f"label-studio-user-{who}"  # only the server's user id is in the export
     return str(who) if who not in (None, "") else "unknown"
 
 
