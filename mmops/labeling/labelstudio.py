@@ -45,7 +45,7 @@ def config_xml(pack: DomainPack) -> str:
         elif isinstance(spec, SensorSpec):
             channels = "".join(f'<Channel column={quoteattr(c)}/>' for c in spec.channels)
             parts.append(f'  <TimeSeries name={name} value="${spec.name}" valueType="json" timeColumn="time"'
-                         f' sep="," >{channels}</TimeSeries>')
+                         f'>{channels}</TimeSeries>')
         else:
             parts.append(f'  <Text name={name} value="${spec.name}"/>')
     choices = "".join(f"<Choice value={quoteattr(c)}/>" for c in pack.classes)
@@ -79,6 +79,18 @@ def _model_name(session: Session, item: ReviewItem) -> str:
     return f"{mv.domain}@v{mv.version}" if mv is not None else str(item.model_version_id)
 
 
+_BLANK_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgAB"
+              "SK+kcQAAAABJRU5ErkJggg==")
+
+
+def _placeholder(spec: Any) -> Any:
+    if isinstance(spec, ImageSpec):
+        return _BLANK_PNG
+    if isinstance(spec, SensorSpec):
+        return {"time": [0.0], **{ch: [0.0] for ch in spec.channels}}
+    return f"({spec.name} missing in this record)"
+
+
 def export_tasks(session: Session, pack: DomainPack, data_root: Path, out_dir: Path,
                  limit: int | None = 100) -> dict[str, Any]:
     """Write the `limit` most uncertain queued records as Label Studio tasks; marks them exported."""
@@ -95,9 +107,14 @@ def export_tasks(session: Session, pack: DomainPack, data_root: Path, out_dir: P
     now = datetime.now(UTC)
     for item, key in items:
         data: dict[str, Any] = {"sample_key": key, "domain": pack.name}
-        for modality, blob in sorted(files.get(item.sample_id, {}).items()):
-            data[modality] = _media(pack.modality(modality), (data_root / blob).read_bytes())
-        task: dict[str, Any] = {"data": data, "meta": {"uncertainty": item.score, "method": item.method}}
+        present = files.get(item.sample_id, {})
+        for spec in pack.modalities:
+            blob = present.get(spec.name)
+            # Label Studio needs every $variable of the config: a missing modality gets an explicit placeholder
+            data[spec.name] = _media(spec, (data_root / blob).read_bytes()) if blob else _placeholder(spec)
+        missing = [m for m in pack.modality_names if m not in present]
+        task: dict[str, Any] = {"data": data, "meta": {"uncertainty": item.score, "method": item.method,
+                                                       "missing_modalities": missing}}
         if item.prediction is not None:
             score = (item.probabilities or {}).get(item.prediction)
             task["predictions"] = [{

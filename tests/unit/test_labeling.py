@@ -194,3 +194,25 @@ def test_model_prelabels_rank_the_queue_by_entropy(use_project: Path) -> None:
     finally:
         session.rollback()
         session.close()
+
+
+def test_export_fills_missing_modalities_so_label_studio_can_render_every_task(project: Path) -> None:
+    from mmops.labeling.labelstudio import config_xml
+
+    pipeline.pull_data("medical-cxr")
+    pipeline.ingest("medical")
+    pre = pipeline.prelabel("medical")  # nothing labeled, no model, no rule votes yet: all queued, equal rank
+    assert pre["queue"]["by_method"] == {"none": 600}
+    tasks = json.loads(Path(pre["export"]["path"]).read_text())
+    assert len(tasks) == 100  # params label.export_limit
+    config = config_xml(load_domain("medical"))
+    for task in tasks:
+        for name in ("report", "ecg", "fundus"):  # every $variable of the config is in every task
+            assert f'value="${name}"' in config and name in task["data"]
+    lacking = [t for t in tasks if t["meta"]["missing_modalities"]]
+    assert lacking, "the pack has cases without an ECG or an image"
+    for t in lacking:
+        for m in t["meta"]["missing_modalities"]:
+            assert t["data"][m] == {"time": [0.0], "mlii": [0.0]} or t["data"][m].startswith("data:image/png")
+    full = next(t for t in tasks if not t["meta"]["missing_modalities"])
+    assert full["data"]["fundus"].startswith("data:image/png;base64,") and len(full["data"]["ecg"]["mlii"]) > 100
