@@ -40,10 +40,11 @@ def hash_only(landing: Path) -> tuple[float, int, int]:
     return time.perf_counter() - start, n, size
 
 
-def make_project(root: Path, landing: Path) -> Path:
+def make_project(root: Path, landing: Path, executor: str = "auto") -> Path:
     root.mkdir(parents=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["packs"] = PACKS
+    params["ingest"]["executor"] = executor
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(landing, root / "landing")
     return root
@@ -66,6 +67,8 @@ def ingest_all(root: Path, phases: dict[str, float] | None = None) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--executor", choices=["auto", "thread", "process"], default="auto",
+                        help="params.yaml ingest.executor for the ingest runs")
     args = parser.parse_args()
     os.environ.setdefault("MMOPS_PSEUDONYM_KEY", "benchmark")
     with tempfile.TemporaryDirectory(prefix="mmops-bench-") as tmp:
@@ -81,7 +84,7 @@ def main() -> int:
         rows = []
         for i in range(args.repeat):
             t_hash, n, size = hash_only(landing)
-            project = make_project(Path(tmp) / f"run{i}", landing)
+            project = make_project(Path(tmp) / f"run{i}", landing, args.executor)
             phases: dict[str, float] = {}
             t_first = ingest_all(project, phases)
             t_again = ingest_all(project)
@@ -93,6 +96,7 @@ def main() -> int:
         phases = {k: round(statistics.median(r["phases"].get(k, 0.0) for r in rows), 3) for k in rows[0]["phases"]}
     result = {
         "files": rows[0]["files"], "mbytes": round(rows[0]["bytes"] / 1e6, 2), "cpus": os.cpu_count(),
+        "executor": args.executor,
         "hash_only_s": round(hash_s, 4), "ingest_s": round(ingest_s, 3), "ingest_phases_s": phases,
         "per_file_ms": {"hash_only": round(1000 * hash_s / rows[0]["files"], 3),
                         "ingest": round(1000 * ingest_s / rows[0]["files"], 3)},

@@ -107,6 +107,7 @@ def ingest(domain: str, progress: Progress = None, paths: list[str] | None = Non
     summary = ingest_domain(
         _session_factory(settings), pack, Landing(settings.landing(domain)), settings.data_dir,
         settings.quarantine_dir, phi_key=settings.phi_key(), paths=paths, workers=params.ingest.workers or None,
+        executor=params.ingest.executor,
         batch_files=params.ingest.batch_files, progress=progress,
     )
     name = "ingest.json" if paths is None else f"ingest-batch-{_digest(paths)}.json"

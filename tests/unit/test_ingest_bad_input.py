@@ -243,3 +243,18 @@ def test_transient_read_errors_are_retried_then_raised_for_the_scheduler(
     failures["note/cycle3.txt"] = 1  # the network recovers
     summary = pipeline.ingest("plant")  # what the scheduler's retry does
     assert summary["ingested"] == 18 and summary["quarantined"] == 0
+
+
+def test_decoding_in_worker_processes_gives_the_same_catalog(plant: Path, project: Path) -> None:
+    """`ingest.executor: process` (what `auto` picks for large runs) yields what threads yield."""
+    (plant / "imu" / "nan.csv").write_bytes(csv([(0, 1, 2), (0.1, "nan", 3)]))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ingest"] = {"executor": "process", "workers": 2, "batch_files": 5}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    summary = pipeline.ingest("plant")
+    assert summary["ingested"] == 18 and summary["quarantined"] == 1 and summary["batches"] == 4
+    with session_scope() as s:
+        rows = {r.source_path: r for r in s.scalars(select(SampleFile))}
+    assert "NaN" in rows["imu/nan.csv"].reason
+    assert all((project / "data" / r.blob_path).is_file() for r in rows.values() if r.blob_path)
+    assert rows["note/cycle0.txt"].stats["n_words"] == 5  # "cycle 0: spindle sounds normal"
