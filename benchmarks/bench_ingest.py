@@ -3,6 +3,8 @@
 1. throughput: ingest (list, read, hash, decode + check, store, catalog) vs only reading and hashing the same
    files (what `sha256sum` does). Target: ratio >= 0.5.
 2. re-ingest: ingesting an unchanged landing area again vs the first ingest. Target: >= 20x faster.
+Also printed, for context: ingest vs reading, hashing and durably copying the files (write + fsync), the
+I/O any ingest that keeps a copy must do.
 
 Data: the bundled real packs (every domain), landed once; each repetition ingests into a fresh project.
 Run: `make bench` (or `.venv/bin/python benchmarks/bench_ingest.py --repeat 3`). Exits 1 when a target is missed.
@@ -38,6 +40,21 @@ def hash_only(landing: Path) -> tuple[float, int, int]:
             n += 1
             size += len(data)
     return time.perf_counter() - start, n, size
+
+
+def hash_and_copy(landing: Path, target: Path) -> float:
+    """Second baseline, the I/O floor of any ingest that keeps a durable copy: read, sha256, write + fsync
+    under the hash. -> seconds."""
+    start = time.perf_counter()
+    target.mkdir(parents=True)
+    for dirpath, _, names in os.walk(landing):
+        for name in names:
+            data = (Path(dirpath) / name).read_bytes()
+            with open(target / hashlib.sha256(data).hexdigest(), "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+    return time.perf_counter() - start
 
 
 def make_project(root: Path, landing: Path, executor: str = "auto") -> Path:
@@ -84,14 +101,16 @@ def main() -> int:
         rows = []
         for i in range(args.repeat):
             t_hash, n, size = hash_only(landing)
+            t_copy = hash_and_copy(landing, Path(tmp) / f"copy{i}")
             project = make_project(Path(tmp) / f"run{i}", landing, args.executor)
             phases: dict[str, float] = {}
             t_first = ingest_all(project, phases)
             t_again = ingest_all(project)
-            rows.append({"hash_s": t_hash, "ingest_s": t_first, "reingest_s": t_again, "files": n, "bytes": size,
+            rows.append({"hash_s": t_hash, "copy_s": t_copy, "ingest_s": t_first, "reingest_s": t_again, "files": n, "bytes": size,
                          "phases": phases})
         hash_s = statistics.median(r["hash_s"] for r in rows)
         ingest_s = statistics.median(r["ingest_s"] for r in rows)
+        copy_s = statistics.median(r["copy_s"] for r in rows)
         again_s = statistics.median(r["reingest_s"] for r in rows)
         phases = {k: round(statistics.median(r["phases"].get(k, 0.0) for r in rows), 3) for k in rows[0]["phases"]}
     result = {
@@ -102,6 +121,8 @@ def main() -> int:
                         "ingest": round(1000 * ingest_s / rows[0]["files"], 3)},
         "reingest_s": round(again_s, 4),
         "throughput_ratio": round(hash_s / ingest_s, 3), "throughput_target": 0.5,
+        "hash_and_copy_s": round(copy_s, 3),
+        "throughput_vs_hash_and_copy": round(copy_s / ingest_s, 3),  # informational: the I/O floor
         "reingest_speedup": round(ingest_s / again_s, 1), "reingest_target": 20,
     }
     print(json.dumps(result, indent=2))
