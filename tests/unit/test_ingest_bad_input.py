@@ -2,8 +2,6 @@
 
 import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from PIL import Image
 from sqlalchemy import func, select
 
 from mmops import pipeline
 from mmops.catalog import SampleFile, session_scope
+from tests.images import encoded, png_header_claiming
 
 PLANT = {
     "name": "plant",
@@ -30,22 +28,11 @@ PLANT = {
 
 
 def png(seed: int, w: int = 20, h: int = 16) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+    return encoded(seed, w, h)
 
 
 def jpeg(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def png_header_claiming(w: int, h: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+    return encoded(seed, 16, 16, channels=3, fmt="JPEG")
 
 
 def csv(rows: list[tuple], header: str = "timestamp,x,y") -> bytes:

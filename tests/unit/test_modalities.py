@@ -1,6 +1,4 @@
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -9,6 +7,7 @@ from PIL import Image
 from mmops.domains import ImageSpec, SensorSpec, TextSpec
 from mmops.errors import BadInputError
 from mmops.modalities import decode, text_tensor
+from tests.images import encoded, png_header_claiming
 
 IMG = ImageSpec(name="cam", size=(16, 16), channels=3, max_pixels=4000 * 4000)
 SENSOR = SensorSpec(name="imu", channels=("x", "y"), length=10, sample_rate_hz=10)
@@ -16,17 +15,7 @@ TEXT = TextSpec(name="note", max_chars=100)
 
 
 def png(w: int = 20, h: int = 10) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def png_header_claiming(w: int, h: int) -> bytes:
-    """A PNG whose IHDR claims w x h (valid CRC) followed by a tiny IDAT: a decompression bomb's header."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+    return encoded(0, w, h, channels=3)
 
 
 def test_good_image_decodes_with_stats() -> None:
