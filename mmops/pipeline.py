@@ -149,6 +149,17 @@ def _landed_file(settings: Settings, domain: str, name: str) -> Path | None:
     return local
 
 
+def _annotation_exports(settings: Settings, domain: str) -> list[str]:
+    """Label Studio exports dropped in the landing area's annotations/ folder (local or remote)."""
+    from mmops.ingest import Landing
+
+    landing = Landing(settings.landing(domain))
+    if landing.local is not None:
+        folder = landing.local / "annotations"
+        return [f"annotations/{p.name}" for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return sorted(f"annotations/{Path(p).name}" for p in landing.fs.glob(f"{landing.root}/annotations/*.json"))
+
+
 def label(domain: str) -> dict[str, Any]:
     """Labels from every source that needs no model: the labels file (CSV or JSON), Label Studio exports
     dropped in landing/<domain>/annotations/, and the domain's labeling functions. Writes the resolution
@@ -165,9 +176,10 @@ def label(domain: str) -> dict[str, Any]:
             path = _landed_file(settings, domain, name)
             if path is not None:
                 result["files"].append(_jsonable(import_labels(session, pack, path)))
-        annotations = settings.landing_dir / domain / "annotations"
-        for path in sorted(annotations.glob("*.json")) if annotations.is_dir() else []:
-            result["annotations"].append(_jsonable(import_annotations(session, pack, path)))
+        for name in _annotation_exports(settings, domain):
+            path = _landed_file(settings, domain, name)
+            if path is not None:
+                result["annotations"].append(_jsonable(import_annotations(session, pack, path)))
         result["rules"] = _jsonable(apply_rules(session, pack, settings.data_dir))
         resolution = _label_report(session, domain, settings)
     if not result["files"] and not result["annotations"] and not resolution["labeled"]:

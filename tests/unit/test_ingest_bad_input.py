@@ -1,6 +1,7 @@
 """Every bad-input case the ingest must survive: each lands in quarantine with its reason, good files go in."""
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -152,6 +153,14 @@ def test_hostile_paths_from_an_object_store_are_refused(plant: Path, monkeypatch
         assert any("absolute path" in r or "empty part" in r for p, r in reasons.items() if "abs.png" in p)
         again = pipeline.ingest("plant")
         assert again["ingested"] == again["quarantined"] == 0
+        # labels and Label Studio exports are read from the same remote landing area
+        fs.pipe(f"{root}/plant/labels.csv", b"sample_id,label\ncycle0,ok\ncycle1,ok\n")
+        fs.pipe(f"{root}/plant/annotations/export.json", json.dumps([{"data": {"sample_key": "cycle1"}, "annotations": [
+            {"completed_by": {"email": "op@plant"}, "result": [
+                {"from_name": "label", "type": "choices", "value": {"choices": ["fault"]}}]}]}]).encode())
+        labels = pipeline.label("plant")
+        assert labels["files"][0]["imported"] == 2 and labels["annotations"][0]["imported"] == 1
+        assert labels["by_kind"] == {"file": 1, "human": 1} and labels["conflicts"] == 1
     finally:
         fs.rm(root, recursive=True)
 
