@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from mmops.catalog import Label, ModelVersion, ReviewItem, Sample, TrainingRun
@@ -52,6 +52,7 @@ class PrelabelSummary:
     imported: int = 0
     updated: int = 0
     unchanged: int = 0
+    superseded: int = 0  # current labels of older model versions retired
 
 
 def prelabel(session: Session, pack: DomainPack, data_root: Path, mv: ModelVersion,
@@ -82,6 +83,12 @@ def prelabel(session: Session, pack: DomainPack, data_root: Path, mv: ModelVersi
                                 confidence=round(float(p[best]), 4),
                                 detail={"probabilities": {c: round(float(x), 4) for c, x in zip(pack.classes, p, strict=True)}})
             setattr(summary, outcome, getattr(summary, outcome) + 1)
+    # an older model's pre-labels step aside (kept as history): the current champion speaks for the model tier
+    stale = session.execute(
+        update(Label).where(Label.kind == "model", Label.source != source, Label.superseded_at.is_(None),
+                            Label.sample_id.in_(select(Sample.id).where(Sample.domain == pack.name)))
+        .values(superseded_at=datetime.now(UTC)).execution_options(synchronize_session=False))
+    summary.superseded = getattr(stale, "rowcount", 0) or 0  # a CursorResult for UPDATE
     return summary, probs_by_id
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from sqlalchemy import select
 
 from mmops import pipeline
@@ -216,3 +217,37 @@ def test_export_fills_missing_modalities_so_label_studio_can_render_every_task(p
             assert t["data"][m] == {"time": [0.0], "mlii": [0.0]} or t["data"][m].startswith("data:image/png")
     full = next(t for t in tasks if not t["meta"]["missing_modalities"])
     assert full["data"]["fundus"].startswith("data:image/png;base64,") and len(full["data"]["ecg"]["mlii"]) > 100
+
+
+def test_a_new_champion_retires_the_old_models_pre_labels(project: Path) -> None:
+    from sqlalchemy.orm import sessionmaker
+
+    from mmops.catalog import ModelVersion, TrainingRun, get_engine
+    from mmops.config import get_settings
+    from mmops.labeling.queue import prelabel as model_prelabel
+
+    pipeline.pull_domain("security")
+    pipeline.ingest("security")
+    # a tiny model trained for one epoch stands in for both versions: what matters is the label bookkeeping
+    pipeline.label("security")
+    pipeline.validate("security")
+    pipeline.build("security")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"].update(epochs=1)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    pipeline.train("security")
+    pipeline.evaluate("security")
+    pack = load_domain("security")
+    with sessionmaker(get_engine())() as s:
+        v1 = s.scalar(select(ModelVersion))
+        v2 = ModelVersion(domain="security", version=2, training_run_id=v1.training_run_id,
+                          checkpoint_sha256=v1.checkpoint_sha256, metrics={})
+        s.add(v2)
+        s.flush()
+        assert s.get(TrainingRun, v1.training_run_id).checkpoint_path
+        first, _ = model_prelabel(s, pack, get_settings().data_dir, v1)
+        second, _ = model_prelabel(s, pack, get_settings().data_dir, v2)
+        current = s.scalars(select(Label.source).where(Label.kind == "model", Label.superseded_at.is_(None))).all()
+        assert first.imported == 200 and second.imported == 200 and second.superseded == 200
+        assert set(current) == {"model:security@v2"} and len(current) == 200
+        s.rollback()
