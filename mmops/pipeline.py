@@ -265,14 +265,15 @@ def validate(domain: str) -> dict[str, Any]:
     with session_scope(settings.catalog_url) as session:
         records = load_records(session, domain, params.label.train_on)
         fp = fingerprint([r for r in records if r.label is not None])
-        result = run_gate(pack, records, fp, report)
+        result = run_gate(pack, records, fp, report, artifacts(domain, settings) / "data_docs")
         session.add(ValidationRun(domain=domain, fingerprint=fp, success=result.success,
                                   n_expectations=result.n_expectations, failed=result.failed,
                                   report_path=str(report)))
     if not result.success:
         raise ValidationFailedError(
             f"{domain}: validation gate failed ({len(result.failed)} critical): " + "; ".join(result.failed[:5])
-            + f" - details in {report}", result.failed)
+            + f" - details in {report}" + (f", Data Docs {result.data_docs}" if result.data_docs else ""),
+            result.failed)
     return result.to_json()
 
 

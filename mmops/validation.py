@@ -17,6 +17,7 @@ from mmops.records import Record
 log = logging.getLogger(__name__)
 
 MIN_RECORDS_PER_CLASS = 5
+DOCS_SITE = "mmops"
 
 
 @dataclass
@@ -29,6 +30,7 @@ class GateResult:
     warnings: list[str] = field(default_factory=list)
     n_records: int = 0
     n_labeled: int = 0
+    data_docs: str | None = None  # Great Expectations Data Docs (HTML) of this run: the index page
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -95,8 +97,10 @@ def _frames(pack: DomainPack, records: list[Record]) -> dict[str, Any]:
     return frames
 
 
-def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_path: Path) -> GateResult:
-    """Validate the labeled records; writes a JSON report with every expectation's result."""
+def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_path: Path,
+             docs_dir: Path | None = None) -> GateResult:
+    """Validate the labeled records; writes a JSON report with every expectation's result and, with
+    `docs_dir`, Great Expectations Data Docs (HTML: the suites and this run's results) there."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import great_expectations.expectations as gxe
@@ -106,6 +110,17 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
     logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not tqdm noise
+    from great_expectations.checkpoint.actions import ValidationAction
+
+    actions: list[ValidationAction] = []
+    if docs_dir is not None:
+        docs_dir.mkdir(parents=True, exist_ok=True)
+        context.add_data_docs_site(DOCS_SITE, {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
     source = context.data_sources.add_pandas(f"mmops_{pack.name}")
     labeled = [r for r in records if r.label is not None]
     result = GateResult(pack.name, fingerprint, True, 0, n_records=len(records), n_labeled=len(labeled))
@@ -121,7 +136,14 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
         for cls_name, kwargs, severity in expectations:
             suite.add_expectation(getattr(gxe, cls_name)(**kwargs, meta={"severity": severity}))
         batch_def = source.add_dataframe_asset(name=suite_name).add_batch_definition_whole_dataframe("all")
-        outcome = batch_def.get_batch(batch_parameters={"dataframe": df}).validate(suite)
+        # a checkpoint per suite (each has its own frame): its action renders the run into the Data Docs
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(data=batch_def, suite=suite, name=f"{pack.name}.{suite_name}"))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=f"{pack.name}.{suite_name}", validation_definitions=[definition], actions=actions,
+            result_format="SUMMARY"))
+        run = checkpoint.run(batch_parameters={"dataframe": df})
+        outcome = next(iter(run.run_results.values()))
         for r in outcome.results:
             cfg = r.expectation_config
             assert cfg is not None  # GX always echoes the configuration it ran
@@ -136,6 +158,13 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
                 line = f"{suite_name}: {cfg.type}({kwargs.get('column', 'table')}) observed {observed}"
                 (result.failed if severity == "critical" else result.warnings).append(line)
     result.success = not result.failed
+    if docs_dir is not None and (docs_dir / "index.html").exists():
+        result.data_docs = (docs_dir / "index.html").resolve().as_uri()
+        log.info("%s validation Data Docs: %s", pack.name, result.data_docs)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps({**result.to_json(), "expectations": details}, indent=2, default=str))
+    # the report is a DVC output: no machine-specific paths in it (the Data Docs link is relative)
+    saved = {**result.to_json(), "expectations": details}
+    if docs_dir is not None and result.data_docs:
+        saved["data_docs"] = os.path.relpath(docs_dir / "index.html", report_path.parent)
+    report_path.write_text(json.dumps(saved, indent=2, default=str))
     return result

@@ -17,6 +17,12 @@ def test_good_batch_passes_and_builds_a_reproducible_version(project: Path) -> N
     pipeline.label("industrial")
     gate = pipeline.validate("industrial")
     assert gate["success"] and gate["n_expectations"] > 10
+    # Great Expectations Data Docs: an HTML site with the suites and this run's results
+    index = Path(gate["data_docs"].removeprefix("file://"))
+    assert index == project / "artifacts" / "industrial" / "data_docs" / "index.html"
+    pages = {p.relative_to(index.parent).parts[0] for p in index.parent.rglob("*.html")}
+    assert {"index.html", "expectations", "validations"} <= pages
+    assert "industrial.accel" in index.read_text() and "<html" in index.read_text().lower()
     a = pipeline.build("industrial")
     b = pipeline.build("industrial")
     assert a["dataset_version"] == b["dataset_version"]
@@ -38,6 +44,7 @@ def test_missing_class_fails_the_gate_and_names_the_expectation(project: Path) -
     with pytest.raises(ValidationFailedError) as err:
         pipeline.validate("industrial")
     assert "expect_column_distinct_values_to_contain_set(label)" in str(err.value)
+    assert "Data Docs file://" in str(err.value)  # the failure links the HTML report
     with session_scope() as s:
         run = s.query(ValidationRun).one()
         assert not run.success and run.failed
