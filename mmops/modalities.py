@@ -161,7 +161,16 @@ def image_stats(arr: np.ndarray) -> dict[str, float]:
         "brightness": float(gray.mean()),
         "contrast": float(gray.std()),
         "sharpness": float(np.sqrt(gx**2 + gy**2).mean()),
+        "blur": _laplacian_variance(gray * 255.0),
     }
+
+
+def _laplacian_variance(gray: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian (in grey levels): low means out of focus or featureless."""
+    if min(gray.shape) < 3:
+        return 0.0
+    lap = (gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:]) - 4.0 * gray[1:-1, 1:-1]
+    return float(lap.var())
 
 
 def image_tensor(arr: np.ndarray, spec: ImageSpec) -> np.ndarray:
@@ -198,7 +207,8 @@ def decode_sensor(data: bytes, spec: SensorSpec, phi_key: bytes | None = None) -
                          if p) or "columns out of order"
         raise BadInputError(f"sensor data columns are {columns}, expected {expected}: {what}")
     arr = check_sensor_array(values[:, 1:], spec, timestamps=values[:, 0])
-    return Decoded(arr, sensor_stats(arr, spec))
+    rate = 1.0 / float(np.median(np.diff(values[:, 0])))
+    return Decoded(arr, {**sensor_stats(arr, spec), "rate_hz": rate})
 
 
 def _read_csv(data: bytes) -> tuple[list[str], np.ndarray]:
@@ -288,7 +298,7 @@ def _decode_dicom_waveform(data: bytes, spec: SensorSpec, phi_key: bytes | None)
     if phi_key is not None:
         notes |= {f"phi_{k}": v for k, v in deidentify_dicom(ds, phi_key).items() if v}
         stored = write_dicom(ds)
-    return Decoded(arr, sensor_stats(arr, spec), stored, notes)
+    return Decoded(arr, {**sensor_stats(arr, spec), "rate_hz": spec.sample_rate_hz}, stored, notes)
 
 
 def check_sensor_array(values: Any, spec: SensorSpec, timestamps: np.ndarray | None = None) -> np.ndarray:
@@ -318,8 +328,15 @@ def check_sensor_array(values: Any, spec: SensorSpec, timestamps: np.ndarray | N
 def sensor_stats(values: np.ndarray, spec: SensorSpec) -> dict[str, float]:
     stats: dict[str, float] = {"n_samples": float(values.shape[0])}
     for j, ch in enumerate(spec.channels):
-        stats[f"{ch}_mean"] = float(values[:, j].mean())
-        stats[f"{ch}_std"] = float(values[:, j].std())
+        x = values[:, j]
+        lo, hi = float(x.min()), float(x.max())
+        stats[f"{ch}_mean"] = float(x.mean())
+        stats[f"{ch}_std"] = float(x.std())
+        stats[f"{ch}_min"], stats[f"{ch}_max"] = lo, hi
+        # share of steps that do not move (a stuck or disconnected sensor repeats its last value)
+        stats[f"{ch}_flat_share"] = float((np.diff(x) == 0).mean()) if len(x) > 1 else 1.0
+        # share of samples pinned at the extremes (a saturated sensor sits on its rails)
+        stats[f"{ch}_clip_share"] = 0.0 if hi == lo else float(((x == hi) | (x == lo)).mean())
     return stats
 
 
@@ -383,7 +400,13 @@ def check_text(text: str, spec: TextSpec) -> str:
 
 
 def text_stats(text: str) -> dict[str, float]:
-    return {"n_chars": float(len(text)), "n_words": float(len(text.split()))}
+    return {
+        "n_chars": float(len(text)),
+        "n_words": float(len(text.split())),
+        "non_ascii_share": sum(ord(c) > 127 for c in text) / max(1, len(text)),
+        # PHI patterns still in the text (0 once redacted): the validation gate's leak check
+        "phi_hits": float(sum(redact_text(text)[1].values())),
+    }
 
 
 def text_tensor(text: str, spec: TextSpec) -> np.ndarray:

@@ -36,27 +36,37 @@ class GateResult:
         return self.__dict__.copy()
 
 
-def _expectations(pack: DomainPack) -> dict[str, list[tuple[str, dict[str, Any], str]]]:
-    """suite name -> [(expectation class name, kwargs, severity)] generated from the domain pack."""
-    suites: dict[str, list[tuple[str, dict[str, Any], str]]] = {
-        "labels": [
-            ("ExpectColumnValuesToNotBeNull", {"column": "label"}, "critical"),
-            ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(pack.classes)}, "critical"),
-            ("ExpectColumnDistinctValuesToContainSet",
-             {"column": "label", "value_set": list(pack.classes)}, "critical"),
-            ("ExpectTableRowCountToBeBetween",
-             {"min_value": MIN_RECORDS_PER_CLASS * len(pack.classes)}, "critical"),
-            ("ExpectColumnValuesToBeBetween",
-             {"column": "n_modalities", "min_value": 1, "max_value": len(pack.modalities)}, "critical"),
-            ("ExpectColumnMeanToBeBetween",
-             {"column": "n_modalities", "min_value": 0.5 * len(pack.modalities)}, "warning"),
-        ]
+Expectation = tuple[str, dict[str, Any], str]  # (GX expectation class, kwargs, severity)
+
+
+def _expectations(pack: DomainPack) -> dict[str, list[Expectation]]:
+    """suite name -> expectations, generated from the domain pack's declared schema."""
+    k = len(pack.classes)
+    labels: list[Expectation] = [
+        ("ExpectColumnValuesToNotBeNull", {"column": "label"}, "critical"),
+        ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(pack.classes)}, "critical"),
+        ("ExpectColumnDistinctValuesToContainSet", {"column": "label", "value_set": list(pack.classes)}, "critical"),
+        ("ExpectTableRowCountToBeBetween", {"min_value": MIN_RECORDS_PER_CLASS * k}, "critical"),
+        ("ExpectColumnValuesToBeBetween",
+         {"column": "n_modalities", "min_value": 1, "max_value": len(pack.modalities)}, "critical"),
+        ("ExpectColumnMeanToBeBetween", {"column": "n_modalities", "min_value": 0.5 * len(pack.modalities)}, "warning"),
+    ]
+    for spec in pack.modalities:
+        if spec.required:  # records: a required modality is present in every record
+            labels.append(("ExpectColumnValuesToBeInSet", {"column": f"has_{spec.name}", "value_set": [True]},
+                           "critical"))
+    suites: dict[str, list[Expectation]] = {
+        "labels": labels,
+        # class balance: no class below a fifth of its fair share (warning: rare classes exist)
+        "class_balance": [("ExpectColumnValuesToBeBetween", {"column": "share", "min_value": 0.2 / k}, "warning")],
+        # coverage: the share of ingested records that carry a label training may use
+        "coverage": [("ExpectColumnValuesToBeBetween", {"column": "labeled_share", "min_value": 0.5}, "warning")],
     }
     for spec in pack.modalities:
-        exp: list[tuple[str, dict[str, Any], str]] = []
+        exp: list[Expectation] = []
         if isinstance(spec, ImageSpec):
             for col in ("height", "width"):
-                exp.append(("ExpectColumnValuesToBeBetween", {"column": col, "min_value": 8}, "critical"))
+                exp.append(("ExpectColumnValuesToBeBetween", {"column": col, "min_value": spec.min_side}, "critical"))
             exp.append(("ExpectColumnValuesToBeBetween",
                         {"column": "brightness", "min_value": 0.0, "max_value": 1.0}, "critical"))
             # A blank (constant) frame is a dead camera, not data.
@@ -64,35 +74,61 @@ def _expectations(pack: DomainPack) -> dict[str, list[tuple[str, dict[str, Any],
                         {"column": "contrast", "min_value": 0.005, "mostly": 0.95}, "critical"))
             exp.append(("ExpectColumnMeanToBeBetween",
                         {"column": "brightness", "min_value": 0.05, "max_value": 0.95}, "warning"))
+            # out of focus: variance of the Laplacian near zero
+            exp.append(("ExpectColumnValuesToBeBetween", {"column": "blur", "min_value": 1.0, "mostly": 0.95},
+                        "warning"))
+            exp.append(("ExpectColumnValuesToBeUnique", {"column": "sha256", "mostly": 0.8}, "warning"))
         elif isinstance(spec, SensorSpec):
             exp.append(("ExpectColumnValuesToBeBetween",
                         {"column": "n_samples", "min_value": max(2, spec.length // 2),
                          "max_value": spec.max_rows}, "critical"))
+            tol = spec.rate_tolerance * spec.sample_rate_hz
+            exp.append(("ExpectColumnValuesToBeBetween",
+                        {"column": "rate_hz", "min_value": spec.sample_rate_hz - tol,
+                         "max_value": spec.sample_rate_hz + tol}, "critical"))
             for ch in spec.channels:
                 exp.append(("ExpectColumnValuesToNotBeNull", {"column": f"{ch}_mean"}, "critical"))
                 # A flat channel is a disconnected sensor.
                 exp.append(("ExpectColumnValuesToBeBetween",
                             {"column": f"{ch}_std", "min_value": 1e-9, "mostly": 0.9}, "warning"))
+                # A stuck sensor repeats its last value; a saturated one sits on its rails.
+                exp.append(("ExpectColumnValuesToBeBetween",
+                            {"column": f"{ch}_flat_share", "max_value": 0.5, "mostly": 0.95}, "critical"))
+                exp.append(("ExpectColumnValuesToBeBetween",
+                            {"column": f"{ch}_clip_share", "max_value": 0.2, "mostly": 0.95}, "warning"))
+                if spec.value_range is not None:
+                    lo, hi = spec.value_range
+                    exp.append(("ExpectColumnValuesToBeBetween", {"column": f"{ch}_min", "min_value": lo}, "critical"))
+                    exp.append(("ExpectColumnValuesToBeBetween", {"column": f"{ch}_max", "max_value": hi}, "critical"))
         elif isinstance(spec, TextSpec):
             exp.append(("ExpectColumnValuesToBeBetween",
-                        {"column": "n_chars", "min_value": 1, "max_value": spec.max_chars}, "critical"))
+                        {"column": "n_chars", "min_value": spec.min_chars, "max_value": spec.max_chars}, "critical"))
             exp.append(("ExpectColumnValuesToBeBetween",
                         {"column": "n_words", "min_value": 2, "mostly": 0.95}, "warning"))
+            exp.append(("ExpectColumnValuesToBeBetween",
+                        {"column": "non_ascii_share", "max_value": 0.3, "mostly": 0.95}, "warning"))
+            if spec.redact_phi:  # PHI leak check: nothing that looks like PHI reaches the dataset
+                exp.append(("ExpectColumnValuesToBeBetween", {"column": "phi_hits", "max_value": 0}, "critical"))
         suites[spec.name] = exp
     return suites
 
 
-def _frames(pack: DomainPack, records: list[Record]) -> dict[str, Any]:
+def _frames(pack: DomainPack, records: list[Record], labeled: list[Record]) -> dict[str, Any]:
     import pandas as pd
 
-    frames: dict[str, Any] = {
-        "labels": pd.DataFrame(
-            {"key": [r.key for r in records], "label": [r.label for r in records],
-             "n_modalities": [len(r.files) for r in records]}
-        )
-    }
+    label_rows = []
+    for r in labeled:
+        row: dict[str, Any] = {"key": r.key, "label": r.label, "n_modalities": len(r.files)}
+        row.update({f"has_{m}": m in r.files for m in pack.modality_names})
+        label_rows.append(row)
+    frames: dict[str, Any] = {"labels": pd.DataFrame(label_rows)}
+    counts = pd.Series([r.label for r in labeled]).value_counts() if labeled else pd.Series(dtype=float)
+    frames["class_balance"] = pd.DataFrame(
+        {"label": list(pack.classes), "share": [counts.get(c, 0) / max(1, len(labeled)) for c in pack.classes]})
+    frames["coverage"] = pd.DataFrame({"labeled_share": [len(labeled) / max(1, len(records))]})
     for spec in pack.modalities:
-        rows = [{"key": r.key, **r.files[spec.name].stats} for r in records if spec.name in r.files]
+        rows = [{"key": r.key, "sha256": r.files[spec.name].sha256, **r.files[spec.name].stats}
+                for r in labeled if spec.name in r.files]
         frames[spec.name] = pd.DataFrame(rows)
     return frames
 
@@ -125,7 +161,7 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
     labeled = [r for r in records if r.label is not None]
     result = GateResult(pack.name, fingerprint, True, 0, n_records=len(records), n_labeled=len(labeled))
     details: list[dict[str, Any]] = []
-    frames = _frames(pack, labeled)
+    frames = _frames(pack, records, labeled)
     for suite_name, expectations in _expectations(pack).items():
         df = frames[suite_name]
         if df.empty:
@@ -134,6 +170,11 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
             continue
         suite = context.suites.add(gx.ExpectationSuite(name=f"{pack.name}.{suite_name}"))
         for cls_name, kwargs, severity in expectations:
+            if "column" in kwargs and kwargs["column"] not in df.columns:
+                # statistics an older mmops did not compute: say so instead of a cryptic GX exception
+                result.failed.append(f"{suite_name}: column {kwargs['column']} is missing from the records' "
+                                     "statistics; re-ingest them with this version (`mmops ingest`)")
+                continue
             suite.add_expectation(getattr(gxe, cls_name)(**kwargs, meta={"severity": severity}))
         batch_def = source.add_dataframe_asset(name=suite_name).add_batch_definition_whole_dataframe("all")
         # a checkpoint per suite (each has its own frame): its action renders the run into the Data Docs

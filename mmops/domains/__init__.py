@@ -20,6 +20,7 @@ from mmops.errors import ConfigError, NotFoundError
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    required: bool = False  # every record must have it (the validation gate checks)
 
 
 class ImageSpec(_Spec):
@@ -39,6 +40,7 @@ class SensorSpec(_Spec):
     length: int = Field(ge=2)  # samples the model sees (series are cropped / zero-padded)
     sample_rate_hz: float = Field(gt=0)
     rate_tolerance: float = Field(0.05, ge=0, lt=1)  # relative deviation of the median timestamp step
+    value_range: tuple[float, float] | None = None  # physically possible values (the gate checks min/max)
     unit: str | None = None  # physical unit of the values (DICOM waveforms are converted to it)
     # DICOM waveforms: channel -> lead/source name (CodeMeaning); they are resampled to sample_rate_hz
     dicom_channels: dict[str, str] = Field(default_factory=dict)
