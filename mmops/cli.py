@@ -141,7 +141,18 @@ _stage("label", "Labels from files (labels.csv/.json), Label Studio exports in l
        "the domain's rules; reports conflicts.")
 _stage("prelabel", "Champion-model pre-labels, the review queue by uncertainty, Label Studio tasks in "
        "artifacts/<domain>/labelstudio/.")
-_stage("validate", "Run the Great Expectations gate; exits 2 when it fails.")
+@app.command()
+def validate(
+    domain: Domain,
+    profile: Annotated[bool, typer.Option(
+        "--profile", help="write expectations/<domain>.yaml from the current dataset version, for review")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run the Great Expectations gate (exits 2 when it fails; Data Docs in artifacts/<domain>/data_docs)."""
+    from mmops import pipeline
+
+    _run(lambda: pipeline.validate(domain, profile=profile), as_json,
+         f"{'profile' if profile else 'validate'} {domain}:")
 _stage("build", "Build a dataset version (manifest + stratified splits) from gated, labeled records.")
 _stage("evaluate", "Test-split metrics, confusion matrix, registry (champion/challenger).")
 _stage("package", "Save the model to the BentoML model store and build its bento.")

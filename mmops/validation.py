@@ -113,6 +113,76 @@ def _expectations(pack: DomainPack) -> dict[str, list[Expectation]]:
     return suites
 
 
+# --- suites as reviewable files -------------------------------------------------------------------------
+
+SEVERITIES = ("critical", "warning")
+
+
+def suite_path(root: Path, domain: str) -> Path:
+    """Where a domain's reviewed suites live: `expectations/<domain>.yaml` at the project's top (committed)."""
+    return root / "expectations" / f"{domain}.yaml"
+
+
+def load_suites(path: Path) -> dict[str, list[Expectation]]:
+    """Read a suites file, checking every expectation names a Great Expectations class and a severity."""
+    import great_expectations.expectations as gxe
+    import yaml
+
+    from mmops.errors import ConfigError
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"suites file {path}: {exc}") from None
+    suites: dict[str, list[Expectation]] = {}
+    for name, items in (doc or {}).get("suites", {}).items():
+        suites[name] = []
+        for n, item in enumerate(items or []):
+            cls, kwargs, severity = item.get("expectation"), item.get("kwargs") or {}, item.get("severity")
+            if not isinstance(cls, str) or not hasattr(gxe, cls) or severity not in SEVERITIES:
+                raise ConfigError(f"suites file {path}: {name}[{n}] needs an expectation class of Great "
+                                  f"Expectations and a severity in {SEVERITIES}; got {item}")
+            suites[name].append((cls, dict(kwargs), severity))
+    if not suites:
+        raise ConfigError(f"suites file {path} defines no suites")
+    return suites
+
+
+def write_suites(path: Path, domain: str, suites: dict[str, list[Expectation]], header: str) -> int:
+    import yaml
+
+    doc = {"domain": domain, "suites": {name: [{"expectation": c, "kwargs": k, "severity": sev}
+                                               for c, k, sev in items] for name, items in suites.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = yaml.safe_dump(doc, sort_keys=False, width=110, default_flow_style=None)
+    path.write_text("".join(f"# {line}\n" for line in header.splitlines()) + body, encoding="utf-8")
+    return sum(len(v) for v in suites.values())
+
+
+def profile_suites(pack: DomainPack, reference: list[Record], margin: float = 0.25) -> dict[str, list[Expectation]]:
+    """The pack's schema expectations plus, for every summary statistic of every modality, the range seen in
+    the reference records widened by `margin` of its spread (warning: a batch that leaves it is unusual,
+    not necessarily wrong), and class shares no lower than half the reference's."""
+    import numpy as np
+
+    suites = _expectations(pack)
+    labeled = [r for r in reference if r.label is not None]
+    frames = _frames(pack, reference, labeled)
+    for spec in pack.modalities:
+        df = frames[spec.name]
+        for column in sorted(c for c in df.columns if c not in ("key", "sha256")):
+            values = df[column].astype(float).to_numpy()
+            lo, hi = float(np.min(values)), float(np.max(values))
+            pad = margin * (hi - lo) if hi > lo else margin * abs(hi) or 1.0
+            suites[spec.name].append(("ExpectColumnValuesToBeBetween", {
+                "column": column, "min_value": round(lo - pad, 6), "max_value": round(hi + pad, 6),
+                "mostly": 0.95}, "warning"))
+    shares = frames["class_balance"]
+    suites["class_balance"] = [("ExpectColumnValuesToBeBetween", {"column": "share", "min_value": round(min(
+        float(x) for x in shares["share"]) / 2, 6)}, "warning")]
+    return suites
+
+
 def _frames(pack: DomainPack, records: list[Record], labeled: list[Record]) -> dict[str, Any]:
     import pandas as pd
 
@@ -134,7 +204,7 @@ def _frames(pack: DomainPack, records: list[Record], labeled: list[Record]) -> d
 
 
 def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_path: Path,
-             docs_dir: Path | None = None) -> GateResult:
+             docs_dir: Path | None = None, suites: dict[str, list[Expectation]] | None = None) -> GateResult:
     """Validate the labeled records; writes a JSON report with every expectation's result and, with
     `docs_dir`, Great Expectations Data Docs (HTML: the suites and this run's results) there."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -162,7 +232,10 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
     result = GateResult(pack.name, fingerprint, True, 0, n_records=len(records), n_labeled=len(labeled))
     details: list[dict[str, Any]] = []
     frames = _frames(pack, records, labeled)
-    for suite_name, expectations in _expectations(pack).items():
+    for suite_name, expectations in (suites or _expectations(pack)).items():
+        if suite_name not in frames:
+            result.failed.append(f"{suite_name}: no such suite for {pack.name} (known: {sorted(frames)})")
+            continue
         df = frames[suite_name]
         if df.empty:
             if suite_name == "labels":

@@ -65,3 +65,34 @@ def test_blank_camera_frames_fail_the_gate(project: Path) -> None:
     pipeline.label("security")
     with pytest.raises(ValidationFailedError, match=r"camera: expect_column_values_to_be_between\(contrast\)"):
         pipeline.validate("security")
+
+
+def test_profiled_suites_are_a_reviewable_file_that_the_gate_then_uses(project: Path) -> None:
+    import yaml
+
+    from mmops.errors import ConfigError
+
+    _ingested("industrial")
+    pipeline.label("industrial")
+    schema_gate = pipeline.validate("industrial")
+    pipeline.build("industrial")
+    out = pipeline.validate("industrial", profile=True)
+    path = Path(out["suites_file"])
+    assert path == project / "expectations" / "industrial.yaml" and out["reference"].startswith("industrial-")
+    text = path.read_text()
+    assert text.startswith("# Validation suites of the industrial domain") and "x_flat_share" in text
+
+    gate = pipeline.validate("industrial")  # the same data passes its own profile, without warnings
+    assert gate["success"] and gate["warnings"] == []
+    assert gate["n_expectations"] == out["expectations"] > schema_gate["n_expectations"]
+
+    doc = yaml.safe_load(text)  # a reviewer tightens the file: the gate follows it
+    doc["suites"]["labels"].append({"expectation": "ExpectTableRowCountToBeBetween",
+                                    "kwargs": {"min_value": 1000}, "severity": "critical"})
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValidationFailedError, match=r"labels: expect_table_row_count_to_be_between\(table\)"):
+        pipeline.validate("industrial")
+    doc["suites"]["labels"][-1]["expectation"] = "ExpectTableRowCountToBeBetwen"  # a typo is an error, not a skip
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="ExpectTableRowCountToBeBetwen"):
+        pipeline.validate("industrial")
