@@ -44,3 +44,25 @@ def test_repro_then_noop_then_param_change(tmp_path: Path) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run(root, "dvc", "status").stdout
     assert "train@security" in status and "ingest@security" not in status
+
+
+def test_a_failing_gate_stops_dvc_repro(tmp_path: Path) -> None:
+    """A reviewer tightens the committed suite; the data no longer passes: `dvc repro` stops at validate."""
+    root = make_project(tmp_path / "proj", {"security": "security-faces"}, with_code=True)
+    run(root, "git", "init", "-q")
+    run(root, "dvc", "init", "-q")
+    suites = root / "expectations" / "security.yaml"
+    doc = yaml.safe_load(suites.read_text())
+    doc["suites"]["labels"].append({"expectation": "ExpectTableRowCountToBeBetween",
+                                    "kwargs": {"min_value": 100_000}, "severity": "critical"})
+    suites.write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "MMOPS_HOME": str(root),
+           "PATH": f"{Path(venv_bin('dvc')).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "Running stage 'validate@security'" in log and "Running stage 'build@security'" not in log
+    assert "expect_table_row_count_to_be_between" in log and "gate failed" in log
+    assert not (root / "artifacts" / "security" / "dataset").exists()
+    report = json.loads((root / "artifacts" / "security" / "validation.json").read_text())
+    assert report["success"] is False and (root / "artifacts" / "security" / report["data_docs"]).exists()
