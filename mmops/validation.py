@@ -207,17 +207,35 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
              docs_dir: Path | None = None, suites: dict[str, list[Expectation]] | None = None) -> GateResult:
     """Validate the labeled records; writes a JSON report with every expectation's result and, with
     `docs_dir`, Great Expectations Data Docs (HTML: the suites and this run's results) there."""
+    labeled = [r for r in records if r.label is not None]
+    result = GateResult(pack.name, fingerprint, True, 0, n_records=len(records), n_labeled=len(labeled))
+    details = validate_frames(pack.name, _frames(pack, records, labeled), suites or _expectations(pack), result,
+                              docs_dir)
+    if docs_dir is not None and result.data_docs:
+        log.info("%s validation Data Docs: %s", pack.name, result.data_docs)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    # the report is a DVC output: no machine-specific paths in it (the Data Docs link is relative)
+    saved = {**result.to_json(), "expectations": details}
+    if docs_dir is not None and result.data_docs:
+        saved["data_docs"] = os.path.relpath(docs_dir / "index.html", report_path.parent)
+    report_path.write_text(json.dumps(saved, indent=2, default=str))
+    return result
+
+
+def validate_frames(name: str, frames: dict[str, Any], suites: dict[str, list[Expectation]], result: GateResult,
+                    docs_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Run each suite on its frame with Great Expectations; fills `result` (failed, warnings, counts, success,
+    Data Docs link) and returns every expectation's outcome."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    from great_expectations.checkpoint.actions import ValidationAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     # "Created temporary directory ... for ephemeral docs site" on every run is noise, not information
     logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not tqdm noise
-    from great_expectations.checkpoint.actions import ValidationAction
-
     actions: list[ValidationAction] = []
     if docs_dir is not None:
         docs_dir.mkdir(parents=True, exist_ok=True)
@@ -227,21 +245,18 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
         actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
-    source = context.data_sources.add_pandas(f"mmops_{pack.name}")
-    labeled = [r for r in records if r.label is not None]
-    result = GateResult(pack.name, fingerprint, True, 0, n_records=len(records), n_labeled=len(labeled))
+    source = context.data_sources.add_pandas(f"mmops_{name}")
     details: list[dict[str, Any]] = []
-    frames = _frames(pack, records, labeled)
-    for suite_name, expectations in (suites or _expectations(pack)).items():
+    for suite_name, expectations in suites.items():
         if suite_name not in frames:
-            result.failed.append(f"{suite_name}: no such suite for {pack.name} (known: {sorted(frames)})")
+            result.failed.append(f"{suite_name}: no such suite for {name} (known: {sorted(frames)})")
             continue
         df = frames[suite_name]
         if df.empty:
             if suite_name == "labels":
                 result.failed.append("labels: no labeled records (run `mmops label`)")
             continue
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{pack.name}.{suite_name}"))
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}.{suite_name}"))
         for cls_name, kwargs, severity in expectations:
             if "column" in kwargs and kwargs["column"] not in df.columns:
                 # statistics an older mmops did not compute: say so instead of a cryptic GX exception
@@ -252,9 +267,9 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
         batch_def = source.add_dataframe_asset(name=suite_name).add_batch_definition_whole_dataframe("all")
         # a checkpoint per suite (each has its own frame): its action renders the run into the Data Docs
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(data=batch_def, suite=suite, name=f"{pack.name}.{suite_name}"))
+            gx.ValidationDefinition(data=batch_def, suite=suite, name=f"{name}.{suite_name}"))
         checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=f"{pack.name}.{suite_name}", validation_definitions=[definition], actions=actions,
+            name=f"{name}.{suite_name}", validation_definitions=[definition], actions=actions,
             result_format="SUMMARY"))
         run = checkpoint.run(batch_parameters={"dataframe": df})
         outcome = next(iter(run.run_results.values()))
@@ -274,11 +289,4 @@ def run_gate(pack: DomainPack, records: list[Record], fingerprint: str, report_p
     result.success = not result.failed
     if docs_dir is not None and (docs_dir / "index.html").exists():
         result.data_docs = (docs_dir / "index.html").resolve().as_uri()
-        log.info("%s validation Data Docs: %s", pack.name, result.data_docs)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    # the report is a DVC output: no machine-specific paths in it (the Data Docs link is relative)
-    saved = {**result.to_json(), "expectations": details}
-    if docs_dir is not None and result.data_docs:
-        saved["data_docs"] = os.path.relpath(docs_dir / "index.html", report_path.parent)
-    report_path.write_text(json.dumps(saved, indent=2, default=str))
-    return result
+    return details
