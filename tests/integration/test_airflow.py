@@ -99,6 +99,7 @@ def test_ingest_then_train_dags_and_a_failing_gate(tmp_path: Path) -> None:
     failed = airflow(root, "dags", "test", "mmops_train_security")
     log = failed.stdout + failed.stderr
     assert "state=failed" in log and "expect_column_distinct_values_to_contain_set" in log
+    assert "Data Docs file://" in log  # the task log links the HTML report of the failed gate
     assert db.execute("select count(*) from dataset_versions").fetchone()[0] == 0
 
     labels.write_text(good)
