@@ -73,8 +73,9 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
                       f"{tr['val_metrics']['macro_f1']:.3f}")
         ev = pipeline.evaluate(d)
         verdict = "promoted to champion" if ev["promoted"] else ev["reason"]
-        console.print(f"test accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}; "
-                      f"model v{ev['model_version']}: {verdict}")
+        auc = f"{ev['auroc']:.3f}" if ev["auroc"] is not None else "n/a"
+        console.print(f"test accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}, AUROC {auc}, "
+                      f"ECE {ev['ece']:.3f}; model v{ev['model_version']}: {verdict}")
         pre = pipeline.prelabel(d)
         console.print(f"pre-labeled {pre['model']['records']} records with {pre['model']['model_version']}: "
                       f"{pre['disagreements']} contradict their label (candidates for review in "
@@ -97,7 +98,7 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
     root = settings.root
     console.print(f"""
 [bold]Where to look[/bold]
-  metrics and plots   {root}/artifacts/<domain>/metrics.json, confusion_matrix.png, history.csv
+  metrics and plots   {root}/artifacts/<domain>/metrics.json, confusion_matrix.png, roc.png, history.csv
   drift reports       {root}/artifacts/<domain>/drift/drift_report.html
   catalog (SQLite)    {settings.catalog_url}
   quarantine          mmops quarantine list   (copies in {root}/quarantine/<domain>/)

@@ -381,7 +381,7 @@ def evaluate(domain: str) -> dict[str, Any]:
     import numpy as np
 
     from mmops.datasets.tensors import load_split
-    from mmops.evaluation import classification_metrics, plot_confusion, write_metrics
+    from mmops.evaluation import classification_metrics, plot_confusion, plot_roc, write_metrics
     from mmops.inference import Predictor
     from mmops.registry import register
 
@@ -395,7 +395,8 @@ def evaluate(domain: str) -> dict[str, Any]:
     rows = manifest.split("test")
     values = load_split(pack, settings.data_dir, rows)
     y = np.array([pack.classes.index(r["label"]) for r in rows])
-    metrics = classification_metrics(y, predictor.predict_proba(values), list(pack.classes))
+    probs = predictor.predict_proba(values)
+    metrics = classification_metrics(y, probs, list(pack.classes))
     if len(pack.modalities) > 1:
         metrics["single_modality"] = {}
         for m in pack.modality_names:
@@ -403,11 +404,13 @@ def evaluate(domain: str) -> dict[str, Any]:
             if idx:
                 only = [{m: values[i][m]} for i in idx]
                 sm = classification_metrics(y[idx], predictor.predict_proba(only), list(pack.classes))
-                metrics["single_modality"][m] = {k: sm[k] for k in ("n", "accuracy", "macro_f1")}
+                metrics["single_modality"][m] = {k: sm[k] for k in ("n", "accuracy", "macro_f1", "auroc")}
     metrics["dataset_version"] = manifest.id
     write_metrics(metrics, out / "metrics.json")
     plot_confusion(metrics["confusion_matrix"], list(pack.classes),
                    f"{domain}: test accuracy {metrics['accuracy']:.3f}", out / "confusion_matrix.png")
+    plot_roc(y, probs, list(pack.classes), f"{domain}: test ROC" + (
+        f" (AUROC {metrics['auroc']:.3f})" if metrics["auroc"] is not None else ""), out / "roc.png")
     with session_scope(settings.catalog_url) as session:
         run = session.scalar(select(TrainingRun).where(
             TrainingRun.domain == domain, TrainingRun.checkpoint_sha256 == predictor.card["checkpoint_sha256"])
@@ -415,9 +418,10 @@ def evaluate(domain: str) -> dict[str, Any]:
         if run is None:
             raise NotFoundError(f"no training run in the catalog produced {out / 'model'}")
         reg = register(session, run, {k: metrics[k] for k in ("accuracy", "macro_f1", "n")})
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "model_version": reg.version,
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "auroc": metrics["auroc"],
+            "ece": metrics["ece"], "model_version": reg.version,
             "promoted": reg.promoted, "reason": reg.reason, "metrics": str(out / "metrics.json"),
-            "confusion_matrix": str(out / "confusion_matrix.png")}
+            "confusion_matrix": str(out / "confusion_matrix.png"), "roc": str(out / "roc.png")}
 
 
 def package(domain: str, build_bento: bool = True) -> dict[str, Any]:

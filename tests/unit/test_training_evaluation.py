@@ -18,6 +18,28 @@ def test_trained_model_beats_chance_on_held_out_data(use_project: Path, domain: 
     assert metrics["accuracy"] >= floor, metrics
     assert (use_project / "artifacts" / domain / "confusion_matrix.png").stat().st_size > 1000
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"]
+    assert 0.5 < metrics["auroc"] <= 1 and 0 <= metrics["ece"] < 0.5
+    assert (use_project / "artifacts" / domain / "roc.png").stat().st_size > 1000
+
+
+def test_auroc_and_calibration_error_are_computed_correctly() -> None:
+    import numpy as np
+
+    from mmops.evaluation import auroc, expected_calibration_error
+
+    y = np.array([0, 0, 1, 1])
+    perfect = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])
+    assert auroc(y, perfect) == 1.0
+    assert auroc(y, perfect[:, ::-1]) == 0.0
+    assert auroc(np.array([0, 0]), perfect[:2]) is None  # a split without positives: undefined, not a number
+    # always 90 % sure, right half of the time: badly calibrated by 0.4
+    overconfident = np.array([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.9, 0.1]])
+    assert expected_calibration_error(y, overconfident) == pytest.approx(0.4)
+    # 70 % sure and right 70 % of the time: calibrated
+    y10 = np.array([0] * 7 + [1] * 3)
+    assert expected_calibration_error(y10, np.tile([0.7, 0.3], (10, 1))) == pytest.approx(0.0)
+    three = np.eye(3)[[0, 1, 2, 0, 1, 2]] * 0.8 + 0.2 / 3
+    assert auroc(np.array([0, 1, 2, 0, 1, 2]), three) == 1.0
 
 
 def test_model_card_and_safetensors(use_project: Path) -> None:
