@@ -77,9 +77,9 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
         console.print(f"test accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}, AUROC {auc}, "
                       f"ECE {ev['ece']:.3f}; model v{ev['model_version']}: {verdict}")
         pre = pipeline.prelabel(d)
-        console.print(f"pre-labeled {pre['model']['records']} records with {pre['model']['model_version']}: "
-                      f"{pre['disagreements']} contradict their label (candidates for review in "
-                      f"artifacts/{d}/label_conflicts.json); review queue {pre['queue']['queued']}")
+        console.print(f"pre-labeled {pre['model']['records']} records with {pre['model']['model_version']}; "
+                      f"on {pre['disagreements']} the model or the rules contradict the label (candidates for "
+                      f"review: artifacts/{d}/label_conflicts.json); review queue {pre['queue']['queued']}")
         pk = pipeline.package(d)
         console.print(f"packaged {pk['model_tag']} -> bento {pk['bento_tag']}")
         served = serve_and_send(d, port, n_requests)
