@@ -45,6 +45,7 @@ lint: setup
 bench: setup  ## speed targets, as ratios against baselines run in the same process
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_gate.py
+	$(BIN)/python benchmarks/bench_train.py
 
 airflow: setup
 	$(BIN)/airflow standalone

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ class TrainResult:
     val_metrics: dict[str, float]
     checkpoint_sha256: str
     params_hash: str
+    samples_per_s: float = 0.0  # training steps only (validation excluded)
+    data_wait_share: float = 0.0  # share of step time spent getting the batch onto the device
 
 
 def seed_everything(seed: int) -> None:
@@ -106,13 +109,16 @@ def train_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, float]] = []
     best_f1, best_epoch, best_state = -1.0, 0, None
+    data_s = step_s = 0.0  # wall time getting batches ready, and whole steps (on CUDA: approximate, async)
     for epoch in range(1, params.epochs + 1):
         model.train()
         order = gen.permutation(len(train))
         total, seen = 0.0, 0
         for i in range(0, len(order), params.batch_size):
+            started = time.perf_counter()
             idx = order[i : i + params.batch_size]
             inputs, masks, labels = _to_device(train, idx, device)
+            ready = time.perf_counter()
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
                 loss = loss_fn(model(inputs, masks).float(), labels)
             opt.zero_grad(set_to_none=True)
@@ -121,6 +127,8 @@ def train_model(
             opt.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
+            data_s += ready - started
+            step_s += time.perf_counter() - started
         sched.step()
         val_probs = _predict(model, val, device)
         val_m = classification_metrics(val.labels, val_probs, list(pack.classes))
@@ -166,5 +174,7 @@ def train_model(
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows({k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in history)
+    n_steps_samples = len(train) * len(history)
     return TrainResult(out_dir, device, len(history), best_epoch, card["val_metrics"], ckpt_sha,
-                       card["params_hash"])
+                       card["params_hash"], round(n_steps_samples / step_s, 1) if step_s else 0.0,
+                       round(data_s / step_s, 4) if step_s else 0.0)
