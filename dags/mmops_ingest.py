@@ -47,7 +47,7 @@ labels arrived; otherwise it is skipped.
               max_active_tis_per_dagrun=parallel_batches())
         def ingest(paths: list[str]) -> dict:
             summary = run_stage("ingest", domain, paths=paths)
-            return {k: summary[k] for k in ("seen", "ingested", "duplicates", "quarantined", "new_records")}
+            return {k: summary[k] for k in ("seen", "ingested", "duplicates", "quarantined", "new_records", "seconds")}
 
         @task(trigger_rule="none_failed")
         def label() -> dict:
