@@ -173,7 +173,8 @@ def profile_suites(pack: DomainPack, reference: list[Record], margin: float = 0.
         for column in sorted(c for c in df.columns if c not in ("key", "sha256")):
             values = df[column].astype(float).to_numpy()
             lo, hi = float(np.min(values)), float(np.max(values))
-            pad = margin * (hi - lo) if hi > lo else margin * abs(hi) or 1.0
+            # a constant statistic gets a band around its value (or +-1 around zero)
+            pad = margin * (hi - lo) if hi > lo else (margin * abs(hi) or 1.0)
             suites[spec.name].append(("ExpectColumnValuesToBeBetween", {
                 "column": column, "min_value": round(lo - pad, 6), "max_value": round(hi + pad, 6),
                 "mostly": 0.95}, "warning"))

@@ -375,7 +375,9 @@ def _executor(kind: str, workers: int | None, n_files: int, landing: Landing) ->
     n = workers or min(8, os.cpu_count() or 1)
     use_processes = kind == "process" or (kind == "auto" and n > 1 and n_files >= PROCESS_THRESHOLD
                                           and landing.local is not None)
-    if use_processes and landing.fs is not None and landing.fs.protocol in ("memory", ("memory",)):
+    protocols = () if landing.fs is None else (landing.fs.protocol if isinstance(landing.fs.protocol, tuple)
+                                               else (landing.fs.protocol,))
+    if use_processes and "memory" in protocols:
         use_processes = False  # an in-memory filesystem is not shared with other processes
     if use_processes:
         import multiprocessing

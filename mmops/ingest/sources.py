@@ -22,6 +22,7 @@ from mmops.errors import BadInputError, NotFoundError
 
 log = logging.getLogger(__name__)
 
+SYMLINK_REFUSED = "symbolic link: refused (it could point outside the landing folder)"
 READ_ATTEMPTS = 3  # transient read errors (network, NFS) are retried with backoff, then raised
 
 
@@ -94,7 +95,7 @@ class Landing:
                 st = path.lstat()
                 problem = None
                 if stat.S_ISLNK(st.st_mode):
-                    problem = "symbolic link: refused (it could point outside the landing folder)"
+                    problem = SYMLINK_REFUSED
                 elif not stat.S_ISREG(st.st_mode):
                     problem = "not a regular file"
                 yield Entry(rel, st.st_size, str(st.st_mtime_ns), problem or unsafe_path(rel))
@@ -119,7 +120,7 @@ class Landing:
                 raise NotFoundError(f"{self.url}/{rel} is gone (moved or deleted since it was listed)") from None
             if stat.S_ISLNK(st.st_mode):
                 return Entry(rel, st.st_size, str(st.st_mtime_ns),
-                             "symbolic link: refused (it could point outside the landing folder)")
+                             SYMLINK_REFUSED)
             if not path.resolve().is_relative_to(self.local.resolve()):
                 return Entry(rel, st.st_size, str(st.st_mtime_ns), "path escapes the landing folder")
             return Entry(rel, st.st_size, str(st.st_mtime_ns), None if stat.S_ISREG(st.st_mode) else "not a regular file")
@@ -154,7 +155,7 @@ class Landing:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
             except OSError as exc:
                 if path.is_symlink():
-                    raise BadInputError("symbolic link: refused (it could point outside the landing folder)") from None
+                    raise BadInputError(SYMLINK_REFUSED) from None
                 raise exc
             with os.fdopen(fd, "rb") as fh:
                 if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):

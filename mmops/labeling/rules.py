@@ -81,7 +81,7 @@ def apply_rules(session: Session, pack: DomainPack, data_root: Path) -> RuleSumm
         if modality in text_modalities and blob:
             text = (data_root / blob).read_text(encoding="utf-8")
         records.setdefault(sample_id, {})[modality] = {"stats": stats or {}, "text": text}
-    current = {sid for sid in session.scalars(select(Label.sample_id).join(Sample).where(
+    current = {row.sample_id: row for row in session.scalars(select(Label).join(Sample).where(
         Sample.domain == pack.name, Label.source == SOURCE, Label.superseded_at.is_(None)))}
     for sample_id, record in sorted(records.items()):
         summary.records += 1
@@ -91,10 +91,7 @@ def apply_rules(session: Session, pack: DomainPack, data_root: Path) -> RuleSumm
         if label is None:
             summary.abstained += 1
             if sample_id in current:  # the rules no longer say anything: retract, keep the history
-                row = session.scalar(select(Label).where(Label.sample_id == sample_id, Label.source == SOURCE,
-                                                         Label.superseded_at.is_(None)))
-                if row is not None:
-                    row.superseded_at = datetime.now(UTC)
+                current[sample_id].superseded_at = datetime.now(UTC)
             continue
         summary.voted += 1
         outcome = put_label(session, sample_id, label, "rule", SOURCE, confidence=round(confidence, 4),
