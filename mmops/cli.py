@@ -81,7 +81,7 @@ def _progress_ingest(domain: str) -> Any:
         return pipeline.ingest(domain, progress=lambda n, total: bar.update(task, completed=n, total=total))
 
 
-def _progress_train(domain: str) -> Any:
+def _progress_train(domain: str, resume: bool = False, nproc: int = 1) -> Any:
     from rich.progress import Progress
 
     from mmops import pipeline
@@ -93,7 +93,7 @@ def _progress_train(domain: str) -> Any:
             bar.update(task, completed=epoch, total=total,
                        description=f"train {domain} val_f1={row['val_macro_f1']:.3f}")
 
-        return pipeline.train(domain, progress=step)
+        return pipeline.train(domain, progress=step, resume=resume, nproc=nproc)
 
 
 @data_app.command("pull")
@@ -199,9 +199,14 @@ def queue(domain: Domain, limit: Annotated[int, typer.Option(help="rows to show"
 
 
 @app.command()
-def train(domain: Domain, as_json: AsJson = False) -> None:
-    """Train the fusion model on the current dataset version (CUDA when present)."""
-    _run(lambda: _progress_train(domain), as_json, f"train {domain}:")
+def train(
+    domain: Domain,
+    resume: Annotated[bool, typer.Option(help="continue from the last epoch checkpoint of the same run")] = False,
+    nproc: Annotated[int, typer.Option(min=1, help="distributed data parallel over N torchrun workers")] = 1,
+    as_json: AsJson = False,
+) -> None:
+    """Train the fusion model on the current dataset version (CUDA when present; DDP with --nproc)."""
+    _run(lambda: _progress_train(domain, resume, nproc), as_json, f"train {domain}:")
 
 
 @app.command()

@@ -115,11 +115,31 @@ class TrainParams(_Frozen):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     embed_dim: int = Field(64, ge=4)
-    fusion: Literal["concat", "gated"] = "concat"
+    fusion: Literal["concat", "gated", "attention"] = "concat"
     modality_dropout: float = Field(0.1, ge=0, lt=1)
     patience: int = Field(6, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    amp: bool = True  # autocast on CUDA: bf16 where supported, else fp16 with a gradient scaler
+    # encoders (see docs/models.md)
+    image_encoder: Literal["resnet", "mobilenet_v2", "efficientnet_lite0"] = "mobilenet_v2"
+    image_size: int = Field(64, ge=16, le=512)  # input side of the pretrained image backbones
+    sensor_encoder: Literal["cnn", "cnn_gru", "cnn_transformer"] = "cnn_gru"
+    text_encoder: Literal["auto", "minilm", "hashed"] = "auto"  # auto: minilm when its package is installed
+    pretrained: bool = True  # ImageNet / MiniLM weights; false = the same architectures from scratch
+    # transfer learning: pretrained backbones are frozen for the first N epochs, then fine-tuned at
+    # lr * backbone_lr_mult (discriminative learning rates); -1 keeps them frozen (features computed once)
+    freeze_epochs: int = Field(3, ge=-1)
+    text_freeze_epochs: int = Field(-1, ge=-1)  # MiniLM: fine-tuning 22M parameters wants a GPU
+    backbone_lr_mult: float = Field(0.1, gt=0, le=1)
+    # a local safetensors backbone checkpoint per modality (name or kind: image, sensor, text), e.g. your
+    # own ImageNet/medical backbone or the output of `mmops pretrain`; loaded strictly
+    init_weights: dict[str, str] = Field(default_factory=dict)
+    grad_accum: int = Field(1, ge=1)  # optimizer step every N batches (effective batch = batch_size * N)
+    clip_norm: float = Field(5.0, gt=0)
+    align_weight: float = Field(0.1, ge=0)  # InfoNCE between modality embeddings (0 = off)
+    proj_dim: int = Field(32, ge=0)  # width of the alignment projection heads
+    temperature: float = Field(0.1, gt=0)
+    channels_last: bool = True  # image tensors in NHWC memory layout (faster convolutions on GPUs)
 
 
 class IngestParams(_Frozen):

@@ -14,7 +14,7 @@ from mmops.datasets.tensors import Preprocessor, collate
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 
-CARD_FORMAT = "mmops-model-card/1"
+CARD_FORMAT = "mmops-model-card/2"  # 2: encoders, fusion and preprocessing named in "arch"
 WEIGHTS = "model.safetensors"
 CARD = "model_card.json"
 
@@ -32,7 +32,8 @@ def resolve_device(requested: str = "auto") -> str:
 def read_card(model_dir: Path) -> dict[str, Any]:
     card = json.loads((model_dir / CARD).read_text(encoding="utf-8"))
     if card.get("format") != CARD_FORMAT:
-        raise BadInputError(f"{model_dir / CARD}: not an mmops model card (format {card.get('format')!r})")
+        raise BadInputError(f"{model_dir / CARD}: not a model card this mmops reads (format "
+                            f"{card.get('format')!r}, expected {CARD_FORMAT!r}); retrain with `mmops train`")
     return card
 
 
@@ -72,7 +73,8 @@ class Predictor:
             batch = collate(self.pack, self.prep, values[i : i + batch_size])
             inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.inputs.items()}
             masks = {k: torch.from_numpy(v).to(self.device) for k, v in batch.masks.items()}
+            lengths = {k: torch.from_numpy(v).to(self.device) for k, v in batch.lengths.items()}
             with torch.inference_mode():
-                logits = self.model(inputs, masks)
+                logits = self.model(inputs, masks, lengths)
             out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from mmops.catalog import DatasetVersion, DriftReport, ModelVersion, TrainingRun, ValidationRun, session_scope
 from mmops.config import Params, Settings, get_settings, load_params
 from mmops.domains import DomainPack, load_domain
-from mmops.errors import NotFoundError, ValidationFailedError
+from mmops.errors import MmopsError, NotFoundError, ValidationFailedError
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +349,10 @@ def load_manifest(domain: str, settings: Settings | None = None) -> Any:
     return Manifest.read(path)
 
 
-def train(domain: str, progress: Progress = None) -> dict[str, Any]:
-    from mmops.training import train_model
+def train(domain: str, progress: Progress = None, resume: bool = False, nproc: int = 1) -> dict[str, Any]:
+    """Train on the current dataset version. resume: continue from the last epoch checkpoint of the same
+    run; nproc > 1: distributed data parallel over that many torchrun workers (gloo on CPU, NCCL on GPUs)."""
+    from mmops.training import TrainResult, train_model
 
     settings, params, pack = _ctx(domain)
     manifest = load_manifest(domain, settings)
@@ -362,9 +364,13 @@ def train(domain: str, progress: Progress = None) -> dict[str, Any]:
         run = TrainingRun(domain=domain, dataset_version_id=manifest.id, params=params.train.model_dump(),
                           params_hash="", git_commit=git_commit(settings.root), device="?", status="running")
         session.add(run)
+    out = artifacts(domain, settings) / "model"
     try:
-        result = train_model(pack, manifest, settings.data_dir, params.train, params.seed,
-                             artifacts(domain, settings) / "model", progress)
+        if nproc > 1:
+            result = TrainResult(**_train_distributed(domain, nproc, resume, settings))
+        else:
+            result = train_model(pack, manifest, settings.data_dir, params.train, params.seed, out, progress,
+                                 resume=resume)
     except BaseException:
         with session_scope(settings.catalog_url) as session:
             session.get(TrainingRun, run.id).status = "failed"  # type: ignore[union-attr]
@@ -376,6 +382,24 @@ def train(domain: str, progress: Progress = None) -> dict[str, Any]:
         row.params_hash, row.checkpoint_sha256 = result.params_hash, result.checkpoint_sha256
         row.checkpoint_path, row.finished_at = str(result.model_dir), datetime.now(UTC)
     return {"training_run": run.id, **_jsonable(result)}
+
+
+def _train_distributed(domain: str, nproc: int, resume: bool, settings: Settings) -> dict[str, Any]:
+    """Run the trainer under torchrun; rank 0 hands its TrainResult back through a JSON file."""
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mmops-ddp-") as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "mmops.training", "--domain", domain, "--result", str(result)] + (["--resume"] if resume else [])
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        proc = subprocess.run(cmd, cwd=settings.root, env=env)
+        if proc.returncode != 0 or not result.exists():
+            raise MmopsError(f"distributed training failed (torchrun exit {proc.returncode}); see the log above")
+        raw: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+    raw["model_dir"] = Path(raw["model_dir"])
+    return raw
 
 
 def evaluate(domain: str) -> dict[str, Any]:
