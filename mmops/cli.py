@@ -210,6 +210,37 @@ def train(
 
 
 @app.command()
+def registry(domain: Domain, as_json: AsJson = False) -> None:
+    """Model versions (lineage, metrics, aliases) and the promotion audit log."""
+    from mmops import pipeline
+
+    result = _run(lambda: pipeline.registry(domain), as_json=as_json)
+    if as_json:
+        return
+    for v in result["versions"]:
+        tags = ",".join(v["aliases"]) or "-"
+        out.print(f"v{v['version']:<3} {tags:<20} macro_f1={_short(v['metrics'].get('macro_f1'))} "
+                  f"dataset={v['dataset_version']} params={str(v['params_hash'])[:10]} "
+                  f"git={str(v['git_commit'])[:10]} sha={v['checkpoint_sha256'][:12]}", highlight=False)
+    for e in result["audit_log"]:
+        out.print(f"{e['at'][:19]} v{e['version']} {e['action']:<9} by {e['actor']}: {e['reason']}",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command()
+def promote(
+    domain: Domain,
+    version: Annotated[int, typer.Option(help="the registered version to make champion")],
+    reason: Annotated[str, typer.Option(help="why (kept in the audit log)")] = "",
+    as_json: AsJson = False,
+) -> None:
+    """Make a model version champion by hand (a rollback or an override); audited."""
+    from mmops import pipeline
+
+    _run(lambda: pipeline.promote(domain, version, reason), as_json, f"promote {domain}:")
+
+
+@app.command()
 def monitor(
     domain: Domain,
     current: Annotated[str, typer.Option(help="log: the service's prediction log; test: held-out split")] = "log",

@@ -160,6 +160,12 @@ class MonitorParams(_Frozen):
     drift_share_threshold: float = Field(0.5, gt=0, le=1)
 
 
+class PromoteParams(_Frozen):
+    # a challenger becomes champion when it beats the champion, both scored on the same test split, by margin
+    metric: Literal["macro_f1", "accuracy", "auroc"] = "macro_f1"
+    margin: float = Field(0.0, ge=0, le=1)
+
+
 class ServeParams(_Frozen):
     port: int = Field(3000, ge=1, le=65535)
 
@@ -177,6 +183,7 @@ class Params(_Frozen):
     )
     ingest: IngestParams = IngestParams()
     label: LabelParams = LabelParams()
+    promote: PromoteParams = PromoteParams()
     build: BuildParams = BuildParams()
     train: TrainParams = TrainParams()
     monitor: MonitorParams = MonitorParams()

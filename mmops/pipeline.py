@@ -409,9 +409,9 @@ def evaluate(domain: str) -> dict[str, Any]:
     from mmops.datasets.tensors import load_split
     from mmops.evaluation import classification_metrics, plot_confusion, plot_roc, write_metrics
     from mmops.inference import Predictor
-    from mmops.registry import register
+    from mmops.registry import get_alias, register, store_model, store_path
 
-    settings, _, pack = _ctx(domain)
+    settings, params, pack = _ctx(domain)
     manifest = load_manifest(domain, settings)
     out = artifacts(domain, settings)
     predictor = Predictor.load(out / "model")
@@ -437,17 +437,62 @@ def evaluate(domain: str) -> dict[str, Any]:
                    f"{domain}: test accuracy {metrics['accuracy']:.3f}", out / "confusion_matrix.png")
     plot_roc(y, probs, list(pack.classes), f"{domain}: test ROC" + (
         f" (AUROC {metrics['auroc']:.3f})" if metrics["auroc"] is not None else ""), out / "roc.png")
+    sha = predictor.card["checkpoint_sha256"]
+    store_model(out / "model", settings.var_dir, domain, sha)
+    keep = ("accuracy", "macro_f1", "auroc", "ece", "n")
     with session_scope(settings.catalog_url) as session:
         run = session.scalar(select(TrainingRun).where(
-            TrainingRun.domain == domain, TrainingRun.checkpoint_sha256 == predictor.card["checkpoint_sha256"])
-            .order_by(TrainingRun.id.desc()))
+            TrainingRun.domain == domain, TrainingRun.checkpoint_sha256 == sha).order_by(TrainingRun.id.desc()))
         if run is None:
             raise NotFoundError(f"no training run in the catalog produced {out / 'model'}")
-        reg = register(session, run, {k: metrics[k] for k in ("accuracy", "macro_f1", "n")})
+        champion = get_alias(session, domain, "champion")
+        champion_metrics = None
+        if champion is not None and champion.checkpoint_sha256 != sha:
+            champion_metrics = _rescore(store_path(settings.var_dir, domain, champion.checkpoint_sha256),
+                                        pack, values, y)
+        reg = register(session, run, {k: metrics[k] for k in keep}, margin=params.promote.margin,
+                       metric=params.promote.metric, champion_metrics=champion_metrics, holdout=manifest.id)
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "auroc": metrics["auroc"],
             "ece": metrics["ece"], "model_version": reg.version,
             "promoted": reg.promoted, "reason": reg.reason, "metrics": str(out / "metrics.json"),
             "confusion_matrix": str(out / "confusion_matrix.png"), "roc": str(out / "roc.png")}
+
+
+def registry(domain: str) -> dict[str, Any]:
+    """Model versions with lineage and aliases, and the promotion audit log."""
+    from mmops.registry import describe
+
+    settings, _, _ = _ctx(domain)
+    with session_scope(settings.catalog_url) as session:
+        return describe(session, domain)
+
+
+def promote(domain: str, version: int, reason: str, actor: str | None = None) -> dict[str, Any]:
+    """Make a registered version champion by hand (rollback or override); written to the audit log."""
+    import getpass
+
+    from mmops.registry import promote as do_promote
+
+    settings, _, _ = _ctx(domain)
+    with session_scope(settings.catalog_url) as session:
+        mv = do_promote(session, domain, version, actor or getpass.getuser(), reason)
+        return {"domain": domain, "champion": mv.version, "checkpoint_sha256": mv.checkpoint_sha256}
+
+
+def _rescore(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]], y: Any) -> dict[str, Any] | None:
+    """A stored model's metrics on this holdout, or None when it cannot be scored here."""
+    from mmops.errors import MmopsError
+    from mmops.evaluation import classification_metrics
+    from mmops.inference import Predictor
+
+    try:
+        old = Predictor.load(model_dir)
+    except (MmopsError, OSError, KeyError, RuntimeError) as exc:
+        log.warning("champion at %s cannot be re-scored: %s", model_dir, exc)
+        return None
+    if old.classes != list(pack.classes) or set(old.pack.modality_names) != set(pack.modality_names):
+        return None
+    return classification_metrics(y, old.predict_proba(values), list(pack.classes))
 
 
 def package(domain: str, build_bento: bool = True) -> dict[str, Any]:

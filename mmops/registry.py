@@ -1,15 +1,25 @@
-"""Model registry: versions with lineage (training run -> dataset version), and champion/challenger aliases."""
+"""Model registry: versions with lineage (training run -> dataset version, params hash, git commit, metrics,
+checkpoint hash), the aliases champion and challenger, a store of every registered version's weights, and an
+audit log of every champion decision.
+
+A challenger is promoted only when it beats the champion by ``promote.margin`` on ``promote.metric``, both
+scored on the same holdout (the current dataset version's test split: `mmops evaluate` re-scores the champion
+from the store). A champion that cannot be re-scored there (different classes, a model-card format this
+version cannot read, weights gone) is compared on its stored metrics, and the audit entry says so.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mmops.catalog import ModelAlias, ModelVersion, TrainingRun
+from mmops.catalog import ModelAlias, ModelVersion, PromotionEvent, TrainingRun
 from mmops.errors import NotFoundError
 
 log = logging.getLogger(__name__)
@@ -38,9 +48,27 @@ def set_alias(session: Session, domain: str, alias: str, mv: ModelVersion) -> No
         row.model_version_id = mv.id
 
 
-def register(session: Session, run: TrainingRun, metrics: dict[str, Any], margin: float = 0.0) -> Registration:
+def store_path(var_dir: Path, domain: str, checkpoint_sha256: str) -> Path:
+    """Where a registered version's weights and model card are kept (content-addressed)."""
+    return var_dir / "registry" / domain / checkpoint_sha256[:16]
+
+
+def store_model(model_dir: Path, var_dir: Path, domain: str, checkpoint_sha256: str) -> Path:
+    dest = store_path(var_dir, domain, checkpoint_sha256)
+    if not (dest / "model_card.json").exists():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(model_dir, tmp)
+        tmp.replace(dest) if not dest.exists() else shutil.rmtree(tmp)
+    return dest
+
+
+def register(session: Session, run: TrainingRun, metrics: dict[str, Any], margin: float = 0.0,
+             metric: str = PROMOTION_METRIC, champion_metrics: dict[str, Any] | None = None,
+             holdout: str | None = None, actor: str = "mmops evaluate") -> Registration:
     """Register the run's checkpoint as a model version (once per checkpoint hash), make it the challenger,
-    and promote it to champion when it is at least `margin` better than the champion on the test split."""
+    and promote it when it beats the champion by `margin`. champion_metrics: the champion re-scored on the
+    same holdout (None: compare with its stored metrics)."""
     mv = session.scalar(
         select(ModelVersion).where(ModelVersion.domain == run.domain,
                                    ModelVersion.checkpoint_sha256 == run.checkpoint_sha256)
@@ -57,18 +85,70 @@ def register(session: Session, run: TrainingRun, metrics: dict[str, Any], margin
     if champion is not None and champion.id == mv.id:
         return Registration(mv.version, mv.id, False, "already champion")
     set_alias(session, run.domain, "challenger", mv)
-    score = float(metrics.get(PROMOTION_METRIC, 0.0))
+    score = _score(metrics, metric)
+    best: float | None = None
     if champion is None:
         promoted, reason = True, "no champion yet"
     else:
-        best = float(champion.metrics.get(PROMOTION_METRIC, 0.0))
+        same = champion_metrics is not None
+        best = _score(champion_metrics if champion_metrics is not None else champion.metrics, metric)
         promoted = score >= best + margin
-        reason = f"{PROMOTION_METRIC} {score:.4f} vs champion v{champion.version} {best:.4f} (margin {margin})"
+        basis = f"both on the test split of {holdout}" if same else "champion's stored metrics: not re-scorable here"
+        reason = (f"{metric} {score:.4f} vs champion v{champion.version} {best:.4f}, margin {margin} "
+                  f"({basis})")
     if promoted:
         set_alias(session, run.domain, "champion", mv)
+    session.add(PromotionEvent(domain=run.domain, model_version_id=mv.id,
+                               previous_champion_id=champion.id if champion else None,
+                               action="promoted" if promoted else "rejected", metric=metric,
+                               challenger_score=score, champion_score=best, margin=margin, holdout=holdout,
+                               reason=reason, actor=actor))
     log.info("model %s v%d: %s (%s)", run.domain, mv.version, "promoted" if promoted else "kept challenger",
              reason)
     return Registration(mv.version, mv.id, promoted, reason)
+
+
+def _score(metrics: dict[str, Any], metric: str) -> float:
+    value = metrics.get(metric)
+    return float(value) if value is not None else 0.0
+
+
+def promote(session: Session, domain: str, version: int, actor: str, reason: str) -> ModelVersion:
+    """Make a version champion by hand (a rollback, or an override of the automatic gate); audited."""
+    mv = session.scalar(select(ModelVersion).where(ModelVersion.domain == domain, ModelVersion.version == version))
+    if mv is None:
+        raise NotFoundError(f"{domain} has no model version {version}; see `mmops registry --domain {domain}`")
+    champion = get_alias(session, domain, "champion")
+    set_alias(session, domain, "champion", mv)
+    session.add(PromotionEvent(domain=domain, model_version_id=mv.id,
+                               previous_champion_id=champion.id if champion else None, action="manual",
+                               metric="", reason=reason or "manual promotion", actor=actor, margin=0.0))
+    return mv
+
+
+def describe(session: Session, domain: str) -> dict[str, Any]:
+    """Versions with lineage and aliases, and the audit log, newest first."""
+    aliases: dict[int, list[str]] = {}
+    for row in session.scalars(select(ModelAlias).where(ModelAlias.domain == domain)):
+        aliases.setdefault(row.model_version_id, []).append(row.alias)
+    versions = []
+    for mv in session.scalars(select(ModelVersion).where(ModelVersion.domain == domain)
+                              .order_by(ModelVersion.version.desc())):
+        run = session.get(TrainingRun, mv.training_run_id)
+        versions.append({
+            "version": mv.version, "aliases": sorted(aliases.get(mv.id, [])), "metrics": mv.metrics,
+            "checkpoint_sha256": mv.checkpoint_sha256, "created_at": mv.created_at.isoformat(),
+            "dataset_version": run.dataset_version_id if run else None,
+            "params_hash": run.params_hash if run else None, "git_commit": run.git_commit if run else None,
+            "device": run.device if run else None, "bento": mv.bento_tag})
+    by_id = {mv.id: mv.version for mv in session.scalars(select(ModelVersion).where(ModelVersion.domain == domain))}
+    events = [{"at": e.at.isoformat(), "version": by_id.get(e.model_version_id), "action": e.action,
+               "previous_champion": by_id.get(e.previous_champion_id) if e.previous_champion_id else None,
+               "metric": e.metric, "challenger": e.challenger_score, "champion": e.champion_score,
+               "margin": e.margin, "holdout": e.holdout, "reason": e.reason, "actor": e.actor}
+              for e in session.scalars(select(PromotionEvent).where(PromotionEvent.domain == domain)
+                                       .order_by(PromotionEvent.id.desc()))]
+    return {"domain": domain, "versions": versions, "audit_log": events}
 
 
 def champion_or_latest(session: Session, domain: str) -> ModelVersion:

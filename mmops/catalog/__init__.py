@@ -21,6 +21,7 @@ from mmops.catalog.models import (
     Label,
     ModelAlias,
     ModelVersion,
+    PromotionEvent,
     ReviewItem,
     Sample,
     SampleFile,
@@ -30,7 +31,8 @@ from mmops.catalog.models import (
 from mmops.config import get_settings
 
 __all__ = [
-    "Base", "DatasetVersion", "DriftReport", "Label", "ModelAlias", "ModelVersion", "ReviewItem", "Sample", "SampleFile",
+    "Base", "DatasetVersion", "DriftReport", "Label", "ModelAlias", "ModelVersion", "PromotionEvent", "ReviewItem", "Sample",
+    "SampleFile",
     "TrainingRun", "ValidationRun", "get_engine", "session_scope", "upgrade", "writer_lock",
 ]
 

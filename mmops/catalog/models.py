@@ -193,6 +193,26 @@ class ModelAlias(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
+class PromotionEvent(Base):
+    """The audit log of the registry: every champion decision (automatic or by hand), never updated."""
+
+    __tablename__ = "promotion_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    previous_champion_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    action: Mapped[str] = mapped_column(String(16))  # promoted | rejected | manual
+    metric: Mapped[str] = mapped_column(String(32))
+    challenger_score: Mapped[float | None] = mapped_column(Float)
+    champion_score: Mapped[float | None] = mapped_column(Float)
+    margin: Mapped[float] = mapped_column(Float, default=0.0)
+    holdout: Mapped[str | None] = mapped_column(String(64))  # dataset version whose test split both were scored on
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class DriftReport(Base):
     __tablename__ = "drift_reports"
 

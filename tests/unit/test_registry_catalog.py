@@ -42,3 +42,23 @@ def test_champion_challenger_promotion(project: Path) -> None:
         assert better.promoted and get_alias(s, "security", "champion").version == 3
         again = register(s, _run(s, "c"), {"macro_f1": 0.90})  # same checkpoint: same version
         assert again.version == 3 and s.query(ModelVersion).count() == 3
+
+
+def test_promotion_uses_the_same_holdout_and_is_audited(project: Path) -> None:
+    from mmops.registry import describe, promote
+
+    with session_scope() as s:
+        register(s, _run(s, "a"), {"macro_f1": 0.95}, holdout="ds-old")
+        # stored 0.95 came from an easier holdout; re-scored on this one the champion only reaches 0.70
+        r = register(s, _run(s, "b"), {"macro_f1": 0.80}, margin=0.05, champion_metrics={"macro_f1": 0.70},
+                     holdout="ds-new")
+        assert r.promoted and "both on the test split of ds-new" in r.reason
+        r = register(s, _run(s, "c"), {"macro_f1": 0.83}, margin=0.05, champion_metrics={"macro_f1": 0.80},
+                     holdout="ds-new")
+        assert not r.promoted  # better, but not by the margin
+        promote(s, "security", 1, actor="alice", reason="rollback: v2 misbehaves at site B")
+        assert get_alias(s, "security", "champion").version == 1
+        log = describe(s, "security")["audit_log"]
+    assert [e["action"] for e in log] == ["manual", "rejected", "promoted", "promoted"]
+    assert log[0]["actor"] == "alice" and log[0]["previous_champion"] == 2
+    assert log[1]["challenger"] == 0.83 and log[1]["champion"] == 0.80 and log[1]["margin"] == 0.05
