@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -238,6 +239,54 @@ def promote(
     from mmops import pipeline
 
     _run(lambda: pipeline.promote(domain, version, reason), as_json, f"promote {domain}:")
+
+
+@app.command()
+def pretrain(
+    domain: Domain,
+    modality: Annotated[str, typer.Option(help="the target sensor modality (its rate and length shape windows)")],
+    source: Annotated[str, typer.Option(help="daphnet (aeon's bundled gait recording) or a domain's own records")]
+    = "daphnet",
+    arch: Annotated[str | None, typer.Option(help="sensor encoder; default: params train.sensor_encoder")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 40,
+    out_file: Annotated[Path | None, typer.Option("--out")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Self-supervised (contrastive) pretraining of a sensor encoder; fine-tune it with train.init_weights."""
+    from mmops.config import load_params
+    from mmops.pretrain import pretrain as run_pretrain
+
+    def go() -> dict[str, Any]:
+        params = load_params()
+        a = arch or params.train.sensor_encoder
+        path = out_file or Path("artifacts") / "pretrained" / f"{source}_{domain}_{modality}_{a}.safetensors"
+        return run_pretrain(source, domain, modality, a, path, epochs, params.seed)
+
+    _run(go, as_json, "pretrain:")
+
+
+@app.command()
+def results(
+    domain: Annotated[list[str] | None, typer.Option("--domain", "-d", help="default: every pack in params")] = None,
+    quick: Annotated[bool, typer.Option(help="fewer variants and one UCR set (a smoke run)")] = False,
+    epochs: Annotated[int | None, typer.Option(help="override train.epochs for every model")] = None,
+    ucr: Annotated[list[str] | None, typer.Option(help="UCR/UEA sets bundled with aeon")] = None,
+    out_file: Annotated[Path, typer.Option("--out", help="markdown table")] = Path("docs/results.md"),
+) -> None:
+    """Regenerate the results table: single modality vs fusion, fine-tuned vs from scratch, UCR baselines."""
+    import sys
+
+    from mmops.config import load_params
+    from mmops.results import run, to_markdown
+
+    def go() -> dict[str, Any]:
+        domains = domain or list(load_params().packs)
+        rows = run(domains, quick, tuple(ucr) if ucr else None, epochs)
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(to_markdown(rows, "mmops " + " ".join(sys.argv[1:])), encoding="utf-8")
+        return {"rows": len(rows), "table": str(out_file)}
+
+    _run(go, title="results:")
 
 
 @app.command()

@@ -187,10 +187,6 @@ def _frozen(pack: DomainPack, model: Any, params: TrainParams, epoch: int) -> li
     return out
 
 
-def _run_key(manifest: Manifest, p_dict: dict[str, Any], world: int) -> str:
-    return params_hash({"dataset": manifest.id, "params": p_dict, "world": world})
-
-
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     import torch
 
@@ -200,8 +196,34 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class TrainData:
+    """Decoded records (modality -> value) and class indices for training and validation."""
+
+    train: list[dict[str, Any]]
+    train_y: list[int]
+    val: list[dict[str, Any]]
+    val_y: list[int]
+    dataset_id: str
+    split_counts: dict[str, int] = field(default_factory=dict)
+
+
 def train_model(
     pack: DomainPack, manifest: Manifest, data_root: Path, params: TrainParams, seed: int, out_dir: Path,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None, resume: bool = False,
+    state_dir: Path | None = None,
+) -> TrainResult:
+    """Train on a dataset version's train split, select on its val split."""
+    class_index = {c: i for i, c in enumerate(pack.classes)}
+    train_rows, val_rows = manifest.split("train"), manifest.split("val")
+    data = TrainData(load_split(pack, data_root, train_rows), [class_index[r["label"]] for r in train_rows],
+                     load_split(pack, data_root, val_rows), [class_index[r["label"]] for r in val_rows],
+                     manifest.id, manifest.split_counts)
+    return fit(pack, data, params, seed, out_dir, progress, resume, state_dir)
+
+
+def fit(
+    pack: DomainPack, data: TrainData, params: TrainParams, seed: int, out_dir: Path,
     progress: Callable[[int, int, dict[str, float]], None] | None = None, resume: bool = False,
     state_dir: Path | None = None,
 ) -> TrainResult:
@@ -216,15 +238,11 @@ def train_model(
     if device == "cuda" and ctx.world > 1:
         device = f"cuda:{ctx.local_rank}"
     on_cuda = device.startswith("cuda")
-    class_index = {c: i for i, c in enumerate(pack.classes)}
-    train_rows, val_rows = manifest.split("train"), manifest.split("val")
-    train_vals = load_split(pack, data_root, train_rows)
-    val_vals = load_split(pack, data_root, val_rows)
     arch = model_arch(pack, params)
-    sensor_values = {m: [r[m] for r in train_vals if m in r] for m in pack.modality_names}
+    sensor_values = {m: [r[m] for r in data.train if m in r] for m in pack.modality_names}
     prep = Preprocessor(text_encoder=arch["text_encoder"]).fit(pack, sensor_values)
-    train = collate(pack, prep, train_vals, [class_index[r["label"]] for r in train_rows])
-    val = collate(pack, prep, val_vals, [class_index[r["label"]] for r in val_rows])
+    train = collate(pack, prep, data.train, data.train_y)
+    val = collate(pack, prep, data.val, data.val_y)
     assert train.labels is not None and val.labels is not None
 
     model = build_model(pack, arch, pretrained=params.pretrained)
@@ -264,7 +282,7 @@ def train_model(
     gen = np.random.default_rng(seed)
 
     p_dict = {"seed": seed, **params.model_dump()}
-    key = _run_key(manifest, p_dict, ctx.world)
+    key = params_hash({"dataset": data.dataset_id, "params": p_dict, "world": ctx.world})
     state_path = (state_dir or out_dir.parent / "train_state") / STATE_FILE
     history: list[dict[str, float]] = []
     best_f1, best_nll, best_epoch, best_state, start, stopped = -1.0, float("inf"), 0, None, 1, False
@@ -399,8 +417,8 @@ def train_model(
             "arch": arch,
             "init": init,
             "preprocessor": prep.to_json(),
-            "dataset_version": manifest.id,
-            "dataset_split_counts": manifest.split_counts,
+            "dataset_version": data.dataset_id,
+            "dataset_split_counts": data.split_counts,
             "params": p_dict,
             "params_hash": params_hash(p_dict),
             "checkpoint_sha256": ckpt_sha,

@@ -188,7 +188,10 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike[str]) -> 
         state = load_file(str(p))
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise NotFoundError(f"{p} is not a readable safetensors file: {exc}") from exc
-    result = backbone.load_state_dict(state, strict=False)
+    try:
+        result = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # same names, other shapes
+        raise ConfigError(f"{p} does not fit this backbone: {str(exc).splitlines()[-1].strip()}") from exc
     if result.missing_keys or result.unexpected_keys:
         raise ConfigError(f"{p} does not fit this backbone: missing {result.missing_keys[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
