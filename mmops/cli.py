@@ -271,6 +271,7 @@ def results(
     quick: Annotated[bool, typer.Option(help="fewer variants and one UCR set (a smoke run)")] = False,
     epochs: Annotated[int | None, typer.Option(help="override train.epochs for every model")] = None,
     ucr: Annotated[list[str] | None, typer.Option(help="UCR/UEA sets bundled with aeon")] = None,
+    folds: Annotated[int, typer.Option(min=1, help="cross-validation folds for the all-sensor packs")] = 5,
     out_file: Annotated[Path, typer.Option("--out", help="markdown table")] = Path("docs/results.md"),
 ) -> None:
     """Regenerate the results table: single modality vs fusion, fine-tuned vs from scratch, UCR baselines."""
@@ -281,7 +282,7 @@ def results(
 
     def go() -> dict[str, Any]:
         domains = domain or list(load_params().packs)
-        rows = run(domains, quick, tuple(ucr) if ucr else None, epochs)
+        rows = run(domains, quick, tuple(ucr) if ucr else None, epochs, folds)
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(to_markdown(rows, "mmops " + " ".join(sys.argv[1:])), encoding="utf-8")
         return {"rows": len(rows), "table": str(out_file)}

@@ -81,3 +81,33 @@ def test_ddp_on_two_gloo_workers(built: Path) -> None:
     assert ddp["val_metrics"]["accuracy"] >= 0.7
     ev = _mmops(built, "evaluate", "--domain", "industrial", "--json")
     assert ev.returncode == 0, ev.stdout + ev.stderr
+
+
+def test_challenger_meets_the_champion_on_the_same_holdout(built: Path) -> None:
+    """A second model is compared with the champion re-scored on the current test split; both decisions and a
+    manual rollback are in the audit log, with lineage in the registry listing."""
+    _train(built)
+    first = _mmops(built, "evaluate", "--domain", "industrial", "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    params = yaml.safe_load((built / "params.yaml").read_text())
+    params["train"]["sensor_encoder"] = "cnn"
+    (built / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        _train(built)
+    finally:
+        params["train"]["sensor_encoder"] = TRAIN["sensor_encoder"]
+        (built / "params.yaml").write_text(yaml.safe_dump(params))
+    second = _mmops(built, "evaluate", "--domain", "industrial", "--json")
+    assert second.returncode == 0, second.stdout + second.stderr
+    reason = json.loads(second.stdout[second.stdout.index("{"):])["reason"]
+    assert "both on the test split of industrial-" in reason
+    listing = json.loads(_mmops(built, "registry", "--domain", "industrial", "--json").stdout)
+    versions = {v["version"]: v for v in listing["versions"]}
+    assert len(versions) >= 2
+    assert all(v["dataset_version"].startswith("industrial-") and len(v["params_hash"]) == 64 for v in versions.values())
+    assert sum("champion" in v["aliases"] for v in versions.values()) == 1
+    proc = _mmops(built, "promote", "--domain", "industrial", "--version", "1", "--reason", "rollback drill")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = json.loads(_mmops(built, "registry", "--domain", "industrial", "--json").stdout)["audit_log"]
+    assert log[0]["action"] == "manual" and log[0]["reason"] == "rollback drill" and log[0]["version"] == 1
+    assert {e["action"] for e in log[1:]} <= {"promoted", "rejected"} and len(log) >= 3
