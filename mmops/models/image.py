@@ -9,7 +9,8 @@
 
 Pretrained backbones see 3-channel ImageNet-normalised input at ``image_size``: grayscale is repeated, and
 the domain's stored size is resized on the fly, so the data on disk and the serving contract do not change.
-Their BatchNorm layers stay in eval mode (frozen statistics) even while their weights are fine-tuned.
+With ImageNet weights their BatchNorm layers stay in eval mode (frozen statistics) even while their weights
+are fine-tuned; the same architecture from random weights trains its BatchNorm statistics as usual.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class PretrainedBackbone(nn.Module):
     def __init__(self, arch: str, image_size: int, imagenet: bool) -> None:
         super().__init__()
         self.arch, self.image_size = arch, image_size
+        self.frozen_bn = imagenet  # pretrained statistics are kept; a random-init network learns its own
         self.mean: Tensor
         self.std: Tensor
         self.net: Any
@@ -152,10 +154,11 @@ class PretrainedBackbone(nn.Module):
 
     def train(self, mode: bool = True) -> PretrainedBackbone:
         super().train(mode)
-        # frozen BatchNorm statistics (and EfficientNet's drop-connect off) even while fine-tuning
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d) or m is self.net:
-                m.training = False
+        # pretrained: frozen BatchNorm statistics (and EfficientNet's drop-connect off) even while fine-tuning
+        if self.frozen_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d) or m is self.net:
+                    m.training = False
         return self
 
     def forward(self, x: Tensor) -> Tensor:

@@ -137,9 +137,11 @@ def test_mobilenet_v2_imagenet_weights_load_strictly_and_separate_faces() -> Non
 
 
 def test_pretrained_backbones_keep_batchnorm_frozen() -> None:
-    net = PretrainedBackbone("mobilenet_v2", 32, imagenet=False).train()
+    net = PretrainedBackbone("mobilenet_v2", 32, imagenet=True).train()
     bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bn and not any(m.training for m in bn)
+    scratch = PretrainedBackbone("mobilenet_v2", 32, imagenet=False).train()  # random init learns its statistics
+    assert all(m.training for m in scratch.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_efficientnet_lite0_loads(tmp_path) -> None:
