@@ -118,11 +118,17 @@ def test_concurrent_clients_get_their_own_answers(service: tuple[str, Path], use
     url, root = service
     _, records = _records(root, 16)
 
-    def call(i: int) -> bool:
+    def call(i: int) -> str:
         batch = [dict(records[(i + j) % len(records)], id=f"{i}-{j}") for j in range(1 + i % 4)]
-        resp = httpx.post(f"{url}/predict", json={"records": batch}, timeout=60)
-        return resp.status_code == 200 and [a["id"] for a in resp.json()] == [b["id"] for b in batch]
+        try:  # generous: a shared 2-core CI machine serves 16 clients at once
+            resp = httpx.post(f"{url}/predict", json={"records": batch}, timeout=180)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}"
+        if resp.status_code != 200:
+            return f"HTTP {resp.status_code}: {resp.text[:200]}"
+        return "ok" if [a["id"] for a in resp.json()] == [b["id"] for b in batch] else "other answers"
 
     with cf.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(call, range(96)))
-    assert all(results), f"{results.count(False)} of {len(results)} requests failed or got other answers"
+    bad = [r for r in results if r != "ok"]
+    assert not bad, f"{len(bad)} of {len(results)} requests failed: {sorted(set(bad))[:5]}"
