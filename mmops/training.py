@@ -464,14 +464,11 @@ def _worker_main(argv: list[str] | None = None) -> None:
                          artifacts(args.domain, settings) / "model", resume=args.resume)
     import torch.distributed as dist
 
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        payload = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
+        Path(args.result).write_text(json.dumps(payload), encoding="utf-8")
     if dist.is_initialized():
-        if dist.get_rank() == 0:
-            Path(args.result).write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
-                                                     for k, v in result.__dict__.items()}), encoding="utf-8")
         dist.destroy_process_group()
-    else:
-        Path(args.result).write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
-                                                 for k, v in result.__dict__.items()}), encoding="utf-8")
 
 
 if __name__ == "__main__":
