@@ -42,9 +42,10 @@ class ModelRunner:
 
         self.predictor = Predictor.load(Path(served_model().path))
 
-    # Adaptive batching across requests. A generous latency budget: on CPU a short one sheds load
-    # (issue 6 reports 514 of 800 requests rejected at max_latency_ms=50 with 32 clients).
-    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=2000)
+    # Adaptive batching across requests. A generous latency budget: on CPU a short one sheds load (issue 6
+    # reports 514 of 800 requests rejected at max_latency_ms=50 with 32 clients; with the pretrained
+    # MobileNetV2 encoder, 2000 ms still shed 9 of 96 requests with 503 on a 2-core CI machine).
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=10000)
     def infer(self, records: list[dict[str, Any]]) -> list[list[float]]:
         # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
         values = [decode_record(self.predictor.pack, r)[0] for r in records]
