@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mmops.datasets.tensors import Preprocessor, collate
+from mmops.datasets.tensors import Batch, Preprocessor, collate
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 
@@ -35,6 +35,47 @@ def read_card(model_dir: Path) -> dict[str, Any]:
         raise BadInputError(f"{model_dir / CARD}: not a model card this mmops reads (format "
                             f"{card.get('format')!r}, expected {CARD_FORMAT!r}); retrain with `mmops train`")
     return card
+
+
+def to_device(batch: Batch, idx: np.ndarray, device: str, channels_last: bool = False,
+               features: dict[str, Any] | None = None) -> tuple[dict, dict, dict, dict, Any]:
+    """The rows idx of a batch on the device: inputs (minus those replaced by precomputed features), masks,
+    lengths, features, labels."""
+    import torch
+
+    def put(a: np.ndarray) -> Any:
+        return torch.from_numpy(a[idx]).to(device, non_blocking=True)
+
+    inputs = {k: put(v) for k, v in batch.inputs.items() if not features or k not in features}
+    if channels_last:
+        inputs = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                  for k, v in inputs.items()}
+    masks = {k: put(v) for k, v in batch.masks.items()}
+    lengths = {k: put(v) for k, v in batch.lengths.items()}
+    feats = {k: v[torch.from_numpy(idx).to(v.device)] for k, v in (features or {}).items()}
+    labels = put(batch.labels) if batch.labels is not None else None
+    return inputs, masks, lengths, feats, labels
+
+
+def chunks(n: int, bs: int) -> list[np.ndarray]:
+    return [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]
+
+
+def predict_batch(model: Any, batch: Batch, device: str, features: dict[str, Any] | None = None,
+                  bs: int = 256, embeddings: bool = False) -> tuple[np.ndarray, Any]:
+    """Softmax probabilities (N, classes) and, when asked, the raw modality embeddings (N, M, D) on CPU."""
+    import torch
+
+    model.eval()
+    out, embs = [], []
+    with torch.inference_mode():
+        for idx in chunks(len(batch), bs):
+            inputs, masks, lengths, feats, _ = to_device(batch, idx, device, features=features)
+            logits, e, _ = model.forward_with_embeddings(inputs, masks, lengths, feats)
+            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            if embeddings:
+                embs.append(e.float().cpu())
+    return np.concatenate(out), (torch.cat(embs) if embeddings else None)
 
 
 @dataclass
@@ -65,16 +106,8 @@ class Predictor:
         return list(self.pack.classes)
 
     def predict_proba(self, values: list[dict[str, Any]], batch_size: int = 256) -> np.ndarray:
-        """values: one dict per record, modality -> decoded value. Returns (N, n_classes) probabilities."""
-        import torch
-
-        out = []
-        for i in range(0, len(values), batch_size):
-            batch = collate(self.pack, self.prep, values[i : i + batch_size])
-            inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.inputs.items()}
-            masks = {k: torch.from_numpy(v).to(self.device) for k, v in batch.masks.items()}
-            lengths = {k: torch.from_numpy(v).to(self.device) for k, v in batch.lengths.items()}
-            with torch.inference_mode():
-                logits = self.model(inputs, masks, lengths)
-            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        """values: one dict per record, modality -> decoded value. Returns (N, n_classes) probabilities.
+        Records are collated batch_size at a time (a large request never holds all its tensors at once)."""
+        out = [predict_batch(self.model, collate(self.pack, self.prep, values[i : i + batch_size]), self.device,
+                             bs=batch_size)[0] for i in range(0, len(values), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)

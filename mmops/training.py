@@ -41,7 +41,7 @@ from mmops.datasets.tensors import Batch, Preprocessor, collate, load_split
 from mmops.domains import DomainPack, ImageSpec
 from mmops.errors import ConfigError
 from mmops.evaluation import classification_metrics
-from mmops.inference import CARD, CARD_FORMAT, WEIGHTS, resolve_device
+from mmops.inference import CARD, CARD_FORMAT, WEIGHTS, chunks, predict_batch, resolve_device, to_device
 
 log = logging.getLogger(__name__)
 
@@ -117,52 +117,13 @@ def _dist_from_env() -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local)
 
 
-def _to_device(batch: Batch, idx: np.ndarray, device: str, channels_last: bool = False,
-               features: dict[str, Any] | None = None) -> tuple[dict, dict, dict, dict, Any]:
-    import torch
-
-    def put(a: np.ndarray) -> Any:
-        return torch.from_numpy(a[idx]).to(device, non_blocking=True)
-
-    inputs = {k: put(v) for k, v in batch.inputs.items() if not features or k not in features}
-    if channels_last:
-        inputs = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                  for k, v in inputs.items()}
-    masks = {k: put(v) for k, v in batch.masks.items()}
-    lengths = {k: put(v) for k, v in batch.lengths.items()}
-    feats = {k: v[torch.from_numpy(idx).to(v.device)] for k, v in (features or {}).items()}
-    labels = put(batch.labels) if batch.labels is not None else None
-    return inputs, masks, lengths, feats, labels
-
-
-def _chunks(n: int, bs: int) -> list[np.ndarray]:
-    return [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]
-
-
-def predict_batch(model: Any, batch: Batch, device: str, features: dict[str, Any] | None = None,
-                  bs: int = 256, embeddings: bool = False) -> tuple[np.ndarray, Any]:
-    """Softmax probabilities (N, classes) and, when asked, the raw modality embeddings (N, M, D) on CPU."""
-    import torch
-
-    model.eval()
-    out, embs = [], []
-    with torch.inference_mode():
-        for idx in _chunks(len(batch), bs):
-            inputs, masks, lengths, feats, _ = _to_device(batch, idx, device, features=features)
-            logits, e, _ = model.forward_with_embeddings(inputs, masks, lengths, feats)
-            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-            if embeddings:
-                embs.append(e.float().cpu())
-    return np.concatenate(out), (torch.cat(embs) if embeddings else None)
-
-
 def _backbone_features(model: Any, batch: Batch, names: list[str], device: str, bs: int = 128) -> dict[str, Any]:
     """Frozen backbones' outputs for a whole split (computed once per freeze phase, kept on the device)."""
     import torch
 
     feats: dict[str, list[Any]] = {m: [] for m in names}
     with torch.inference_mode():
-        for idx in _chunks(len(batch), bs):
+        for idx in chunks(len(batch), bs):
             for m in names:
                 enc = model.encoders[m]
                 was = enc.training
@@ -340,7 +301,7 @@ def fit(
         for b, idx in enumerate(batches):
             faults.point("train.step")
             started = time.perf_counter()
-            inputs, masks, lengths, feats, labels = _to_device(train, idx, device, channels_last, cached[1])
+            inputs, masks, lengths, feats, labels = to_device(train, idx, device, channels_last, cached[1])
             ready = time.perf_counter()
             with torch.autocast(device_type="cuda", dtype=amp_dtype or torch.bfloat16, enabled=use_amp):
                 logits, embs, present = ddp(inputs, masks, lengths, feats, return_embeddings=True)
