@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 UCR_SETS = ("GunPoint", "ItalyPowerDemand", "BasicMotions", "JapaneseVowels")
 UCR_EPOCHS, UCR_PATIENCE = 200, 50
 SSL_EPOCHS = 30
+# early classification on the all-sensor packs: the first seconds of each window, by repeated k-fold CV
+# (with the whole window every model of the industrial pack is at its ceiling, so nothing can be compared)
+EARLY_SECONDS, EARLY_REPEATS = (1.0, 2.0), 3
 
 
 @dataclass
@@ -168,24 +171,60 @@ def _split_rows(domain: str, pack: DomainPack, variants: list[Variant], vals: di
     return out
 
 
-def _mean_rows(per_fold: list[list[Row]], label: str) -> list[Row]:
+def _vs_best_single(per_fold: list[list[Row]]) -> dict[str, str]:
+    """For each fusion row: its per-fold accuracy minus that of the best single modality (best on average
+    over the folds), as mean and wins/ties/losses over the folds (a paired comparison: same test records),
+    with the two-sided exact sign test's p-value (ties dropped). Folds of repeated CV share training
+    records, so p is optimistic; read it as a guide, not a proof."""
+    from scipy.stats import binomtest
+
+    acc = {r.model: np.array([fold[i].accuracy for fold in per_fold]) for i, r in enumerate(per_fold[0])}
+    singles = {m: a for m, a in acc.items() if m.startswith("only ")}
+    if not singles:
+        return {}
+    best = max(singles, key=lambda m: float(singles[m].mean()))
+    out = {}
+    for m, a in acc.items():
+        if m.startswith("fusion: ") and "pretrained" not in m:
+            d = a - singles[best]
+            won, tied, lost = int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())
+            p = binomtest(won, won + lost).pvalue if won + lost else 1.0
+            out[m] = f"vs {best}: {d.mean():+.3f}, folds won/tied/lost {won}/{tied}/{lost}, sign test p={p:.2g}"
+    return out
+
+
+def _mean_rows(per_fold: list[list[Row]], label: str, cv: str) -> list[Row]:
     out = []
+    paired = _vs_best_single(per_fold)
     for i, first in enumerate(per_fold[0]):
         rows = [fold[i] for fold in per_fold]
         acc = np.array([r.accuracy for r in rows])
         aurocs = [r.auroc for r in rows if r.auroc is not None]
+        notes = [f"{cv} CV, accuracy sd {acc.std():.3f}"] + [n for n in (first.note, paired.get(first.model)) if n]
         out.append(Row(label, first.model, float(acc.mean()), float(np.mean([r.macro_f1 for r in rows])),
                        float(np.mean(aurocs)) if aurocs else None, sum(r.n_test for r in rows),
-                       sum(r.seconds for r in rows),
-                       f"{len(rows)}-fold CV, accuracy sd {acc.std():.3f}" + (f"; {first.note}" if first.note else "")))
+                       sum(r.seconds for r in rows), "; ".join(notes)))
     return out
 
 
-def run_domain(domain: str, quick: bool, epochs: int | None = None, folds: int = 1) -> list[Row]:
+def _first_samples(pack: DomainPack, vals: dict[str, list[dict[str, Any]]],
+                   n: int) -> tuple[DomainPack, dict[str, list[dict[str, Any]]]]:
+    """Early classification: every sensor series cut to its first n samples (the pack says so too)."""
+    specs = [m.model_copy(update={"length": min(n, m.length)}) if isinstance(m, SensorSpec) else m
+             for m in pack.modalities]
+    cut = {s: [{k: (v[:n] if isinstance(pack.modality(k), SensorSpec) else v) for k, v in rec.items()}
+               for rec in recs] for s, recs in vals.items()}
+    return pack.model_copy(update={"modalities": tuple(specs)}), cut
+
+
+def run_domain(domain: str, quick: bool, epochs: int | None = None, folds: int = 1,
+               first_seconds: float | None = None, repeats: int = 1) -> list[Row]:
     """One domain pack: on its dataset version's split, or (folds > 1) by stratified k-fold cross-validation
-    over all its labeled records, every model seeing the same folds (small test splits, like industrial's 16
-    records, cannot separate models that differ by one error)."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
+    (repeated `repeats` times with different shuffles) over all its labeled records, every model seeing the
+    same folds (small test splits, like industrial's 16 records, cannot separate models that differ by one
+    error). first_seconds: every sensor series cut to its first seconds (early classification), fusion
+    and single modalities only."""
+    from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
     from mmops import pipeline
     from mmops.datasets.tensors import load_split
@@ -204,22 +243,30 @@ def run_domain(domain: str, quick: bool, epochs: int | None = None, folds: int =
     ys = {s: np.array([idx[r["label"]] for r in rows_by[s]]) for s in rows_by}
     base = params.train.model_copy(update={"epochs": epochs} if epochs else {})
     variants = domain_variants(pack, quick)
+    title, tag = f"{domain} ({manifest.id[:18]}", manifest.id
+    if first_seconds:
+        rate = min(m.sample_rate_hz for m in pack.modalities if isinstance(m, SensorSpec))
+        n = max(1, round(first_seconds * rate))
+        pack, vals = _first_samples(pack, vals, n)
+        variants = [v for v in variants if v.name.startswith(("fusion: ", "only ")) and "init_weights" not in v.train]
+        title, tag = f"{domain}, first {first_seconds:g} s ({n} samples", f"{manifest.id}:first{n}"
     with tempfile.TemporaryDirectory(prefix="mmops-results-run-") as work:
         if folds <= 1:
-            return _split_rows(domain, pack, variants, vals, ys, base, params.seed,
-                               f"{domain} ({manifest.id[:18]})", manifest.id, Path(work))
+            return _split_rows(domain, pack, variants, vals, ys, base, params.seed, title + ")", tag, Path(work))
         records = vals["train"] + vals["val"] + vals["test"]
         y = np.concatenate([ys["train"], ys["val"], ys["test"]])
         per_fold = []
-        skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=params.seed)
-        for k, (rest, test) in enumerate(skf.split(np.zeros(len(y)), y)):
+        # repeats=1 gives exactly StratifiedKFold(shuffle=True, random_state=seed)'s folds
+        cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=params.seed)
+        for k, (rest, test) in enumerate(cv.split(np.zeros(len(y)), y)):
             tr, va = train_test_split(rest, test_size=0.2, stratify=y[rest], random_state=params.seed + k)
             fold_vals = {"train": [records[i] for i in tr], "val": [records[i] for i in va],
                          "test": [records[i] for i in test]}
             fold_ys = {"train": y[tr], "val": y[va], "test": y[test]}
             per_fold.append(_split_rows(domain, pack, variants, fold_vals, fold_ys, base, params.seed,
-                                        domain, f"{manifest.id}:fold{k}", Path(work)))
-        return _mean_rows(per_fold, f"{domain} ({manifest.id[:18]}, {len(y)} records)")
+                                        domain, f"{tag}:fold{k}", Path(work)))
+        return _mean_rows(per_fold, f"{title}, {len(y)} records)",
+                          f"{repeats}x{folds}-fold" if repeats > 1 else f"{folds}-fold")
 
 
 def _ucr(name: str) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray, list[str]]:
@@ -274,8 +321,12 @@ def run(domains: list[str], quick: bool = False, ucr: tuple[str, ...] | None = N
 
     rows: list[Row] = []
     for d in domains:
-        cheap = all(isinstance(m, SensorSpec) for m in load_domain(d).modalities)
+        pack = load_domain(d)
+        cheap = all(isinstance(m, SensorSpec) for m in pack.modalities)
         rows += run_domain(d, quick, epochs, folds if cheap and not quick else 1)
+        if cheap and not quick and len(pack.modalities) > 1 and folds > 1:
+            for secs in EARLY_SECONDS:
+                rows += run_domain(d, quick, epochs, folds, first_seconds=secs, repeats=EARLY_REPEATS)
     params = load_params()
     # UCR sets are tiny (40-270 training series): our models get 200 epochs (patience 50) there, a few
     # seconds each; 1-NN needs no training at all

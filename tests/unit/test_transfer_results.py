@@ -53,3 +53,30 @@ def test_results_table_puts_ucr_baselines_beside_our_models(project: Path, tmp_p
     assert gunpoint_dtw.n_test == 150 and gunpoint_dtw.accuracy > 0.85  # the archive reports 0.907
     md = to_markdown(rows, "mmops results --quick")
     assert md.count("\n| ") == len(rows) + 2 and "non-commercial" in md  # header, rule, rows
+
+
+def test_fusion_is_compared_with_the_best_single_modality_fold_by_fold() -> None:
+    from mmops.results import Row, _mean_rows
+
+    def fold(fusion: float, accel: float, gyro: float) -> list[Row]:
+        return [Row("d", "fusion: attention", fusion, fusion, None, 16, 1.0),
+                Row("d", "only accel", accel, accel, None, 16, 1.0, "test records with accel"),
+                Row("d", "only gyro", gyro, gyro, None, 16, 1.0, "test records with gyro")]
+
+    rows = _mean_rows([fold(0.75, 0.5, 0.75), fold(0.75, 0.5, 0.5), fold(0.5, 0.5, 1.0)], "d", "3-fold")
+    fusion, accel, gyro = rows
+    assert fusion.accuracy == pytest.approx(2 / 3) and gyro.accuracy == pytest.approx(0.75)
+    # gyro is the best single modality on average (0.75 vs 0.5): fusion is paired with gyro's folds
+    assert "vs only gyro: -0.083, folds won/tied/lost 1/1/1, sign test p=1" in fusion.note
+    assert "vs" not in accel.note and accel.note.startswith("3-fold CV") and "test records with accel" in accel.note
+
+
+def test_early_classification_rows_cut_every_sensor_to_its_first_seconds(project: Path) -> None:
+    from mmops.results import run_domain
+
+    rows = run_domain("industrial", quick=True, epochs=1, folds=2, first_seconds=1.0, repeats=2)
+    assert {r.model for r in rows} >= {"fusion: concat", "only accel", "1-NN DTW (aeon)"}
+    assert all(r.dataset.startswith("industrial, first 1 s (10 samples") and r.n_test == 160 for r in rows)
+    fusion = next(r for r in rows if r.model == "fusion: concat")
+    won, tied, lost = map(int, fusion.note.split("won/tied/lost ")[1].split(",")[0].split("/"))
+    assert "2x2-fold CV" in fusion.note and won + tied + lost == 4
