@@ -48,6 +48,7 @@ bench: setup  ## speed targets as same-process ratios; each prints its figures, 
 	-$(BIN)/python benchmarks/bench_ingest.py
 	-$(BIN)/python benchmarks/bench_gate.py
 	-$(BIN)/python benchmarks/bench_train.py
+	-$(BIN)/python benchmarks/bench_serve.py
 
 airflow: setup
 	$(BIN)/airflow standalone

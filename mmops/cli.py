@@ -242,6 +242,21 @@ def promote(
 
 
 @app.command()
+def reload(
+    domain: Domain,
+    url: Annotated[str | None, typer.Option(help="the running service; default: http://127.0.0.1:<serve.port>")] = None,
+    tag: Annotated[str | None, typer.Option(help="a BentoML model tag; default: the packaged champion")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Swap the champion into a running service without a restart (requests in flight finish on the old one)."""
+    from mmops import pipeline
+    from mmops.config import load_params
+
+    target = url or f"http://127.0.0.1:{load_params().serve.port}"
+    _run(lambda: pipeline.reload_service(domain, target, tag), as_json, f"reload {domain}:")
+
+
+@app.command()
 def pretrain(
     domain: Domain,
     modality: Annotated[str, typer.Option(help="the target sensor modality (its rate and length shape windows)")],

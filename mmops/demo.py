@@ -15,7 +15,7 @@ from rich.table import Table
 from mmops import pipeline
 from mmops.config import get_settings
 from mmops.domains import load_domain
-from mmops.serving.client import predict, record_payload, serve_command, service_env, wait_ready
+from mmops.serving.client import predict, record_payload, serve_command, service_env, wait_logged, wait_ready
 
 
 def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> dict[str, Any]:
@@ -39,13 +39,14 @@ def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> d
                 answers = predict(url, [record_payload(pack, settings.data_dir, r) for r in chunk])
                 correct += sum(a["label"] == r["label"] for a, r in zip(answers, chunk, strict=True))
                 sent += len(chunk)
+            logged = wait_logged(url, sent)  # the log is written off the request path
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-    return {"sent": sent, "served_accuracy": correct / max(sent, 1), "log": str(log_path)}
+    return {"sent": sent, "served_accuracy": correct / max(sent, 1), "logged": logged, "log": str(log_path)}
 
 
 def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -> None:

@@ -521,6 +521,34 @@ def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
                           {"model_tag": tag, "bento_tag": bento, "model_version": version})
 
 
+def champion_model_tag(domain: str) -> str | None:
+    """The BentoML model tag of the domain's champion, if it was packaged (None: no champion packaged yet)."""
+    from mmops.registry import get_alias
+
+    settings = get_settings()
+    with session_scope(settings.catalog_url) as session:
+        mv = get_alias(session, domain, "champion")
+        return mv.bento_model_tag if mv is not None else None
+
+
+def reload_service(domain: str, url: str, tag: str | None = None) -> dict[str, Any]:
+    """Swap the champion (or `tag`) into a running service without a restart (POST /admin/reload)."""
+    import httpx
+
+    from mmops.serving.client import auth_headers
+
+    tag = tag or champion_model_tag(domain)
+    if not tag:
+        raise NotFoundError(f"{domain} has no packaged champion; run `mmops package --domain {domain}` or pass --tag")
+    try:
+        resp = httpx.post(f"{url.rstrip('/')}/admin/reload", json={"tag": tag}, headers=auth_headers(), timeout=300)
+    except httpx.HTTPError as exc:
+        raise MmopsError(f"cannot reach the service at {url}: {exc}") from exc
+    if resp.status_code != 200:
+        raise MmopsError(f"the service refused the reload ({resp.status_code}): {resp.text[:300]}")
+    return resp.json()
+
+
 def monitor(domain: str, current: str = "log") -> dict[str, Any]:
     """Evidently data-drift report: reference = the training split the served model learnt from; current =
     the service's prediction log (`log`) or the held-out test split (`test`, a no-traffic baseline)."""

@@ -29,13 +29,45 @@ def record_payload(pack: DomainPack, data_root: Path, row: dict[str, Any]) -> di
     return {"id": row["key"], "inputs": inputs}
 
 
+def auth_headers(token: str | None = None) -> dict[str, str]:
+    """The bearer header for `token` (default: MMOPS_API_TOKEN, when set)."""
+    import os
+
+    token = os.environ.get("MMOPS_API_TOKEN") if token is None else token
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def predict(url: str, records: list[dict[str, Any]], timeout: float = 60.0) -> list[dict[str, Any]]:
     import httpx
 
-    resp = httpx.post(f"{url.rstrip('/')}/predict", json={"records": records}, timeout=timeout)
+    resp = httpx.post(f"{url.rstrip('/')}/predict", json={"records": records}, headers=auth_headers(),
+                      timeout=timeout)
     if resp.status_code != 200:
         raise MmopsError(f"service answered {resp.status_code}: {resp.text[:300]}")
     return resp.json()
+
+
+def metadata(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    import httpx
+
+    resp = httpx.get(f"{url.rstrip('/')}/metadata", headers=auth_headers(), timeout=timeout)
+    if resp.status_code != 200:
+        raise MmopsError(f"service answered {resp.status_code}: {resp.text[:300]}")
+    return resp.json()
+
+
+def wait_logged(url: str, n: int, timeout: float = 30.0) -> dict[str, int]:
+    """Wait until the service's prediction log holds at least n lines and nothing is pending (the log is
+    written off the request path, so a response can come back before its line is on disk)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats: dict[str, int] | None = metadata(url)["prediction_log"]
+        if stats is None:  # the service runs without a prediction log
+            return {}
+        if (stats["written"] + stats["dropped"] + stats["failed"] >= n and not stats["pending"]) \
+                or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.1)
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
@@ -55,7 +87,8 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
 
 
 def service_env(domain: str) -> dict[str, str]:
-    """The environment `bentoml serve` needs for a domain of this project (model store inside the project)."""
+    """The environment `bentoml serve` needs for a domain of this project (model store inside the project),
+    serving the registry's champion."""
     import os
 
     from mmops.config import get_settings
@@ -64,8 +97,29 @@ def service_env(domain: str) -> dict[str, str]:
     env = {**os.environ, "MMOPS_DOMAIN": domain, "MMOPS_HOME": str(settings.root),
            "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(settings.bentoml_home)),
            "BENTOML_DO_NOT_TRACK": "true"}
-    env.pop("MMOPS_MODEL_TAG", None)  # the domain's newest packaged model
+    env.pop("MMOPS_MODEL_TAG", None)
+    tag = _champion_tag(domain)
+    if tag:  # the registry's champion; without one packaged, the domain's newest packaged model
+        env["MMOPS_MODEL_TAG"] = tag
     return env
+
+
+def _champion_tag(domain: str) -> str | None:
+    import logging
+
+    from mmops import pipeline
+
+    try:
+        tag = pipeline.champion_model_tag(domain)
+        if tag:
+            import bentoml
+
+            bentoml.models.get(tag)
+        return tag
+    except Exception as exc:  # no catalog yet, or the store lost the model: serve the newest, and say so
+        logging.getLogger(__name__).warning("champion of %s not servable (%s); serving the newest packaged model",
+                                            domain, exc)
+        return None
 
 
 def serve_command(port: int, host: str = "127.0.0.1") -> list[str]:

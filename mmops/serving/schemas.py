@@ -32,6 +32,30 @@ class PredictionOut(BaseModel):
     probabilities: dict[str, float]
     model_version: str
     missing_modalities: list[str]
+    warnings: list[str] = Field(default_factory=list, description="what the model did not see as it was trained")
+
+
+def record_warnings(pack: DomainPack, record: RecordIn, values: dict[str, Any]) -> list[str]:
+    """What a client should know about how its record was read: missing modalities, sensor series that were
+    padded or cut to the trained length, PHI redacted from text."""
+    from mmops.phi import redact_text
+
+    out = []
+    missing = [m for m in pack.modality_names if m not in values]
+    if missing:
+        out.append(f"missing modalities {missing}: predicted from {[m for m in pack.modality_names if m in values]} "
+                   "alone")
+    for name, value in values.items():
+        spec = pack.modality(name)
+        if isinstance(spec, SensorSpec) and len(value) != spec.length:
+            how = "zero-padded and masked" if len(value) < spec.length else "only the first ones are read"
+            out.append(f"{name}: {len(value)} samples, the model reads {spec.length} ({how})")
+        elif isinstance(spec, TextSpec) and spec.redact_phi:
+            raw = record.inputs[name]
+            hits = sum(redact_text(raw)[1].values()) if isinstance(raw, str) else 0
+            if hits:
+                out.append(f"{name}: {hits} PHI spans redacted before the model and the log saw the text")
+    return out
 
 
 def decode_record(pack: DomainPack, record: RecordIn | dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:

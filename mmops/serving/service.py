@@ -3,7 +3,10 @@
 Two services: `Svc` validates requests (every client mistake is a 400 with a message) and logs what it saw
 for drift monitoring; `ModelRunner` holds the model and batches calls adaptively across requests.
 
-Which model: MMOPS_MODEL_TAG, else `mmops-$MMOPS_DOMAIN:latest` from the BentoML model store.
+Which model: MMOPS_MODEL_TAG, else `mmops-$MMOPS_DOMAIN:latest` from the BentoML model store; `POST
+/admin/reload` swaps in another without a restart. `GET /metadata` describes the model and its inputs.
+MMOPS_API_TOKEN turns on bearer auth, MMOPS_MAX_BODY_BYTES bounds request bodies (middleware.py). The
+prediction log is written off the request path (predlog.py). Reference: docs/serving.md.
 Start with `mmops serve --domain D` (or `bentoml serve mmops.serving.service:Svc` with those variables set).
 """
 
@@ -20,10 +23,31 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import InvalidArgument
 
+from mmops.domains import DomainPack
 from mmops.errors import BadInputError
-from mmops.serving.schemas import MAX_RECORDS, PredictionOut, RecordIn, decode_record
+from mmops.serving.middleware import BearerAuth, BodyLimit
+from mmops.serving.predlog import PredictionLog
+from mmops.serving.schemas import (
+    MAX_IMAGE_B64_CHARS,
+    MAX_RECORDS,
+    PredictionOut,
+    RecordIn,
+    decode_record,
+    record_warnings,
+)
 
 log = logging.getLogger("mmops.serving")
+
+
+# Adaptive batching of model calls across requests (MMOPS_BATCHING=0 turns it off: benchmarks/bench_serve.py
+# measures both, side by side).
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+BATCHING = _flag("MMOPS_BATCHING")
+# The prediction log that `mmops monitor` reads (MMOPS_PREDICTION_LOG=0: none, e.g. to measure its cost).
+LOGGING = _flag("MMOPS_PREDICTION_LOG")
 
 
 def model_tag() -> str:
@@ -37,38 +61,68 @@ def served_model() -> Any:
 
 @bentoml.service(name="mmops_model", workers=1, traffic={"timeout": 60})
 class ModelRunner:
+    """Holds the model; one worker, so a reload reaches every model call (scale out with more replicas of
+    the whole service and a rolling restart, see docs/serving.md)."""
+
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._load(model_tag())
+
+    def _load(self, tag: str) -> dict[str, Any]:
         from mmops.inference import Predictor
 
-        self.predictor = Predictor.load(Path(served_model().path))
+        bento_model = bentoml.models.get(tag)
+        predictor = Predictor.load(Path(bento_model.path))
+        meta = {"model_version": str(bento_model.tag), "checkpoint_sha256": predictor.card["checkpoint_sha256"],
+                "classes": predictor.classes}
+        with self._lock:  # one assignment: a batch in flight keeps the (predictor, meta) it started with
+            self._current = (predictor, meta)
+        log.info("serving %s", meta["model_version"])
+        return meta
 
     # Adaptive batching across requests. A generous latency budget: on CPU a short one sheds load (issue 6
     # reports 514 of 800 requests rejected at max_latency_ms=50 with 32 clients; with the pretrained
     # MobileNetV2 encoder, 2000 ms still shed 9 of 96 requests with 503 on a 2-core CI machine).
-    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=10000)
-    def infer(self, records: list[dict[str, Any]]) -> list[list[float]]:
+    @bentoml.api(batchable=BATCHING, max_batch_size=64, max_latency_ms=10000)
+    def infer(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        predictor, meta = self._current
         # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
-        values = [decode_record(self.predictor.pack, r)[0] for r in records]
-        return self.predictor.predict_proba(values).tolist()
+        values = [decode_record(predictor.pack, r)[0] for r in records]
+        return [{"probabilities": p, **meta} for p in predictor.predict_proba(values).tolist()]
+
+    @bentoml.api
+    def reload(self, tag: str = "") -> dict[str, Any]:
+        """Load `tag` (default: what MMOPS_MODEL_TAG / the domain's latest names now) and swap it in."""
+        return self._load(tag or model_tag())
 
 
 @bentoml.service(name="mmops", traffic={"timeout": 60})
 class Svc:
     runner = bentoml.depends(ModelRunner)
+    pack: DomainPack
+    card: dict[str, Any]
+    version: str
 
     def __init__(self) -> None:
         from mmops.config import get_settings
-        from mmops.domains import DomainPack
         from mmops.inference import read_card
 
         bento_model = served_model()
-        self.card = read_card(Path(bento_model.path))
-        self.pack = DomainPack.model_validate(self.card["domain_pack"])
-        self.version = str(bento_model.tag)
-        log_dir = get_settings().prediction_log_dir
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"{self.pack.name}.jsonl"
-        self._log_lock = threading.Lock()
+        self._describe(read_card(Path(bento_model.path)), str(bento_model.tag))
+        self.log = PredictionLog(get_settings().prediction_log_dir / f"{self.pack.name}.jsonl") if LOGGING else None
+        _LIVE["svc"] = self
+
+    def _describe(self, card: dict[str, Any], version: str) -> None:
+        pack = DomainPack.model_validate(card["domain_pack"])
+        current = self.__dict__.get("pack")
+        if current is not None and pack.name != current.name:
+            raise InvalidArgument(f"{version} is a {pack.name} model; this service serves {current.name}")
+        self.card, self.pack, self.version = card, pack, version
+
+    @bentoml.on_shutdown
+    def _close_log(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
     @bentoml.api(route="/predict")
     async def predict(self, records: list[RecordIn]) -> list[PredictionOut]:
@@ -76,26 +130,44 @@ class Svc:
             raise InvalidArgument("records is empty")
         if len(records) > MAX_RECORDS:
             raise InvalidArgument(f"{len(records)} records in one request; at most {MAX_RECORDS}")
-        stats = []
+        pack = self.pack
+        stats, warnings = [], []
         try:
             for rec in records:
-                stats.append(decode_record(self.pack, rec)[1])
+                values, st = decode_record(pack, rec)
+                stats.append(st)
+                warnings.append(record_warnings(pack, rec, values))
         except BadInputError as exc:
             raise InvalidArgument(str(exc)) from None
-        probs = await self._infer([r.model_dump() for r in records])
-        classes = list(self.pack.classes)
+        answers = await self._infer([r.model_dump() for r in records])
         out = []
-        for rec, p in zip(records, probs, strict=True):
+        for rec, a, warn in zip(records, answers, warnings, strict=True):
+            p, classes = a["probabilities"], a["classes"]
             best = max(range(len(p)), key=p.__getitem__)
             out.append(PredictionOut(
                 id=rec.id, label=classes[best], probabilities=dict(zip(classes, p, strict=True)),
-                model_version=self.version,
-                missing_modalities=[m for m in self.pack.modality_names if m not in rec.inputs],
+                model_version=a["model_version"],
+                missing_modalities=[m for m in pack.modality_names if m not in rec.inputs], warnings=warn,
             ))
-        self._log(records, stats, out)
+        self._log(records, stats, out, [a["checkpoint_sha256"] for a in answers])
         return out
 
-    async def _infer(self, payload: list[dict[str, Any]], attempts: int = 3) -> list[list[float]]:
+    @bentoml.api(route="/admin/reload")
+    async def reload(self, tag: str = "") -> dict[str, Any]:
+        """Swap in a new model without a restart: the model service loads it first, then requests go to it;
+        requests already in flight finish on the old one. Behind the bearer token when one is set."""
+        from mmops.inference import read_card
+
+        new = bentoml.models.get(tag or model_tag())  # NotFound -> 404 before anything changes
+        card = read_card(Path(new.path))
+        if card["domain"] != self.pack.name:
+            raise InvalidArgument(f"{new.tag} is a {card['domain']} model; this service serves {self.pack.name}")
+        meta = await self.runner.to_async.reload(str(new.tag))
+        self._describe(card, str(new.tag))
+        log.info("reloaded: now serving %s", meta["model_version"])
+        return meta
+
+    async def _infer(self, payload: list[dict[str, Any]], attempts: int = 3) -> list[dict[str, Any]]:
         """Call the model service, retrying dropped connections. BentoML 1.4.40's internal client replaces its
         aiohttp session every 100 calls and closes the old one while other calls are still in flight on it
         (_bentoml_impl/client/proxy2.py, SessionManager), so under concurrency those calls fail with
@@ -107,7 +179,8 @@ class Svc:
 
         for attempt in range(1, attempts + 1):
             try:
-                return await self.runner.to_async.infer(payload)
+                answers: list[dict[str, Any]] = await self.runner.to_async.infer(payload)
+                return answers
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 if attempt == attempts:
                     raise
@@ -115,15 +188,53 @@ class Svc:
                 await asyncio.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
 
-    def _log(self, records: list[RecordIn], stats: list[dict], out: list[PredictionOut]) -> None:
+    def _log(self, records: list[RecordIn], stats: list[dict], out: list[PredictionOut], shas: list[str]) -> None:
         from mmops.monitoring import flatten_features
 
+        if self.log is None:
+            return
         now = time.time()
-        lines = [
-            json.dumps({"ts": now, "record_id": r.id, "model_version": self.version,
-                        "checkpoint_sha256": self.card["checkpoint_sha256"],
+        self.log.put([
+            json.dumps({"ts": now, "record_id": r.id, "model_version": o.model_version, "checkpoint_sha256": sha,
                         "features": flatten_features(s), "prediction": o.label})
-            for r, s, o in zip(records, stats, out, strict=True)
-        ]
-        with self._log_lock, self.log_path.open("a", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
+            for r, s, o, sha in zip(records, stats, out, shas, strict=True)
+        ])
+
+    def metadata(self) -> dict[str, Any]:
+        card = self.card
+        return {
+            "service": "mmops", "domain": self.pack.name, "model_version": self.version,
+            "checkpoint_sha256": card["checkpoint_sha256"], "dataset_version": card.get("dataset_version"),
+            "val_metrics": card.get("val_metrics"), "classes": list(self.pack.classes),
+            "modalities": [m.model_dump(mode="json") for m in self.pack.modalities],
+            "limits": {"max_records": MAX_RECORDS, "max_image_base64_chars": MAX_IMAGE_B64_CHARS},
+            "auth": "bearer" if os.environ.get("MMOPS_API_TOKEN") else "none",
+            "prediction_log": self.log.stats() if self.log is not None else None,
+        }
+
+
+_LIVE: dict[str, Svc] = {}
+
+
+async def _metadata(request: Any) -> Any:
+    from starlette.responses import JSONResponse
+
+    svc = _LIVE.get("svc")
+    if svc is None:
+        return JSONResponse({"error": "the service is still starting"}, status_code=503)
+    return JSONResponse(svc.metadata())
+
+
+def _metadata_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    return Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])])
+
+
+# GET /metadata beside BentoML's routes (a passive mount answers only its own paths); the middleware wraps
+# every route: bearer auth first (probes and /metrics stay open), then the body-size limit.
+_service: Any = Svc  # a bentoml Service once decorated
+_service.mount_asgi_app(_metadata_app(), path="/")
+_service.add_asgi_middleware(BodyLimit)
+_service.add_asgi_middleware(BearerAuth)

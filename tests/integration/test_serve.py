@@ -1,9 +1,12 @@
 """A real `bentoml serve` over HTTP on loopback, with the model packaged by the pipeline."""
 
 import base64
+import hashlib
+import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +21,31 @@ from tests.conftest import free_port
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
+TOKEN = "s3cret-test-token-9f2c"  # the service under test requires it (MMOPS_API_TOKEN)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_BODY = 1_000_000  # MMOPS_MAX_BODY_BYTES of the service under test
+
+
+def post(url: str, body: object, timeout: float = 60.0) -> httpx.Response:
+    return httpx.post(f"{url}/predict", json=body, headers=AUTH, timeout=timeout)
+
+
+def logged(url: str, n: int) -> dict:
+    """Wait for the off-request-path log writer to have n lines on disk."""
+    os.environ["MMOPS_API_TOKEN"] = TOKEN
+    try:
+        from mmops.serving.client import wait_logged
+
+        return wait_logged(url, n)
+    finally:
+        del os.environ["MMOPS_API_TOKEN"]
+
 
 @pytest.fixture(scope="module")
 def service(trained_project: Path) -> Iterator[tuple[str, Path]]:
     port = free_port()
-    env = {**os.environ, "MMOPS_DOMAIN": "industrial", "MMOPS_HOME": str(trained_project)}
+    env = {**os.environ, "MMOPS_DOMAIN": "industrial", "MMOPS_HOME": str(trained_project),
+           "MMOPS_API_TOKEN": TOKEN, "MMOPS_MAX_BODY_BYTES": str(MAX_BODY)}
     log = (trained_project / "serve-test.log").open("wb")
     proc = subprocess.Popen(serve_command(port), env=env, cwd=trained_project, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -47,7 +70,8 @@ def _records(root: Path, n: int) -> tuple[list[dict], list[dict]]:
 def test_predict_on_held_out_records(service: tuple[str, Path], use_project: Path) -> None:
     url, root = service
     rows, records = _records(root, 8)
-    resp = httpx.post(f"{url}/predict", json={"records": records}, timeout=60)
+    before = logged(url, 0)["written"]
+    resp = post(url, {"records": records})
     assert resp.status_code == 200, resp.text
     answers = resp.json()
     assert [a["id"] for a in answers] == [r["key"] for r in rows]
@@ -55,22 +79,31 @@ def test_predict_on_held_out_records(service: tuple[str, Path], use_project: Pat
         assert a["label"] in ("standing", "walking", "running", "badminton")
         assert sum(a["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
         assert a["model_version"].startswith("mmops-industrial:")
-        assert a["missing_modalities"] == []
+        assert a["missing_modalities"] == [] and a["warnings"] == []
+    assert logged(url, before + 8)["written"] >= before + 8
     log = (root / "var" / "predictions" / "industrial.jsonl").read_text().splitlines()
     assert len(log) >= 8 and "accel.x_mean" in log[-1]
+    assert {json.loads(line)["record_id"] for line in log[-8:]} == {r["key"] for r in rows}
 
 
 def test_a_record_may_lack_a_modality(service: tuple[str, Path], use_project: Path) -> None:
     url, root = service
     _, records = _records(root, 1)
     only_accel = {"id": "partial", "inputs": {"accel": records[0]["inputs"]["accel"]}}
-    resp = httpx.post(f"{url}/predict", json={"records": [only_accel]}, timeout=60)
+    short = {"id": "short", "inputs": {**records[0]["inputs"], "gyro": records[0]["inputs"]["gyro"][:40]}}
+    resp = post(url, {"records": [only_accel, short]})
     assert resp.status_code == 200
-    assert resp.json()[0]["missing_modalities"] == ["gyro"]
+    partial, cut = resp.json()
+    assert partial["missing_modalities"] == ["gyro"]
+    assert partial["warnings"] == ["missing modalities ['gyro']: predicted from ['accel'] alone"]
+    assert cut["missing_modalities"] == [] and cut["warnings"] == [
+        "gyro: 40 samples, the model reads 100 (zero-padded and masked)"]
 
 
 @pytest.mark.parametrize("inputs,message", [
     ({"accel": [[0.0, 1.0]] * 10}, "every row needs 3 values"),
+    ({"accel": [[0.0, 1.0, 2.0]]}, "allowed 2.."),
+    ({"accel": [[0.0, 1.0, 1e309]] * 10}, None),  # inf: JSON has no literal for it either
     ({"accel": [[0.0, 1.0, float("nan")]] * 10}, None),
     ({"sonar": "ping"}, "unknown modality"),
     ({"accel": "not rows"}, "expected a list"),
@@ -79,11 +112,12 @@ def test_a_record_may_lack_a_modality(service: tuple[str, Path], use_project: Pa
 def test_client_mistakes_are_4xx(service: tuple[str, Path], inputs: dict, message: str | None) -> None:
     url, _ = service
     body = {"records": [{"id": "bad", "inputs": inputs}]}
-    if message is None:  # NaN is not valid JSON: send it raw the way a sloppy client would
-        resp = httpx.post(f"{url}/predict", content=b'{"records": [{"inputs": {"accel": [[0, 1, NaN], [1, 2, 3]]}}]}',
-                          headers={"content-type": "application/json"}, timeout=30)
+    if message is None:  # NaN / Infinity are not valid JSON: send them raw the way a sloppy client would
+        raw = b"NaN" if inputs["accel"][0][2] != inputs["accel"][0][2] else b"Infinity"
+        resp = httpx.post(f"{url}/predict", content=b'{"records": [{"inputs": {"accel": [[0, 1, ' + raw + b'], [1, 2, 3]]}}]}',
+                          headers={"content-type": "application/json", **AUTH}, timeout=30)
     else:
-        resp = httpx.post(f"{url}/predict", json=body, timeout=30)
+        resp = post(url, body, timeout=30)
     assert 400 <= resp.status_code < 500, resp.text
     if message:
         assert message in resp.text
@@ -92,7 +126,9 @@ def test_client_mistakes_are_4xx(service: tuple[str, Path], inputs: dict, messag
 def test_monitor_reads_the_prediction_log(service: tuple[str, Path], use_project: Path) -> None:
     url, root = service
     _, records = _records(root, 16)
-    assert httpx.post(f"{url}/predict", json={"records": records}, timeout=60).status_code == 200
+    before = logged(url, 0)["written"]
+    assert post(url, {"records": records}).status_code == 200
+    logged(url, before + 16)
     result = pipeline.monitor("industrial", "log")
     assert result["n_current"] >= 16 and 0.0 <= result["drift_share"] <= 1.0
     html = Path(result["html"]).read_text()
@@ -121,7 +157,7 @@ def test_concurrent_clients_get_their_own_answers(service: tuple[str, Path], use
     def call(i: int) -> str:
         batch = [dict(records[(i + j) % len(records)], id=f"{i}-{j}") for j in range(1 + i % 4)]
         try:  # generous: a shared 2-core CI machine serves 16 clients at once
-            resp = httpx.post(f"{url}/predict", json={"records": batch}, timeout=180)
+            resp = post(url, {"records": batch}, timeout=180)
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}"
         if resp.status_code != 200:
@@ -132,3 +168,131 @@ def test_concurrent_clients_get_their_own_answers(service: tuple[str, Path], use
         results = list(pool.map(call, range(96)))
     bad = [r for r in results if r != "ok"]
     assert not bad, f"{len(bad)} of {len(results)} requests failed: {sorted(set(bad))[:5]}"
+
+
+@pytest.mark.parametrize("body,status,message", [
+    (b'{"records": []}', 400, "records is empty"),
+    (json.dumps({"records": [{"inputs": {"accel": [[0, 1, 2]] * 5}, "extra": 1}]}).encode(), 400, "not permitted"),
+    (json.dumps({"records": [{"inputs": {"accel": [[0, 1, 2]] * 5}}] * 300}).encode(), 400, "at most 256"),
+    (b'{"records": [{"inputs": {"accel": "\xff\xfe not utf-8"}}]}', 400, None),
+    (b'{"records": [', 400, None),
+])
+def test_malformed_requests_are_4xx_never_5xx(service: tuple[str, Path], body: bytes, status: int,
+                                               message: str | None) -> None:
+    url, _ = service
+    resp = httpx.post(f"{url}/predict", content=body, headers={"content-type": "application/json", **AUTH}, timeout=30)
+    assert resp.status_code == status, resp.text
+    if message:
+        assert message in resp.text
+
+
+def test_oversized_bodies_are_413_declared_or_streamed(service: tuple[str, Path]) -> None:
+    url, _ = service
+    big = b'{"records": [{"inputs": {"note": "' + b"x" * (MAX_BODY + 10) + b'"}}]}'
+    declared = httpx.post(f"{url}/predict", content=big, headers={"content-type": "application/json", **AUTH},
+                          timeout=30)
+    assert declared.status_code == 413 and "limit" in declared.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: chunked transfer encoding
+        for i in range(0, len(big), 65536):
+            yield big[i : i + 65536]
+
+    streamed = httpx.post(f"{url}/predict", content=chunks(), headers={"content-type": "application/json", **AUTH},
+                          timeout=30)
+    assert streamed.status_code == 413
+    small = httpx.post(f"{url}/predict", content=iter([b'{"records": []}']),
+                       headers={"content-type": "application/json", **AUTH}, timeout=30)
+    assert small.status_code == 400 and "records is empty" in small.text  # a small streamed body gets through
+
+
+def test_bearer_token_guards_everything_but_the_probes(service: tuple[str, Path], use_project: Path) -> None:
+    url, root = service
+    _, records = _records(root, 1)
+    body = {"records": records}
+    assert httpx.post(f"{url}/predict", json=body, timeout=30).status_code == 401
+    wrong = httpx.post(f"{url}/predict", json=body, headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.post(f"{url}/predict", json=body, headers={"Authorization": TOKEN}, timeout=30).status_code == 401
+    assert httpx.get(f"{url}/metadata", timeout=30).status_code == 401
+    assert post(url, body).status_code == 200
+    for probe in ("/readyz", "/livez", "/healthz"):
+        assert httpx.get(f"{url}{probe}", timeout=30).status_code == 200
+    assert TOKEN not in (root / "serve-test.log").read_text(errors="replace")
+
+
+def test_metadata_describes_the_model_and_its_inputs(service: tuple[str, Path], use_project: Path) -> None:
+    url, root = service
+    meta = httpx.get(f"{url}/metadata", headers=AUTH, timeout=30).json()
+    card = json.loads((root / "artifacts" / "industrial" / "model" / "model_card.json").read_text())
+    assert meta["domain"] == "industrial" and meta["model_version"].startswith("mmops-industrial:")
+    assert meta["checkpoint_sha256"] == card["checkpoint_sha256"] and meta["classes"] == card["classes"]
+    accel = next(m for m in meta["modalities"] if m["name"] == "accel")
+    assert accel["channels"] == ["x", "y", "z"] and accel["length"] == 100
+    assert meta["auth"] == "bearer" and meta["limits"]["max_records"] == 256
+
+
+def test_a_new_champion_is_swapped_in_without_dropping_requests(service: tuple[str, Path], use_project: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second model version (the same network with its last layer's bias shifted, so its answers differ) is
+    put in the model store; POST /admin/reload swaps it in while clients keep sending. Every request is
+    answered, each by exactly one of the two versions, and after the reload only the new one answers."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from mmops.serving.packaging import save_to_model_store
+
+    url, root = service
+    monkeypatch.setenv("MMOPS_API_TOKEN", TOKEN)  # what `mmops reload` sends
+    _, records = _records(root, 4)
+    old = post(url, {"records": records}).json()[0]["model_version"]
+    src, new_dir = root / "artifacts" / "industrial" / "model", root / "swap-model"
+    shutil.copytree(src, new_dir, dirs_exist_ok=True)
+    weights = load_file(str(new_dir / "model.safetensors"))
+    last_bias = [k for k in weights if k.endswith(".bias")][-1]
+    weights[last_bias] = weights[last_bias] + 0.5
+    save_file(weights, str(new_dir / "model.safetensors"))
+    card = json.loads((new_dir / "model_card.json").read_text())
+    card["checkpoint_sha256"] = hashlib.sha256((new_dir / "model.safetensors").read_bytes()).hexdigest()
+    (new_dir / "model_card.json").write_text(json.dumps(card))
+    new = save_to_model_store("industrial", new_dir, {"note": "swap test"})
+    assert new != old
+    try:
+        _swap_while_clients_send(url, records, old, new, card["checkpoint_sha256"])
+    finally:  # later tests serve the domain's latest model: that must stay the pipeline's
+        import bentoml
+
+        bentoml.models.delete(new)
+
+
+def _swap_while_clients_send(url: str, records: list[dict], old: str, new: str, new_sha: str) -> None:
+    import concurrent.futures as cf
+    import threading
+
+    stop = threading.Event()
+
+    def client() -> list[str]:
+        seen = []
+        while not stop.is_set():
+            resp = post(url, {"records": records[:2]}, timeout=120)
+            seen.append(resp.json()[0]["model_version"] if resp.status_code == 200 else f"HTTP {resp.status_code}")
+        return seen
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client) for _ in range(4)]
+        time.sleep(2)
+        swapped = pipeline.reload_service("industrial", url, new)  # `mmops reload --tag`
+        time.sleep(2)
+        stop.set()
+        seen = [v for f in futures for v in f.result()]
+    assert swapped["model_version"] == new
+    assert set(seen) <= {old, new} and old in seen and new in seen, sorted(set(seen))
+    after = post(url, {"records": records}).json()
+    assert {a["model_version"] for a in after} == {new}
+    assert httpx.get(f"{url}/metadata", headers=AUTH, timeout=30).json()["checkpoint_sha256"] == new_sha
+    # `mmops reload` without a tag brings back the registry's champion (the pipeline's packaged model)
+    assert pipeline.reload_service("industrial", url)["model_version"] == old
+    # an unknown tag is a 4xx and changes nothing
+    assert 400 <= httpx.post(f"{url}/admin/reload", json={"tag": "mmops-industrial:nope"}, headers=AUTH,
+                             timeout=60).status_code < 500
+    assert post(url, {"records": records}).json()[0]["model_version"] == old

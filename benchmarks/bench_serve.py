@@ -1,0 +1,180 @@
+"""Load on the prediction service over real HTTP (loopback): throughput, p50/p99 latency and errors at 1, 8,
+32 and 64 concurrent clients, for each domain's model, with adaptive batching on and off, and with the
+prediction log on and off, all in the same run.
+
+Targets (issue 6): zero errors at every concurrency; batched throughput >= unbatched everywhere and >= 1.5x
+at 32 clients for the heaviest model (medical: MiniLM text encoder + MobileNetV2 + sensor encoder); logging
+on >= 0.9x logging off.
+
+Each domain's model is trained for one epoch with the default architecture (speed does not depend on how
+well it was trained) in a temporary project, then served by `bentoml serve`, one child process per setting
+(all up at once, idle between their turns); at each concurrency level the settings take turns, so that
+drifts in machine speed hit them alike. Every client sends one record per request
+(held-out test records, round robin), a new request as soon as the last is answered, until the level's
+request budget or time budget is spent. Run: `make bench` (or `.venv/bin/python benchmarks/bench_serve.py
+[--domain medical] [--clients 1 8 32 64]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PACKS = {"industrial": "industrial-imu", "security": "security-faces", "medical": "medical-cxr"}
+
+
+async def load(url: str, payloads: list[dict[str, Any]], clients: int, n_requests: int,
+               max_seconds: float) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    issued = 0
+    deadline = time.perf_counter() + max_seconds
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal issued
+        while issued < n_requests and time.perf_counter() < deadline:
+            rec = payloads[issued % len(payloads)]
+            issued += 1
+            started = time.perf_counter()
+            try:
+                resp = await http.post(f"{url}/predict", json={"records": [rec]})
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] += 1
+                continue
+            if resp.status_code == 200:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors[f"HTTP {resp.status_code}"] += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(max_seconds + 60)) as http:
+        # warm: first calls allocate, open connections and let the batcher calibrate
+        await asyncio.gather(*(http.post(f"{url}/predict", json={"records": [rec]}) for rec in payloads[:clients]))
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {"clients": clients, "ok": len(latencies), "errors": sum(errors.values()), "error_kinds": dict(errors),
+            "rps": round(len(latencies) / elapsed, 2), "p50_ms": round(float(np.percentile(lat, 50)), 1),
+            "p99_ms": round(float(np.percentile(lat, 99)), 1), "seconds": round(elapsed, 1)}
+
+
+def serve(domain: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    from mmops.serving.client import serve_command, wait_ready
+
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(serve_command(port), env=env, cwd=env["MMOPS_HOME"], stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    wait_ready(f"http://127.0.0.1:{port}", proc, timeout=240)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def prepare(root: Path, domains: list[str]) -> None:
+    """Each domain's pack through every stage to a packaged model (1 epoch, default architecture)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["packs"] = {d: PACKS[d] for d in domains}
+    params["train"].update(epochs=1, patience=1)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "bentofile.yaml").write_text((REPO / "bentofile.yaml").read_text())
+    from mmops import pipeline
+
+    for d in domains:
+        pipeline.pull_domain(d)
+        for stage in ("ingest", "label", "validate", "build", "train", "evaluate"):
+            pipeline.STAGES[stage](d)
+        pipeline.package(d, build_bento=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domain", nargs="+", default=list(PACKS), choices=list(PACKS))
+    parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32, 64])
+    parser.add_argument("--requests-per-client", type=int, default=8, help="request budget: this x clients, >= 64")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="time budget per level")
+    parser.add_argument("--port", type=int, default=3917)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mmops-bench-serve-") as tmp:
+        root = Path(tmp)
+        os.environ.update(MMOPS_HOME=str(root), BENTOML_HOME=str(root / "bentoml"), BENTOML_DO_NOT_TRACK="true")
+        os.environ.setdefault("MMOPS_PSEUDONYM_KEY", "benchmark")
+        os.environ.pop("MMOPS_API_TOKEN", None)
+        prepare(root, args.domain)
+        from mmops import pipeline
+        from mmops.config import get_settings
+        from mmops.domains import load_domain
+        from mmops.serving.client import record_payload, service_env
+
+        settings = get_settings()
+        settings_list: list[tuple[str, dict[str, str]]] = [("batching on", {}), ("batching off", {"MMOPS_BATCHING": "0"}),
+                         ("log off", {"MMOPS_PREDICTION_LOG": "0"})]
+        table: list[dict[str, Any]] = []
+        for d in args.domain:
+            pack = load_domain(d)
+            payloads = [record_payload(pack, settings.data_dir, r) for r in pipeline.load_manifest(d).split("test")]
+            procs = {}
+            try:  # all settings up at once, idle between their turns; levels interleave the settings
+                for i, (setting, extra) in enumerate(settings_list):
+                    procs[setting] = (serve(d, args.port + i, {**service_env(d), **extra}, root / f"serve-{d}.log"),
+                                      args.port + i)
+                for n in args.clients:
+                    for setting, _ in settings_list:
+                        row = asyncio.run(load(f"http://127.0.0.1:{procs[setting][1]}", payloads, n,
+                                               max(64, n * args.requests_per_client), args.max_seconds))
+                        table.append({"domain": d, "setting": setting, **row})
+                        print(json.dumps(table[-1]), flush=True)
+            finally:
+                for proc, _ in procs.values():
+                    stop(proc)
+    return report(table, args.domain)
+
+
+def report(table: list[dict[str, Any]], domains: list[str]) -> int:
+    def rps(d: str, setting: str, n: int) -> float:
+        return next(r["rps"] for r in table if r["domain"] == d and r["setting"] == setting and r["clients"] == n)
+
+    print(f"\n{'domain':<11} {'setting':<13} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for r in table:
+        print(f"{r['domain']:<11} {r['setting']:<13} {r['clients']:>7} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} "
+              f"{r['p99_ms']:>8.1f} {r['errors']:>6}")
+    clients = sorted({r["clients"] for r in table})
+    verdicts = {"zero errors everywhere": all(r["errors"] == 0 for r in table)}
+    for d in domains:
+        ratios = {n: rps(d, "batching on", n) / max(rps(d, "batching off", n), 1e-9) for n in clients}
+        print(f"{d}: batched/unbatched throughput " + ", ".join(f"{n}: {x:.2f}x" for n, x in ratios.items())
+              + "; log on/off " + ", ".join(f"{n}: {rps(d, 'batching on', n) / max(rps(d, 'log off', n), 1e-9):.2f}x"
+                                            for n in clients))
+        verdicts[f"{d}: batched >= unbatched"] = all(x >= 1.0 for x in ratios.values())
+        verdicts[f"{d}: log on >= 0.9x log off"] = all(
+            rps(d, "batching on", n) >= 0.9 * rps(d, "log off", n) for n in clients)
+        if d == "medical" and 32 in ratios:
+            verdicts["medical (text encoder): batched >= 1.5x at 32 clients"] = ratios[32] >= 1.5
+    print(json.dumps(verdicts, indent=2))
+    return 0 if all(verdicts.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The prediction log (JSON lines, read by `mmops monitor`), written off the request path.
+
+A request hands its lines to a bounded queue and returns; one daemon thread appends them to the file in
+batches. When the writer cannot keep up and the queue is full, lines are dropped rather than slowing every
+request, and never silently: the count is kept (`/metadata` shows it) and a warning is logged each time the
+count crosses a power of two. `close()` drains the queue (the service calls it on shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+
+log = logging.getLogger("mmops.serving")
+
+_STOP = object()
+
+
+class PredictionLog:
+    def __init__(self, path: Path, max_pending: int = 100_000) -> None:
+        self.path = path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._q: queue.Queue[object] = queue.Queue(max_pending)
+        self.written = 0
+        self.dropped = 0
+        self.failed = 0
+        self._warn_at = 1
+        self._thread = threading.Thread(target=self._run, name="mmops-prediction-log", daemon=True)
+        self._thread.start()
+
+    def put(self, lines: list[str]) -> None:
+        """Never blocks: a full queue drops (and counts) the lines."""
+        try:
+            self._q.put_nowait(lines)
+        except queue.Full:
+            self.dropped += len(lines)
+            if self.dropped >= self._warn_at:
+                log.warning("prediction log writer behind: %d lines dropped so far", self.dropped)
+                while self._warn_at <= self.dropped:
+                    self._warn_at *= 2
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._q.get()]
+            while True:  # everything already waiting goes out in one write
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is _STOP for item in batch)
+            lines = [line for item in batch if item is not _STOP for line in item]  # type: ignore[attr-defined]
+            if lines:
+                try:
+                    with self.path.open("a", encoding="utf-8") as fh:
+                        fh.write("\n".join(lines) + "\n")
+                    self.written += len(lines)
+                except OSError as exc:  # a full disk must not take the service down: count and say so
+                    self.failed += len(lines)
+                    log.error("cannot append %d lines to %s: %s", len(lines), self.path, exc)
+            for _ in batch:
+                self._q.task_done()
+            if stop:
+                return
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far is on disk (tests, shutdown)."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._q.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._q.put(_STOP)
+            self._thread.join(timeout)
+
+    def stats(self) -> dict[str, int]:
+        return {"written": self.written, "dropped": self.dropped, "failed": self.failed,
+                "pending": self._q.qsize()}

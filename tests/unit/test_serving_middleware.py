@@ -1,0 +1,108 @@
+"""The service's ASGI middleware (bearer auth, body limit) and its off-request-path prediction log, in process."""
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mmops.serving.middleware import ASGIApp, BearerAuth, BodyLimit, Receive, Scope, Send
+from mmops.serving.predlog import PredictionLog
+
+
+async def echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers with the number of body bytes it received."""
+    size, more = 0, True
+    while more:
+        msg = await receive()
+        size += len(msg.get("body", b""))
+        more = msg.get("more_body", False)
+    body = json.dumps({"path": scope["path"], "bytes": size}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def call(app: ASGIApp, method: str, path: str, **kw: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await client.request(method, path, **kw)
+
+    return asyncio.run(go())
+
+
+def test_no_token_configured_lets_everything_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MMOPS_API_TOKEN", raising=False)
+    assert call(BearerAuth(echo), "POST", "/predict", content=b"{}").status_code == 200
+
+
+@pytest.mark.parametrize("header,status", [
+    (None, 401), ("Bearer wrong", 401), ("tok-123", 401), ("Basic tok-123", 401), ("Bearer tok-123", 200),
+    ("bearer  tok-123 ", 200),
+])
+def test_bearer_token(header: str | None, status: int) -> None:
+    app = BearerAuth(echo, token="tok-123")
+    resp = call(app, "POST", "/predict", content=b"{}", headers={"Authorization": header} if header else {})
+    assert resp.status_code == status
+    if status == 401:
+        assert "bearer token" in resp.json()["error"] and "tok-123" not in resp.text
+
+
+def test_probes_stay_open_and_the_token_is_not_kept() -> None:
+    app = BearerAuth(echo, token="tok-123")
+    for path in ("/readyz", "/livez", "/healthz", "/metrics"):
+        assert call(app, "GET", path).status_code == 200
+    assert call(app, "GET", "/metadata").status_code == 401
+    assert "tok-123" not in repr(vars(app))
+
+
+def stream(*parts: bytes) -> AsyncIterator[bytes]:
+    """A chunked body (no Content-Length)."""
+    async def gen() -> AsyncIterator[bytes]:
+        for p in parts:
+            yield p
+
+    return gen()
+
+
+def test_body_limit_declared_and_streamed() -> None:
+    app = BodyLimit(echo, max_bytes=1000)
+    assert call(app, "POST", "/predict", content=b"x" * 1000).json()["bytes"] == 1000
+    over = call(app, "POST", "/predict", content=b"x" * 1001)
+    assert over.status_code == 413 and "1001 bytes" in over.json()["error"]
+    assert call(app, "POST", "/predict", content=stream(b"x" * 600, b"x" * 600)).status_code == 413
+    ok = call(app, "POST", "/predict", content=stream(b"x" * 400, b"x" * 500))
+    assert ok.status_code == 200 and ok.json()["bytes"] == 900  # replayed whole to the app
+
+
+def test_prediction_log_writes_off_the_caller_and_counts_what_it_drops(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    log = PredictionLog(tmp_path / "p" / "d.jsonl")
+    for i in range(50):
+        log.put([json.dumps({"i": i, "j": j}) for j in range(3)])
+    log.flush()
+    lines = (tmp_path / "p" / "d.jsonl").read_text().splitlines()
+    assert [json.loads(x)["i"] for x in lines] == [i for i in range(50) for _ in range(3)]  # in order, all
+    assert log.stats() == {"written": 150, "dropped": 0, "failed": 0, "pending": 0}
+    log.close()
+
+    stalled = PredictionLog(tmp_path / "q.jsonl", max_pending=2)
+    stalled.close()  # the writer is gone: nothing drains the queue any more
+    with caplog.at_level(logging.WARNING, "mmops.serving"):
+        for _ in range(5):
+            stalled.put(["{}"])
+    assert stalled.stats()["dropped"] == 3 and stalled.stats()["pending"] == 2
+    assert "3 lines dropped" in caplog.text or "1 lines dropped" in caplog.text
+
+
+def test_prediction_log_survives_an_unwritable_file(tmp_path: Path) -> None:
+    target = tmp_path / "d.jsonl"
+    log = PredictionLog(target)
+    target.mkdir()  # appending to a directory fails with OSError
+    log.put(["{}", "{}"])
+    log.flush()
+    assert log.stats()["failed"] == 2 and log._thread.is_alive()
+    log.close()
