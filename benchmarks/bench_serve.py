@@ -113,8 +113,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", nargs="+", default=list(PACKS), choices=list(PACKS))
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32, 64])
-    parser.add_argument("--requests-per-client", type=int, default=8, help="request budget: this x clients, >= 64")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="time budget per level")
+    parser.add_argument("--requests-per-client", type=int, default=16, help="request budget: this x clients, >= 160")
+    parser.add_argument("--max-seconds", type=float, default=45.0, help="time budget per level")
     parser.add_argument("--port", type=int, default=3917)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mmops-bench-serve-") as tmp:
@@ -143,7 +143,7 @@ def main() -> int:
                 for n in args.clients:
                     for setting, _ in settings_list:
                         row = asyncio.run(load(f"http://127.0.0.1:{procs[setting][1]}", payloads, n,
-                                               max(64, n * args.requests_per_client), args.max_seconds))
+                                               max(160, n * args.requests_per_client), args.max_seconds))
                         table.append({"domain": d, "setting": setting, **row})
                         print(json.dumps(table[-1]), flush=True)
             finally:

@@ -38,8 +38,6 @@ class PredictionOut(BaseModel):
 def record_warnings(pack: DomainPack, record: RecordIn, values: dict[str, Any]) -> list[str]:
     """What a client should know about how its record was read: missing modalities, sensor series that were
     padded or cut to the trained length, PHI redacted from text."""
-    from mmops.phi import redact_text
-
     out = []
     missing = [m for m in pack.modality_names if m not in values]
     if missing:
@@ -50,11 +48,8 @@ def record_warnings(pack: DomainPack, record: RecordIn, values: dict[str, Any]) 
         if isinstance(spec, SensorSpec) and len(value) != spec.length:
             how = "zero-padded and masked" if len(value) < spec.length else "only the first ones are read"
             out.append(f"{name}: {len(value)} samples, the model reads {spec.length} ({how})")
-        elif isinstance(spec, TextSpec) and spec.redact_phi:
-            raw = record.inputs[name]
-            hits = sum(redact_text(raw)[1].values()) if isinstance(raw, str) else 0
-            if hits:
-                out.append(f"{name}: {hits} PHI spans redacted before the model and the log saw the text")
+        elif isinstance(spec, TextSpec) and value != record.inputs[name]:  # check_text redacted it
+            out.append(f"{name}: PHI redacted before the model and the log saw the text")
     return out
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -65,7 +64,6 @@ class ModelRunner:
     the whole service and a rolling restart, see docs/serving.md)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._load(model_tag())
 
     def _load(self, tag: str) -> dict[str, Any]:
@@ -75,8 +73,7 @@ class ModelRunner:
         predictor = Predictor.load(Path(bento_model.path))
         meta = {"model_version": str(bento_model.tag), "checkpoint_sha256": predictor.card["checkpoint_sha256"],
                 "classes": predictor.classes}
-        with self._lock:  # one assignment: a batch in flight keeps the (predictor, meta) it started with
-            self._current = (predictor, meta)
+        self._current = (predictor, meta)  # one assignment: a batch in flight keeps the pair it started with
         log.info("serving %s", meta["model_version"])
         return meta
 

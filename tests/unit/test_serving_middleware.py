@@ -106,3 +106,23 @@ def test_prediction_log_survives_an_unwritable_file(tmp_path: Path) -> None:
     log.flush()
     assert log.stats()["failed"] == 2 and log._thread.is_alive()
     log.close()
+
+
+def test_warnings_say_what_the_model_did_not_see_as_trained() -> None:
+    from mmops.domains import load_domain
+    from mmops.serving.schemas import RecordIn, decode_record, record_warnings
+
+    pack = load_domain("medical")
+    ecg = pack.modality("ecg")
+    rows = [[0.1 * i] * len(ecg.channels) for i in range(ecg.length // 2)]  # type: ignore[union-attr]
+    text = "Seen by Dr. Smith on 03/04/2021. Heart size normal, lungs are clear, no effusion."
+    rec = RecordIn.model_validate({"id": "r", "inputs": {"report": text, "ecg": rows}})
+    values, _ = decode_record(pack, rec)
+    warnings = record_warnings(pack, rec, values)
+    assert "Smith" not in values["report"]
+    assert warnings == ["missing modalities ['fundus']: predicted from ['report', 'ecg'] alone",
+                        "report: PHI redacted before the model and the log saw the text",
+                        f"ecg: {len(rows)} samples, the model reads {ecg.length} (zero-padded and masked)"]  # type: ignore[union-attr]
+    clean = RecordIn.model_validate({"inputs": {"report": "Heart size normal, lungs are clear, no effusion seen."}})
+    assert record_warnings(pack, clean, decode_record(pack, clean)[0]) == [
+        "missing modalities ['ecg', 'fundus']: predicted from ['report'] alone"]
