@@ -84,6 +84,17 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def amp_policy(device: str, wanted: bool) -> tuple[bool, Any]:
+    """(autocast on?, its dtype): on CUDA bf16 where the GPU supports it, else fp16 (then with a gradient
+    scaler); off elsewhere (CPU autocast is slower than fp32 on most CPUs). The training step itself is
+    device-agnostic, which is how the tests run the fp16 and bf16 paths on a CPU."""
+    import torch
+
+    if not wanted or torch.device(device).type != "cuda":
+        return False, torch.bfloat16
+    return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
@@ -237,9 +248,9 @@ def fit(
         groups.append({"params": backbone_params, "lr": params.lr * params.backbone_lr_mult})
     opt = torch.optim.AdamW(groups, lr=params.lr, weight_decay=params.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.epochs)
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if on_cuda else None
-    use_amp = params.amp and on_cuda
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    dev_type = torch.device(device).type
+    use_amp, amp_dtype = amp_policy(device, params.amp)
+    scaler = torch.amp.GradScaler(dev_type if use_amp else "cpu", enabled=use_amp and amp_dtype == torch.float16)
     gen = np.random.default_rng(seed)
 
     p_dict = {"seed": seed, **params.model_dump()}
@@ -303,7 +314,7 @@ def fit(
             started = time.perf_counter()
             inputs, masks, lengths, feats, labels = to_device(train, idx, device, channels_last, cached[1])
             ready = time.perf_counter()
-            with torch.autocast(device_type="cuda", dtype=amp_dtype or torch.bfloat16, enabled=use_amp):
+            with torch.autocast(device_type=dev_type, dtype=amp_dtype, enabled=use_amp):
                 logits, embs, present = ddp(inputs, masks, lengths, feats, return_embeddings=True)
                 loss = loss_fn(logits.float(), labels)
                 if model.projections is not None and params.align_weight > 0:

@@ -111,3 +111,50 @@ def test_challenger_meets_the_champion_on_the_same_holdout(built: Path) -> None:
     log = json.loads(_mmops(built, "registry", "--domain", "industrial", "--json").stdout)["audit_log"]
     assert log[0]["action"] == "manual" and log[0]["reason"] == "rollback drill" and log[0]["version"] == 1
     assert {e["action"] for e in log[1:]} <= {"promoted", "rejected"} and len(log) >= 3
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_the_amp_training_step_runs_autocast_and_the_gradient_scaler(built: Path, dtype_name: str,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    """The CUDA AMP path (autocast; fp16 with a gradient scaler, bf16 without) is device-agnostic code: forced
+    on here, on CPU, it must run mixed precision for real, keep fp32 master weights and still learn."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mmops import pipeline, training
+    from mmops.config import get_settings, load_params
+    from mmops.domains import load_domain
+
+    monkeypatch.setenv("MMOPS_HOME", str(built))
+    dtype = getattr(torch, dtype_name)
+    monkeypatch.setattr(training, "amp_policy", lambda device, wanted: (True, dtype))
+    updates: list[tuple[bool, float]] = []
+    original = torch.amp.GradScaler.update
+
+    def spy_update(self: torch.amp.GradScaler, *a: object, **kw: object) -> None:
+        updates.append((self.is_enabled(), float(self.get_scale())))
+        original(self, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.amp.GradScaler, "update", spy_update)
+    seen: set[torch.dtype] = set()
+
+    def record(module: torch.nn.Module, args: object, out: object) -> None:
+        if isinstance(module, torch.nn.Linear) and isinstance(out, torch.Tensor) and torch.is_grad_enabled():
+            seen.add(out.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        params = load_params().train.model_copy(update={"epochs": 8, "patience": 8, "device": "cpu"})
+        result = training.train_model(load_domain("industrial"), pipeline.load_manifest("industrial"),
+                                      get_settings().data_dir, params, 0, tmp_path / "model")
+    finally:
+        hook.remove()
+    assert dtype in seen  # the layers really ran in reduced precision
+    if dtype == torch.float16:  # the scaler scaled every optimizer step (48 records, batch 16, accum 2)
+        assert len(updates) == 8 * 2 and all(on and scale >= 1.0 for on, scale in updates)
+    else:
+        assert updates and not any(on for on, _ in updates)  # bf16 needs no loss scaling
+    weights = load_file(str(tmp_path / "model" / "model.safetensors"))
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
+    assert result.val_metrics["accuracy"] >= 0.5  # 4 classes: chance is 0.25
