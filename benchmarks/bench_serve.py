@@ -81,7 +81,11 @@ def serve(domain: str, port: int, env: dict[str, str], log: Path) -> subprocess.
     with log.open("ab") as fh:
         proc = subprocess.Popen(serve_command(port), env=env, cwd=env["MMOPS_HOME"], stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    wait_ready(f"http://127.0.0.1:{port}", proc, timeout=240)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, timeout=240)
+    except BaseException:
+        stop(proc)
+        raise
     return proc
 
 

@@ -1,7 +1,7 @@
 """The prediction log (JSON lines, read by `mmops monitor`), written off the request path.
 
-A request hands its lines to a bounded queue and returns; one daemon thread appends them to the file in
-batches. When the writer cannot keep up and the queue is full, lines are dropped rather than slowing every
+A request hands its entries to a bounded queue and returns; one daemon thread turns them into JSON lines
+(`serialize`) and appends them to the file in batches: even the serialization stays off the event loop. When the writer cannot keep up and the queue is full, lines are dropped rather than slowing every
 request, and never silently: the count is kept (`/metadata` shows it) and a warning is logged each time the
 count crosses a power of two. `close()` drains the queue (the service calls it on shutdown).
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("mmops.serving")
 
@@ -19,8 +21,9 @@ _STOP = object()
 
 
 class PredictionLog:
-    def __init__(self, path: Path, max_pending: int = 100_000) -> None:
+    def __init__(self, path: Path, serialize: Callable[[Any], str] = str, max_pending: int = 100_000) -> None:
         self.path = path
+        self.serialize = serialize
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._q: queue.Queue[object] = queue.Queue(max_pending)
         self.written = 0
@@ -30,12 +33,12 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="mmops-prediction-log", daemon=True)
         self._thread.start()
 
-    def put(self, lines: list[str]) -> None:
-        """Never blocks: a full queue drops (and counts) the lines."""
+    def put(self, entries: list[Any]) -> None:
+        """Never blocks: a full queue drops (and counts) the entries."""
         try:
-            self._q.put_nowait(lines)
+            self._q.put_nowait(entries)
         except queue.Full:
-            self.dropped += len(lines)
+            self.dropped += len(entries)
             if self.dropped >= self._warn_at:
                 log.warning("prediction log writer behind: %d lines dropped so far", self.dropped)
                 while self._warn_at <= self.dropped:
@@ -50,7 +53,14 @@ class PredictionLog:
                 except queue.Empty:
                     break
             stop = any(item is _STOP for item in batch)
-            lines = [line for item in batch if item is not _STOP for line in item]  # type: ignore[attr-defined]
+            entries = [e for item in batch if item is not _STOP for e in item]  # type: ignore[attr-defined]
+            lines = []
+            for entry in entries:
+                try:
+                    lines.append(self.serialize(entry))
+                except Exception as exc:  # one bad entry costs its line, counted, not the writer
+                    self.failed += 1
+                    log.error("cannot serialize a prediction log entry: %s", exc)
             if lines:
                 try:
                     with self.path.open("a", encoding="utf-8") as fh:

@@ -126,3 +126,20 @@ def test_warnings_say_what_the_model_did_not_see_as_trained() -> None:
     clean = RecordIn.model_validate({"inputs": {"report": "Heart size normal, lungs are clear, no effusion seen."}})
     assert record_warnings(pack, clean, decode_record(pack, clean)[0]) == [
         "missing modalities ['ecg', 'fundus']: predicted from ['report'] alone"]
+
+
+def test_prediction_log_serializes_in_its_thread_and_counts_bad_entries(tmp_path: Path) -> None:
+    import threading
+
+    threads: set[str] = set()
+
+    def serialize(entry: object) -> str:
+        threads.add(threading.current_thread().name)
+        return json.dumps({"v": 1 / entry})  # type: ignore[operator]
+
+    log = PredictionLog(tmp_path / "d.jsonl", serialize)
+    log.put([1, 2, 0, 4])  # 1/0 fails: that entry is counted, the others are written
+    log.flush()
+    assert [json.loads(x)["v"] for x in (tmp_path / "d.jsonl").read_text().splitlines()] == [1.0, 0.5, 0.25]
+    assert log.stats()["failed"] == 1 and threads == {"mmops-prediction-log"}
+    log.close()
