@@ -12,6 +12,7 @@ Start with `mmops serve --domain D` (or `bentoml serve mmops.serving.service:Svc
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import InvalidArgument
 
-from mmops.domains import DomainPack
+from mmops.domains import DomainPack, ImageSpec, SensorSpec
 from mmops.errors import BadInputError
 from mmops.serving.middleware import BearerAuth, BodyLimit
 from mmops.serving.predlog import PredictionLog
@@ -129,6 +130,11 @@ class Svc:
 
     @bentoml.api(route="/predict")
     async def predict(self, records: list[RecordIn]) -> list[PredictionOut]:
+        return await self.answer(records)
+
+    async def answer(self, records: list[RecordIn]) -> list[PredictionOut]:
+        """/predict and /predict/upload alike. A plain method: BentoML routes a call of an API method from
+        outside its endpoint back through HTTP (and the auth middleware), so the upload route calls this."""
         if not records:
             raise InvalidArgument("records is empty")
         if len(records) > MAX_RECORDS:
@@ -229,16 +235,71 @@ async def _metadata(request: Any) -> Any:
     return JSONResponse(svc.metadata())
 
 
-def _metadata_app() -> Any:
+async def _upload(request: Any) -> Any:
+    """POST /predict/upload: one record as multipart/form-data, a file per modality (the field name is the
+    modality: an image file, a sensor CSV, a text file, each decoded exactly as ingest decodes landed files,
+    any text encoding included) and an optional `id` field. Answers like /predict, as a list of one."""
+    import numpy as np
+    from starlette.responses import JSONResponse
+
+    from mmops.modalities import MAX_FILE_BYTES, decode
+
+    svc = _LIVE.get("svc")
+    if svc is None:
+        return JSONResponse({"error": "the service is still starting"}, status_code=503)
+    pack = svc.pack
+
+    def bad(message: str) -> Any:
+        return JSONResponse({"error": message}, status_code=400)
+
+    try:
+        form = await request.form(max_files=len(pack.modalities), max_fields=len(pack.modalities) + 1,
+                                  max_part_size=MAX_FILE_BYTES)
+    except Exception as exc:  # not multipart, too many parts, a part too large: the client's to fix
+        return bad(f"expected multipart/form-data with one file per modality: {exc}")
+    unknown = sorted(set(form.keys()) - {"id", *pack.modality_names})
+    if unknown:
+        return bad(f"unknown fields {unknown}; {pack.name} takes files named {pack.modality_names} and 'id'")
+    inputs: dict[str, Any] = {}
+    for name in pack.modality_names:
+        part = form.get(name)
+        if part is None:
+            continue
+        data = part.encode("utf-8") if isinstance(part, str) else await part.read()
+        spec = pack.modality(name)
+        try:
+            value = decode(data, spec).value
+        except BadInputError as exc:
+            return bad(f"{name}: {exc}")
+        if isinstance(spec, ImageSpec):  # the JSON path takes base64 of the file's own bytes
+            inputs[name] = base64.b64encode(data).decode("ascii")
+        elif isinstance(spec, SensorSpec):
+            inputs[name] = np.asarray(value).tolist()
+        else:
+            inputs[name] = str(value)
+    if not inputs:
+        return bad(f"no files; {pack.name} takes files named {pack.modality_names}")
+    record_id = form.get("id")
+    try:
+        record = RecordIn(id=record_id if isinstance(record_id, str) else None, inputs=inputs)
+        out = await svc.answer([record])
+    except (InvalidArgument, ValueError) as exc:
+        return bad(str(exc))
+    return JSONResponse([o.model_dump() for o in out])
+
+
+def _extra_routes() -> Any:
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    return Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])])
+    return Starlette(routes=[Route("/metadata", _metadata, methods=["GET"]),
+                             Route("/predict/upload", _upload, methods=["POST"])])
 
 
-# GET /metadata beside BentoML's routes (a passive mount answers only its own paths); the middleware wraps
-# every route: bearer auth first (probes and /metrics stay open), then the body-size limit.
+# GET /metadata and POST /predict/upload beside BentoML's routes (a passive mount answers only its own
+# paths); the middleware wraps every route: bearer auth first (probes and /metrics stay open), then the
+# body-size limit.
 _service: Any = Svc  # a bentoml Service once decorated
-_service.mount_asgi_app(_metadata_app(), path="/")
+_service.mount_asgi_app(_extra_routes(), path="/")
 _service.add_asgi_middleware(BodyLimit)
 _service.add_asgi_middleware(BearerAuth)

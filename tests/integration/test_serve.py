@@ -296,3 +296,84 @@ def _swap_while_clients_send(url: str, records: list[dict], old: str, new: str, 
     assert 400 <= httpx.post(f"{url}/admin/reload", json={"tag": "mmops-industrial:nope"}, headers=AUTH,
                              timeout=60).status_code < 500
     assert post(url, {"records": records}).json()[0]["model_version"] == old
+
+
+def test_upload_takes_files_decoded_as_ingest_decodes_them(service: tuple[str, Path], use_project: Path) -> None:
+    url, root = service
+    rows, _ = _records(root, 1)
+    files = {m: (f"{m}.csv", (root / "data" / ref["blob"]).read_bytes(), "text/csv")
+             for m, ref in rows[0]["files"].items()}
+    resp = httpx.post(f"{url}/predict/upload", files=files, data={"id": "up-1"}, headers=AUTH, timeout=60)
+    assert resp.status_code == 200, resp.text
+    (answer,) = resp.json()
+    assert answer["id"] == "up-1" and answer["missing_modalities"] == []
+    as_json = post(url, {"records": [record_payload(load_domain("industrial"), root / "data", rows[0])]}).json()[0]
+    assert answer["probabilities"] == pytest.approx(as_json["probabilities"], abs=1e-6)  # same record, same answer
+
+
+@pytest.mark.parametrize("files,data,message", [
+    ({"accel": ("a.csv", b"\xff\xfe\x00\x01garbage\x00", "text/csv")}, {}, "accel:"),
+    ({"accel": ("a.csv", b"x,y,z\n1,2,3\n", "text/csv")}, {}, "accel:"),
+    ({"sonar": ("s.bin", b"ping", "application/octet-stream")}, {}, "unknown fields ['sonar']"),
+    ({}, {"id": "nothing"}, "no files"),
+])
+def test_upload_mistakes_are_400(service: tuple[str, Path], files: dict, data: dict, message: str) -> None:
+    url, _ = service
+    resp = httpx.post(f"{url}/predict/upload", files=files or None, data=data, headers=AUTH, timeout=30)
+    assert resp.status_code == 400, resp.text
+    assert message in resp.json()["error"]
+    not_multipart = httpx.post(f"{url}/predict/upload", content=b"{}", headers={"content-type": "application/json",
+                                                                               **AUTH}, timeout=30)
+    assert not_multipart.status_code == 400
+
+
+@pytest.fixture(scope="module")
+def image_service(trained_project: Path) -> Iterator[str]:
+    """The security (camera image) model, served without a token."""
+    port = free_port()
+    env = {**os.environ, "MMOPS_DOMAIN": "security", "MMOPS_HOME": str(trained_project)}
+    env.pop("MMOPS_API_TOKEN", None)
+    log = (trained_project / "serve-security-test.log").open("wb")
+    proc = subprocess.Popen(serve_command(port), env=env, cwd=trained_project, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, timeout=180)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_images_over_http(image_service: str) -> None:
+    url = image_service
+    face = base64.b64encode(_png(25, 25)).decode()
+    ok = httpx.post(f"{url}/predict", json={"records": [{"id": "i", "inputs": {"camera": face}}]}, timeout=60)
+    assert ok.status_code == 200 and ok.json()[0]["label"] in ("face", "non_face")  # no token needed here
+    upload = httpx.post(f"{url}/predict/upload", files={"camera": ("c.png", _png(40, 30), "image/png")}, timeout=60)
+    assert upload.status_code == 200 and upload.json()[0]["missing_modalities"] == []
+    bomb = _png(5000, 4000)  # 20 Mpx of one grey: a few KB of PNG, over the 16 Mpx limit once decoded
+    cases = [
+        ("!!!", "not valid base64"),
+        (base64.b64encode(b"GIF89a-no").decode(), "not a readable image"),
+        (base64.b64encode(_png(25, 25)[:60]).decode(), "not a readable image"),  # truncated
+        (base64.b64encode(bomb).decode(), "pixel limit"),
+        ([[0.0, 1.0]], "expected a base64 string"),
+    ]
+    for value, message in cases:
+        resp = httpx.post(f"{url}/predict", json={"records": [{"id": "x", "inputs": {"camera": value}}]}, timeout=60)
+        assert resp.status_code == 400, (message, resp.text)
+        assert message in resp.text, resp.text
+    up = httpx.post(f"{url}/predict/upload", files={"camera": ("b.png", bomb, "image/png")}, timeout=60)
+    assert up.status_code == 400 and "pixel limit" in up.json()["error"]
