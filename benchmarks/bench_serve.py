@@ -11,7 +11,8 @@ well it was trained) in a temporary project, then served by `bentoml serve`, one
 (all up at once, idle between their turns); at each concurrency level the settings take turns, so that
 drifts in machine speed hit them alike. Every client sends one record per request
 (held-out test records, round robin), a new request as soon as the last is answered, until the level's
-request budget or time budget is spent. Run: `make bench` (or `.venv/bin/python benchmarks/bench_serve.py
+request budget or time budget is spent; each level runs `--rounds` times per setting, in alternating order,
+and the table reports medians (single runs on a shared 2-core machine scatter by about 10 %). Run: `make bench` (or `.venv/bin/python benchmarks/bench_serve.py
 [--domain medical] [--clients 1 8 32 64]`).
 """
 
@@ -119,6 +120,7 @@ def main() -> int:
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32, 64])
     parser.add_argument("--requests-per-client", type=int, default=16, help="request budget: this x clients, >= 160")
     parser.add_argument("--max-seconds", type=float, default=45.0, help="time budget per level")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per setting and level (medians reported)")
     parser.add_argument("--port", type=int, default=3917)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mmops-bench-serve-") as tmp:
@@ -133,8 +135,8 @@ def main() -> int:
         from mmops.serving.client import record_payload, service_env
 
         settings = get_settings()
-        settings_list: list[tuple[str, dict[str, str]]] = [("batching on", {}), ("batching off", {"MMOPS_BATCHING": "0"}),
-                         ("log off", {"MMOPS_PREDICTION_LOG": "0"})]
+        settings_list: list[tuple[str, dict[str, str]]] = [
+            ("batching on", {}), ("batching off", {"MMOPS_BATCHING": "0"}), ("log off", {"MMOPS_PREDICTION_LOG": "0"})]
         table: list[dict[str, Any]] = []
         for d in args.domain:
             pack = load_domain(d)
@@ -145,15 +147,27 @@ def main() -> int:
                     procs[setting] = (serve(d, args.port + i, {**service_env(d), **extra}, root / f"serve-{d}.log"),
                                       args.port + i)
                 for n in args.clients:
-                    for setting, _ in settings_list:
-                        row = asyncio.run(load(f"http://127.0.0.1:{procs[setting][1]}", payloads, n,
-                                               max(160, n * args.requests_per_client), args.max_seconds))
-                        table.append({"domain": d, "setting": setting, **row})
-                        print(json.dumps(table[-1]), flush=True)
+                    runs: dict[str, list[dict[str, Any]]] = {s: [] for s, _ in settings_list}
+                    for r in range(args.rounds):  # each round in another order: ABC, CBA, ...
+                        for setting, _ in settings_list[:: 1 if r % 2 == 0 else -1]:
+                            row = asyncio.run(load(f"http://127.0.0.1:{procs[setting][1]}", payloads, n,
+                                                   max(160, n * args.requests_per_client), args.max_seconds))
+                            runs[setting].append(row)
+                            print(json.dumps({"domain": d, "setting": setting, "round": r + 1, **row}), flush=True)
+                    table += [{"domain": d, "setting": s, **median_of(rows)} for s, rows in runs.items()]
             finally:
                 for proc, _ in procs.values():
                     stop(proc)
     return report(table, args.domain)
+
+
+def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One setting at one level over its rounds: median throughput and latencies, errors summed."""
+    def med(key: str) -> float:
+        return round(float(np.median([r[key] for r in rows])), 2)
+
+    return {"clients": rows[0]["clients"], "ok": sum(r["ok"] for r in rows), "errors": sum(r["errors"] for r in rows),
+            "rounds": len(rows), "rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms")}
 
 
 def report(table: list[dict[str, Any]], domains: list[str]) -> int:
