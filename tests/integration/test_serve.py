@@ -1,6 +1,7 @@
 """A real `bentoml serve` over HTTP on loopback, with the model packaged by the pipeline."""
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -41,22 +42,32 @@ def logged(url: str, n: int) -> dict:
         del os.environ["MMOPS_API_TOKEN"]
 
 
-@pytest.fixture(scope="module")
-def service(trained_project: Path) -> Iterator[tuple[str, Path]]:
+@contextlib.contextmanager
+def _serving(root: Path, domain: str, log_name: str, **env_extra: str) -> Iterator[str]:
+    """`bentoml serve` of a domain's packaged model in a child process; yields its URL."""
     port = free_port()
-    env = {**os.environ, "MMOPS_DOMAIN": "industrial", "MMOPS_HOME": str(trained_project),
-           "MMOPS_API_TOKEN": TOKEN, "MMOPS_MAX_BODY_BYTES": str(MAX_BODY)}
-    log = (trained_project / "serve-test.log").open("wb")
-    proc = subprocess.Popen(serve_command(port), env=env, cwd=trained_project, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, "MMOPS_DOMAIN": domain, "MMOPS_HOME": str(root), **env_extra}
+    if "MMOPS_API_TOKEN" not in env_extra:
+        env.pop("MMOPS_API_TOKEN", None)
+    log = (root / log_name).open("wb")
+    proc = subprocess.Popen(serve_command(port), env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, timeout=180)
-        yield url, trained_project
+        yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def service(trained_project: Path) -> Iterator[tuple[str, Path]]:
+    """The industrial (sensor) model behind a bearer token and a small body limit."""
+    with _serving(trained_project, "industrial", "serve-test.log", MMOPS_API_TOKEN=TOKEN,
+                  MMOPS_MAX_BODY_BYTES=str(MAX_BODY)) as url:
+        yield url, trained_project
 
 
 def _records(root: Path, n: int) -> tuple[list[dict], list[dict]]:
@@ -330,20 +341,8 @@ def test_upload_mistakes_are_400(service: tuple[str, Path], files: dict, data: d
 @pytest.fixture(scope="module")
 def image_service(trained_project: Path) -> Iterator[str]:
     """The security (camera image) model, served without a token."""
-    port = free_port()
-    env = {**os.environ, "MMOPS_DOMAIN": "security", "MMOPS_HOME": str(trained_project)}
-    env.pop("MMOPS_API_TOKEN", None)
-    log = (trained_project / "serve-security-test.log").open("wb")
-    proc = subprocess.Popen(serve_command(port), env=env, cwd=trained_project, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, timeout=180)
+    with _serving(trained_project, "security", "serve-security-test.log") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
 
 
 def _png(width: int, height: int) -> bytes:
