@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from mmops.domains import DomainPack, ImageSpec, SensorSpec
+from mmops.domains import DomainPack
 from mmops.errors import MmopsError
-from mmops.modalities import decode
+from mmops.serving.schemas import file_to_wire
 
 
 def record_payload(pack: DomainPack, data_root: Path, row: dict[str, Any]) -> dict[str, Any]:
     """A manifest row -> the JSON a client sends: base64 images, sensor rows, text."""
-    inputs: dict[str, Any] = {}
-    for modality, ref in row["files"].items():
-        data = (data_root / ref["blob"]).read_bytes()
-        spec = pack.modality(modality)
-        if isinstance(spec, ImageSpec):
-            inputs[modality] = base64.b64encode(data).decode("ascii")
-        elif isinstance(spec, SensorSpec):
-            inputs[modality] = decode(data, spec).value.tolist()  # type: ignore[union-attr]
-        else:
-            inputs[modality] = data.decode("utf-8-sig")
+    inputs = {m: file_to_wire(pack.modality(m), (data_root / ref["blob"]).read_bytes())
+              for m, ref in row["files"].items()}
     return {"id": row["key"], "inputs": inputs}
 
 

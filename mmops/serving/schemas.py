@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mmops.domains import DomainPack, ImageSpec, SensorSpec, TextSpec
 from mmops.errors import BadInputError
-from mmops.modalities import check_sensor_array, check_text, decode_image, summary_stats
+from mmops.modalities import check_sensor_array, check_text, decode, decode_image, summary_stats
 
 MAX_RECORDS = 256
 MAX_IMAGE_B64_CHARS = 8 * 1024 * 1024
@@ -33,6 +33,18 @@ class PredictionOut(BaseModel):
     model_version: str
     missing_modalities: list[str]
     warnings: list[str] = Field(default_factory=list, description="what the model did not see as it was trained")
+
+
+def file_to_wire(spec: ImageSpec | SensorSpec | TextSpec, data: bytes) -> Any:
+    """A file's bytes -> the JSON value `/predict` takes for its modality, decoded and checked as ingest
+    decodes landed files (BadInputError otherwise): an image stays base64 of its own bytes, a sensor CSV
+    becomes rows, a text file a string."""
+    value = decode(data, spec).value
+    if isinstance(spec, ImageSpec):
+        return base64.b64encode(data).decode("ascii")
+    if isinstance(spec, SensorSpec):
+        return value.tolist()  # type: ignore[union-attr]
+    return str(value)
 
 
 def record_warnings(pack: DomainPack, record: RecordIn, values: dict[str, Any]) -> list[str]:

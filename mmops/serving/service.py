@@ -12,7 +12,6 @@ Start with `mmops serve --domain D` (or `bentoml serve mmops.serving.service:Svc
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import InvalidArgument
 
-from mmops.domains import DomainPack, ImageSpec, SensorSpec
+from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.serving.middleware import BearerAuth, BodyLimit
 from mmops.serving.predlog import PredictionLog
@@ -33,6 +32,7 @@ from mmops.serving.schemas import (
     PredictionOut,
     RecordIn,
     decode_record,
+    file_to_wire,
     record_warnings,
 )
 
@@ -117,11 +117,7 @@ class Svc:
         _LIVE["svc"] = self
 
     def _describe(self, card: dict[str, Any], version: str) -> None:
-        pack = DomainPack.model_validate(card["domain_pack"])
-        current = self.__dict__.get("pack")
-        if current is not None and pack.name != current.name:
-            raise InvalidArgument(f"{version} is a {pack.name} model; this service serves {current.name}")
-        self.card, self.pack, self.version = card, pack, version
+        self.card, self.pack, self.version = card, DomainPack.model_validate(card["domain_pack"]), version
 
     @bentoml.on_shutdown
     def _close_log(self) -> None:
@@ -237,12 +233,11 @@ async def _metadata(request: Any) -> Any:
 
 async def _upload(request: Any) -> Any:
     """POST /predict/upload: one record as multipart/form-data, a file per modality (the field name is the
-    modality: an image file, a sensor CSV, a text file, each decoded exactly as ingest decodes landed files,
-    any text encoding included) and an optional `id` field. Answers like /predict, as a list of one."""
-    import numpy as np
+    modality: an image file, a sensor CSV, a text file, each decoded and checked exactly as ingest decodes
+    landed files) and an optional `id` field. Answers like /predict, as a list of one."""
     from starlette.responses import JSONResponse
 
-    from mmops.modalities import MAX_FILE_BYTES, decode
+    from mmops.modalities import MAX_FILE_BYTES
 
     svc = _LIVE.get("svc")
     if svc is None:
@@ -266,17 +261,10 @@ async def _upload(request: Any) -> Any:
         if part is None:
             continue
         data = part.encode("utf-8") if isinstance(part, str) else await part.read()
-        spec = pack.modality(name)
         try:
-            value = decode(data, spec).value
+            inputs[name] = file_to_wire(pack.modality(name), data)
         except BadInputError as exc:
             return bad(f"{name}: {exc}")
-        if isinstance(spec, ImageSpec):  # the JSON path takes base64 of the file's own bytes
-            inputs[name] = base64.b64encode(data).decode("ascii")
-        elif isinstance(spec, SensorSpec):
-            inputs[name] = np.asarray(value).tolist()
-        else:
-            inputs[name] = str(value)
     if not inputs:
         return bad(f"no files; {pack.name} takes files named {pack.modality_names}")
     record_id = form.get("id")
