@@ -16,11 +16,12 @@ import json
 import logging
 import os
 import time
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import bentoml
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import BentoMLException, InvalidArgument
 
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
@@ -88,6 +89,15 @@ class ModelRunner:
     # MobileNetV2 encoder, 2000 ms still shed 9 of 96 requests with 503 on a 2-core CI machine).
     @bentoml.api(batchable=BATCHING, max_batch_size=64, max_latency_ms=10000)
     def infer(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._predict(records)
+
+    # The same call without the batcher: Svc sends here a request that would wait alone (nothing else in
+    # flight), so one client gets exactly the unbatched path and batching costs nothing when idle.
+    @bentoml.api
+    def infer_now(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._predict(records)
+
+    def _predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         predictor, meta = self._current
         # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
         values = [decode_record(predictor.pack, r)[0] for r in records]
@@ -114,6 +124,7 @@ class Svc:
         self._describe(read_card(Path(bento_model.path)), str(bento_model.tag))
         self.log = (PredictionLog(get_settings().prediction_log_dir / f"{self.pack.name}.jsonl", _log_line)
                     if LOGGING else None)
+        self._in_flight = 0  # model calls awaiting an answer (one event loop: no lock needed)
         _LIVE["svc"] = self
 
     def _describe(self, card: dict[str, Any], version: str) -> None:
@@ -167,6 +178,13 @@ class Svc:
         card = read_card(Path(new.path))
         if card["domain"] != self.pack.name:
             raise InvalidArgument(f"{new.tag} is a {card['domain']} model; this service serves {self.pack.name}")
+        # Requests validated against the old inputs may reach the new model while it swaps in: only a model
+        # that takes the same inputs may be hot-swapped; one that does not needs a rolling restart.
+        changed = input_spec_changes(self.pack, DomainPack.model_validate(card["domain_pack"]))
+        if changed:
+            raise BentoMLException(f"{new.tag} takes other inputs than the served model ({'; '.join(changed)}): "
+                                   "deploy it with a rolling restart (docs/serving.md), not a reload",
+                                   error_code=HTTPStatus.CONFLICT)
         meta = await self.runner.to_async.reload(str(new.tag))
         self._describe(card, str(new.tag))
         log.info("reloaded: now serving %s", meta["model_version"])
@@ -181,15 +199,20 @@ class Svc:
 
         import aiohttp
 
-        for attempt in range(1, attempts + 1):
-            try:
-                answers: list[dict[str, Any]] = await self.runner.to_async.infer(payload)
-                return answers
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if attempt == attempts:
-                    raise
-                log.warning("model call dropped (%s); retry %d/%d", exc, attempt, attempts - 1)
-                await asyncio.sleep(0.05 * attempt)
+        call = self.runner.to_async.infer if self._in_flight else self.runner.to_async.infer_now
+        self._in_flight += 1
+        try:
+            for attempt in range(1, attempts + 1):
+                try:
+                    answers: list[dict[str, Any]] = await call(payload)
+                    return answers
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    if attempt == attempts:
+                        raise
+                    log.warning("model call dropped (%s); retry %d/%d", exc, attempt, attempts - 1)
+                    await asyncio.sleep(0.05 * attempt)
+        finally:
+            self._in_flight -= 1
         raise AssertionError("unreachable")
 
     def _log(self, records: list[RecordIn], stats: list[dict], out: list[PredictionOut], shas: list[str]) -> None:
@@ -209,6 +232,19 @@ class Svc:
             "auth": "bearer" if os.environ.get("MMOPS_API_TOKEN") else "none",
             "prediction_log": self.log.stats() if self.log is not None else None,
         }
+
+
+def input_spec_changes(old: DomainPack, new: DomainPack) -> list[str]:
+    """How `new`'s inputs differ from `old`'s (modalities, their kinds, shapes and channels); classes may
+    change freely: every answer carries its model's classes."""
+    before = {m.name: m.model_dump(mode="json") for m in old.modalities}
+    after = {m.name: m.model_dump(mode="json") for m in new.modalities}
+    changes = [f"modality {n} removed" for n in before if n not in after]
+    changes += [f"modality {n} added" for n in after if n not in before]
+    for n in before.keys() & after.keys():
+        fields = sorted(k for k in before[n].keys() | after[n].keys() if before[n].get(k) != after[n].get(k))
+        changes += [f"{n}.{k}: {before[n].get(k)!r} -> {after[n].get(k)!r}" for k in fields]
+    return changes
 
 
 def _log_line(entry: tuple[float, str | None, str, str, dict, str]) -> str:

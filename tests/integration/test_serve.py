@@ -268,12 +268,25 @@ def test_a_new_champion_is_swapped_in_without_dropping_requests(service: tuple[s
     (new_dir / "model_card.json").write_text(json.dumps(card))
     new = save_to_model_store("industrial", new_dir, {"note": "swap test"})
     assert new != old
+    # a third version that takes other inputs (a longer accelerometer window): a reload must refuse it
+    other_card = json.loads(json.dumps(card))
+    next(m for m in other_card["domain_pack"]["modalities"] if m["name"] == "accel")["length"] *= 2
+    weights[last_bias] = weights[last_bias] + 0.5
+    save_file(weights, str(new_dir / "model.safetensors"))
+    other_card["checkpoint_sha256"] = hashlib.sha256((new_dir / "model.safetensors").read_bytes()).hexdigest()
+    (new_dir / "model_card.json").write_text(json.dumps(other_card))
+    other = save_to_model_store("industrial", new_dir, {"note": "other inputs"})
     try:
         _swap_while_clients_send(url, records, old, new, card["checkpoint_sha256"])
+        resp = httpx.post(f"{url}/admin/reload", json={"tag": other}, headers=AUTH, timeout=60)
+        assert resp.status_code == 409, resp.text
+        assert "accel.length" in resp.text and "rolling restart" in resp.text
+        assert post(url, {"records": records}).json()[0]["model_version"] == old
     finally:  # later tests serve the domain's latest model: that must stay the pipeline's
         import bentoml
 
-        bentoml.models.delete(new)
+        for tag in (new, other):
+            bentoml.models.delete(tag)
 
 
 def _swap_while_clients_send(url: str, records: list[dict], old: str, new: str, new_sha: str) -> None:
