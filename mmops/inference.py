@@ -106,8 +106,21 @@ class Predictor:
         return list(self.pack.classes)
 
     def predict_proba(self, values: list[dict[str, Any]], batch_size: int = 256) -> np.ndarray:
-        """values: one dict per record, modality -> decoded value. Returns (N, n_classes) probabilities.
-        Records are collated batch_size at a time (a large request never holds all its tensors at once)."""
-        out = [predict_batch(self.model, collate(self.pack, self.prep, values[i : i + batch_size]), self.device,
-                             bs=batch_size)[0] for i in range(0, len(values), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+        """values: one dict per record, modality -> decoded value. Returns (N, n_classes) probabilities."""
+        return self.predict(values, batch_size)[0]
+
+    def predict(self, values: list[dict[str, Any]], batch_size: int = 256,
+                embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, n_classes) probabilities and, when asked, each modality's embedding (N, M, D; float32; zeros
+        where a record lacks the modality). Records are collated batch_size at a time (a large request never
+        holds all its tensors at once)."""
+        probs, embs = [], []
+        for i in range(0, len(values), batch_size):
+            p, e = predict_batch(self.model, collate(self.pack, self.prep, values[i : i + batch_size]), self.device,
+                                 bs=batch_size, embeddings=embeddings)
+            probs.append(p)
+            if e is not None:
+                embs.append(e.numpy())
+        if not probs:
+            return np.zeros((0, len(self.classes)), dtype=np.float32), None
+        return np.concatenate(probs), (np.concatenate(embs) if embeddings else None)

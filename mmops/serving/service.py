@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument
 
 from mmops.domains import DomainPack
@@ -101,7 +102,13 @@ class ModelRunner:
         predictor, meta = self._current
         # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
         values = [decode_record(predictor.pack, r)[0] for r in records]
-        return [{"probabilities": p, **meta} for p in predictor.predict_proba(values).tolist()]
+        probs, embs = predictor.predict(values, embeddings=LOGGING)
+        answers = [{"probabilities": p, **meta} for p in probs.tolist()]
+        if embs is not None:  # for the prediction log (embedding drift): each present modality's embedding
+            names = predictor.pack.modality_names
+            for a, v, e in zip(answers, values, np.round(embs, 4).tolist(), strict=True):
+                a["embeddings"] = {m: e[j] for j, m in enumerate(names) if m in v}
+        return answers
 
     @bentoml.api
     def reload(self, tag: str = "") -> dict[str, Any]:
@@ -165,7 +172,7 @@ class Svc:
                 model_version=a["model_version"],
                 missing_modalities=[m for m in pack.modality_names if m not in rec.inputs], warnings=warn,
             ))
-        self._log(records, stats, out, [a["checkpoint_sha256"] for a in answers])
+        self._log(records, stats, out, answers)
         return out
 
     @bentoml.api(route="/admin/reload")
@@ -215,11 +222,13 @@ class Svc:
             self._in_flight -= 1
         raise AssertionError("unreachable")
 
-    def _log(self, records: list[RecordIn], stats: list[dict], out: list[PredictionOut], shas: list[str]) -> None:
+    def _log(self, records: list[RecordIn], stats: list[dict], out: list[PredictionOut],
+             answers: list[dict[str, Any]]) -> None:
         if self.log is not None:  # serialized by the log's writer thread (_log_line), not here
             now = time.time()
-            self.log.put([(now, r.id, o.model_version, sha, s, o.label)
-                          for r, s, o, sha in zip(records, stats, out, shas, strict=True)])
+            self.log.put([(now, r.id, o.model_version, a["checkpoint_sha256"], s, o.label, a["probabilities"],
+                           a.get("embeddings", {}))
+                          for r, s, o, a in zip(records, stats, out, answers, strict=True)])
 
     def metadata(self) -> dict[str, Any]:
         card = self.card
@@ -247,12 +256,13 @@ def input_spec_changes(old: DomainPack, new: DomainPack) -> list[str]:
     return changes
 
 
-def _log_line(entry: tuple[float, str | None, str, str, dict, str]) -> str:
+def _log_line(entry: tuple[float, str | None, str, str, dict, str, list[float], dict[str, list[float]]]) -> str:
     from mmops.monitoring import flatten_features
 
-    ts, record_id, version, sha, stats, label = entry
+    ts, record_id, version, sha, stats, label, probs, embeddings = entry
     return json.dumps({"ts": ts, "record_id": record_id, "model_version": version, "checkpoint_sha256": sha,
-                       "features": flatten_features(stats), "prediction": label})
+                       "features": flatten_features(stats), "prediction": label,
+                       "probabilities": [round(p, 5) for p in probs], "embeddings": embeddings})
 
 
 _LIVE: dict[str, Svc] = {}

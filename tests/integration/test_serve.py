@@ -94,7 +94,16 @@ def test_predict_on_held_out_records(service: tuple[str, Path], use_project: Pat
     assert logged(url, before + 8)["written"] >= before + 8
     log = (root / "var" / "predictions" / "industrial.jsonl").read_text().splitlines()
     assert len(log) >= 8 and "accel.x_mean" in log[-1]
-    assert {json.loads(line)["record_id"] for line in log[-8:]} == {r["key"] for r in rows}
+    logged_lines = {e["record_id"]: e for e in map(json.loads, log[-8:])}
+    assert set(logged_lines) == {r["key"] for r in rows}
+    dim = json.loads((root / "artifacts" / "industrial" / "model" / "model_card.json").read_text())["arch"]["embed_dim"]
+    for a in answers:  # what monitoring needs: the answer, its probabilities, each modality's embedding
+        entry = logged_lines[a["id"]]
+        assert entry["prediction"] == a["label"] and entry["model_version"] == a["model_version"]
+        assert entry["probabilities"] == pytest.approx(list(a["probabilities"].values()), abs=1e-4)
+        assert sorted(entry["embeddings"]) == ["accel", "gyro"]
+        assert all(len(v) == dim and any(v) for v in entry["embeddings"].values())
+    assert "embeddings" not in answers[0]  # the client gets the answer, not the model's internals
 
 
 def test_a_record_may_lack_a_modality(service: tuple[str, Path], use_project: Path) -> None:
@@ -102,10 +111,15 @@ def test_a_record_may_lack_a_modality(service: tuple[str, Path], use_project: Pa
     _, records = _records(root, 1)
     only_accel = {"id": "partial", "inputs": {"accel": records[0]["inputs"]["accel"]}}
     short = {"id": "short", "inputs": {**records[0]["inputs"], "gyro": records[0]["inputs"]["gyro"][:40]}}
+    before = logged(url, 0)["written"]
     resp = post(url, {"records": [only_accel, short]})
     assert resp.status_code == 200
     partial, cut = resp.json()
     assert partial["missing_modalities"] == ["gyro"]
+    logged(url, before + 2)
+    entry = next(e for e in map(json.loads, (root / "var" / "predictions" / "industrial.jsonl").read_text()
+                                .splitlines()[::-1]) if e["record_id"] == "partial")
+    assert list(entry["embeddings"]) == ["accel"]  # no embedding is logged for a modality the record lacks
     assert partial["warnings"] == ["missing modalities ['gyro']: predicted from ['accel'] alone"]
     assert cut["missing_modalities"] == [] and cut["warnings"] == [
         "gyro: 40 samples, the model reads 100 (zero-padded and masked)"]
