@@ -1,0 +1,100 @@
+"""Reference sketches: the streaming check decides like the tests Evidently picks, computed on raw data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from mmops.drift import DriftCheck, ReferenceSketch
+from mmops.errors import BadInputError
+
+
+def check(ref: pd.DataFrame, chunks: list[pd.DataFrame], **kw) -> tuple[ReferenceSketch, DriftCheck]:
+    sketch = ReferenceSketch.build(ref, **kw)
+    c = DriftCheck(sketch)
+    for chunk in chunks:
+        c.update(chunk)
+    return sketch, c
+
+
+def test_ks_from_the_sketch_is_scipys_on_the_raw_data() -> None:
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"a": rng.normal(size=800), "ties": rng.integers(0, 40, 800).astype(float)})
+    for shift in (0.0, 0.1, 0.3):
+        cur = pd.DataFrame({"a": rng.normal(shift, 1, 5000), "ties": rng.integers(0, 42, 5000).astype(float)})
+        _, c = check(ref, [cur[:1234], cur[1234:]])  # in two chunks: counts add up
+        v = c.verdict()
+        for col in ("a", "ties"):
+            assert v.columns[col].method == "ks"
+            assert v.columns[col].score == pytest.approx(stats.ks_2samp(ref[col], cur[col])[1], rel=1e-9, abs=1e-300)
+
+
+def test_wasserstein_from_quantile_anchors_is_close_to_the_exact_one() -> None:
+    rng = np.random.default_rng(1)
+    ref = pd.DataFrame({"a": rng.lognormal(size=50_000)})
+    for cur_values in (rng.lognormal(size=20_000), rng.lognormal(0.2, 1.1, 20_000), rng.normal(5, 1, 3000)):
+        _, c = check(ref, [pd.DataFrame({"a": cur_values})])
+        got = c.verdict().columns["a"]
+        exact = stats.wasserstein_distance(ref["a"], cur_values) / np.std(ref["a"])
+        assert got.method == "wasserstein"
+        assert got.score == pytest.approx(exact, rel=0.02, abs=0.005)
+
+
+def test_categories_few_values_and_embeddings() -> None:
+    rng = np.random.default_rng(2)
+    ref = pd.DataFrame({"label": rng.choice(["a", "b", "c"], 600), "flag": rng.integers(0, 2, 600).astype(float)})
+    emb = rng.normal(size=(600, 8))
+    sketch = ReferenceSketch.build(ref, categorical=["label"], embeddings={"text": emb})
+    same = DriftCheck(sketch)
+    same.update(pd.DataFrame({"label": rng.choice(["a", "b", "c"], 400), "flag": rng.integers(0, 2, 400)}),
+                embeddings={"text": rng.normal(size=(400, 8))})
+    v = same.verdict()
+    assert v.columns["label"].method == "chisquare" and v.columns["flag"].method == "z"
+    assert not v.drifted and not v.embeddings["text"].drifted
+    shifted = DriftCheck(sketch)
+    moved = rng.normal(size=(400, 8))
+    moved[:, 0] += 0.5  # one component of eight moves by half a standard deviation
+    shifted.update(pd.DataFrame({"label": rng.choice(["a", "b", "c", "new"], 400), "flag": np.ones(400)}),
+                   embeddings={"text": moved})
+    v = shifted.verdict()
+    assert v.drifted_columns == ["flag", "label"] and v.drifted
+    assert v.columns["label"].score == 0.0  # a category the reference never had
+    assert v.drifted_embeddings == ["text"] and v.embeddings["text"].score > v.embeddings["text"].threshold
+
+
+def test_embedding_drift_false_alarms_stay_near_five_percent() -> None:
+    """The no-drift threshold is a 95th percentile: over many no-drift samples about 5 % alarm."""
+    rng = np.random.default_rng(4)
+    cov = np.diag(np.linspace(0.2, 3, 16))
+    sketch = ReferenceSketch.build(pd.DataFrame({"x": np.zeros(500)}),
+                                   embeddings={"e": rng.multivariate_normal(np.zeros(16), cov, 500)})
+    alarms = 0
+    for _ in range(200):
+        c = DriftCheck(sketch)
+        c.update(pd.DataFrame({"x": np.zeros(150)}), embeddings={"e": rng.multivariate_normal(np.zeros(16), cov, 150)})
+        alarms += c.verdict().embeddings["e"].drifted
+    assert 2 <= alarms <= 22  # 10 expected; a binomial(200, 0.05) falls here with probability > 0.99
+
+
+def test_missing_values_are_counted_and_a_sketch_round_trips(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    ref = pd.DataFrame({"a": rng.normal(size=300)})
+    sketch = ReferenceSketch.build(ref, meta={"model": "x"})
+    sketch.save(tmp_path / "s.json")
+    back = ReferenceSketch.load(tmp_path / "s.json")
+    assert back.meta == {"model": "x"} and np.array_equal(back.columns["a"].anchors, sketch.columns["a"].anchors)
+    c = DriftCheck(back)
+    c.update(pd.DataFrame({"a": [np.nan, np.inf, *rng.normal(size=98)]}))
+    c.update(pd.DataFrame({"other": [1.0]}))  # lacks the column: nothing tested for it, no crash
+    d = c.verdict().columns["a"]
+    assert (d.n_current, d.missing_current) == (98, 2) and not d.drifted
+    empty = DriftCheck(back).verdict()
+    assert empty.columns["a"].method == "none" and not empty.drifted
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(BadInputError):
+        ReferenceSketch.load(tmp_path / "bad.json")
+    with pytest.raises(BadInputError, match="components"):  # noqa: PT012
+        DriftCheck(ReferenceSketch.build(ref, embeddings={"e": np.zeros((300, 4))})).update(
+            ref, embeddings={"e": np.zeros((3, 5))})
