@@ -152,23 +152,35 @@ class ReferenceSketch:
     embeddings: dict[str, EmbeddingSketch] = field(default_factory=dict)
     n_rows: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    sample: list[dict[str, Any]] = field(default_factory=list)  # a few reference rows, for humans' reports
 
     @classmethod
     def build(cls, frame: Any, categorical: Iterable[str] = (), embeddings: Mapping[str, np.ndarray] | None = None,
-              meta: dict[str, Any] | None = None) -> ReferenceSketch:
+              meta: dict[str, Any] | None = None, sample_rows: int = 0, seed: int = 0) -> ReferenceSketch:
         """frame: a pandas DataFrame of feature columns; embeddings: group -> (rows, dim) array (NaN rows where
-        a record lacks the modality)."""
+        a record lacks the modality); sample_rows: keep a uniform sample of that many rows of `frame` (for
+        rendering reports; checks never use it)."""
         cat = set(categorical)
         columns = {c: (ColumnSketch.categorical(frame[c].tolist()) if c in cat
                        else ColumnSketch.numeric(frame[c].to_numpy(dtype=np.float64, na_value=np.nan)))
                    for c in frame.columns}
         embs = {name: EmbeddingSketch.build(e) for name, e in (embeddings or {}).items()}
-        return cls(columns, embs, len(frame), dict(meta or {}))
+        sample = []
+        if sample_rows and len(frame):
+            pick = np.sort(np.random.default_rng(seed).permutation(len(frame))[:sample_rows])
+            sample = json.loads(frame.iloc[pick].to_json(orient="records"))
+        return cls(columns, embs, len(frame), dict(meta or {}), sample)
+
+    def sample_frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.sample)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({"format": FORMAT, "n_rows": self.n_rows, "meta": self.meta,
                                     "columns": {c: s.to_json() for c, s in self.columns.items()},
-                                    "embeddings": {g: e.to_json() for g, e in self.embeddings.items()}}),
+                                    "embeddings": {g: e.to_json() for g, e in self.embeddings.items()},
+                                    "sample": self.sample}),
                         encoding="utf-8")
 
     @classmethod
@@ -181,7 +193,7 @@ class ReferenceSketch:
             raise BadInputError(f"{path}: not a reference sketch this mmops reads")
         return cls({c: ColumnSketch.from_json(d) for c, d in raw["columns"].items()},
                    {g: EmbeddingSketch.from_json(e) for g, e in raw.get("embeddings", {}).items()},
-                   int(raw.get("n_rows", 0)), raw.get("meta", {}))
+                   int(raw.get("n_rows", 0)), raw.get("meta", {}), raw.get("sample", []))
 
 
 @dataclass
@@ -211,6 +223,12 @@ class ColumnDrift:
                 "n_current": self.n_current, "missing_current": self.missing_current}
 
 
+def column_group(column: str) -> str | None:
+    """The group a column belongs to: the part before its first dot (`accel.x_mean` -> `accel`: a modality's
+    summary statistics); None for a column of its own (e.g. `prediction`)."""
+    return column.split(".", 1)[0] if "." in column else None
+
+
 @dataclass(frozen=True)
 class DriftVerdict:
     n_current: int
@@ -218,6 +236,7 @@ class DriftVerdict:
     embeddings: dict[str, ColumnDrift]  # score: distance between means; threshold: its no-drift 95th percentile
     drift_share: float  # share of the tested columns that drifted
     drift_share_threshold: float
+    group_shares: dict[str, float] = field(default_factory=dict)  # per column group (modality): share drifted
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -228,15 +247,20 @@ class DriftVerdict:
         return sorted(g for g, d in self.embeddings.items() if d.drifted)
 
     @property
+    def drifted_groups(self) -> list[str]:
+        return sorted(g for g, share in self.group_shares.items() if share >= self.drift_share_threshold)
+
+    @property
     def drifted(self) -> bool:
-        """The share of drifted columns reaches the threshold, or an embedding drifted."""
-        return (any(d.method != "none" for d in self.columns.values())
-                and self.drift_share >= self.drift_share_threshold) or bool(self.drifted_embeddings)
+        """A group of columns (a modality's statistics) reaches the drift-share threshold, or an embedding
+        drifted. Per group, so that one modality going wrong is not outvoted by the others."""
+        return bool(self.drifted_groups) or bool(self.drifted_embeddings)
 
     def to_json(self) -> dict[str, Any]:
-        return {"n_current": self.n_current, "drift_share": self.drift_share,
-                "drift_share_threshold": self.drift_share_threshold, "drifted": self.drifted,
-                "drifted_columns": self.drifted_columns, "drifted_embeddings": self.drifted_embeddings,
+        return {"n_current": self.n_current, "drifted": self.drifted, "drift_share": self.drift_share,
+                "drift_share_threshold": self.drift_share_threshold, "group_shares": self.group_shares,
+                "drifted_groups": self.drifted_groups, "drifted_columns": self.drifted_columns,
+                "drifted_embeddings": self.drifted_embeddings,
                 "columns": {c: d.to_json() for c, d in self.columns.items()},
                 "embeddings": {g: d.to_json() for g, d in self.embeddings.items()}}
 
@@ -298,8 +322,14 @@ class DriftCheck:
 
     def verdict(self, drift_share: float = 0.5) -> DriftVerdict:
         columns = {c: self._test(c, sk) for c, sk in self.sketch.columns.items()}
-        tested = [d for d in columns.values() if d.method != "none"]
-        share = sum(d.drifted for d in tested) / len(tested) if tested else 0.0
+        tested = {c: d for c, d in columns.items() if d.method != "none"}
+        share = sum(d.drifted for d in tested.values()) / len(tested) if tested else 0.0
+        by_group: dict[str, list[bool]] = {}
+        for c, d in tested.items():
+            group = column_group(c)
+            if group is not None:
+                by_group.setdefault(group, []).append(d.drifted)
+        group_shares = {g: sum(v) / len(v) for g, v in sorted(by_group.items())}
         embeddings = {}
         for group, ref in self.sketch.embeddings.items():
             acc = self._emb[group]
@@ -311,7 +341,7 @@ class DriftCheck:
             limit = ref.null_quantile(n)
             embeddings[group] = ColumnDrift("distance (euclidean, 95th pct of no drift)", dist, limit,
                                             dist > limit, n, missing)
-        return DriftVerdict(self.n_rows, columns, embeddings, share, drift_share)
+        return DriftVerdict(self.n_rows, columns, embeddings, share, drift_share, group_shares)
 
     def _test(self, name: str, sk: ColumnSketch) -> ColumnDrift:
         cur = self._cur[name]

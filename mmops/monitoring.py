@@ -1,29 +1,47 @@
-"""Drift monitoring: Evidently data-drift reports (HTML + JSON) of what the service saw against the training
-data of the model that served it. Features are the per-modality summary statistics recorded at ingest."""
+"""Drift monitoring: what the service saw against what its model learnt from.
+
+The decision streams the current data (the service's prediction log, or a held-out split) through the
+model's reference sketch (`mmops.drift`; built when the model is trained and shipped inside it), so the
+reference set is never re-read and the cost grows linearly with the log. What is checked: the per-modality
+summary statistics recorded at ingest, the predicted class, and each modality's embedding. Evidently renders
+the report people read, on a uniform sample of both sides (the report says so).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mmops.datasets.build import Manifest
+from mmops.domains import DomainPack
+from mmops.drift import DriftCheck, DriftVerdict, ReferenceSketch
 
 log = logging.getLogger(__name__)
+
+SKETCH = "reference_sketch.json"  # artifacts/<domain>/ (evaluate writes it) and inside a packaged model
+SAMPLE_ROWS = 2000  # rows of each side that Evidently renders
+LOG_CHUNK = 10_000  # prediction-log lines per streamed chunk
 
 
 @dataclass(frozen=True)
 class DriftResult:
+    verdict: DriftVerdict
     n_reference: int
-    n_current: int
-    drift_share: float
-    drifted: bool
-    drifted_columns: list[str]
-    columns: dict[str, dict[str, Any]]  # column -> {method, score, drifted}
+    sample_reference: int
+    sample_current: int
+    skipped_lines: int
     html_path: Path
     json_path: Path
+
+    @property
+    def drifted(self) -> bool:
+        return self.verdict.drifted
 
 
 def flatten_features(per_modality: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -37,40 +55,142 @@ def reference_frame(manifest: Manifest, split: str = "train") -> Any:
                          for r in manifest.split(split)])
 
 
-def read_prediction_log(path: Path, model_sha: str | None = None) -> Any:
-    """Rows of the service's prediction log (JSON lines); corrupt lines are counted and skipped, not fatal."""
+def observe_split(pack: DomainPack, manifest: Manifest, data_dir: Path, model_dir: Path,
+                  split: str) -> tuple[Any, dict[str, np.ndarray]]:
+    """A split as the service would log it: ingest statistics, the model's predicted class, and each
+    modality's embedding (NaN rows where a record lacks the modality)."""
+    from mmops.datasets.tensors import load_split
+    from mmops.inference import Predictor
+
+    predictor = Predictor.load(model_dir)
+    rows = manifest.split(split)
+    values = load_split(pack, data_dir, rows)
+    probs, embs = predictor.predict(values, embeddings=True)
+    frame = reference_frame(manifest, split)
+    frame["prediction"] = [pack.classes[i] for i in probs.argmax(axis=1)] if len(rows) else []
+    embeddings = {}
+    assert embs is not None
+    for j, m in enumerate(pack.modality_names):
+        e = embs[:, j].astype(np.float64)
+        e[[i for i, v in enumerate(values) if m not in v]] = np.nan
+        embeddings[m] = e
+    return frame, embeddings
+
+
+def build_reference_sketch(pack: DomainPack, manifest: Manifest, data_dir: Path, model_dir: Path,
+                           path: Path) -> ReferenceSketch:
+    """What the model in model_dir learnt from, written to `path` (packaging ships it with the model). The ingest
+    statistics come from the training and validation splits; the model's own outputs (predicted class,
+    embeddings) from the validation split only: on records it was fitted to, a model's embeddings and answers
+    are tighter than on anything new, and a check against them would call every new day drift."""
     import pandas as pd
 
-    rows, bad = [], 0
-    if path.exists():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    val_frame, embeddings = observe_split(pack, manifest, data_dir, model_dir, "val")
+    features = pd.concat([reference_frame(manifest, "train"), val_frame.drop(columns="prediction")],
+                         ignore_index=True)
+    card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
+    sketch = ReferenceSketch.build(features, meta={
+        "features": "train + val splits", "outputs": "val split", "dataset_version": manifest.id,
+        "checkpoint_sha256": card.get("checkpoint_sha256")}, sample_rows=SAMPLE_ROWS)
+    outputs = ReferenceSketch.build(val_frame[["prediction"]], categorical=["prediction"], embeddings=embeddings)
+    sketch.columns.update(outputs.columns)
+    sketch.embeddings.update(outputs.embeddings)
+    sketch.save(path)
+    return sketch
+
+
+def iter_prediction_log(path: Path, model_sha: str | None, dims: dict[str, int],
+                        chunk_rows: int = LOG_CHUNK) -> Iterator[tuple[Any, dict[str, np.ndarray], int]]:
+    """The service's prediction log (JSON lines) in chunks: (features + prediction frame, embeddings, lines
+    skipped). Lines of other models are left out; corrupt lines are counted and skipped, not fatal."""
+    import pandas as pd
+
+    def chunk(rows: list[dict], embs: list[dict]) -> tuple[Any, dict[str, np.ndarray]]:
+        out = {}
+        for m, dim in dims.items():
+            arr = np.full((len(embs), dim), np.nan)
+            for i, e in enumerate(embs):
+                v = e.get(m)
+                if isinstance(v, list) and len(v) == dim:
+                    arr[i] = v
+            out[m] = arr
+        return pd.DataFrame(rows), out
+
+    if not path.exists():
+        return
+    rows: list[dict] = []
+    embs: list[dict] = []
+    bad = 0
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:
+                features = entry.get("features", {})
+                if not isinstance(features, dict):
+                    raise ValueError("features is not an object")
+            except (json.JSONDecodeError, ValueError, AttributeError):
                 bad += 1
                 continue
             if model_sha and entry.get("checkpoint_sha256") != model_sha:
                 continue
-            rows.append({**entry.get("features", {}), "prediction": entry.get("prediction")})
-    if bad:
-        log.warning("%s: %d unreadable lines skipped", path, bad)
-    return pd.DataFrame(rows)
+            rows.append({**features, "prediction": entry.get("prediction")})
+            embs.append(entry.get("embeddings") or {})
+            if len(rows) >= chunk_rows:
+                yield (*chunk(rows, embs), bad)
+                rows, embs, bad = [], [], 0
+    if rows or bad:
+        yield (*chunk(rows, embs), bad)
 
 
-def drift_report(reference: Any, current: Any, drift_share: float, out_dir: Path, title: str) -> DriftResult:
-    from evidently import Report
-    from evidently.presets import DataDriftPreset
+class _Sample:
+    """A uniform sample without replacement of a stream of frames (the k rows with the smallest random keys)."""
 
-    cols = sorted(set(reference.columns) & set(current.columns) - {"prediction"})
-    # Drift on a constant column is undefined; report it but let the others decide.
-    cols = [c for c in cols if reference[c].nunique() > 1 or current[c].nunique() > 1]
-    ref, cur = reference[cols].astype(float), current[cols].astype(float)
-    snapshot = Report([DataDriftPreset(drift_share=drift_share)],
-                      metadata={"title": title}).run(current_data=cur, reference_data=ref)
+    def __init__(self, k: int, seed: int = 0) -> None:
+        self.k, self.rng, self.kept, self.keys = k, np.random.default_rng(seed), None, np.zeros(0)
+
+    def add(self, frame: Any) -> None:
+        import pandas as pd
+
+        keys = self.rng.random(len(frame))
+        both = frame if self.kept is None else pd.concat([self.kept, frame], ignore_index=True)
+        all_keys = np.concatenate([self.keys, keys])
+        order = np.argsort(all_keys, kind="stable")[: self.k]
+        self.kept, self.keys = both.iloc[order].reset_index(drop=True), all_keys[order]
+
+    def frame(self) -> Any:
+        import pandas as pd
+
+        return self.kept if self.kept is not None else pd.DataFrame()
+
+
+def check_drift(sketch: ReferenceSketch, chunks: Iterator[tuple[Any, dict[str, np.ndarray], int]],
+                drift_share: float, out_dir: Path, title: str) -> DriftResult:
+    """Stream `chunks` through the sketch; write the verdict (JSON) and Evidently's report on samples (HTML)."""
+    check, sample, skipped = DriftCheck(sketch), _Sample(SAMPLE_ROWS), 0
+    for frame, embeddings, bad in chunks:
+        skipped += bad
+        if len(frame):
+            check.update(frame, embeddings)
+            sample.add(frame)
+    verdict = check.verdict(drift_share)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, json_path = out_dir / "drift_report.html", out_dir / "drift_report.json"
-    snapshot.save_html(str(html_path))
-    raw = snapshot.dict()
+    ref_sample, cur_sample = sketch.sample_frame(), sample.frame()
+    rendered = render_report(ref_sample, cur_sample, html_path,
+                             f"{title}: Evidently on a sample of {len(ref_sample)} reference and {len(cur_sample)} "
+                             f"current rows (of {sketch.n_rows} and {verdict.n_current}); the verdict in "
+                             f"drift_report.json is the streaming check on all rows")
+    json_path.write_text(json.dumps({"title": title, "n_reference": sketch.n_rows, "skipped_lines": skipped,
+                                     "reference": sketch.meta, **verdict.to_json(),
+                                     "evidently_sample": rendered}, indent=2, default=str), encoding="utf-8")
+    if skipped:
+        log.warning("%s: %d unreadable prediction-log lines skipped", title, skipped)
+    return DriftResult(verdict, sketch.n_rows, len(ref_sample), len(cur_sample), skipped, html_path, json_path)
+
+
+def evidently_verdicts(raw: dict[str, Any]) -> tuple[float, dict[str, dict[str, Any]]]:
+    """(share of drifted columns, column -> {method, score, threshold, drifted}) from an Evidently snapshot's
+    dict (DataDriftPreset)."""
     share, columns = 0.0, {}
     for metric in raw["metrics"]:
         cfg = metric.get("config", {})
@@ -79,13 +199,33 @@ def drift_report(reference: Any, current: Any, drift_share: float, out_dir: Path
             share = float(metric["value"]["share"])
         elif kind.endswith("ValueDrift"):
             method, score, thr = cfg.get("method", ""), float(metric["value"]), float(cfg.get("threshold", 0.05))
-            drifted = score < thr if "p_value" in method else score > thr
+            drifted = score <= thr if "K-S" in method else score < thr if "p_value" in method else score >= thr
             columns[cfg["column"]] = {"method": method, "score": score, "threshold": thr, "drifted": drifted}
-    drifted_cols = sorted(c for c, v in columns.items() if v["drifted"])
-    result = DriftResult(len(ref), len(cur), share, share >= drift_share, drifted_cols, columns, html_path,
-                         json_path)
-    json_path.write_text(json.dumps({"title": title, "n_reference": len(ref), "n_current": len(cur),
-                                     "drift_share": share, "drift_share_threshold": drift_share,
-                                     "drifted": result.drifted, "drifted_columns": drifted_cols,
-                                     "columns": columns, "evidently": raw}, indent=2, default=str))
-    return result
+    return share, columns
+
+
+def render_report(reference: Any, current: Any, html_path: Path, title: str) -> dict[str, Any]:
+    """Evidently's data-drift report of two frames (HTML); returns its own verdicts, for the record."""
+    cols = sorted(set(reference.columns) & set(current.columns) - {"prediction"})
+    # Drift on a constant column is undefined: leave it to the streaming check.
+    cols = [c for c in cols if reference[c].nunique() > 1 or current[c].nunique() > 1]
+    if not cols or reference.empty or current.empty:
+        html_path.write_text(f"<html><body><h1>{title}</h1><p>Nothing to compare.</p></body></html>",
+                             encoding="utf-8")
+        return {"columns": 0}
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    snapshot = Report([DataDriftPreset()], metadata={"title": title}).run(
+        current_data=current[cols].astype(float), reference_data=reference[cols].astype(float))
+    snapshot.save_html(str(html_path))
+    # Evidently keeps the title in the snapshot's metadata but does not render it: say it at the top
+    import html
+
+    page = html_path.read_text(encoding="utf-8")
+    banner = (f'<div style="font-family:sans-serif;padding:12px 16px;background:#f4f4f4;border-bottom:1px solid #ccc">'
+              f"<b>{html.escape(title)}</b></div>")
+    html_path.write_text(page.replace("<body>", "<body>" + banner, 1), encoding="utf-8")
+    share, columns = evidently_verdicts(snapshot.dict())
+    return {"columns": len(columns), "drift_share": share,
+            "drifted_columns": sorted(c for c, v in columns.items() if v["drifted"])}

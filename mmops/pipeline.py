@@ -409,6 +409,7 @@ def evaluate(domain: str) -> dict[str, Any]:
     from mmops.datasets.tensors import load_split
     from mmops.evaluation import classification_metrics, plot_confusion, plot_roc, write_metrics
     from mmops.inference import Predictor
+    from mmops.monitoring import SKETCH, build_reference_sketch
     from mmops.registry import get_alias, register, store_model, store_path
 
     settings, params, pack = _ctx(domain)
@@ -438,6 +439,8 @@ def evaluate(domain: str) -> dict[str, Any]:
     plot_roc(y, probs, list(pack.classes), f"{domain}: test ROC" + (
         f" (AUROC {metrics['auroc']:.3f})" if metrics["auroc"] is not None else ""), out / "roc.png")
     sha = predictor.card["checkpoint_sha256"]
+    # what the model learnt from, summarised for drift checks (packaged with the model)
+    build_reference_sketch(pack, manifest, settings.data_dir, out / "model", out / SKETCH)
     store_model(out / "model", settings.var_dir, domain, sha)
     keep = ("accuracy", "macro_f1", "auroc", "ece", "n")
     with session_scope(settings.catalog_url) as session:
@@ -550,38 +553,58 @@ def reload_service(domain: str, url: str, tag: str | None = None) -> dict[str, A
 
 
 def monitor(domain: str, current: str = "log") -> dict[str, Any]:
-    """Evidently data-drift report: reference = the training split the served model learnt from; current =
-    the service's prediction log (`log`) or the held-out test split (`test`, a no-traffic baseline)."""
+    """Drift of what the served model sees against what it learnt from: the model's reference sketch (its
+    training and validation splits) vs the service's prediction log (`log`) or the held-out test split run
+    through the model (`test`, a no-drift baseline). The log is streamed; the verdict goes to the catalog."""
+    from mmops.drift import ReferenceSketch
     from mmops.inference import read_card
-    from mmops.monitoring import drift_report, read_prediction_log, reference_frame
+    from mmops.monitoring import (
+        SKETCH,
+        build_reference_sketch,
+        check_drift,
+        iter_prediction_log,
+        observe_split,
+    )
 
-    settings, params, _ = _ctx(domain)
+    settings, params, pack = _ctx(domain)
     manifest = load_manifest(domain, settings)
-    card = read_card(artifacts(domain, settings) / "model")
-    reference = reference_frame(manifest, "train")
+    model_dir = artifacts(domain, settings) / "model"
+    card = read_card(model_dir)
+    sketch_path = artifacts(domain, settings) / SKETCH
+    sketch = ReferenceSketch.load(sketch_path) if sketch_path.exists() else None
+    if sketch is None or sketch.meta.get("checkpoint_sha256") != card["checkpoint_sha256"]:
+        log.warning("%s is missing or of another model; building it", sketch_path)
+        sketch = build_reference_sketch(pack, manifest, settings.data_dir, model_dir, sketch_path)
     if current == "test":
-        cur = reference_frame(manifest, "test")
+        frame, embeddings = observe_split(pack, manifest, settings.data_dir, model_dir, "test")
+        chunks = iter([(frame, embeddings, 0)])
     elif current == "log":
         log_path = settings.prediction_log_dir / f"{domain}.jsonl"
-        cur = read_prediction_log(log_path, card["checkpoint_sha256"])
-        if cur.empty:
-            raise NotFoundError(f"no logged predictions of the current {domain} model in {log_path}; send the "
-                                f"service traffic, or use --current test")
+        dims = {g: len(e.mean) for g, e in sketch.embeddings.items()}
+        chunks = iter_prediction_log(log_path, card["checkpoint_sha256"], dims)
     else:
         raise NotFoundError(f"unknown current data {current!r} (log or test)")
-    result = drift_report(reference, cur, params.monitor.drift_share_threshold,
-                          artifacts(domain, settings) / "drift", f"mmops {domain}: {current} vs train")
+    result = check_drift(sketch, chunks, params.monitor.drift_share_threshold,
+                         artifacts(domain, settings) / "drift", f"mmops {domain}: {current} vs train")
+    verdict = result.verdict
+    if verdict.n_current == 0:
+        raise NotFoundError(f"no logged predictions of the current {domain} model in "
+                            f"{settings.prediction_log_dir / (domain + '.jsonl')}; send the service traffic, or use "
+                            "--current test")
     with session_scope(settings.catalog_url) as session:
         mv = _model_version(session, domain, card["checkpoint_sha256"])
         session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,
                                 reference_dataset_version_id=manifest.id, current_source=current,
-                                n_reference=result.n_reference, n_current=result.n_current,
-                                drift_share=result.drift_share, drifted=result.drifted,
-                                drifted_columns=result.drifted_columns, html_path=str(result.html_path),
-                                json_path=str(result.json_path)))
-    return {"drift_share": result.drift_share, "drifted": result.drifted,
-            "drifted_columns": result.drifted_columns, "n_reference": result.n_reference,
-            "n_current": result.n_current, "html": str(result.html_path), "json": str(result.json_path)}
+                                n_reference=result.n_reference, n_current=verdict.n_current,
+                                drift_share=verdict.drift_share, drifted=verdict.drifted,
+                                drifted_columns=verdict.drifted_columns + [
+                                    f"embedding:{g}" for g in verdict.drifted_embeddings],
+                                html_path=str(result.html_path), json_path=str(result.json_path)))
+    return {"drift_share": verdict.drift_share, "drifted": verdict.drifted, "drifted_groups": verdict.drifted_groups,
+            "drifted_columns": verdict.drifted_columns, "drifted_embeddings": verdict.drifted_embeddings,
+            "prediction_drifted": bool(verdict.columns.get("prediction") and verdict.columns["prediction"].drifted),
+            "n_reference": result.n_reference, "n_current": verdict.n_current,
+            "skipped_lines": result.skipped_lines, "html": str(result.html_path), "json": str(result.json_path)}
 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {

@@ -3,6 +3,7 @@ bentofile.yaml that carries that model."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 
 from mmops.errors import BadInputError, ConfigError
 from mmops.inference import CARD, WEIGHTS, read_card
+from mmops.monitoring import SKETCH
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,12 @@ def save_to_model_store(domain: str, model_dir: Path, extra_metadata: dict[str, 
                                metadata=metadata) as model:
         for name in (WEIGHTS, CARD):
             shutil.copy2(model_dir / name, Path(model.path) / name)
+        sketch = model_dir.parent / SKETCH  # written by evaluate, for this checkpoint
+        if sketch.exists() and json.loads(sketch.read_text(encoding="utf-8")).get("meta", {}).get(
+                "checkpoint_sha256") == sha:
+            shutil.copy2(sketch, Path(model.path) / SKETCH)
+        else:
+            log.warning("no reference sketch of %s next to it: the packaged model ships without one", model_dir)
     log.info("saved %s to the BentoML model store", model.tag)
     return str(model.tag)
 
