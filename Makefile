@@ -49,6 +49,7 @@ bench: setup  ## speed targets as same-process ratios; each prints its figures, 
 	-$(BIN)/python benchmarks/bench_gate.py
 	-$(BIN)/python benchmarks/bench_train.py
 	-$(BIN)/python benchmarks/bench_serve.py
+	-$(BIN)/python benchmarks/bench_drift.py
 
 airflow: setup
 	$(BIN)/airflow standalone

@@ -51,8 +51,11 @@ EMBEDDING_QUANTILE = 0.95  # an embedding drifts past this quantile of the no-dr
 
 def _cells(anchors: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Cell of each value: 2i+1 = equal to anchors[i]; 2i = strictly between anchors[i-1] and anchors[i]
-    (0: below the first, 2k: above the last)."""
-    return np.searchsorted(anchors, x, "left") + np.searchsorted(anchors, x, "right")
+    (0: below the first, 2k: above the last). One binary search per value; equality is a lookup."""
+    right = np.searchsorted(anchors, x, "right")
+    equal = anchors[np.maximum(right - 1, 0)] == x
+    equal &= right > 0
+    return 2 * right - equal
 
 
 @dataclass

@@ -142,6 +142,23 @@ def iter_prediction_log(path: Path, model_sha: str | None, dims: dict[str, int],
         yield (*chunk(rows, embs), bad)
 
 
+def last_logged_model(path: Path, tail_bytes: int = 1 << 20) -> str | None:
+    """The checkpoint that answered the log's most recent readable line: the model the service serves now."""
+    if not path.exists():
+        return None
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - tail_bytes))
+        lines = fh.read().decode("utf-8", errors="replace").splitlines()
+    for line in reversed(lines):
+        try:
+            sha = json.loads(line).get("checkpoint_sha256")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(sha, str) and sha:
+            return sha
+    return None
+
+
 class _Sample:
     """A uniform sample without replacement of a stream of frames (the k rows with the smallest random keys)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -441,7 +442,7 @@ def evaluate(domain: str) -> dict[str, Any]:
     sha = predictor.card["checkpoint_sha256"]
     # what the model learnt from, summarised for drift checks (packaged with the model)
     build_reference_sketch(pack, manifest, settings.data_dir, out / "model", out / SKETCH)
-    store_model(out / "model", settings.var_dir, domain, sha)
+    shutil.copy2(out / SKETCH, store_model(out / "model", settings.var_dir, domain, sha) / SKETCH)
     keep = ("accuracy", "macro_f1", "auroc", "ece", "n")
     with session_scope(settings.catalog_url) as session:
         run = session.scalar(select(TrainingRun).where(
@@ -563,34 +564,38 @@ def monitor(domain: str, current: str = "log") -> dict[str, Any]:
         build_reference_sketch,
         check_drift,
         iter_prediction_log,
+        last_logged_model,
         observe_split,
     )
 
     settings, params, pack = _ctx(domain)
     manifest = load_manifest(domain, settings)
-    model_dir = artifacts(domain, settings) / "model"
+    log_path = settings.prediction_log_dir / f"{domain}.jsonl"
+    if current == "test":  # the pipeline's model
+        model_dir, sketch_path = artifacts(domain, settings) / "model", artifacts(domain, settings) / SKETCH
+    elif current == "log":  # the model that answered the log's latest line: the one the service runs now
+        sha = last_logged_model(log_path)
+        if sha is None:
+            raise NotFoundError(f"no logged predictions in {log_path}; send the service traffic, or use --current test")
+        model_dir, sketch_path = _model_dir(domain, sha, settings)
+    else:
+        raise NotFoundError(f"unknown current data {current!r} (log or test)")
     card = read_card(model_dir)
-    sketch_path = artifacts(domain, settings) / SKETCH
     sketch = ReferenceSketch.load(sketch_path) if sketch_path.exists() else None
     if sketch is None or sketch.meta.get("checkpoint_sha256") != card["checkpoint_sha256"]:
-        log.warning("%s is missing or of another model; building it", sketch_path)
+        log.warning("%s is missing or of another model; building it from the current dataset version", sketch_path)
         sketch = build_reference_sketch(pack, manifest, settings.data_dir, model_dir, sketch_path)
     if current == "test":
         frame, embeddings = observe_split(pack, manifest, settings.data_dir, model_dir, "test")
         chunks = iter([(frame, embeddings, 0)])
-    elif current == "log":
-        log_path = settings.prediction_log_dir / f"{domain}.jsonl"
+    else:
         dims = {g: len(e.mean) for g, e in sketch.embeddings.items()}
         chunks = iter_prediction_log(log_path, card["checkpoint_sha256"], dims)
-    else:
-        raise NotFoundError(f"unknown current data {current!r} (log or test)")
     result = check_drift(sketch, chunks, params.monitor.drift_share_threshold,
                          artifacts(domain, settings) / "drift", f"mmops {domain}: {current} vs train")
     verdict = result.verdict
     if verdict.n_current == 0:
-        raise NotFoundError(f"no logged predictions of the current {domain} model in "
-                            f"{settings.prediction_log_dir / (domain + '.jsonl')}; send the service traffic, or use "
-                            "--current test")
+        raise NotFoundError(f"nothing to compare: no {current} records for {domain}")
     with session_scope(settings.catalog_url) as session:
         mv = _model_version(session, domain, card["checkpoint_sha256"])
         session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,
@@ -605,6 +610,22 @@ def monitor(domain: str, current: str = "log") -> dict[str, Any]:
             "prediction_drifted": bool(verdict.columns.get("prediction") and verdict.columns["prediction"].drifted),
             "n_reference": result.n_reference, "n_current": verdict.n_current,
             "skipped_lines": result.skipped_lines, "html": str(result.html_path), "json": str(result.json_path)}
+
+
+def _model_dir(domain: str, sha: str, settings: Settings) -> tuple[Path, Path]:
+    """(model directory, reference sketch path) of a checkpoint: the pipeline's model, or the registry's copy."""
+    from mmops.inference import read_card
+    from mmops.monitoring import SKETCH
+    from mmops.registry import store_path
+
+    here = artifacts(domain, settings)
+    if (here / "model" / "model_card.json").exists() and read_card(here / "model")["checkpoint_sha256"] == sha:
+        return here / "model", here / SKETCH
+    stored = store_path(settings.var_dir, domain, sha)
+    if (stored / "model_card.json").exists():
+        return stored, stored / SKETCH
+    raise NotFoundError(f"the {domain} service's log comes from checkpoint {sha[:12]}, which is not in this "
+                        "project's registry: monitor from the project that trained it")
 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
