@@ -1,8 +1,17 @@
-"""Daily drift monitoring: an Evidently report per domain of what the service saw vs the training data."""
+"""Daily drift monitoring, per domain: the service's prediction log against the served model's reference
+sketch; on drift, the domain's drift Asset is emitted and its training DAG runs."""
 
 from airflow.sdk import dag, task
 
-from mmops.orchestration import configure, dag_defaults, domains, project_root, run_stage
+from mmops.orchestration import (
+    configure,
+    dag_defaults,
+    domains,
+    drift_asset,
+    project_root,
+    run_stage,
+    signal_drift,
+)
 
 ROOT = project_root(__file__)
 configure(ROOT)
@@ -15,9 +24,15 @@ configure(ROOT)
     **dag_defaults(retry_minutes=5),
     doc_md="""
 ### Monitor drift
-For each domain, compares the served model's prediction log (`var/predictions/<domain>.jsonl`) with the
-training split it learnt from, and writes an Evidently data-drift report
-(`artifacts/<domain>/drift/drift_report.html`). A domain whose service saw no traffic is skipped.
+For each domain, streams the service's prediction log (`var/predictions/<domain>.jsonl`) through the
+reference sketch of the model that answered it: each modality's summary statistics, the predicted class,
+each modality's embedding. Writes the verdict (`artifacts/<domain>/drift/drift_report.json`), Evidently's
+report on a sample (`drift_report.html`) and a row in the catalog's `drift_reports`.
+
+**signal_drift_&lt;domain&gt;** succeeds only on drift (a modality past `monitor.drift_share_threshold` in
+params.yaml, or an embedding past its no-drift 95th percentile) and then emits the asset
+`mmops_<domain>_drift`, which schedules `mmops_train_<domain>`. A domain whose service saw no traffic is
+skipped.
 """,
 )
 def mmops_monitor():
@@ -27,7 +42,11 @@ def mmops_monitor():
         def monitor(d: str = domain) -> dict:
             return run_stage("monitor", d)
 
-        monitor()
+        @task(task_id=f"signal_drift_{domain}", outlets=[drift_asset(domain)])
+        def signal(result: dict, d: str = domain, *, outlet_events=None) -> dict:
+            return signal_drift(d, result, outlet_events)
+
+        signal(monitor())
 
 
 mmops_monitor()

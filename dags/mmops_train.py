@@ -1,11 +1,18 @@
-"""Training DAGs, one per domain, scheduled on the domain's labeled-records Asset:
-validate (gate) -> build dataset version -> train -> evaluate (registry) -> package (BentoML)."""
+"""Training DAGs, one per domain, scheduled on the domain's labeled-records Asset or its drift Asset:
+gather labels -> validate (gate) -> build dataset version -> train -> evaluate (registry: promoted only if
+better) -> package (BentoML) -> deploy (hot reload of the running service, when promoted)."""
 
-from datetime import timedelta
+from airflow.sdk import dag
 
-from airflow.sdk import dag, task
-
-from mmops.orchestration import configure, dag_defaults, domains, labeled_asset, project_root, run_stage
+from mmops.orchestration import (
+    configure,
+    dag_defaults,
+    domains,
+    drift_asset,
+    labeled_asset,
+    project_root,
+    retrain_tasks,
+)
 
 ROOT = project_root(__file__)
 configure(ROOT)
@@ -14,39 +21,27 @@ configure(ROOT)
 def make_train_dag(domain: str):
     @dag(
         dag_id=f"mmops_train_{domain}",
-        schedule=[labeled_asset(domain)],
+        schedule=(labeled_asset(domain) | drift_asset(domain)),
         tags=["mmops", "train", domain],
         **dag_defaults(retry_minutes=2),
         doc_md=f"""
 ### Train `{domain}`
-Runs when new labeled `{domain}` records arrive (asset `mmops_{domain}_labeled`), or by hand.
-The validation gate fails this DAG without retries when the data breaks a critical expectation
-(the task log names them). A passing gate builds a dataset version, trains the fusion model (CUDA when the
-worker has one), evaluates it on the held-out split, registers it (champion/challenger) and packages a bento.
+Runs when new labeled `{domain}` records arrive (asset `mmops_{domain}_labeled`), when the monitor finds
+that what the service sees has drifted (asset `mmops_{domain}_drift`; the event's extra says which
+modalities), or by hand. `mmops_retrain_weekly` runs the same steps every week.
+
+1. **gather**: resolve the labels that came in since the last run (files, Label Studio exports, rules);
+2. **validate**: the Great Expectations gate; a failure stops the DAG without retries (the log names the
+   broken expectations and links the Data Docs);
+3. **build** a dataset version, **train** a challenger (CUDA when the worker has one);
+4. **evaluate** on the held-out split: the registry promotes it only if it beats the champion;
+5. **package** it into the BentoML model store and a bento;
+6. **deploy**: a promoted model is hot-swapped into the running service
+   (`MMOPS_SERVICE_URL_{domain.upper()}`); skipped, saying why, when not promoted or no service is set.
 """,
     )
     def train_dag():
-        @task
-        def validate() -> dict:
-            return run_stage("validate", domain)
-
-        @task
-        def build() -> dict:
-            return run_stage("build", domain)
-
-        @task(execution_timeout=timedelta(hours=6))
-        def train() -> dict:
-            return run_stage("train", domain)
-
-        @task
-        def evaluate() -> dict:
-            return run_stage("evaluate", domain)
-
-        @task
-        def package() -> dict:
-            return run_stage("package", domain)
-
-        validate() >> build() >> train() >> evaluate() >> package()
+        retrain_tasks(domain)
 
     return train_dag()
 

@@ -78,3 +78,89 @@ def announce(new_records: int, label_changes: int) -> dict[str, int]:
     if new_records == 0 and label_changes == 0:
         raise AirflowSkipException("no new records and no label changes: nothing to announce")
     return {"new_records": new_records, "label_changes": label_changes}
+
+
+def drift_asset(domain: str) -> Any:
+    """The Asset the monitor DAG emits when what the domain's service sees has drifted; retraining is
+    scheduled on it."""
+    from airflow.sdk import Asset
+
+    return Asset(name=f"mmops_{domain}_drift", uri=f"mmops://{domain}/drift")
+
+
+def signal_drift(domain: str, result: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
+    """Succeed (and so emit the domain's drift Asset, its event carrying the verdict) only on drift."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if not result.get("drifted"):
+        raise AirflowSkipException(f"{domain}: no drift (drift share {result.get('drift_share', 0):.2f}); "
+                                   "nothing to retrain")
+    summary = {k: result.get(k) for k in ("drifted_groups", "drifted_embeddings", "drifted_columns", "drift_share",
+                                          "n_current", "json")}
+    if outlet_events is not None:
+        outlet_events[drift_asset(domain)].extra = summary
+    return summary
+
+
+def service_url(domain: str) -> str | None:
+    """Where the domain's running service answers (MMOPS_SERVICE_URL_<DOMAIN>), for hot reloads."""
+    return os.environ.get(f"MMOPS_SERVICE_URL_{domain.upper()}") or None
+
+
+def deploy_champion(domain: str, evaluated: dict[str, Any]) -> dict[str, Any]:
+    """After evaluate and package: a promoted challenger is swapped into the running service; otherwise the
+    champion keeps serving (the task is skipped, saying why)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from mmops import pipeline
+
+    if not evaluated.get("promoted"):
+        raise AirflowSkipException(f"not promoted ({evaluated.get('reason')}): the champion keeps serving")
+    url = service_url(domain)
+    if url is None:
+        raise AirflowSkipException(f"no running service to reload (MMOPS_SERVICE_URL_{domain.upper()} unset): "
+                                   "the new champion serves from the service's next start")
+    return pipeline.reload_service(domain, url)
+
+
+def retrain_tasks(domain: str) -> None:
+    """Inside a DAG (or task group) definition: gather newly labeled data -> validate -> build -> train a
+    challenger -> evaluate (promoted only if it beats the champion) -> package -> deploy if promoted."""
+    from datetime import timedelta
+
+    from airflow.sdk import task
+
+    @task
+    def gather() -> dict:
+        return run_stage("label", domain)
+
+    @task
+    def validate() -> dict:
+        return run_stage("validate", domain)
+
+    @task
+    def build() -> dict:
+        return run_stage("build", domain)
+
+    @task(execution_timeout=timedelta(hours=6))
+    def train() -> dict:
+        return run_stage("train", domain)
+
+    @task
+    def evaluate() -> dict:
+        return run_stage("evaluate", domain)
+
+    @task
+    def package() -> dict:
+        return run_stage("package", domain)
+
+    @task(retries=0)
+    def deploy(evaluated: dict) -> dict:
+        return deploy_champion(domain, evaluated)
+
+    steps = [gather(), validate(), build(), train()]
+    evaluated = evaluate()
+    packaged = package()
+    for upstream, downstream in zip(steps, [*steps[1:], evaluated], strict=True):
+        upstream >> downstream
+    evaluated >> packaged >> deploy(evaluated)

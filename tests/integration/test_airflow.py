@@ -43,8 +43,11 @@ print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.
         assert dags[f"mmops_ingest_{domain}"]["tasks"] == ["plan", "ingest", "label", "announce_new"]
         assert dags[f"mmops_label_{domain}"]["tasks"] == ["import_annotations", "announce_labels", "prelabel",
                                                           "export"]
-        assert dags[f"mmops_train_{domain}"]["tasks"] == ["validate", "build", "train", "evaluate", "package"]
-    assert "mmops_monitor" in dags
+        retrain = ["gather", "validate", "build", "train", "evaluate", "package", "deploy"]
+        assert dags[f"mmops_train_{domain}"]["tasks"] == retrain
+        assert [t for t in dags["mmops_retrain_weekly"]["tasks"] if t.startswith(f"{domain}.")] == [
+            f"{domain}.{t}" for t in retrain]
+        assert {f"monitor_{domain}", f"signal_drift_{domain}"} <= set(dags["mmops_monitor"]["tasks"])
     for dag_id, dag in dags.items():
         assert "mmops" in dag["tags"] and dag["owner"] == "mmops" and dag["doc"], dag_id
         assert dag["retries"] >= 2, dag_id

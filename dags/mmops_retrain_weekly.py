@@ -1,0 +1,31 @@
+"""Weekly retraining of every domain, drift or not: the same steps as the drift- and label-triggered
+training DAGs, one task group per domain."""
+
+from airflow.sdk import TaskGroup, dag
+
+from mmops.orchestration import configure, dag_defaults, domains, project_root, retrain_tasks
+
+ROOT = project_root(__file__)
+configure(ROOT)
+
+
+@dag(
+    dag_id="mmops_retrain_weekly",
+    schedule="@weekly",
+    tags=["mmops", "train", "weekly"],
+    **dag_defaults(retry_minutes=5),
+    doc_md="""
+### Weekly retraining
+Every week, for each domain: gather labels -> validate -> build -> train a challenger -> evaluate
+(promoted only if it beats the champion on the held-out split) -> package -> deploy when promoted.
+Catches slow changes that stay under the drift thresholds, and labels that arrived late. Between weeks,
+`mmops_train_<domain>` runs the same steps on new labels or detected drift.
+""",
+)
+def mmops_retrain_weekly():
+    for domain in domains(ROOT):
+        with TaskGroup(group_id=domain):
+            retrain_tasks(domain)
+
+
+mmops_retrain_weekly()

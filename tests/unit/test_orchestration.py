@@ -1,0 +1,40 @@
+"""What the DAG tasks decide: when the drift Asset is emitted (and what its event says), when a retrained
+model is deployed."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk.exceptions import AirflowSkipException
+
+from mmops.orchestration import deploy_champion, drift_asset, signal_drift
+
+
+class _Event:
+    extra: dict | None = None
+
+
+def test_drift_emits_the_asset_with_the_verdict_and_no_drift_emits_nothing() -> None:
+    events = {drift_asset("industrial"): _Event()}
+    with pytest.raises(AirflowSkipException, match="no drift"):
+        signal_drift("industrial", {"drifted": False, "drift_share": 0.1}, events)
+    assert events[drift_asset("industrial")].extra is None
+    verdict = {"drifted": True, "drifted_groups": ["accel"], "drifted_embeddings": [], "drift_share": 0.4,
+               "drifted_columns": ["accel.x_mean"], "n_current": 48, "json": "drift_report.json", "html": "x"}
+    out = signal_drift("industrial", verdict, events)
+    assert events[drift_asset("industrial")].extra == out
+    assert out["drifted_groups"] == ["accel"] and "html" not in out
+
+
+def test_deploy_only_a_promoted_model_and_only_where_a_service_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmops import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "reload_service", lambda d, url: calls.append((d, url)) or {"model_version": "v2"})
+    monkeypatch.delenv("MMOPS_SERVICE_URL_SECURITY", raising=False)
+    with pytest.raises(AirflowSkipException, match="champion keeps serving"):
+        deploy_champion("security", {"promoted": False, "reason": "macro_f1 0.90 <= champion 0.95"})
+    with pytest.raises(AirflowSkipException, match="MMOPS_SERVICE_URL_SECURITY"):
+        deploy_champion("security", {"promoted": True})
+    monkeypatch.setenv("MMOPS_SERVICE_URL_SECURITY", "http://127.0.0.1:3001")
+    assert deploy_champion("security", {"promoted": True}) == {"model_version": "v2"}
+    assert calls == [("security", "http://127.0.0.1:3001")]
