@@ -163,4 +163,4 @@ def retrain_tasks(domain: str) -> None:
     packaged = package()
     for upstream, downstream in zip(steps, [*steps[1:], evaluated], strict=True):
         upstream >> downstream
-    evaluated >> packaged >> deploy(evaluated)
+    evaluated >> packaged >> deploy(evaluated)  # type: ignore[arg-type]  # an XComArg stands for the dict
