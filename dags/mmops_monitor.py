@@ -8,6 +8,7 @@ from mmops.orchestration import (
     dag_defaults,
     domains,
     drift_asset,
+    monitor_since,
     project_root,
     run_stage,
     signal_drift,
@@ -32,15 +33,18 @@ report on a sample (`drift_report.html`) and a row in the catalog's `drift_repor
 **signal_drift_&lt;domain&gt;** succeeds only on drift (a modality past `monitor.drift_share_threshold` in
 params.yaml, or an embedding past its no-drift 95th percentile) and then emits the asset
 `mmops_<domain>_drift`, which schedules `mmops_train_<domain>`. A domain whose service saw no traffic is
-skipped.
+skipped. Trigger with config `{"since": "2026-11-24T08:00:00Z"}` to check the log from a given time (default:
+the last `monitor.window_hours`).
 """,
 )
 def mmops_monitor():
     for domain in domains(ROOT):
 
         @task(task_id=f"monitor_{domain}")
-        def monitor(d: str = domain) -> dict:
-            return run_stage("monitor", d)
+        def monitor(d: str = domain, *, dag_run=None) -> dict:
+            # a run triggered with {"since": <epoch seconds or ISO time>} checks the log from then on;
+            # otherwise the last monitor.window_hours of it
+            return run_stage("monitor", d, since=monitor_since((dag_run.conf or {}) if dag_run else {}))
 
         @task(task_id=f"signal_drift_{domain}", outlets=[drift_asset(domain)])
         def signal(result: dict, d: str = domain, *, outlet_events=None) -> dict:

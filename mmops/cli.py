@@ -309,12 +309,18 @@ def results(
 def monitor(
     domain: Domain,
     current: Annotated[str, typer.Option(help="log: the service's prediction log; test: held-out split")] = "log",
+    hours: Annotated[float | None, typer.Option(
+        help="read the log's last N hours (default: params.yaml monitor.window_hours; 0: all of it)")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Evidently data-drift report (HTML + JSON): training data vs what the service saw."""
+    """Drift of what the service saw against the served model's reference sketch (JSON verdict, Evidently
+    report, catalog row); exits 0 either way: the verdict says whether it drifted."""
+    import time
+
     from mmops import pipeline
 
-    _run(lambda: pipeline.monitor(domain, current), as_json, f"monitor {domain}:")
+    since = None if hours is None else (time.time() - hours * 3600 if hours > 0 else 0.0)
+    _run(lambda: pipeline.monitor(domain, current, since), as_json, f"monitor {domain}:")
 
 
 @app.command()

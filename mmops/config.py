@@ -158,6 +158,7 @@ class LabelParams(_Frozen):
 
 class MonitorParams(_Frozen):
     drift_share_threshold: float = Field(0.5, gt=0, le=1)
+    window_hours: float = Field(24.0, ge=0)  # the prediction-log lines a check reads: the last N hours (0: all)
 
 
 class PromoteParams(_Frozen):

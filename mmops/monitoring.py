@@ -99,10 +99,11 @@ def build_reference_sketch(pack: DomainPack, manifest: Manifest, data_dir: Path,
     return sketch
 
 
-def iter_prediction_log(path: Path, model_sha: str | None, dims: dict[str, int],
+def iter_prediction_log(path: Path, model_sha: str | None, dims: dict[str, int], since: float | None = None,
                         chunk_rows: int = LOG_CHUNK) -> Iterator[tuple[Any, dict[str, np.ndarray], int]]:
     """The service's prediction log (JSON lines) in chunks: (features + prediction frame, embeddings, lines
-    skipped). Lines of other models are left out; corrupt lines are counted and skipped, not fatal."""
+    skipped). Lines of other models, or older than `since` (epoch seconds), are left out; corrupt lines are
+    counted and skipped, not fatal."""
     import pandas as pd
 
     def chunk(rows: list[dict], embs: list[dict]) -> tuple[Any, dict[str, np.ndarray]]:
@@ -132,6 +133,8 @@ def iter_prediction_log(path: Path, model_sha: str | None, dims: dict[str, int],
                 bad += 1
                 continue
             if model_sha and entry.get("checkpoint_sha256") != model_sha:
+                continue
+            if since is not None and not (isinstance(entry.get("ts"), int | float) and entry["ts"] >= since):
                 continue
             rows.append({**features, "prediction": entry.get("prediction")})
             embs.append(entry.get("embeddings") or {})

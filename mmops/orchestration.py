@@ -102,6 +102,24 @@ def signal_drift(domain: str, result: dict[str, Any], outlet_events: Any = None)
     return summary
 
 
+def monitor_since(conf: dict[str, Any]) -> float | None:
+    """The start of the log window a monitor run checks, from its trigger config (`since`: epoch seconds or
+    an ISO-8601 time); None: the default window."""
+    from datetime import datetime
+
+    from mmops.errors import ConfigError
+
+    value = conf.get("since")
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise ConfigError(f"since: {value!r} is neither epoch seconds nor an ISO-8601 time") from exc
+
+
 def service_url(domain: str) -> str | None:
     """Where the domain's running service answers (MMOPS_SERVICE_URL_<DOMAIN>), for hot reloads."""
     return os.environ.get(f"MMOPS_SERVICE_URL_{domain.upper()}") or None

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
@@ -553,10 +554,11 @@ def reload_service(domain: str, url: str, tag: str | None = None) -> dict[str, A
     return resp.json()
 
 
-def monitor(domain: str, current: str = "log") -> dict[str, Any]:
+def monitor(domain: str, current: str = "log", since: float | None = None) -> dict[str, Any]:
     """Drift of what the served model sees against what it learnt from: the model's reference sketch (its
     training and validation splits) vs the service's prediction log (`log`) or the held-out test split run
-    through the model (`test`, a no-drift baseline). The log is streamed; the verdict goes to the catalog."""
+    through the model (`test`, a no-drift baseline). The log is streamed, from `since` (epoch seconds;
+    default: the last `monitor.window_hours`); the verdict goes to the catalog."""
     from mmops.drift import ReferenceSketch
     from mmops.inference import read_card
     from mmops.monitoring import (
@@ -590,12 +592,15 @@ def monitor(domain: str, current: str = "log") -> dict[str, Any]:
         chunks = iter([(frame, embeddings, 0)])
     else:
         dims = {g: len(e.mean) for g, e in sketch.embeddings.items()}
-        chunks = iter_prediction_log(log_path, card["checkpoint_sha256"], dims)
+        if since is None and params.monitor.window_hours > 0:
+            since = time.time() - params.monitor.window_hours * 3600
+        chunks = iter_prediction_log(log_path, card["checkpoint_sha256"], dims, since)
+    window = "" if since is None or current != "log" else f" since {datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} UTC"
     result = check_drift(sketch, chunks, params.monitor.drift_share_threshold,
-                         artifacts(domain, settings) / "drift", f"mmops {domain}: {current} vs train")
+                         artifacts(domain, settings) / "drift", f"mmops {domain}: {current}{window} vs reference")
     verdict = result.verdict
     if verdict.n_current == 0:
-        raise NotFoundError(f"nothing to compare: no {current} records for {domain}")
+        raise NotFoundError(f"nothing to compare: no {current} records for {domain}{window}")
     with session_scope(settings.catalog_url) as session:
         mv = _model_version(session, domain, card["checkpoint_sha256"])
         session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,

@@ -98,3 +98,27 @@ def test_missing_values_are_counted_and_a_sketch_round_trips(tmp_path) -> None:
     with pytest.raises(BadInputError, match="components"):  # noqa: PT012
         DriftCheck(ReferenceSketch.build(ref, embeddings={"e": np.zeros((300, 4))})).update(
             ref, embeddings={"e": np.zeros((3, 5))})
+
+
+def test_the_prediction_log_is_read_in_chunks_by_model_and_window(tmp_path) -> None:
+    import json
+
+    from mmops.monitoring import iter_prediction_log, last_logged_model
+
+    def line(ts: float, sha: str, x: float, emb: list[float] | None) -> str:
+        return json.dumps({"ts": ts, "checkpoint_sha256": sha, "features": {"accel.x_mean": x},
+                           "prediction": "walking", "embeddings": {"accel": emb} if emb else {}})
+
+    lines = [line(100 + i, "a", float(i), [float(i), 1.0]) for i in range(5)]
+    lines += ["{truncated", line(200, "b", 9.0, None), "[1, 2]", line(300, "a", 7.0, None)]
+    path = tmp_path / "log.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    chunks = list(iter_prediction_log(path, "a", {"accel": 2}, since=102, chunk_rows=2))
+    frames = [c[0] for c in chunks]
+    assert [len(f) for f in frames] == [2, 2]  # lines 102, 103 | 104, 300; model b and older lines left out
+    assert sum(c[2] for c in chunks) == 2  # the two unreadable lines, counted
+    assert list(pd.concat(frames)["accel.x_mean"]) == [2.0, 3.0, 4.0, 7.0]
+    last = chunks[-1][1]["accel"]
+    assert last[0].tolist() == [4.0, 1.0] and np.isnan(last[1]).all()  # no embedding logged: NaN, not zeros
+    assert last_logged_model(path) == "a"
+    assert last_logged_model(tmp_path / "none.jsonl") is None

@@ -38,3 +38,14 @@ def test_deploy_only_a_promoted_model_and_only_where_a_service_runs(monkeypatch:
     monkeypatch.setenv("MMOPS_SERVICE_URL_SECURITY", "http://127.0.0.1:3001")
     assert deploy_champion("security", {"promoted": True}) == {"model_version": "v2"}
     assert calls == [("security", "http://127.0.0.1:3001")]
+
+
+def test_a_monitor_run_takes_its_window_from_the_trigger_config() -> None:
+    from mmops.errors import ConfigError
+    from mmops.orchestration import monitor_since
+
+    assert monitor_since({}) is None and monitor_since({"since": ""}) is None
+    assert monitor_since({"since": 1_700_000_000}) == 1_700_000_000.0
+    assert monitor_since({"since": "2026-11-24T08:00:00Z"}) == 1_795_507_200.0
+    with pytest.raises(ConfigError, match="ISO-8601"):
+        monitor_since({"since": "yesterday"})
