@@ -113,6 +113,13 @@ def _champion_tag(domain: str) -> str | None:
         return None
 
 
+# Idle keep-alive connections are closed after this long. uvicorn's default (5 s) races clients that reuse a
+# pooled connection just as the server closes it: measured at 64 concurrent clients, 6 of 2,560 requests died
+# with a connection reset (httpx ReadError), none at 75 s. Longer than the 60 s idle timeout of common load
+# balancers, so that they, not the service, close idle connections.
+KEEP_ALIVE_S = 75
+
+
 def serve_command(port: int, host: str = "127.0.0.1") -> list[str]:
     return [sys.executable, "-m", "bentoml", "serve", "mmops.serving.service:Svc", "--host", host,
-            "--port", str(port)]
+            "--port", str(port), "--timeout-keep-alive", str(KEEP_ALIVE_S)]
