@@ -68,8 +68,9 @@ def observe_split(pack: DomainPack, manifest: Manifest, data_dir: Path, model_di
     probs, embs = predictor.predict(values, embeddings=True)
     frame = reference_frame(manifest, split)
     frame["prediction"] = [pack.classes[i] for i in probs.argmax(axis=1)] if len(rows) else []
-    embeddings = {}
-    assert embs is not None
+    embeddings: dict[str, np.ndarray] = {}
+    if embs is None:  # an empty split
+        return frame, embeddings
     for j, m in enumerate(pack.modality_names):
         e = embs[:, j].astype(np.float64)
         e[[i for i, v in enumerate(values) if m not in v]] = np.nan
