@@ -122,3 +122,21 @@ def test_the_prediction_log_is_read_in_chunks_by_model_and_window(tmp_path) -> N
     assert last[0].tolist() == [4.0, 1.0] and np.isnan(last[1]).all()  # no embedding logged: NaN, not zeros
     assert last_logged_model(path) == "a"
     assert last_logged_model(tmp_path / "none.jsonl") is None
+
+
+def test_a_modality_drifts_on_corrected_p_values_and_on_distances() -> None:
+    from mmops.drift import ColumnDrift, drift_by_group
+
+    def col(method: str, score: float, threshold: float) -> ColumnDrift:
+        drifted = score >= threshold if method == "wasserstein" else score <= threshold
+        return ColumnDrift(method, score, threshold, drifted, 100, 0)
+
+    # three correlated image statistics at p 0.015-0.05 of four (corrected level 0.0125): drifted one by one,
+    # not as a modality
+    chance = {"img.contrast": col("ks", 0.047, 0.05), "img.sharpness": col("ks", 0.015, 0.05),
+              "img.blur": col("ks", 0.027, 0.05), "img.brightness": col("ks", 0.4, 0.05)}
+    real = {"acc.x_mean": col("ks", 1e-9, 0.05), "acc.x_std": col("ks", 1e-6, 0.05), "acc.y_mean": col("ks", 0.3, 0.05)}
+    wide = {"big.a": col("wasserstein", 0.4, 0.1), "big.b": col("wasserstein", 0.02, 0.1)}
+    shares = drift_by_group({**chance, **real, **wide, "prediction": col("ks", 0.0, 0.05),
+                             "img.width": ColumnDrift("none", float("nan"), float("nan"), False, 0, 0)})
+    assert shares == {"acc": pytest.approx(2 / 3), "big": 0.5, "img": 0.0}
