@@ -234,11 +234,15 @@ def render_report(reference: Any, current: Any, html_path: Path, title: str) -> 
         html_path.write_text(f"<html><body><h1>{title}</h1><p>Nothing to compare.</p></body></html>",
                              encoding="utf-8")
         return {"columns": 0}
+    import warnings
+
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    snapshot = Report([DataDriftPreset()], metadata={"title": title}).run(
-        current_data=current[cols].astype(float), reference_data=reference[cols].astype(float))
+    with warnings.catch_warnings():  # scipy's divide-by-zero inside Evidently's tests on small samples
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = Report([DataDriftPreset()], metadata={"title": title}).run(
+            current_data=current[cols].astype(float), reference_data=reference[cols].astype(float))
     snapshot.save_html(str(html_path))
     # Evidently keeps the title in the snapshot's metadata but does not render it: say it at the top
     import html
