@@ -39,10 +39,10 @@ def shift_image(b64: str, brightness: float = 0.45, blur_radius: float = 1.5) ->
 
     from mmops.datasets.packs import png_bytes
 
-    img = Image.open(io.BytesIO(base64.b64decode(b64)))
-    img = img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode)
-    img = ImageEnhance.Brightness(img).enhance(brightness).filter(ImageFilter.GaussianBlur(blur_radius))
-    return base64.b64encode(png_bytes(np.asarray(img))).decode("ascii")
+    src = Image.open(io.BytesIO(base64.b64decode(b64)))
+    img: Image.Image = src.convert("RGB" if src.mode not in ("L", "RGB") else src.mode)
+    out = ImageEnhance.Brightness(img).enhance(brightness).filter(ImageFilter.GaussianBlur(blur_radius))
+    return base64.b64encode(png_bytes(np.asarray(out))).decode("ascii")
 
 
 def shift_text(text: str) -> str:
@@ -56,7 +56,7 @@ def shift_text(text: str) -> str:
 
 def shift_record(pack: DomainPack, payload: dict[str, Any]) -> dict[str, Any]:
     """The same record as the field would send it after the shift (its id marked)."""
-    inputs = {}
+    inputs: dict[str, Any] = {}
     for name, value in payload["inputs"].items():
         spec = pack.modality(name)
         if isinstance(spec, SensorSpec):
