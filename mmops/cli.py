@@ -374,6 +374,25 @@ def demo(
         raise typer.Exit(1) from None
 
 
+@app.command("drift-demo")
+def drift_demo(
+    domain: Domain,
+    url: Annotated[str | None, typer.Option(help="a running service of the domain (default: start its champion)")] = None,
+    port: Annotated[int | None, typer.Option(help="port of the service it starts (default: a free one)")] = None,
+) -> None:
+    """The monitoring loop on a served model: normal traffic (no drift, nothing triggered), then shifted
+    traffic (sensor gain and offset, darker blurred images, another site's vocabulary): drift report, asset
+    event, the training DAG it triggers (`airflow dags test`), the registry's decision. Run `mmops demo` (or
+    `dvc repro`) first: it needs a packaged champion."""
+    from mmops.drift_demo import run_drift_demo
+
+    try:
+        run_drift_demo(domain, out, url, port)
+    except MmopsError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 OptDomain = Annotated[str | None, typer.Option("--domain", "-d")]
 FileIds = Annotated[list[int] | None, typer.Argument(help="file ids from `mmops quarantine list`")]
 

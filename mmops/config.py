@@ -159,6 +159,10 @@ class LabelParams(_Frozen):
 class MonitorParams(_Frozen):
     drift_share_threshold: float = Field(0.5, gt=0, le=1)
     window_hours: float = Field(24.0, ge=0)  # the prediction-log lines a check reads: the last N hours (0: all)
+    # delayed ground truth: performance has degraded when the served accuracy, on at least min_labeled records
+    # whose labels came in, is more than accuracy_drop below the model's test accuracy
+    accuracy_drop: float = Field(0.1, ge=0, le=1)
+    min_labeled: int = Field(20, ge=1)
 
 
 class PromoteParams(_Frozen):

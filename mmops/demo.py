@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -18,35 +20,48 @@ from mmops.domains import load_domain
 from mmops.serving.client import predict, record_payload, serve_command, service_env, wait_logged, wait_ready
 
 
-def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> dict[str, Any]:
-    """Start `bentoml serve` for the domain, send held-out test records, stop it. Returns counts."""
+@contextmanager
+def serving(domain: str, port: int) -> Iterator[str]:
+    """`bentoml serve` of the domain's champion on localhost for the duration of the block (its log in
+    var/logs/serve-<domain>.log); yields its URL."""
     settings = get_settings()
-    manifest = pipeline.load_manifest(domain, settings)
-    pack = load_domain(domain)
-    rows = manifest.split("test")[:n_requests]
-    env = service_env(domain)
     log_path = settings.var_dir / "logs" / f"serve-{domain}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(serve_command(port), env=env, cwd=settings.root, stdout=log,
+        proc = subprocess.Popen(serve_command(port), env=service_env(domain), cwd=settings.root, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_ready(url, proc)
-            correct, sent = 0, 0
-            for i in range(0, len(rows), batch):
-                chunk = rows[i : i + batch]
-                answers = predict(url, [record_payload(pack, settings.data_dir, r) for r in chunk])
-                correct += sum(a["label"] == r["label"] for a, r in zip(answers, chunk, strict=True))
-                sent += len(chunk)
-            logged = wait_logged(url, sent)  # the log is written off the request path
+            yield url
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-    return {"sent": sent, "served_accuracy": correct / max(sent, 1), "logged": logged, "log": str(log_path)}
+
+
+def send(url: str, payloads: list[dict[str, Any]], batch: int = 8) -> list[dict[str, Any]]:
+    """POST records in batches; the answers in order."""
+    answers: list[dict[str, Any]] = []
+    for i in range(0, len(payloads), batch):
+        answers += predict(url, payloads[i : i + batch])
+    return answers
+
+
+def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> dict[str, Any]:
+    """Start `bentoml serve` for the domain, send held-out test records, stop it. Returns counts."""
+    settings = get_settings()
+    manifest = pipeline.load_manifest(domain, settings)
+    pack = load_domain(domain)
+    rows = manifest.split("test")[:n_requests]
+    with serving(domain, port) as url:
+        answers = send(url, [record_payload(pack, settings.data_dir, r) for r in rows], batch)
+        logged = wait_logged(url, len(rows))  # the log is written off the request path
+    correct = sum(a["label"] == r["label"] for a, r in zip(answers, rows, strict=True))
+    return {"sent": len(rows), "served_accuracy": correct / max(len(rows), 1), "logged": logged,
+            "log": str(settings.var_dir / "logs" / f"serve-{domain}.log")}
 
 
 def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -> None:

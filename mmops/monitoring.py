@@ -146,6 +146,52 @@ def iter_prediction_log(path: Path, model_sha: str | None, dims: dict[str, int],
         yield (*chunk(rows, embs), bad)
 
 
+def read_ground_truth(paths: list[Path]) -> tuple[dict[str, str], list[str]]:
+    """Labels that arrived after serving, by record id (a later file overrides an earlier one), and the files
+    that could not be read (named, never silently dropped)."""
+    from mmops.errors import MmopsError
+    from mmops.labeling.files import read_label_file
+
+    truth: dict[str, str] = {}
+    problems: list[str] = []
+    for path in paths:
+        try:
+            rows = read_label_file(path)
+        except MmopsError as exc:
+            problems.append(f"{path.name}: {exc}")
+            continue
+        truth.update({r["sample_id"].strip(): r["label"].strip() for r in rows if r.get("sample_id", "").strip()})
+    return truth, problems
+
+
+def served_performance(path: Path, model_sha: str | None, since: float | None,
+                       truth: dict[str, str]) -> dict[str, Any]:
+    """The served model's performance on the logged predictions whose ground truth has come in (joined by
+    record id; the latest answer per id counts)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    answered: dict[str, str] = {}
+    if truth and path.exists():
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                    rid, pred = entry.get("record_id"), entry.get("prediction")
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+                if rid not in truth or (model_sha and entry.get("checkpoint_sha256") != model_sha):
+                    continue
+                if since is not None and not (isinstance(entry.get("ts"), int | float) and entry["ts"] >= since):
+                    continue
+                answered[rid] = str(pred)
+    if not answered:
+        return {"n_labeled": 0, "accuracy": None, "macro_f1": None}
+    y_true = [truth[r] for r in answered]
+    y_pred = list(answered.values())
+    return {"n_labeled": len(answered), "accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
+
+
 def last_logged_model(path: Path, tail_bytes: int = 1 << 20) -> str | None:
     """The checkpoint that answered the log's most recent readable line: the model the service serves now."""
     if not path.exists():

@@ -89,14 +89,16 @@ def drift_asset(domain: str) -> Any:
 
 
 def signal_drift(domain: str, result: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
-    """Succeed (and so emit the domain's drift Asset, its event carrying the verdict) only on drift."""
+    """Succeed (and so emit the domain's drift Asset, its event carrying the verdict) only on drift, or when
+    the served model's accuracy on ground truth that came in has dropped (`monitor.accuracy_drop`)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    if not result.get("drifted"):
-        raise AirflowSkipException(f"{domain}: no drift (drift share {result.get('drift_share', 0):.2f}); "
-                                   "nothing to retrain")
-    summary = {k: result.get(k) for k in ("drifted_groups", "drifted_embeddings", "drifted_columns", "drift_share",
-                                          "n_current", "json")}
+    degraded = bool((result.get("performance") or {}).get("degraded"))
+    if not result.get("drifted") and not degraded:
+        raise AirflowSkipException(f"{domain}: no drift (drift share {result.get('drift_share', 0):.2f}) and no "
+                                   "performance drop; nothing to retrain")
+    summary = {k: result.get(k) for k in ("drifted", "drifted_groups", "drifted_embeddings", "drifted_columns",
+                                          "drift_share", "n_current", "performance", "json")}
     if outlet_events is not None:
         outlet_events[drift_asset(domain)].extra = summary
     return summary
@@ -141,44 +143,78 @@ def deploy_champion(domain: str, evaluated: dict[str, Any]) -> dict[str, Any]:
     return pipeline.reload_service(domain, url)
 
 
+def gather(domain: str) -> dict[str, Any]:
+    """Newly landed records (field captures) and the labels that came in since the last run."""
+    ingested = run_stage("ingest", domain)
+    labeled = run_stage("label", domain)
+    return {"ingested": ingested.get("ingested"), "quarantined": ingested.get("quarantined"),
+            "labeled": labeled.get("labeled"), "by_kind": labeled.get("by_kind")}
+
+
 def retrain_tasks(domain: str) -> None:
-    """Inside a DAG (or task group) definition: gather newly labeled data -> validate -> build -> train a
-    challenger -> evaluate (promoted only if it beats the champion) -> package -> deploy if promoted."""
+    """Inside a DAG (or task group) definition: gather newly landed and labeled data -> validate -> build ->
+    train a challenger -> evaluate (promoted only if it beats the champion) -> package -> deploy if promoted."""
     from datetime import timedelta
 
     from airflow.sdk import task
 
-    @task
-    def gather() -> dict:
-        return run_stage("label", domain)
+    def stage(task_id: str, call: Any, *args: Any, **task_kwargs: Any) -> Any:
+        def run(*upstream: Any) -> dict:
+            return call(domain, *upstream)
 
-    @task
-    def validate() -> dict:
-        return run_stage("validate", domain)
+        run.__name__ = task_id
+        return task(task_id=task_id, **task_kwargs)(run)(*args)
 
-    @task
-    def build() -> dict:
-        return run_stage("build", domain)
-
-    @task(execution_timeout=timedelta(hours=6))
-    def train() -> dict:
-        return run_stage("train", domain)
-
-    @task
-    def evaluate() -> dict:
-        return run_stage("evaluate", domain)
-
-    @task
-    def package() -> dict:
-        return run_stage("package", domain)
-
-    @task(retries=0)
-    def deploy(evaluated: dict) -> dict:
-        return deploy_champion(domain, evaluated)
-
-    steps = [gather(), validate(), build(), train()]
-    evaluated = evaluate()
-    packaged = package()
+    steps = [stage("gather", gather), stage("validate", run_stage_named("validate")),
+             stage("build", run_stage_named("build")),
+             stage("train", run_stage_named("train"), execution_timeout=timedelta(hours=6))]
+    evaluated = stage("evaluate", run_stage_named("evaluate"))
     for upstream, downstream in zip(steps, [*steps[1:], evaluated], strict=True):
         upstream >> downstream
-    evaluated >> packaged >> deploy(evaluated)  # type: ignore[arg-type]  # an XComArg stands for the dict
+    evaluated >> stage("package", run_stage_named("package")) >> stage("deploy", deploy_champion, evaluated,
+                                                                         retries=0)
+
+
+def run_stage_named(name: str) -> Any:
+    """A task body: the named pipeline stage for a domain."""
+    def call(domain: str) -> dict[str, Any]:
+        return run_stage(name, domain)
+
+    return call
+
+
+def loop_state(domain: str, consume: bool = False) -> dict[str, Any]:
+    """What Airflow's metadata DB says about the domain's retraining loop: the events of its drift Asset,
+    whether they queued its training DAG, whether the scheduler would start that DAG now (its own query),
+    and the latest runs' task states. consume: drop the training DAG's queue entries, as the scheduler does
+    when it starts the run (used after `dag.test()` ran it in place of a scheduler)."""
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.models.dag import DagModel
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, select
+
+    train_dag = f"mmops_train_{domain}"
+    with create_session() as session:
+        asset = session.scalar(select(AssetModel).where(AssetModel.name == drift_asset(domain).name))
+        events = [] if asset is None else [
+            {"id": e.id, "at": e.timestamp.isoformat(), "extra": e.extra, "source": f"{e.source_dag_id}."
+             f"{e.source_task_id}", "source_run_id": e.source_run_id}
+            for e in session.scalars(select(AssetEvent).where(AssetEvent.asset_id == asset.id).order_by(AssetEvent.id))]
+        queued = session.scalars(select(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == train_dag)).all()
+        queued_assets = sorted(session.scalars(select(AssetModel.name).where(
+            AssetModel.id.in_([q.asset_id for q in queued])))) if queued else []
+        _, due = DagModel.dags_needing_dagruns(session)  # the scheduler's own "start these DAGs now"
+        runs = {}
+        for dag_id in ("mmops_monitor", train_dag):
+            run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1))
+            if run is not None:
+                tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id,
+                                                                 TaskInstance.run_id == run.run_id))
+                runs[dag_id] = {"run_id": run.run_id, "state": str(run.state),
+                                "tasks": {t.task_id: str(t.state) for t in tis}}
+        if consume and queued:
+            session.execute(delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == train_dag))
+    return {"asset": drift_asset(domain).name, "events": events, "queued_assets": queued_assets,
+            "train_due": train_dag in due, "runs": runs}

@@ -153,34 +153,47 @@ def _landed_file(settings: Settings, domain: str, name: str) -> Path | None:
     return local
 
 
-def _annotation_exports(settings: Settings, domain: str) -> list[str]:
-    """Label Studio exports dropped in the landing area's annotations/ folder (local or remote)."""
+def _landed_folder(settings: Settings, domain: str, folder: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Control files in a folder of the landing area (local or remote), as landing-relative names:
+    `annotations/` (Label Studio exports), `ground_truth/` (labels that arrive after serving)."""
     from mmops.ingest import Landing
 
     landing = Landing(settings.landing(domain))
     if landing.local is not None:
-        folder = landing.local / "annotations"
-        return [f"annotations/{p.name}" for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-    return sorted(f"annotations/{Path(p).name}" for p in landing.fs.glob(f"{landing.root}/annotations/*.json"))
+        local = landing.local / folder
+        found = [p.name for p in local.iterdir() if p.is_file()] if local.is_dir() else []
+    else:
+        found = [Path(p).name for p in landing.fs.glob(f"{landing.root}/{folder}/*")]
+    return sorted(f"{folder}/{name}" for name in found if name.lower().endswith(suffixes))
+
+
+def ground_truth_files(domain: str, settings: Settings | None = None) -> list[Path]:
+    """The domain's ground-truth files (`sample_id,label` CSV or JSON, the ids the service logged), local."""
+    settings = settings or get_settings()
+    names = _landed_folder(settings, domain, "ground_truth", (".csv", ".json"))
+    return [p for p in (_landed_file(settings, domain, n) for n in names) if p is not None]
 
 
 def label(domain: str) -> dict[str, Any]:
-    """Labels from every source that needs no model: the labels file (CSV or JSON), Label Studio exports
-    dropped in landing/<domain>/annotations/, and the domain's labeling functions. Writes the resolution
+    """Labels from every source that needs no model: the labels file (CSV or JSON), ground truth that came in
+    after serving (landing/<domain>/ground_truth/), Label Studio exports dropped in landing/<domain>/annotations/,
+    and the domain's labeling functions. Writes the resolution
     report (labels chosen per kind, conflicts, disagreements) to artifacts/<domain>/labels.json."""
     from mmops.labeling import import_labels
     from mmops.labeling.labelstudio import import_annotations
     from mmops.labeling.rules import apply_rules
 
     settings, params, pack = _ctx(domain)
-    result: dict[str, Any] = {"domain": domain, "files": [], "annotations": [], "rules": None}
+    result: dict[str, Any] = {"domain": domain, "files": [], "ground_truth": [], "annotations": [], "rules": None}
     with session_scope(settings.catalog_url) as session:
         stem = Path(pack.labels_file).stem
         for name in dict.fromkeys([pack.labels_file, f"{stem}.csv", f"{stem}.json"]):
             path = _landed_file(settings, domain, name)
             if path is not None:
                 result["files"].append(_jsonable(import_labels(session, pack, path)))
-        for name in _annotation_exports(settings, domain):
+        for path in ground_truth_files(domain, settings):
+            result["ground_truth"].append(_jsonable(import_labels(session, pack, path, ground_truth=True)))
+        for name in _landed_folder(settings, domain, "annotations", (".json",)):
             path = _landed_file(settings, domain, name)
             if path is not None:
                 result["annotations"].append(_jsonable(import_annotations(session, pack, path)))
@@ -568,6 +581,8 @@ def monitor(domain: str, current: str = "log", since: float | None = None) -> di
         iter_prediction_log,
         last_logged_model,
         observe_split,
+        read_ground_truth,
+        served_performance,
     )
 
     settings, params, pack = _ctx(domain)
@@ -601,8 +616,20 @@ def monitor(domain: str, current: str = "log", since: float | None = None) -> di
     verdict = result.verdict
     if verdict.n_current == 0:
         raise NotFoundError(f"nothing to compare: no {current} records for {domain}{window}")
+    performance: dict[str, Any] = {"n_labeled": 0, "accuracy": None, "macro_f1": None}
+    truth, truth_problems = read_ground_truth(ground_truth_files(domain, settings))
+    if current == "log":
+        performance = served_performance(log_path, card["checkpoint_sha256"], since, truth)
     with session_scope(settings.catalog_url) as session:
         mv = _model_version(session, domain, card["checkpoint_sha256"])
+        tested = (mv.metrics or {}).get("accuracy") if mv else None
+        performance["test_accuracy"] = tested
+        performance["degraded"] = bool(
+            performance["accuracy"] is not None and tested is not None
+            and performance["n_labeled"] >= params.monitor.min_labeled
+            and performance["accuracy"] < tested - params.monitor.accuracy_drop)
+        performance["unreadable_files"] = truth_problems
+        _add_performance(result.json_path, performance)
         session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,
                                 reference_dataset_version_id=manifest.id, current_source=current,
                                 n_reference=result.n_reference, n_current=verdict.n_current,
@@ -614,7 +641,14 @@ def monitor(domain: str, current: str = "log", since: float | None = None) -> di
             "drifted_columns": verdict.drifted_columns, "drifted_embeddings": verdict.drifted_embeddings,
             "prediction_drifted": bool(verdict.columns.get("prediction") and verdict.columns["prediction"].drifted),
             "n_reference": result.n_reference, "n_current": verdict.n_current,
-            "skipped_lines": result.skipped_lines, "html": str(result.html_path), "json": str(result.json_path)}
+            "skipped_lines": result.skipped_lines, "performance": performance,
+            "html": str(result.html_path), "json": str(result.json_path)}
+
+
+def _add_performance(json_path: Path, performance: dict[str, Any]) -> None:
+    report = json.loads(json_path.read_text(encoding="utf-8"))
+    report["performance"] = performance
+    json_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
 
 
 def _model_dir(domain: str, sha: str, settings: Settings) -> tuple[Path, Path]:

@@ -99,7 +99,7 @@ def pending(session: Session, pack: DomainPack, landing: Landing) -> tuple[list[
     seen = _seen(session, pack.name)
     todo, skipped = [], 0
     for entry in landing.entries():
-        if entry.rel == pack.labels_file or entry.rel.startswith(_ANNOTATIONS):
+        if entry.rel == pack.labels_file or entry.rel.startswith((_ANNOTATIONS, GROUND_TRUTH)):
             continue
         if seen.get(entry.rel) == (entry.size, entry.version) and entry.version:
             skipped += 1
@@ -109,6 +109,7 @@ def pending(session: Session, pack: DomainPack, landing: Landing) -> tuple[list[
 
 
 _ANNOTATIONS = "annotations/"  # Label Studio exports dropped for import (see mmops.labeling)
+GROUND_TRUTH = "ground_truth/"  # labels that arrive after serving, by record id (mmops.monitoring, labeling)
 
 
 def batches(entries: Sequence[Entry], max_files: int = BATCH_FILES, max_bytes: int = BATCH_BYTES) -> list[list[Entry]]:

@@ -32,6 +32,7 @@ class LabelSummary:
     updated: int = 0  # the file now says something else for a record: the old label is superseded, kept
     absent: int = 0  # records this file labeled before but no longer lists (their labels are kept)
     rejected: dict[str, str] = field(default_factory=dict)  # sample key -> reason
+    not_landed: int = 0  # ground truth for records the service saw but nobody landed: for monitoring only
 
 
 def read_label_file(path: Path) -> list[dict[str, str]]:
@@ -60,15 +61,20 @@ def read_label_file(path: Path) -> list[dict[str, str]]:
     return [{k: (v or "") for k, v in row.items() if k is not None} for row in reader]
 
 
-def import_labels(session: Session, pack: DomainPack, labels_path: Path) -> LabelSummary:
-    """Import a labels file. Unknown records or classes are rejected per row (reported), never dropped."""
+def import_labels(session: Session, pack: DomainPack, labels_path: Path, ground_truth: bool = False) -> LabelSummary:
+    """Import a labels file. Unknown records or classes are rejected per row (reported), never dropped.
+    ground_truth: a file of labels for served records (landing/<domain>/ground_truth/): rows for records that
+    were never landed are counted (`not_landed`), not rejected; monitoring joins them with the prediction log."""
     rows = read_label_file(labels_path)
-    source = f"file:{labels_path.name}"
+    source = f"file:ground_truth/{labels_path.name}" if ground_truth else f"file:{labels_path.name}"
     summary = LabelSummary(domain=pack.name, source=source)
     samples = {s.sample_key: s.id for s in session.scalars(select(Sample).where(Sample.domain == pack.name))}
     listed: set[int] = set()
     for row in rows:
         key, label = row.get("sample_id", "").strip(), row.get("label", "").strip()
+        if key not in samples and ground_truth and key:
+            summary.not_landed += 1
+            continue
         if key not in samples:
             summary.rejected[key] = "no such record in the catalog (not ingested, or quarantined)"
             continue

@@ -47,6 +47,21 @@ def file_to_wire(spec: ImageSpec | SensorSpec | TextSpec, data: bytes) -> Any:
     return str(value)
 
 
+def wire_to_file(spec: ImageSpec | SensorSpec | TextSpec, value: Any) -> tuple[bytes, str]:
+    """The inverse of `file_to_wire`: a record's JSON value -> (file bytes, suffix) as a site would land it
+    (an image's own bytes, a sensor CSV with timestamps at the declared rate, UTF-8 text)."""
+    import numpy as np
+
+    from mmops.datasets.packs import sensor_csv_bytes
+
+    if isinstance(spec, ImageSpec):
+        data = base64.b64decode(value, validate=True)
+        return data, ".jpg" if data[:3] == b"\xff\xd8\xff" else ".png"
+    if isinstance(spec, SensorSpec):
+        return sensor_csv_bytes(np.asarray(value, dtype=np.float64), list(spec.channels), spec.sample_rate_hz), ".csv"
+    return str(value).encode("utf-8"), ".txt"
+
+
 def record_warnings(pack: DomainPack, record: RecordIn, values: dict[str, Any]) -> list[str]:
     """What a client should know about how its record was read: missing modalities, sensor series that were
     padded or cut to the trained length, PHI redacted from text."""

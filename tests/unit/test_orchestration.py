@@ -25,6 +25,17 @@ def test_drift_emits_the_asset_with_the_verdict_and_no_drift_emits_nothing() -> 
     assert out["drifted_groups"] == ["accel"] and "html" not in out
 
 
+def test_a_performance_drop_on_late_labels_emits_the_asset_without_drift() -> None:
+    events = {drift_asset("medical"): _Event()}
+    steady = {"drifted": False, "drift_share": 0.0, "performance": {"n_labeled": 40, "accuracy": 0.9,
+                                                                     "degraded": False}}
+    with pytest.raises(AirflowSkipException, match="no performance drop"):
+        signal_drift("medical", steady, events)
+    dropped = {**steady, "performance": {"n_labeled": 40, "accuracy": 0.6, "test_accuracy": 0.9, "degraded": True}}
+    out = signal_drift("medical", dropped, events)
+    assert events[drift_asset("medical")].extra["performance"]["accuracy"] == 0.6 and out["drifted"] is False
+
+
 def test_deploy_only_a_promoted_model_and_only_where_a_service_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     from mmops import pipeline
 

@@ -1,0 +1,80 @@
+"""The whole monitoring loop on a served model (`mmops drift-demo`): normal traffic triggers nothing; shifted
+traffic drifts, emits the drift Asset, which makes the training DAG due (the scheduler's own query); the
+training DAG runs (`airflow dags test`), evaluates a challenger and the registry records its decision."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_project, venv_bin
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def served_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """industrial taken to a packaged champion, in a project of its own (the loop retrains it)."""
+    root = make_project(tmp_path_factory.mktemp("loop") / "proj", {"industrial": "industrial-imu"}, with_code=True)
+    env = {**os.environ, "MMOPS_HOME": str(root)}
+    subprocess.run([venv_bin("mmops"), "run", "--domain", "industrial"], env=env, check=True, capture_output=True,
+                   timeout=900)
+    return root
+
+
+def test_drift_demo_closes_the_loop_and_no_drift_triggers_nothing(served_project: Path) -> None:
+    root = served_project
+    env = {**os.environ, "MMOPS_HOME": str(root), "AIRFLOW_HOME": str(root / "var" / "airflow"),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    proc = subprocess.run([venv_bin("mmops"), "drift-demo", "--domain", "industrial"], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    summary = json.loads((root / "artifacts" / "industrial" / "drift_demo.json").read_text())
+
+    normal, shifted = summary["normal"], summary["shifted"]
+    # 1. held-out traffic: no drift, the signal task skipped, no asset event, the training DAG not queued
+    assert normal["drifted"] is False
+    assert normal["monitor_tasks"]["signal_drift_industrial"] == "skipped"
+    assert normal["new_asset_events"] == [] and normal["train_queued_by"] == [] and normal["train_due"] is False
+    # the held-out labels came in later and were joined with the log by record id
+    assert normal["performance"]["n_labeled"] == normal["sent"] > 0
+    assert normal["performance"]["accuracy"] is not None and normal["performance"]["degraded"] is False
+
+    # 2. a miscalibrated IMU: both sensors drift; one asset event carrying the verdict queues the training DAG
+    assert shifted["drifted"] is True and set(shifted["drifted_groups"]) == {"accel", "gyro"}
+    assert shifted["monitor_tasks"]["signal_drift_industrial"] == "success"
+    [event] = shifted["new_asset_events"]
+    assert event["source"] == "mmops_monitor.signal_drift_industrial"
+    assert set(event["extra"]["drifted_groups"]) == {"accel", "gyro"}
+    assert shifted["train_queued_by"] == ["mmops_industrial_drift"] and shifted["train_due"] is True
+
+    # 3. the training DAG ran on the field's landed captures, evaluated a challenger, recorded the decision
+    tasks = summary["training"]["tasks"]
+    assert all(tasks[t] == "success" for t in ("gather", "validate", "build", "train", "evaluate", "package"))
+    decision = summary["decision"]
+    assert decision["action"] in ("promoted", "rejected") and decision["version"] == 2
+    assert decision["previous_champion"] == 1 and decision["challenger"] is not None
+    if decision["action"] == "promoted":  # swapped into the running service
+        assert tasks["deploy"] == "success" and summary["served_after"] != summary["served_before"]
+    else:
+        assert tasks["deploy"] == "skipped" and summary["served_after"] == summary["served_before"]
+
+    db = sqlite3.connect(root / "var" / "catalog.db")
+    # the challenger's dataset holds the field's captures, labeled by the ground truth that came in
+    captured = db.execute("select count(*) from samples where domain='industrial' and sample_key like "
+                          "'shifted-%'").fetchone()[0]
+    assert captured == shifted["sent"] == 80
+    assert db.execute("select count(*) from labels where source like 'file:ground_truth/%'").fetchone()[0] >= 80
+    reports = db.execute("select drifted from drift_reports where domain='industrial' and current_source='log' "
+                         "order by id").fetchall()
+    assert [bool(r[0]) for r in reports] == [False, True]
+
+    # the scheduler's queue entry was consumed by the run: nothing left to trigger
+    adrq = sqlite3.connect(root / "var" / "airflow" / "airflow.db").execute(
+        "select count(*) from asset_dag_run_queue").fetchone()[0]
+    assert adrq == 0

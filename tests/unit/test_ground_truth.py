@@ -1,0 +1,38 @@
+"""Delayed ground truth: labels that come in after serving, joined with the prediction log by record id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mmops.monitoring import read_ground_truth, served_performance
+
+
+def _log(path: Path, lines: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) + "not json\n", encoding="utf-8")
+    return path
+
+
+def test_served_accuracy_counts_only_labeled_records_of_the_model_and_window(tmp_path: Path) -> None:
+    log = _log(tmp_path / "log.jsonl", [
+        {"ts": 100.0, "record_id": "a", "checkpoint_sha256": "m1", "prediction": "walking"},
+        {"ts": 200.0, "record_id": "a", "checkpoint_sha256": "m1", "prediction": "running"},  # the latest answer
+        {"ts": 200.0, "record_id": "b", "checkpoint_sha256": "m1", "prediction": "standing"},
+        {"ts": 200.0, "record_id": "c", "checkpoint_sha256": "m2", "prediction": "walking"},  # another model
+        {"ts": 50.0, "record_id": "d", "checkpoint_sha256": "m1", "prediction": "walking"},  # before the window
+        {"ts": 200.0, "record_id": "e", "checkpoint_sha256": "m1", "prediction": "walking"},  # no label yet
+    ])
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "1.csv").write_text("sample_id,label\na,walking\nb,standing\nc,walking\nd,walking\n")
+    (tmp_path / "gt" / "2.csv").write_text("sample_id,label\na,running\n")  # a later correction wins
+    (tmp_path / "gt" / "3.csv").write_text("id;class\nb;walking\n")  # unreadable: named, not used
+    truth, problems = read_ground_truth(sorted((tmp_path / "gt").iterdir()))
+    assert truth == {"a": "running", "b": "standing", "c": "walking", "d": "walking"}
+    assert len(problems) == 1 and problems[0].startswith("3.csv") and "sample_id,label" in problems[0]
+
+    perf = served_performance(log, "m1", 60.0, truth)
+    assert perf == {"n_labeled": 2, "accuracy": 1.0, "macro_f1": 1.0}
+    truth["b"] = "walking"
+    assert served_performance(log, "m1", 60.0, truth)["accuracy"] == 0.5
+    assert served_performance(log, "m1", None, truth)["n_labeled"] == 3  # no window: d counts too
+    assert served_performance(log, "m1", 60.0, {})["n_labeled"] == 0
