@@ -16,7 +16,7 @@ export BENTOML_DO_NOT_TRACK     := true
 export GX_ANALYTICS_ENABLED     := false
 export PATH                     := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint airflow serve clean bench
+.PHONY: setup demo test lint airflow serve dashboard browser clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,16 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/mmops demo
 
-test: setup
+# The dashboard test opens the Evidently UI in a real headless browser: Debian's chromium, installed here
+# when missing (as root, or with password-less sudo).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+	  $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; } || \
+	  echo "could not install chromium: the dashboard browser test will fail (apt-get install chromium)"; }
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -56,6 +65,9 @@ airflow: setup
 
 serve: setup
 	$(BIN)/mmops serve --domain $(or $(DOMAIN),security)
+
+dashboard: setup  ## Evidently UI on http://127.0.0.1:8000: a project per domain, a snapshot per monitoring check
+	$(BIN)/mmops dashboard
 
 clean:
 	rm -rf landing data quarantine artifacts var monitoring/reports

@@ -374,6 +374,22 @@ def demo(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def dashboard(
+    port: Annotated[int, typer.Option(help="port of the dashboard on localhost")] = 8000,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+) -> None:
+    """Serve the monitoring dashboards (Evidently UI on monitoring/workspace/: one project per domain, a
+    snapshot per monitoring check); Ctrl-C stops."""
+    from mmops.config import get_settings
+    from mmops.dashboards import open_workspace, ui_command
+
+    open_workspace()  # an empty workspace before the first check, rather than an error
+    console.print(f"dashboards on http://{host}:{port} (workspace monitoring/workspace); Ctrl-C stops",
+                  highlight=False)
+    raise typer.Exit(subprocess.call(ui_command(port, host), cwd=get_settings().root))
+
+
 @app.command("drift-demo")
 def drift_demo(
     domain: Domain,

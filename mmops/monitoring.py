@@ -38,6 +38,7 @@ class DriftResult:
     skipped_lines: int
     html_path: Path
     json_path: Path
+    snapshot: Any = None  # Evidently's report of the samples (for the dashboard), when there was one
 
     @property
     def drifted(self) -> bool:
@@ -233,26 +234,32 @@ class _Sample:
 def check_drift(sketch: ReferenceSketch, chunks: Iterator[tuple[Any, dict[str, np.ndarray], int]],
                 drift_share: float, out_dir: Path, title: str) -> DriftResult:
     """Stream `chunks` through the sketch; write the verdict (JSON) and Evidently's report on samples (HTML)."""
-    check, sample, skipped = DriftCheck(sketch), _Sample(SAMPLE_ROWS), 0
+    from collections import Counter
+
+    check, sample, skipped, predicted = DriftCheck(sketch), _Sample(SAMPLE_ROWS), 0, Counter[str]()
     for frame, embeddings, bad in chunks:
         skipped += bad
         if len(frame):
             check.update(frame, embeddings)
             sample.add(frame)
+            if "prediction" in frame:
+                predicted.update(str(p) for p in frame["prediction"].dropna())
     verdict = check.verdict(drift_share)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, json_path = out_dir / "drift_report.html", out_dir / "drift_report.json"
     ref_sample, cur_sample = sketch.sample_frame(), sample.frame()
-    rendered = render_report(ref_sample, cur_sample, html_path,
+    rendered, snapshot = render_report(ref_sample, cur_sample, html_path,
                              f"{title}: Evidently on a sample of {len(ref_sample)} reference and {len(cur_sample)} "
                              f"current rows (of {sketch.n_rows} and {verdict.n_current}); the verdict in "
                              f"drift_report.json is the streaming check on all rows")
     json_path.write_text(json.dumps({"title": title, "n_reference": sketch.n_rows, "skipped_lines": skipped,
                                      "reference": sketch.meta, **verdict.to_json(),
+                                     "prediction_counts": dict(sorted(predicted.items())),
                                      "evidently_sample": rendered}, indent=2, default=str), encoding="utf-8")
     if skipped:
         log.warning("%s: %d unreadable prediction-log lines skipped", title, skipped)
-    return DriftResult(verdict, sketch.n_rows, len(ref_sample), len(cur_sample), skipped, html_path, json_path)
+    return DriftResult(verdict, sketch.n_rows, len(ref_sample), len(cur_sample), skipped, html_path, json_path,
+                       snapshot)
 
 
 def evidently_verdicts(raw: dict[str, Any]) -> tuple[float, dict[str, dict[str, Any]]]:
@@ -271,15 +278,16 @@ def evidently_verdicts(raw: dict[str, Any]) -> tuple[float, dict[str, dict[str, 
     return share, columns
 
 
-def render_report(reference: Any, current: Any, html_path: Path, title: str) -> dict[str, Any]:
-    """Evidently's data-drift report of two frames (HTML); returns its own verdicts, for the record."""
+def render_report(reference: Any, current: Any, html_path: Path, title: str) -> tuple[dict[str, Any], Any]:
+    """Evidently's data-drift report of two frames (HTML); returns its own verdicts, for the record, and the
+    snapshot (None when there was nothing to compare)."""
     cols = sorted(set(reference.columns) & set(current.columns) - {"prediction"})
     # Drift on a constant column is undefined: leave it to the streaming check.
     cols = [c for c in cols if reference[c].nunique() > 1 or current[c].nunique() > 1]
     if not cols or reference.empty or current.empty:
         html_path.write_text(f"<html><body><h1>{title}</h1><p>Nothing to compare.</p></body></html>",
                              encoding="utf-8")
-        return {"columns": 0}
+        return {"columns": 0}, None
     import warnings
 
     from evidently import Report
@@ -287,7 +295,7 @@ def render_report(reference: Any, current: Any, html_path: Path, title: str) -> 
 
     with warnings.catch_warnings():  # scipy's divide-by-zero inside Evidently's tests on small samples
         warnings.simplefilter("ignore", RuntimeWarning)
-        snapshot = Report([DataDriftPreset()], metadata={"title": title}).run(
+        snapshot = Report([DataDriftPreset()], metadata={"title": title}, tags=["sample"]).run(
             current_data=current[cols].astype(float), reference_data=reference[cols].astype(float))
     snapshot.save_html(str(html_path))
     # Evidently keeps the title in the snapshot's metadata but does not render it: say it at the top
@@ -299,4 +307,4 @@ def render_report(reference: Any, current: Any, html_path: Path, title: str) -> 
     html_path.write_text(page.replace("<body>", "<body>" + banner, 1), encoding="utf-8")
     share, columns = evidently_verdicts(snapshot.dict())
     return {"columns": len(columns), "drift_share": share,
-            "drifted_columns": sorted(c for c, v in columns.items() if v["drifted"])}
+            "drifted_columns": sorted(c for c, v in columns.items() if v["drifted"])}, snapshot

@@ -629,7 +629,7 @@ def monitor(domain: str, current: str = "log", since: float | None = None) -> di
             and performance["n_labeled"] >= params.monitor.min_labeled
             and performance["accuracy"] < tested - params.monitor.accuracy_drop)
         performance["unreadable_files"] = truth_problems
-        _add_performance(result.json_path, performance)
+        report = _add_performance(result.json_path, performance)
         session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,
                                 reference_dataset_version_id=manifest.id, current_source=current,
                                 n_reference=result.n_reference, n_current=verdict.n_current,
@@ -637,18 +637,33 @@ def monitor(domain: str, current: str = "log", since: float | None = None) -> di
                                 drifted_columns=verdict.drifted_columns + [
                                     f"embedding:{g}" for g in verdict.drifted_embeddings],
                                 html_path=str(result.html_path), json_path=str(result.json_path)))
+    dashboard = _add_to_dashboard(domain, pack, report, result.snapshot, settings)
     return {"drift_share": verdict.drift_share, "drifted": verdict.drifted, "drifted_groups": verdict.drifted_groups,
             "drifted_columns": verdict.drifted_columns, "drifted_embeddings": verdict.drifted_embeddings,
             "prediction_drifted": bool(verdict.columns.get("prediction") and verdict.columns["prediction"].drifted),
             "n_reference": result.n_reference, "n_current": verdict.n_current,
-            "skipped_lines": result.skipped_lines, "performance": performance,
+            "skipped_lines": result.skipped_lines, "performance": performance, "dashboard": dashboard,
             "html": str(result.html_path), "json": str(result.json_path)}
 
 
-def _add_performance(json_path: Path, performance: dict[str, Any]) -> None:
-    report = json.loads(json_path.read_text(encoding="utf-8"))
+def _add_performance(json_path: Path, performance: dict[str, Any]) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(json_path.read_text(encoding="utf-8"))
     report["performance"] = performance
     json_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    return report
+
+
+def _add_to_dashboard(domain: str, pack: DomainPack, report: dict[str, Any], snapshot: Any,
+                      settings: Settings) -> dict[str, Any]:
+    """The check's snapshots into the domain's dashboard project. The verdict is already recorded (JSON,
+    catalog): a dashboard that cannot be written is reported, loudly, without failing the check."""
+    from mmops.dashboards import add_check
+
+    try:
+        return add_check(domain, pack, report, snapshot, settings=settings)
+    except Exception as exc:  # noqa: BLE001 - Evidently's workspace errors have no common base class
+        log.error("%s: the check could not be added to the dashboard workspace: %s", domain, exc)
+        return {"error": str(exc)}
 
 
 def _model_dir(domain: str, sha: str, settings: Settings) -> tuple[Path, Path]:

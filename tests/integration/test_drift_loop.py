@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.conftest import make_project, venv_bin
+from tests.conftest import free_port, make_project, venv_bin
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -78,3 +83,66 @@ def test_drift_demo_closes_the_loop_and_no_drift_triggers_nothing(served_project
     adrq = sqlite3.connect(root / "var" / "airflow" / "airflow.db").execute(
         "select count(*) from asset_dag_run_queue").fetchone()[0]
     assert adrq == 0
+
+
+def _rendered(url: str, profile: Path) -> str:
+    """The page's DOM after Chromium ran its scripts (headless, no network beyond localhost)."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is needed for the dashboard test: `make test` installs it "
+                    "(apt-get install chromium)")
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_the_dashboard_renders_every_panel_with_the_checks(served_project: Path, tmp_path: Path) -> None:
+    """After the loop (two monitoring checks), `mmops dashboard` serves the domain's project and a real
+    browser renders each panel with a point or bar per check."""
+    root = served_project
+    if not (root / "monitoring" / "workspace").is_dir():
+        pytest.skip("needs the drift demo's checks (run with the loop test)")
+    port = free_port()
+    env = {**os.environ, "MMOPS_HOME": str(root)}
+    proc = subprocess.Popen([venv_bin("mmops"), "dashboard", "--port", str(port)], env=env, cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        projects = None
+        while time.monotonic() < deadline and projects is None:
+            try:
+                projects = httpx.get(f"{base}/api/projects", timeout=5).json()
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert projects is not None, "the dashboard did not answer within 90 s"
+        [project] = [p for p in projects if p["name"] == "mmops industrial"]
+        dom = _rendered(f"{base}/projects/{project['id']}", tmp_path / "chromium")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+    panels = {re.sub(r"&gt;", ">", m.group(1)): m.start() for m in re.finditer(r"<h5[^>]*>([^<]+)</h5>", dom)}
+    starts = sorted(panels.values()) + [len(dom)]
+
+    def body(title: str) -> str:
+        at = panels[title]
+        return dom[at : starts[starts.index(at) + 1]]
+
+    lines = ["Drift share over time", "Embedding drift (distance / no-drift 95th percentile)",
+             "Performance on delayed ground truth"]
+    bars = ["Drifted features per modality", "Per-feature drift (>= 1: past its test's threshold)",
+            "Prediction distribution"]
+    assert set(lines + bars + ["Drift share (latest check)", "Labeled records (latest check)"]) <= set(panels), panels
+    for title in lines:  # one line per series, a mark per check (the normal one and the drifted one)
+        assert body(title).count("MuiLineElement-root") >= 2, title
+        assert body(title).count("MuiMarkElement-root") >= 4, title
+    for title in bars:
+        assert body(title).count("MuiBarElement-root") >= 4, title
+    # the latest check drifted: its drift share, past the threshold, is what the counter shows
+    latest = json.loads((root / "artifacts" / "industrial" / "drift" / "drift_report.json").read_text())
+    counter = re.sub(r"<[^>]+>", " ", body("Drift share (latest check)"))
+    assert f"{latest['drift_share']:.2f}".rstrip("0") in counter, counter[:500]

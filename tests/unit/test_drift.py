@@ -140,3 +140,29 @@ def test_a_modality_drifts_on_corrected_p_values_and_on_distances() -> None:
     shares = drift_by_group({**chance, **real, **wide, "prediction": col("ks", 0.0, 0.05),
                              "img.width": ColumnDrift("none", float("nan"), float("nan"), False, 0, 0)})
     assert shares == {"acc": pytest.approx(2 / 3), "big": 0.5, "img": 0.0}
+
+
+def test_dashboard_numbers_put_every_test_on_one_scale() -> None:
+    """>= 1 means past the test's own threshold, whether it is a p-value or a distance."""
+    import math
+
+    from mmops.dashboards import drift_strength, verdict_row
+    from mmops.domains import load_domain
+
+    assert drift_strength("ks", 0.05, 0.05) == pytest.approx(1.0)
+    assert drift_strength("ks", 0.5, 0.05) < 1 < drift_strength("chisquare", 1e-6, 0.05)
+    assert drift_strength("wasserstein", 0.2, 0.1) == pytest.approx(2.0)
+    assert drift_strength("ks", 0.0, 0.05) == pytest.approx(math.log(1e-300) / math.log(0.05))
+    assert drift_strength("none", float("nan"), float("nan")) == 0.0
+    report = {"drift_share": 0.5, "drifted": True, "n_current": 10, "group_shares": {"accel": 1.0, "gyro": 0.0},
+              "columns": {"accel.x_mean": {"method": "ks", "score": 0.001, "threshold": 0.05, "drifted": True},
+                          "gyro.x_mean": {"method": "ks", "score": 0.9, "threshold": 0.05, "drifted": False},
+                          "prediction": {"method": "chisquare", "score": 0.5, "threshold": 0.05, "drifted": False}},
+              "embeddings": {"accel": {"method": "distance", "score": 3.0, "threshold": 1.5, "drifted": True}},
+              "prediction_counts": {"walking": 3, "running": 1},
+              "performance": {"n_labeled": 4, "accuracy": 0.75, "macro_f1": 0.5, "test_accuracy": None}}
+    row = verdict_row(report, load_domain("industrial"))
+    assert row["share:accel"] == 1.0 and row["drifted_features:accel"] == 1 and row["drifted_features:gyro"] == 0
+    assert row["feature:accel.x_mean"] > 1 > row["feature:gyro.x_mean"] and row["embedding:accel"] == 2.0
+    assert row["predicted:walking"] == 0.75 and row["predicted:standing"] == 0.0
+    assert row["served_accuracy"] == 0.75 and "test_accuracy" not in row and row["n_labeled"] == 4
