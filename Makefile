@@ -16,7 +16,7 @@ export BENTOML_DO_NOT_TRACK     := true
 export GX_ANALYTICS_ENABLED     := false
 export PATH                     := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint airflow serve dashboard browser clean bench
+.PHONY: setup demo drift-demo test lint airflow serve dashboard browser clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,8 +66,11 @@ airflow: setup
 serve: setup
 	$(BIN)/mmops serve --domain $(or $(DOMAIN),security)
 
+drift-demo: setup  ## after `make demo`: shifted traffic to a served model -> drift -> asset -> retraining DAG -> decision
+	$(BIN)/mmops drift-demo --domain $(or $(DOMAIN),industrial)
+
 dashboard: setup  ## Evidently UI on http://127.0.0.1:8000: a project per domain, a snapshot per monitoring check
 	$(BIN)/mmops dashboard
 
 clean:
-	rm -rf landing data quarantine artifacts var monitoring/reports
+	rm -rf landing data quarantine artifacts var monitoring/reports monitoring/workspace

@@ -116,6 +116,8 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
 [bold]Where to look[/bold]
   metrics and plots   {root}/artifacts/<domain>/metrics.json, confusion_matrix.png, roc.png, history.csv
   drift reports       {root}/artifacts/<domain>/drift/drift_report.html
+  dashboards          make dashboard   (Evidently UI on http://127.0.0.1:8000, a project per domain)
+  the drift loop      make drift-demo DOMAIN=industrial   (shifted traffic -> drift -> asset -> retraining)
   catalog (SQLite)    {settings.catalog_url}
   quarantine          mmops quarantine list   (copies in {root}/quarantine/<domain>/)
   labeling            mmops queue --domain medical; Label Studio tasks in {root}/artifacts/<domain>/labelstudio/
