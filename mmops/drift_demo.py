@@ -227,7 +227,8 @@ def _loop(domain: str, url: str, settings: Settings, console: Console) -> dict[s
     }
     out = settings.artifacts_dir / domain / "drift_demo.json"
     out.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    console.print(f"\nreport {summary['report']['html']}\nsummary {out}")
+    console.print(f"\nreport     {summary['report']['html']}\ndashboard  make dashboard -> http://127.0.0.1:8000, "
+                  f"project 'mmops {domain}' (a verdict and a sample snapshot per check)\nsummary    {out}")
     return summary
 
 
