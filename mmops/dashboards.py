@@ -6,7 +6,9 @@ deployment. Every monitoring check adds two snapshots to its domain's project:
   ground truth that came in), as Evidently `MeanValue` metrics of a one-row table, so the dashboard's panels
   plot them over time;
 - `sample`: Evidently's own DataDriftPreset on the report sample (per-feature plots, opened from the
-  project's report list).
+  project's report list);
+- `embedding-sample`: per modality, Evidently's embedding drift (its `distance` method with bootstrap, and a
+  t-SNE plot of reference and current embeddings) on samples of both sides.
 
 `mmops dashboard` serves the workspace (`evidently ui`) on localhost.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -110,10 +113,10 @@ def _project(ws: Any, pack: DomainPack, feature_columns: list[str]) -> Any:
     return project
 
 
-def add_check(domain: str, pack: DomainPack, report: dict[str, Any], sample_snapshot: Any = None,
+def add_check(domain: str, pack: DomainPack, report: dict[str, Any], samples: Mapping[str, Any] | None = None,
               when: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    """Add a monitoring check to the domain's dashboard project: its verdict snapshot and, when given,
-    Evidently's sample report. Returns the project id and the snapshot ids."""
+    """Add a monitoring check to the domain's dashboard project: its verdict snapshot and Evidently's reports
+    on the samples (`samples`: name -> snapshot). Returns the project id and the snapshot ids."""
     import pandas as pd
     from evidently import Report
     from evidently.metrics import MeanValue
@@ -127,8 +130,8 @@ def add_check(domain: str, pack: DomainPack, report: dict[str, Any], sample_snap
                       metadata={"title": report.get("title", ""), "drifted": str(report["drifted"])}).run(
         current_data=pd.DataFrame([row]), timestamp=stamp)
     ids = {"verdict": str(ws.add_run(project.id, snapshot).id)}
-    if sample_snapshot is not None:
-        ids["sample"] = str(ws.add_run(project.id, sample_snapshot).id)
+    for name, sample in (samples or {}).items():
+        ids[name] = str(ws.add_run(project.id, sample).id)
     return {"project": str(project.id), "snapshots": ids, "workspace": str(workspace_dir(settings))}
 
 

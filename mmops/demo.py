@@ -115,7 +115,7 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
     console.print(f"""
 [bold]Where to look[/bold]
   metrics and plots   {root}/artifacts/<domain>/metrics.json, confusion_matrix.png, roc.png, history.csv
-  drift reports       {root}/artifacts/<domain>/drift/drift_report.html
+  drift reports       {root}/artifacts/<domain>/drift/drift_report.html, embedding_drift_<modality>.html
   dashboards          make dashboard   (Evidently UI on http://127.0.0.1:8000, a project per domain)
   the drift loop      make drift-demo DOMAIN=industrial   (shifted traffic -> drift -> asset -> retraining)
   catalog (SQLite)    {settings.catalog_url}

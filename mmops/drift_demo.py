@@ -216,19 +216,24 @@ def _loop(domain: str, url: str, settings: Settings, console: Console) -> dict[s
     console.print(f"  registry: v{decision['version']} {decision['action']} ({decision['reason']})" if decision
                   else "  registry: no new decision")
     console.print(f"  the service now runs {served_after} (before: {served_before})")
+    drift_dir = settings.artifacts_dir / domain / "drift"
+    embedding_reports = {g: r["html"] for g, r in drifted["report"].get("evidently_embeddings", {}).items()
+                         if "html" in r}
     summary: dict[str, Any] = {
         "domain": domain, "url": url, "served_before": served_before, "served_after": served_after,
         "normal": _phase(normal, len(held_out), events_before),
         "shifted": _phase(drifted, len(shifted), len(normal["state"]["events"])),
         "landed": landed, "training": training, "decision": decision,
-        "report": {"html": str(settings.artifacts_dir / domain / "drift" / "drift_report.html"),
-                   "json": str(settings.artifacts_dir / domain / "drift" / "drift_report.json")},
+        "report": {"html": str(drift_dir / "drift_report.html"), "json": str(drift_dir / "drift_report.json"),
+                   "embeddings": embedding_reports},
         "airflow_log": str(airflow.log_path),
     }
     out = settings.artifacts_dir / domain / "drift_demo.json"
     out.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    console.print(f"\nreport     {summary['report']['html']}\ndashboard  make dashboard -> http://127.0.0.1:8000, "
-                  f"project 'mmops {domain}' (a verdict and a sample snapshot per check)\nsummary    {out}")
+    console.print(f"\nreport     {summary['report']['html']}\n"
+                  + "".join(f"embedding  {g}: {path}\n" for g, path in sorted(embedding_reports.items()))
+                  + f"dashboard  make dashboard -> http://127.0.0.1:8000, project 'mmops {domain}' (a verdict and "
+                  f"the sample reports per check)\nsummary    {out}")
     return summary
 
 

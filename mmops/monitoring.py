@@ -4,7 +4,8 @@ The decision streams the current data (the service's prediction log, or a held-o
 model's reference sketch (`mmops.drift`; built when the model is trained and shipped inside it), so the
 reference set is never re-read and the cost grows linearly with the log. What is checked: the per-modality
 summary statistics recorded at ingest, the predicted class, and each modality's embedding. Evidently renders
-the report people read, on a uniform sample of both sides (the report says so).
+the reports people read (data drift, and embedding drift per modality) on uniform samples of both sides (each
+report says so).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from mmops.datasets.build import Manifest
 from mmops.domains import DomainPack
-from mmops.drift import DriftCheck, DriftVerdict, ReferenceSketch
+from mmops.drift import EMBEDDING_SAMPLE, DriftCheck, DriftVerdict, ReferenceSketch
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class DriftResult:
     skipped_lines: int
     html_path: Path
     json_path: Path
-    snapshot: Any = None  # Evidently's report of the samples (for the dashboard), when there was one
+    snapshots: dict[str, Any]  # Evidently's reports of the samples (for the dashboard): "sample", "embedding:<m>"
 
     @property
     def drifted(self) -> bool:
@@ -236,7 +237,10 @@ def check_drift(sketch: ReferenceSketch, chunks: Iterator[tuple[Any, dict[str, n
     """Stream `chunks` through the sketch; write the verdict (JSON) and Evidently's report on samples (HTML)."""
     from collections import Counter
 
+    import pandas as pd
+
     check, sample, skipped, predicted = DriftCheck(sketch), _Sample(SAMPLE_ROWS), 0, Counter[str]()
+    emb_samples = {g: _Sample(EMBEDDING_SAMPLE, seed=1 + i) for i, g in enumerate(sorted(sketch.embeddings))}
     for frame, embeddings, bad in chunks:
         skipped += bad
         if len(frame):
@@ -244,6 +248,9 @@ def check_drift(sketch: ReferenceSketch, chunks: Iterator[tuple[Any, dict[str, n
             sample.add(frame)
             if "prediction" in frame:
                 predicted.update(str(p) for p in frame["prediction"].dropna())
+            for g, emb in embeddings.items():
+                if g in emb_samples:
+                    emb_samples[g].add(pd.DataFrame(emb[np.all(np.isfinite(emb), axis=1)]))
     verdict = check.verdict(drift_share)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, json_path = out_dir / "drift_report.html", out_dir / "drift_report.json"
@@ -252,14 +259,28 @@ def check_drift(sketch: ReferenceSketch, chunks: Iterator[tuple[Any, dict[str, n
                              f"{title}: Evidently on a sample of {len(ref_sample)} reference and {len(cur_sample)} "
                              f"current rows (of {sketch.n_rows} and {verdict.n_current}); the verdict in "
                              f"drift_report.json is the streaming check on all rows")
+    snapshots = {"sample": snapshot} if snapshot is not None else {}
+    rendered_embeddings = {}
+    for g, cur in emb_samples.items():
+        ref = sketch.embeddings[g].sample
+        rendered_embeddings[g], emb_snapshot = render_embedding_report(
+            g, ref, cur.frame().to_numpy(dtype=np.float64), out_dir / f"embedding_drift_{g}.html",
+            f"{title}: Evidently's embedding drift for {g} on a sample of {len(ref)} reference and "
+            f"{len(cur.frame())} current embeddings (of {sketch.embeddings[g].n} and "
+            f"{verdict.embeddings[g].n_current if g in verdict.embeddings else 0}); the verdict in "
+            f"drift_report.json is the streaming check on all rows")
+        if emb_snapshot is not None:
+            snapshots[f"embedding:{g}"] = emb_snapshot
     json_path.write_text(json.dumps({"title": title, "n_reference": sketch.n_rows, "skipped_lines": skipped,
                                      "reference": sketch.meta, **verdict.to_json(),
                                      "prediction_counts": dict(sorted(predicted.items())),
-                                     "evidently_sample": rendered}, indent=2, default=str), encoding="utf-8")
+                                     "evidently_sample": rendered,
+                                     "evidently_embeddings": rendered_embeddings}, indent=2, default=str),
+                         encoding="utf-8")
     if skipped:
         log.warning("%s: %d unreadable prediction-log lines skipped", title, skipped)
     return DriftResult(verdict, sketch.n_rows, len(ref_sample), len(cur_sample), skipped, html_path, json_path,
-                       snapshot)
+                       snapshots)
 
 
 def evidently_verdicts(raw: dict[str, Any]) -> tuple[float, dict[str, dict[str, Any]]]:
@@ -276,6 +297,52 @@ def evidently_verdicts(raw: dict[str, Any]) -> tuple[float, dict[str, dict[str, 
             drifted = score <= thr if "K-S" in method else score < thr if "p_value" in method else score >= thr
             columns[cfg["column"]] = {"method": method, "score": score, "threshold": thr, "drifted": drifted}
     return share, columns
+
+
+def _with_banner(html_path: Path, title: str) -> None:
+    """Evidently keeps a report's title in the snapshot's metadata but does not render it: say it at the top."""
+    import html
+
+    page = html_path.read_text(encoding="utf-8")
+    banner = (f'<div style="font-family:sans-serif;padding:12px 16px;background:#f4f4f4;border-bottom:1px solid #ccc">'
+              f"<b>{html.escape(title)}</b></div>")
+    html_path.write_text(page.replace("<body>", "<body>" + banner, 1), encoding="utf-8")
+
+
+TSNE_PERPLEXITY = 30  # scikit-learn's default, which Evidently's embedding plot uses: it needs more rows
+
+
+def render_embedding_report(group: str, reference: np.ndarray, current: np.ndarray, html_path: Path,
+                            title: str) -> tuple[dict[str, Any], Any]:
+    """Evidently's embedding drift report of two samples of a modality's embeddings (its `distance` method with
+    bootstrap, and its t-SNE plot of both sides), as HTML; returns Evidently's verdict, for the record, and the
+    snapshot (None, with the reason, when the samples are too small for Evidently)."""
+    n_ref, n_cur = len(reference), len(current)
+    # Evidently's bootstrap draws n_ref**2 // (n_ref + n_cur) reference rows (none: a NaN mean, then a crash)
+    if n_cur < 2 or n_ref**2 < 2 * (n_ref + n_cur) or n_ref + n_cur <= TSNE_PERPLEXITY:
+        html_path.unlink(missing_ok=True)  # a previous check's report would pass for this one's
+        return {"skipped": f"too few embeddings for Evidently ({n_ref} reference, {n_cur} current): its bootstrap "
+                           "draws reference**2 / (reference + current) rows, which must be at least 2, and its "
+                           f"t-SNE plot needs more than {TSNE_PERPLEXITY} rows together"}, None
+    import pandas as pd
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import EmbeddingsDrift
+    from evidently.metrics.embeddings import DistanceDriftMethod
+
+    cols = [f"{group}.embedding.{i}" for i in range(reference.shape[1])]
+    definition = DataDefinition(numerical_columns=cols, embeddings={group: cols})
+    ref, cur = pd.DataFrame(reference, columns=cols), pd.DataFrame(current, columns=cols)
+    method = DistanceDriftMethod(bootstrap=True)
+    snapshot = Report([EmbeddingsDrift(embeddings_name=group, drift_method=method)], metadata={"title": title},
+                      tags=["embedding-sample"]).run(
+        current_data=Dataset.from_pandas(cur, data_definition=definition),
+        reference_data=Dataset.from_pandas(ref, data_definition=definition))
+    snapshot.save_html(str(html_path))
+    _with_banner(html_path, title)
+    # the metric's value is the score; the same method says whether that is drift (it is deterministic)
+    score, drifted, _ = method(cur, ref)
+    return {"method": "distance (euclidean, bootstrap 95th pct)", "score": float(score), "drifted": bool(drifted),
+            "n_reference": len(ref), "n_current": len(cur), "html": str(html_path)}, snapshot
 
 
 def render_report(reference: Any, current: Any, html_path: Path, title: str) -> tuple[dict[str, Any], Any]:
@@ -298,13 +365,7 @@ def render_report(reference: Any, current: Any, html_path: Path, title: str) -> 
         snapshot = Report([DataDriftPreset()], metadata={"title": title}, tags=["sample"]).run(
             current_data=current[cols].astype(float), reference_data=reference[cols].astype(float))
     snapshot.save_html(str(html_path))
-    # Evidently keeps the title in the snapshot's metadata but does not render it: say it at the top
-    import html
-
-    page = html_path.read_text(encoding="utf-8")
-    banner = (f'<div style="font-family:sans-serif;padding:12px 16px;background:#f4f4f4;border-bottom:1px solid #ccc">'
-              f"<b>{html.escape(title)}</b></div>")
-    html_path.write_text(page.replace("<body>", "<body>" + banner, 1), encoding="utf-8")
+    _with_banner(html_path, title)
     share, columns = evidently_verdicts(snapshot.dict())
     return {"columns": len(columns), "drift_share": share,
             "drifted_columns": sorted(c for c, v in columns.items() if v["drifted"])}, snapshot

@@ -637,13 +637,14 @@ def monitor(domain: str, current: str = "log", since: float | None = None) -> di
                                 drifted_columns=verdict.drifted_columns + [
                                     f"embedding:{g}" for g in verdict.drifted_embeddings],
                                 html_path=str(result.html_path), json_path=str(result.json_path)))
-    dashboard = _add_to_dashboard(domain, pack, report, result.snapshot, settings)
+    dashboard = _add_to_dashboard(domain, pack, report, result.snapshots, settings)
     return {"drift_share": verdict.drift_share, "drifted": verdict.drifted, "drifted_groups": verdict.drifted_groups,
             "drifted_columns": verdict.drifted_columns, "drifted_embeddings": verdict.drifted_embeddings,
             "prediction_drifted": bool(verdict.columns.get("prediction") and verdict.columns["prediction"].drifted),
             "n_reference": result.n_reference, "n_current": verdict.n_current,
             "skipped_lines": result.skipped_lines, "performance": performance, "dashboard": dashboard,
-            "html": str(result.html_path), "json": str(result.json_path)}
+            "html": str(result.html_path), "json": str(result.json_path),
+            "embedding_html": {g: r["html"] for g, r in report.get("evidently_embeddings", {}).items() if "html" in r}}
 
 
 def _add_performance(json_path: Path, performance: dict[str, Any]) -> dict[str, Any]:
@@ -653,14 +654,14 @@ def _add_performance(json_path: Path, performance: dict[str, Any]) -> dict[str, 
     return report
 
 
-def _add_to_dashboard(domain: str, pack: DomainPack, report: dict[str, Any], snapshot: Any,
+def _add_to_dashboard(domain: str, pack: DomainPack, report: dict[str, Any], samples: dict[str, Any],
                       settings: Settings) -> dict[str, Any]:
     """The check's snapshots into the domain's dashboard project. The verdict is already recorded (JSON,
     catalog): a dashboard that cannot be written is reported, loudly, without failing the check."""
     from mmops.dashboards import add_check
 
     try:
-        return add_check(domain, pack, report, snapshot, settings=settings)
+        return add_check(domain, pack, report, samples, settings=settings)
     except Exception as exc:  # noqa: BLE001 - Evidently's workspace errors have no common base class
         log.error("%s: the check could not be added to the dashboard workspace: %s", domain, exc)
         return {"error": str(exc)}

@@ -57,6 +57,11 @@ def test_drift_demo_closes_the_loop_and_no_drift_triggers_nothing(served_project
     assert event["source"] == "mmops_monitor.signal_drift_industrial"
     assert set(event["extra"]["drifted_groups"]) == {"accel", "gyro"}
     assert shifted["train_queued_by"] == ["mmops_industrial_drift"] and shifted["train_due"] is True
+    # the check's reports for people: Evidently's embedding drift per sensor, on samples of both sides
+    report = json.loads((root / "artifacts" / "industrial" / "drift" / "drift_report.json").read_text())
+    for sensor in ("accel", "gyro"):
+        rendered = report["evidently_embeddings"][sensor]
+        assert rendered["n_current"] == shifted["sent"] and Path(rendered["html"]).stat().st_size > 0, rendered
 
     # 3. the training DAG ran on the field's landed captures, evaluated a challenger, recorded the decision
     tasks = summary["training"]["tasks"]

@@ -166,3 +166,38 @@ def test_dashboard_numbers_put_every_test_on_one_scale() -> None:
     assert row["feature:accel.x_mean"] > 1 > row["feature:gyro.x_mean"] and row["embedding:accel"] == 2.0
     assert row["predicted:walking"] == 0.75 and row["predicted:standing"] == 0.0
     assert row["served_accuracy"] == 0.75 and "test_accuracy" not in row and row["n_labeled"] == 4
+
+
+def test_evidently_renders_embedding_drift_on_the_samples(tmp_path) -> None:
+    """check_drift keeps a sample of each side's embeddings and has Evidently's embedding drift (distance with
+    bootstrap, t-SNE plot) render them per modality; too small a sample is skipped, saying why."""
+    import json
+
+    from mmops.drift import EMBEDDING_SAMPLE
+    from mmops.monitoring import check_drift
+
+    rng = np.random.default_rng(5)
+    ref = pd.DataFrame({"image.brightness": rng.normal(size=300)})
+    ref_emb = rng.normal(size=(300, 8))
+    ref_emb[::7] = np.nan  # records without the modality are not sampled
+    sketch = ReferenceSketch.build(ref, embeddings={"image": ref_emb, "text": rng.normal(size=(3, 8))})
+    sketch.save(tmp_path / "s.json")
+    sketch = ReferenceSketch.load(tmp_path / "s.json")  # the sample travels with the model
+    assert sketch.embeddings["image"].sample.shape == (EMBEDDING_SAMPLE, 8)
+    assert np.isfinite(sketch.embeddings["image"].sample).all()
+
+    def chunks(shift: float):
+        for _ in range(3):
+            emb = rng.normal(size=(150, 8))
+            emb[:, :4] += shift
+            yield pd.DataFrame({"image.brightness": rng.normal(size=150)}), {"image": emb, "text": emb[:, :8]}, 0
+
+    for shift, out in ((0.0, tmp_path / "same"), (1.0, tmp_path / "moved")):
+        result = check_drift(sketch, chunks(shift), 0.5, out, "test")
+        report = json.loads(result.json_path.read_text())["evidently_embeddings"]
+        assert report["image"]["drifted"] is (shift > 0), report["image"]
+        assert (report["image"]["n_reference"], report["image"]["n_current"]) == (EMBEDDING_SAMPLE, EMBEDDING_SAMPLE)
+        assert (out / "embedding_drift_image.html").stat().st_size > 0 and "embedding:image" in result.snapshots
+        assert "too few embeddings" in report["text"]["skipped"] and "embedding:text" not in result.snapshots
+        assert not (out / "embedding_drift_text.html").exists()
+        assert result.verdict.embeddings["image"].drifted is (shift > 0)  # the streaming check agrees
