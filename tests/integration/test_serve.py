@@ -46,7 +46,10 @@ def logged(url: str, n: int) -> dict:
 def _serving(root: Path, domain: str, log_name: str, **env_extra: str) -> Iterator[str]:
     """`bentoml serve` of a domain's packaged model in a child process; yields its URL."""
     port = free_port()
-    env = {**os.environ, "MMOPS_DOMAIN": domain, "MMOPS_HOME": str(root), **env_extra}
+    # this project's model: the session's BentoML store also holds other tests' models of the domain, and a
+    # later one may be `latest`
+    tag = json.loads((root / "artifacts" / domain / "package.json").read_text())["model_tag"]
+    env = {**os.environ, "MMOPS_DOMAIN": domain, "MMOPS_HOME": str(root), "MMOPS_MODEL_TAG": tag, **env_extra}
     if "MMOPS_API_TOKEN" not in env_extra:
         env.pop("MMOPS_API_TOKEN", None)
     log = (root / log_name).open("wb")
