@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -96,8 +96,30 @@ class Settings(BaseSettings):
         return self.params_file or (self.root / "params.yaml")
 
 
+ENV_FILE = ".env"  # in the project folder: deployment settings without exporting them (git-ignored)
+
+
 def get_settings() -> Settings:
-    return Settings()
+    """Settings from MMOPS_* environment variables and, under them, the project's `.env` file (MMOPS_HOME/.env,
+    the same names; other names in it are left to the tools they belong to): a catalog URL or API token set
+    once for every face (CLI, DAG tasks, the service)."""
+    import os
+
+    base = Settings()
+    env_file = base.root / ENV_FILE
+    if not env_file.is_file():
+        return base
+    from dotenv import dotenv_values
+
+    values = {k: v for k, v in dotenv_values(env_file).items() if k.startswith("MMOPS_") and v is not None}
+    fields = {f"MMOPS_{name.upper()}": name for name in Settings.model_fields if name != "home"}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{env_file}: {', '.join(unknown)} cannot be set here: the file holds "
+                          f"{', '.join(sorted(fields))}; MMOPS_HOME (where the file is found) and the service's "
+                          "settings (MMOPS_API_TOKEN, MMOPS_DOMAIN, ...) come from the environment")
+    overrides: dict[str, Any] = {fields[k]: v for k, v in values.items() if k not in os.environ}
+    return Settings(**overrides) if overrides else base
 
 
 class _Frozen(BaseModel):

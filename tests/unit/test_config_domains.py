@@ -61,3 +61,18 @@ def test_bad_domain_packs(project: Path) -> None:
         load_domain("twice")
     with pytest.raises(NotFoundError):
         load_domain("nope")
+
+
+def test_the_projects_env_file_sets_the_catalog_under_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    from mmops.config import get_settings
+
+    monkeypatch.setenv("MMOPS_HOME", str(tmp_path))
+    (tmp_path / ".env").write_text("# deployment settings\nMMOPS_DATABASE_URL=postgresql+psycopg://u@h/db\n"
+                                   "AIRFLOW__CORE__LOAD_EXAMPLES=False\n")  # another tool's name: left to it
+    assert get_settings().catalog_url == "postgresql+psycopg://u@h/db"
+    monkeypatch.setenv("MMOPS_DATABASE_URL", "sqlite:///elsewhere.db")  # the environment wins
+    assert get_settings().catalog_url == "sqlite:///elsewhere.db"
+    (tmp_path / ".env").write_text("MMOPS_DATABSE_URL=postgresql://typo\n")
+    with pytest.raises(ConfigError, match="MMOPS_DATABSE_URL cannot be set here"):
+        get_settings()
