@@ -32,6 +32,7 @@ from typing import Any
 from rich.console import Console
 
 from mmops import pipeline
+from mmops.atomic import write_atomic
 from mmops.config import Settings, get_settings
 from mmops.domains import DomainPack, load_domain
 from mmops.errors import MmopsError
@@ -103,10 +104,7 @@ def land_captures(pack: DomainPack, landing: Path, payloads: list[dict[str, Any]
 
 def write_ground_truth(landing: Path, labels: dict[str, str], batch: str) -> Path:
     path = landing / "ground_truth" / f"{batch}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("sample_id,label\n" + "".join(f"{k},{v}\n" for k, v in labels.items()), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, "sample_id,label\n" + "".join(f"{k},{v}\n" for k, v in labels.items()))
     return path
 
 

@@ -162,8 +162,10 @@ def _frozen(pack: DomainPack, model: Any, params: TrainParams, epoch: int) -> li
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     import torch
 
+    from mmops.atomic import temp_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
 

@@ -41,10 +41,9 @@ class Manifest:
         return cls(raw["id"], raw["domain"], raw["classes"], raw["modalities"], raw["records"], raw["params"])
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
+        from mmops.atomic import write_atomic
+
+        write_atomic(path, json.dumps(self.to_json(), indent=1, sort_keys=True))
 
 
 def stratified_splits(records: list[Record], test_size: float, val_size: float, seed: int) -> dict[str, str]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmops.atomic import write_atomic
 from mmops.errors import NotFoundError
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,7 @@ def _write_bytes(path: Path, data: bytes) -> bool:
     """Write atomically, only when the content differs (keeps mtimes stable for re-pulls)."""
     if path.exists() and path.read_bytes() == data:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(path, data)
     return True
 
 

@@ -30,7 +30,6 @@ import hashlib
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -41,6 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mmops import faults
+from mmops.atomic import temp_path
 from mmops.catalog import Sample, SampleFile, writer_lock
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
@@ -258,7 +258,7 @@ def _write_atomic(target: Path, data: bytes) -> bool:
     if target.parent not in _made_dirs:
         target.parent.mkdir(parents=True, exist_ok=True)
         _made_dirs.add(target.parent)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = temp_path(target)
     try:
         fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
     except FileNotFoundError:  # the folder went away since it was cached (a cleanup): make it again

@@ -1,0 +1,30 @@
+"""Atomic file writes: readers see the old file or the new one, never a torn one, and concurrent writers of
+the same file (two runs of a stage at once) never share a temporary file."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+
+def temp_path(path: Path) -> Path:
+    """A temporary name beside `path`, unique to this process and thread: `.<name>.<pid>.<thread>.tmp` (a
+    cleanup can tell from the pid whether its writer is still running)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def write_atomic(path: Path, data: bytes | str, fsync: bool = False) -> None:
+    """Write `data` to `path` through a temporary file and a rename (fsync: durable before the rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
