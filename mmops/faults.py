@@ -1,11 +1,14 @@
-"""Fault injection for crash tests: `MMOPS_FAULT=<point>:<n>` kills the process (SIGKILL, as `kill -9` would)
-the n-th time execution reaches `point(<point>)`. Unset (always, outside tests), a point costs one dict lookup.
+"""Fault injection for crash and race tests. `MMOPS_FAULT=<point>:<n>` kills the process (SIGKILL, as `kill -9`
+would) the n-th time execution reaches `point(<point>)`; `MMOPS_FAULT=<point>:<n>:sleep=<seconds>` stalls it
+there instead, from the n-th time on (to hold a race window open). Unset (always, outside tests), a point
+costs one dict lookup.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 _hits: dict[str, int] = {}
 
@@ -14,9 +17,14 @@ def point(name: str) -> None:
     spec = os.environ.get("MMOPS_FAULT")
     if not spec:
         return
-    target, _, count = spec.partition(":")
+    target, _, rest = spec.partition(":")
     if target != name:
         return
+    count, _, action = rest.partition(":")
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] >= int(count or 1):
+    if _hits[name] < int(count or 1):
+        return
+    if action.startswith("sleep="):
+        time.sleep(float(action.removeprefix("sleep=")))
+    else:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -7,6 +7,7 @@ Stages are idempotent: re-running one on unchanged input changes nothing of subs
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -17,11 +18,19 @@ from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import select
 
-from mmops.catalog import DatasetVersion, DriftReport, ModelVersion, TrainingRun, ValidationRun, session_scope
+from mmops.catalog import (
+    DatasetVersion,
+    DriftReport,
+    ModelVersion,
+    TrainingRun,
+    ValidationRun,
+    locked_session,
+    session_scope,
+)
 from mmops.config import Params, Settings, get_settings, load_params
 from mmops.domains import DomainPack, load_domain
 from mmops.errors import MmopsError, NotFoundError, ValidationFailedError
@@ -48,10 +57,31 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _write_summary(path: Path, summary: Any) -> dict[str, Any]:
+    from mmops.atomic import write_atomic
+
     data = _jsonable(summary)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True))
     return data
+
+
+_Stage = TypeVar("_Stage", bound=Callable[..., dict[str, Any]])
+
+
+def _one_at_a_time(stage: _Stage) -> _Stage:
+    """The stages that write a domain's dataset and model (build, train, evaluate, package) run one at a time
+    per domain and project: a second run at once (a CLI call beside a DAG run) waits, saying so, instead of
+    interleaving its writes into artifacts/<domain>/. The lock is a file in var/locks/, released by the OS if
+    its holder is killed."""
+
+    @functools.wraps(stage)
+    def locked(domain: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from mmops.locks import file_lock
+
+        path = get_settings().var_dir / "locks" / f"model-{domain}.lock"
+        with file_lock(path, f"another build, train, evaluate or package of {domain} in this project"):
+            return stage(domain, *args, **kwargs)
+
+    return cast(_Stage, locked)
 
 
 def _bentoml_env(settings: Settings) -> None:
@@ -185,7 +215,7 @@ def label(domain: str) -> dict[str, Any]:
 
     settings, params, pack = _ctx(domain)
     result: dict[str, Any] = {"domain": domain, "files": [], "ground_truth": [], "annotations": [], "rules": None}
-    with session_scope(settings.catalog_url) as session:
+    with locked_session(f"labels-{domain}", settings.catalog_url) as session:
         stem = Path(pack.labels_file).stem
         for name in dict.fromkeys([pack.labels_file, f"{stem}.csv", f"{stem}.json"]):
             path = _landed_file(settings, domain, name)
@@ -232,7 +262,7 @@ def prelabel(domain: str, export: bool = True) -> dict[str, Any]:
 
     settings, params, pack = _ctx(domain)
     result: dict[str, Any] = {"domain": domain, "model": None}
-    with session_scope(settings.catalog_url) as session:
+    with locked_session(f"labels-{domain}", settings.catalog_url) as session:
         try:
             mv = champion_or_latest(session, domain)
         except NotFoundError:
@@ -268,7 +298,7 @@ def import_annotations(domain: str, path: str) -> dict[str, Any]:
     export = Path(path)
     if not export.is_file():
         raise NotFoundError(f"no Label Studio export at {export}")
-    with session_scope(settings.catalog_url) as session:
+    with locked_session(f"labels-{domain}", settings.catalog_url) as session:
         return _jsonable(_import(session, pack, export))
 
 
@@ -322,13 +352,14 @@ def profile_suites(domain: str) -> dict[str, Any]:
     return {"domain": domain, "suites_file": str(path), "expectations": n, "reference": manifest.id}
 
 
+@_one_at_a_time
 def build(domain: str) -> dict[str, Any]:
     """Build (or find) the dataset version of the domain's labeled records. Needs a passed gate on them."""
     from mmops.datasets.build import build_manifest
     from mmops.records import fingerprint, load_records
 
     settings, params, pack = _ctx(domain)
-    with session_scope(settings.catalog_url) as session:
+    with locked_session(f"dataset-{domain}", settings.catalog_url) as session:
         records = [r for r in load_records(session, domain, params.label.train_on) if r.label is not None]
         fp = fingerprint(records)
         gate = session.scalar(select(ValidationRun).where(ValidationRun.domain == domain,
@@ -364,6 +395,7 @@ def load_manifest(domain: str, settings: Settings | None = None) -> Any:
     return Manifest.read(path)
 
 
+@_one_at_a_time
 def train(domain: str, progress: Progress = None, resume: bool = False, nproc: int = 1) -> dict[str, Any]:
     """Train on the current dataset version. resume: continue from the last epoch checkpoint of the same
     run; nproc > 1: distributed data parallel over that many torchrun workers (gloo on CPU, NCCL on GPUs)."""
@@ -417,6 +449,7 @@ def _train_distributed(domain: str, nproc: int, resume: bool, settings: Settings
     return raw
 
 
+@_one_at_a_time
 def evaluate(domain: str) -> dict[str, Any]:
     """Test-split metrics (overall, per class, per single modality), confusion matrix, registry update."""
     import numpy as np
@@ -458,7 +491,8 @@ def evaluate(domain: str) -> dict[str, Any]:
     build_reference_sketch(pack, manifest, settings.data_dir, out / "model", out / SKETCH)
     shutil.copy2(out / SKETCH, store_model(out / "model", settings.var_dir, domain, sha) / SKETCH)
     keep = ("accuracy", "macro_f1", "auroc", "ece", "n")
-    with session_scope(settings.catalog_url) as session:
+    # version numbers and aliases: one registration at a time per domain, across processes and machines
+    with locked_session(f"registry-{domain}", settings.catalog_url) as session:
         run = session.scalar(select(TrainingRun).where(
             TrainingRun.domain == domain, TrainingRun.checkpoint_sha256 == sha).order_by(TrainingRun.id.desc()))
         if run is None:
@@ -492,7 +526,7 @@ def promote(domain: str, version: int, reason: str, actor: str | None = None) ->
     from mmops.registry import promote as do_promote
 
     settings, _, _ = _ctx(domain)
-    with session_scope(settings.catalog_url) as session:
+    with locked_session(f"registry-{domain}", settings.catalog_url) as session:
         mv = do_promote(session, domain, version, actor or getpass.getuser(), reason)
         return {"domain": domain, "champion": mv.version, "checkpoint_sha256": mv.checkpoint_sha256}
 
@@ -513,6 +547,7 @@ def _rescore(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]], y:
     return classification_metrics(y, old.predict_proba(values), list(pack.classes))
 
 
+@_one_at_a_time
 def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
     """Save the evaluated model to the BentoML model store and build the domain's bento."""
     settings, _, _ = _ctx(domain)

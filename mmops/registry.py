@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mmops import faults
 from mmops.catalog import ModelAlias, ModelVersion, PromotionEvent, TrainingRun
 from mmops.errors import NotFoundError
 
@@ -75,6 +76,7 @@ def register(session: Session, run: TrainingRun, metrics: dict[str, Any], margin
     )
     if mv is None:
         last = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.domain == run.domain))
+        faults.point("registry.next_version")
         mv = ModelVersion(domain=run.domain, version=(last or 0) + 1, training_run_id=run.id,
                           checkpoint_sha256=run.checkpoint_sha256 or "", metrics=metrics)
         session.add(mv)

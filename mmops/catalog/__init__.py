@@ -29,11 +29,12 @@ from mmops.catalog.models import (
     ValidationRun,
 )
 from mmops.config import get_settings
+from mmops.locks import file_lock
 
 __all__ = [
     "Base", "DatasetVersion", "DriftReport", "Label", "ModelAlias", "ModelVersion", "PromotionEvent", "ReviewItem", "Sample",
     "SampleFile",
-    "TrainingRun", "ValidationRun", "get_engine", "session_scope", "upgrade", "writer_lock",
+    "TrainingRun", "ValidationRun", "get_engine", "locked_session", "session_scope", "upgrade", "writer_lock",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def upgrade(url: str | None = None) -> None:
                 conn.commit()
     else:
         database = engine.url.database if engine.dialect.name == "sqlite" else None
-        with _file_lock(Path(database).parent / "locks" / "migrate.lock") if database and database != ":memory:" \
+        with file_lock(Path(database).parent / "locks" / "migrate.lock") if database and database != ":memory:" \
                 else nullcontext():
             command.upgrade(cfg, "head")
     _upgraded.add(url)
@@ -112,6 +113,15 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 
 
 @contextmanager
+def locked_session(name: str, url: str | None = None) -> Iterator[Session]:
+    """A `session_scope` that holds `writer_lock(name)` from its start until after its commit: for writers
+    that read, then write what they read decides (the next version number, a label that is not there yet)."""
+    with session_scope(url) as session, writer_lock(session, name):
+        yield session
+        session.commit()
+
+
+@contextmanager
 def writer_lock(session: Session, name: str) -> Iterator[None]:
     """Serialise writers of one kind of data (an ingest of one domain) across processes.
 
@@ -133,22 +143,8 @@ def writer_lock(session: Session, name: str) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    with _file_lock(Path(database).parent / "locks" / f"{name}.lock"):
+    with file_lock(Path(database).parent / "locks" / f"{name}.lock"):
         yield
 
 
 _MIGRATION_LOCK = 0x6D6D6F7073  # "mmops"
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on a file, held for the block (released by the OS if the process dies)."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
