@@ -16,7 +16,7 @@ export BENTOML_DO_NOT_TRACK     := true
 export GX_ANALYTICS_ENABLED     := false
 export PATH                     := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo drift-demo test lint airflow serve dashboard browser clean bench
+.PHONY: setup demo drift-demo test lint airflow serve dashboard browser postgres clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +46,19 @@ browser:
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; } || \
 	  echo "could not install chromium: the dashboard browser test will fail (apt-get install chromium)"; }
 
-test: setup browser
+# The catalog tests run against PostgreSQL too: Debian's server package, installed here when missing; the
+# tests start a throw-away server of their own on loopback (tests/postgres.py), or use MMOPS_TEST_POSTGRES_URL.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || [ -n "$${MMOPS_TEST_POSTGRES_URL:-}" ] || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+	  $$SUDO apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends postgresql >/dev/null; } || \
+	  echo "could not install postgresql: the PostgreSQL pass of the tests will fail (apt-get install postgresql)"; }
+
+# Twice: on the embedded SQLite catalog, then with every test project's catalog on PostgreSQL.
+test: setup browser postgres
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --catalog postgresql
 
 lint: setup
 	$(BIN)/ruff check mmops dags tests benchmarks
@@ -60,7 +71,10 @@ bench: setup  ## speed targets as same-process ratios; each prints its figures, 
 	-$(BIN)/python benchmarks/bench_serve.py
 	-$(BIN)/python benchmarks/bench_drift.py
 
+# Training tasks run in the pool mmops_training: one slot per GPU (TRAINING_SLOTS, default 1).
 airflow: setup
+	$(BIN)/airflow db migrate >/dev/null
+	$(BIN)/airflow pools set mmops_training $(or $(TRAINING_SLOTS),1) "mmops training runs at once (one per GPU)" >/dev/null
 	$(BIN)/airflow standalone
 
 serve: setup

@@ -66,7 +66,10 @@ class Airflow:
         return proc
 
     def prepare(self) -> None:
-        for args in (("db", "migrate"), ("dags", "reserialize")):
+        from mmops.orchestration import TRAINING_POOL
+
+        for args in (("db", "migrate"), ("pools", "set", TRAINING_POOL, "1", "mmops training runs at once"),
+                     ("dags", "reserialize")):
             proc = self.run(*args)
             if proc.returncode != 0:
                 raise MmopsError(f"airflow {' '.join(args)} failed (exit {proc.returncode}); see {self.log_path}")

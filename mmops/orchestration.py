@@ -44,15 +44,22 @@ def run_stage(stage: str, domain: str, **kwargs: Any) -> dict[str, Any]:
         raise AirflowFailException(str(exc)) from exc
 
 
+TRAINING_POOL = "mmops_training"  # training tasks share its slots: one per GPU (`make airflow` creates it)
+
+
 def dag_defaults(owner: str = "mmops", retries: int = 2, retry_minutes: int = 1) -> dict[str, Any]:
-    """Arguments every mmops DAG shares: no backfill, one run at a time, retries for transient errors."""
+    """Arguments every mmops DAG shares: no backfill, one run at a time, retries with exponential backoff for
+    transient errors (a database restart, a full disk being cleaned), and a time limit on every task so a
+    hung one fails and alerts instead of holding its slot forever (training sets a longer one)."""
     from datetime import datetime, timedelta
 
     return {
         "start_date": datetime(2026, 1, 1),
         "catchup": False,
         "max_active_runs": 1,
-        "default_args": {"owner": owner, "retries": retries, "retry_delay": timedelta(minutes=retry_minutes)},
+        "default_args": {"owner": owner, "retries": retries, "retry_delay": timedelta(minutes=retry_minutes),
+                         "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=30),
+                         "execution_timeout": timedelta(hours=2)},
     }
 
 
@@ -167,7 +174,7 @@ def retrain_tasks(domain: str) -> None:
 
     steps = [stage("gather", gather), stage("validate", run_stage_named("validate")),
              stage("build", run_stage_named("build")),
-             stage("train", run_stage_named("train"), execution_timeout=timedelta(hours=6))]
+             stage("train", run_stage_named("train"), execution_timeout=timedelta(hours=6), pool=TRAINING_POOL)]
     evaluated = stage("evaluate", run_stage_named("evaluate"))
     for upstream, downstream in zip(steps, [*steps[1:], evaluated], strict=True):
         upstream >> downstream

@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import select
 
+from mmops import faults
 from mmops.catalog import (
     DatasetVersion,
     DriftReport,
@@ -377,6 +378,8 @@ def build(domain: str) -> dict[str, Any]:
             session.add(DatasetVersion(id=manifest.id, domain=domain, manifest_path=str(path),
                                        n_samples=len(manifest.records), split_counts=manifest.split_counts,
                                        validation_run_id=gate.id))
+            session.flush()
+            faults.point("build.before_commit")
     return {"dataset_version": manifest.id, "n_samples": len(manifest.records),
             "split_counts": manifest.split_counts, "manifest": str(path)}
 

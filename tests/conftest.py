@@ -1,16 +1,22 @@
-"""Shared fixtures: throw-away mmops projects built from the bundled real data, fast settings for training."""
+"""Shared fixtures: throw-away mmops projects built from the bundled real data, fast settings for training.
+
+`pytest --catalog postgresql` runs the same tests with every project's catalog in a PostgreSQL database of
+its own (tests/postgres.py); the default is the embedded SQLite catalog.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.postgres import PostgresServer
+from tests.postgres import free_port as free_port  # re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,11 +29,65 @@ os.environ.pop("MMOPS_DATABASE_URL", None)
 os.environ.pop("MMOPS_MODEL_TAG", None)
 
 FAST_TRAIN = {"epochs": 6, "batch_size": 32, "lr": 0.003, "patience": 6}
+_POSTGRES: list[PostgresServer] = []  # the session's server under --catalog postgresql
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--catalog", choices=("sqlite", "postgresql"), default="sqlite",
+                     help="where test projects keep their catalog (postgresql: tests/postgres.py)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--catalog") == "postgresql":
+        _POSTGRES.append(PostgresServer.start())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _POSTGRES:
+        _POSTGRES.pop().stop()
+
+
+def catalog_backend() -> str:
+    return "postgresql" if _POSTGRES else "sqlite"
+
+
+def catalog_url(root: Path) -> str:
+    """The catalog of a test project (its `.env` names a PostgreSQL database under --catalog postgresql)."""
+    from mmops.config import get_settings
+
+    old = os.environ.get("MMOPS_HOME")
+    os.environ["MMOPS_HOME"] = str(root)
+    try:
+        return get_settings().catalog_url
+    finally:
+        if old is None:
+            os.environ.pop("MMOPS_HOME", None)
+        else:
+            os.environ["MMOPS_HOME"] = old
+
+
+def catalog_sql(root: Path, sql: str, **params: object) -> list[tuple]:
+    """One statement (`:name` parameters) on a test project's catalog, whichever database holds it, in a
+    transaction of its own; its rows, if it returns any."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(catalog_url(root))
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
 
 
 def make_project(root: Path, packs: dict[str, str], train: dict | None = None, with_code: bool = False) -> Path:
     """A project folder like the repository's top level: params.yaml, bentofile.yaml (and mmops/, dags/)."""
     root.mkdir(parents=True, exist_ok=True)
+    if _POSTGRES:
+        import hashlib
+
+        name = "mmops_" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+        (root / ".env").write_text(f"MMOPS_DATABASE_URL={_POSTGRES[0].create_database(name)}\n")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["packs"] = packs
     params["train"].update(train or FAST_TRAIN)
@@ -75,12 +135,6 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def use_project(trained_project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MMOPS_HOME", str(trained_project))
     return trained_project
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def venv_bin(name: str) -> str:

@@ -4,6 +4,10 @@ A request hands its entries to a bounded queue and returns; one daemon thread tu
 (`serialize`) and appends them to the file in batches: even the serialization stays off the event loop. When the writer cannot keep up and the queue is full, lines are dropped rather than slowing every
 request, and never silently: the count is kept (`/metadata` shows it) and a warning is logged each time the
 count crosses a power of two. `close()` drains the queue (the service calls it on shutdown).
+
+A process killed mid-append (kill -9, a crash) can leave a last line without its newline. The next writer
+first ends that torn line, so the torn entry stays one unreadable line (the monitor counts and skips it)
+instead of swallowing the first line appended after it.
 """
 
 from __future__ import annotations
@@ -30,8 +34,27 @@ class PredictionLog:
         self.dropped = 0
         self.failed = 0
         self._warn_at = 1
+        self.torn = self._end_torn_line()
         self._thread = threading.Thread(target=self._run, name="mmops-prediction-log", daemon=True)
         self._thread.start()
+
+    def _end_torn_line(self) -> int:
+        try:
+            with self.path.open("rb+") as fh:
+                if fh.seek(0, 2) == 0:
+                    return 0
+                fh.seek(-1, 2)
+                if fh.read(1) == b"\n":
+                    return 0
+                fh.write(b"\n")
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:  # unwritable: the writer will say so on its first append
+            log.error("cannot check the end of %s: %s", self.path, exc)
+            return 0
+        log.warning("%s ended in a torn line (a writer was killed mid-append): ended it; it stays unreadable",
+                    self.path)
+        return 1
 
     def put(self, entries: list[Any]) -> None:
         """Never blocks: a full queue drops (and counts) the entries."""

@@ -1,13 +1,12 @@
 """The README's main command, end to end on the bundled real data of all three domains (fast training)."""
 
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, make_project, venv_bin
+from tests.conftest import catalog_sql, free_port, make_project, venv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +25,9 @@ def test_demo_runs_every_stage_for_every_domain(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Where to look" in out.stdout
 
-    db = sqlite3.connect(root / "var" / "catalog.db")
     for domain in DOMAINS:
         def count(sql: str, d: str = domain) -> int:
-            return db.execute(sql, (d,)).fetchone()[0]
+            return catalog_sql(root, sql.replace("?", ":d"), d=d)[0][0]
 
         assert count("select count(*) from samples where domain=?") > 0
         assert count("select count(*) from labels join samples on samples.id=labels.sample_id where domain=?") > 0
@@ -41,9 +39,9 @@ def test_demo_runs_every_stage_for_every_domain(tmp_path: Path) -> None:
                      "and n_current >= 12") == 1
         assert (root / "artifacts" / domain / "drift" / "drift_report.html").exists()
 
-    reason = db.execute("select reason from files where status='quarantined' and source_path=?",
-                        ("camera/broken_upload.png",)).fetchone()
+    [reason] = catalog_sql(root, "select reason from files where status='quarantined' and source_path=:p",
+                           p="camera/broken_upload.png")
     assert reason and "not a readable image" in reason[0]
     assert (root / "quarantine" / "security").is_dir()
-    modalities = {m for (m,) in db.execute("select distinct modality from files where domain='medical'")}
+    modalities = {m for (m,) in catalog_sql(root, "select distinct modality from files where domain='medical'")}
     assert modalities == {"report", "ecg", "fundus"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, make_project, venv_bin
+from tests.conftest import REPO, catalog_sql, make_project, venv_bin
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -31,7 +31,10 @@ def test_dag_integrity(tmp_path: Path) -> None:
     code = "import json\nfrom airflow.dag_processing.dagbag import DagBag\n" + f"bag = DagBag({str(REPO / 'dags')!r})" + """
 print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": {i: {"tags": sorted(d.tags), "retries": d.default_args.get("retries"), "owner": d.owner,
-                 "doc": bool(d.doc_md), "tasks": [t.task_id for t in d.tasks]} for i, d in bag.dags.items()}}))
+                 "doc": bool(d.doc_md), "tasks": [t.task_id for t in d.tasks],
+                 "task_args": {t.task_id: {"backoff": t.retry_exponential_backoff, "pool": t.pool,
+                                           "timeout_s": t.execution_timeout and t.execution_timeout.total_seconds()}
+                               for t in d.tasks}} for i, d in bag.dags.items()}}))
 """
     out = subprocess.run([sys.executable, "-c", code], env=airflow_env(tmp_path), capture_output=True,
                          text=True, timeout=300)
@@ -51,6 +54,9 @@ print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.
     for dag_id, dag in dags.items():
         assert "mmops" in dag["tags"] and dag["owner"] == "mmops" and dag["doc"], dag_id
         assert dag["retries"] >= 2, dag_id
+        for task_id, args in dag["task_args"].items():  # backoff on retries, and no task runs unbounded
+            assert args["backoff"] and 0 < args["timeout_s"] <= 6 * 3600, (dag_id, task_id, args)
+            assert (args["pool"] == "mmops_training") == task_id.endswith("train"), (dag_id, task_id, args)
 
 
 def task_states(root: Path, dag_id: str) -> dict[tuple[str, int], str]:
@@ -79,9 +85,11 @@ def test_ingest_then_train_dags_and_a_failing_gate(tmp_path: Path) -> None:
 
     ingest = airflow(root, "dags", "test", "mmops_ingest_security")
     assert ingest.returncode == 0 and "state=success" in ingest.stdout + ingest.stderr, ingest.stderr[-3000:]
-    db = sqlite3.connect(root / "var" / "catalog.db")
-    assert db.execute("select count(*) from samples where domain='security'").fetchone()[0] == 200
-    assert db.execute("select count(*) from labels").fetchone()[0] == 200
+    def count(sql: str) -> int:
+        return catalog_sql(root, sql)[0][0]
+
+    assert count("select count(*) from samples where domain='security'") == 200
+    assert count("select count(*) from labels") == 200
     states = task_states(root, "mmops_ingest_security")
     assert sorted(m for (t, m) in states if t == "ingest") == [0, 1, 2, 3]
     assert set(states.values()) == {"success"}  # new records: the asset was announced
@@ -96,20 +104,19 @@ def test_ingest_then_train_dags_and_a_failing_gate(tmp_path: Path) -> None:
     labels = root / "landing" / "security" / "labels.csv"
     good = labels.read_text()
     labels.write_text("".join(ln for ln in good.splitlines(keepends=True) if "non_face" not in ln))
-    db.execute("delete from labels")
-    db.commit()
+    catalog_sql(root, "delete from labels")
     assert airflow(root, "dags", "test", "mmops_ingest_security").returncode == 0
     failed = airflow(root, "dags", "test", "mmops_train_security")
     log = failed.stdout + failed.stderr
     assert "state=failed" in log and "expect_column_distinct_values_to_contain_set" in log
     assert "Data Docs file://" in log  # the task log links the HTML report of the failed gate
-    assert db.execute("select count(*) from dataset_versions").fetchone()[0] == 0
+    assert count("select count(*) from dataset_versions") == 0
 
     labels.write_text(good)
     assert airflow(root, "dags", "test", "mmops_ingest_security").returncode == 0
     trained = airflow(root, "dags", "test", "mmops_train_security", timeout=600)
     assert "state=success" in trained.stdout + trained.stderr, trained.stderr[-3000:]
-    row = db.execute("select version, bento_tag from model_versions where domain='security'").fetchone()
+    [row] = catalog_sql(root, "select version, bento_tag from model_versions where domain='security'")
     assert row[0] == 1 and row[1].startswith("mmops-security:")
 
     # the labeling DAG: an annotator's Label Studio export comes in; the champion pre-labels; tasks go out
@@ -121,8 +128,8 @@ def test_ingest_then_train_dags_and_a_failing_gate(tmp_path: Path) -> None:
     labeled = airflow(root, "dags", "test", "mmops_label_security")
     assert labeled.returncode == 0, labeled.stderr[-3000:]
     assert set(task_states(root, "mmops_label_security").values()) == {"success"}
-    assert db.execute("select label, annotator from labels where kind='human'").fetchall() == [
+    assert catalog_sql(root, "select label, annotator from labels where kind='human'") == [
         ("non_face", "guard@site")]
     # every record but the one a human labeled gets the champion's pre-label
-    assert db.execute("select count(*) from labels where kind='model'").fetchone()[0] == 199
+    assert count("select count(*) from labels where kind='model'") == 199
     assert (root / "artifacts" / "security" / "labelstudio" / "config.xml").exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, make_project, venv_bin
+from tests.conftest import catalog_sql, free_port, make_project, venv_bin
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -74,14 +74,14 @@ def test_drift_demo_closes_the_loop_and_no_drift_triggers_nothing(served_project
     else:
         assert tasks["deploy"] == "skipped" and summary["served_after"] == summary["served_before"]
 
-    db = sqlite3.connect(root / "var" / "catalog.db")
     # the challenger's dataset holds the field's captures, labeled by the ground truth that came in
-    captured = db.execute("select count(*) from samples where domain='industrial' and sample_key like "
-                          "'shifted-%'").fetchone()[0]
+    [(captured,)] = catalog_sql(root, "select count(*) from samples where domain='industrial' and sample_key like "
+                                      "'shifted-%'")
     assert captured == shifted["sent"] == 80
-    assert db.execute("select count(*) from labels where source like 'file:ground_truth/%'").fetchone()[0] >= 80
-    reports = db.execute("select drifted from drift_reports where domain='industrial' and current_source='log' "
-                         "order by id").fetchall()
+    [(labeled,)] = catalog_sql(root, "select count(*) from labels where source like 'file:ground_truth/%'")
+    assert labeled >= 80
+    reports = catalog_sql(root, "select drifted from drift_reports where domain='industrial' and "
+                                "current_source='log' order by id")
     assert [bool(r[0]) for r in reports] == [False, True]
 
     # the scheduler's queue entry was consumed by the run: nothing left to trigger

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_project, venv_bin
+from tests.conftest import catalog_sql, make_project, venv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +68,29 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_model(built: Path) -> None:
     finally:
         params["train"]["lr"] = TRAIN.get("lr", 0.003)
         (built / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_a_build_killed_before_its_commit_reruns_to_the_same_version(tmp_path: Path) -> None:
+    """kill -9 after the manifest is written, before the dataset version is committed: training refuses the
+    uncommitted version with a clear message, and the rerun commits exactly the version a clean build makes."""
+    root = make_project(tmp_path / "proj", {"industrial": "industrial-imu"}, TRAIN)
+    for stage in (("data", "pull"), ("ingest",), ("label",), ("validate",)):
+        proc = _mmops(root, *stage, "--domain", "industrial")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    killed = _mmops(root, "build", "--domain", "industrial", fault="build.before_commit:1")
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    manifest = root / "artifacts" / "industrial" / "dataset" / "manifest.json"
+    written = manifest.read_bytes()  # whole (written atomically), but not in the catalog
+    assert catalog_sql(root, "select count(*) from dataset_versions") == [(0,)]
+    refused = _mmops(root, "train", "--domain", "industrial")
+    assert refused.returncode != 0 and "is not in the catalog with a passed gate" in refused.stdout + refused.stderr
+    rerun = _mmops(root, "build", "--domain", "industrial", "--json")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    version = json.loads(rerun.stdout[rerun.stdout.index("{"):])["dataset_version"]
+    assert catalog_sql(root, "select id from dataset_versions") == [(version,)]
+    assert manifest.read_bytes() == written and not list(manifest.parent.glob(".*.tmp"))
+    again = _mmops(root, "build", "--domain", "industrial")  # and once more: nothing changes
+    assert again.returncode == 0 and catalog_sql(root, "select id from dataset_versions") == [(version,)]
 
 
 def test_ddp_on_two_gloo_workers(built: Path) -> None:

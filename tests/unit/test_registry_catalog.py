@@ -6,10 +6,12 @@ from sqlalchemy import inspect
 
 from mmops.catalog import Base, ModelVersion, TrainingRun, get_engine, session_scope
 from mmops.registry import get_alias, register
+from tests.conftest import catalog_backend
 
 
 def test_migrations_create_exactly_the_orm_schema(project: Path) -> None:
     engine = get_engine()
+    assert engine.dialect.name == catalog_backend()  # `pytest --catalog postgresql` really runs on PostgreSQL
     tables = set(inspect(engine).get_table_names())
     assert {"samples", "files", "labels", "validation_runs", "dataset_versions", "training_runs",
             "model_versions", "model_aliases", "drift_reports", "alembic_version"} <= tables

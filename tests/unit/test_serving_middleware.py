@@ -98,6 +98,21 @@ def test_prediction_log_writes_off_the_caller_and_counts_what_it_drops(tmp_path:
     assert "3 lines dropped" in caplog.text or "1 lines dropped" in caplog.text
 
 
+def test_a_torn_last_line_costs_only_itself(tmp_path: Path) -> None:
+    """A writer killed mid-append leaves a line without its newline; the next one ends it before appending."""
+    target = tmp_path / "d.jsonl"
+    target.write_text('{"i": 0}\n{"i": 1, "emb')  # the torn write of a killed service
+    log = PredictionLog(target)
+    log.put([json.dumps({"i": 2})])
+    log.flush()
+    log.close()
+    lines = target.read_text().splitlines()
+    assert lines == ['{"i": 0}', '{"i": 1, "emb', '{"i": 2}'] and log.torn == 1
+    again = PredictionLog(target)  # a clean end: nothing to mend
+    again.close()
+    assert again.torn == 0 and target.read_text().splitlines() == lines
+
+
 def test_prediction_log_survives_an_unwritable_file(tmp_path: Path) -> None:
     target = tmp_path / "d.jsonl"
     log = PredictionLog(target)
