@@ -24,6 +24,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument
 
+from mmops import faults
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.serving.middleware import BearerAuth, BodyLimit
@@ -113,6 +114,7 @@ class ModelRunner:
     @bentoml.api
     def reload(self, tag: str = "") -> dict[str, Any]:
         """Load `tag` (default: what MMOPS_MODEL_TAG / the domain's latest names now) and swap it in."""
+        faults.point("serve.reload")
         return self._load(tag or model_tag())
 
 

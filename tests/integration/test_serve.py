@@ -294,35 +294,22 @@ def test_a_new_champion_is_swapped_in_without_dropping_requests(service: tuple[s
     """A second model version (the same network with its last layer's bias shifted, so its answers differ) is
     put in the model store; POST /admin/reload swaps it in while clients keep sending. Every request is
     answered, each by exactly one of the two versions, and after the reload only the new one answers."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
     from mmops.serving.packaging import save_to_model_store
 
     url, root = service
     monkeypatch.setenv("MMOPS_API_TOKEN", TOKEN)  # what `mmops reload` sends
     _, records = _records(root, 4)
     old = post(url, {"records": records}).json()[0]["model_version"]
-    src, new_dir = root / "artifacts" / "industrial" / "model", root / "swap-model"
-    shutil.copytree(src, new_dir, dirs_exist_ok=True)
-    weights = load_file(str(new_dir / "model.safetensors"))
-    last_bias = [k for k in weights if k.endswith(".bias")][-1]
-    weights[last_bias] = weights[last_bias] + 0.5
-    save_file(weights, str(new_dir / "model.safetensors"))
+    new_dir = _another_version(root, "swap-model")
     card = json.loads((new_dir / "model_card.json").read_text())
-    card["checkpoint_sha256"] = hashlib.sha256((new_dir / "model.safetensors").read_bytes()).hexdigest()
-    (new_dir / "model_card.json").write_text(json.dumps(card))
     new = save_to_model_store("industrial", new_dir, {"note": "swap test"})
     assert new != old
     # a third version that takes other inputs (a longer accelerometer window): a reload must refuse it
-    other_card = json.loads(json.dumps(card))
+    other_dir = _another_version(root, "other-inputs-model", nudge=1.0)
+    other_card = json.loads((other_dir / "model_card.json").read_text())
     next(m for m in other_card["domain_pack"]["modalities"] if m["name"] == "accel")["length"] *= 2
-    weights[last_bias] = weights[last_bias] + 0.5
-    save_file(weights, str(new_dir / "model.safetensors"))
-    other_card["checkpoint_sha256"] = hashlib.sha256((new_dir / "model.safetensors").read_bytes()).hexdigest()
-    (new_dir / "model_card.json").write_text(json.dumps(other_card))
-    other = save_to_model_store("industrial", new_dir, {"note": "other inputs"})
+    (other_dir / "model_card.json").write_text(json.dumps(other_card))
+    other = save_to_model_store("industrial", other_dir, {"note": "other inputs"})
     try:
         _swap_while_clients_send(url, records, old, new, card["checkpoint_sha256"])
         resp = httpx.post(f"{url}/admin/reload", json={"tag": other}, headers=AUTH, timeout=60)
@@ -367,6 +354,61 @@ def _swap_while_clients_send(url: str, records: list[dict], old: str, new: str, 
     assert 400 <= httpx.post(f"{url}/admin/reload", json={"tag": "mmops-industrial:nope"}, headers=AUTH,
                              timeout=60).status_code < 500
     assert post(url, {"records": records}).json()[0]["model_version"] == old
+
+
+def _another_version(root: Path, name: str, nudge: float = 0.5) -> Path:
+    """A copy of the domain's model with its last bias nudged: another version that takes the same inputs."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    new_dir = root / name
+    shutil.copytree(root / "artifacts" / "industrial" / "model", new_dir, dirs_exist_ok=True)
+    weights = load_file(str(new_dir / "model.safetensors"))
+    last_bias = [k for k in weights if k.endswith(".bias")][-1]
+    weights[last_bias] = weights[last_bias] + nudge
+    save_file(weights, str(new_dir / "model.safetensors"))
+    card = json.loads((new_dir / "model_card.json").read_text())
+    card["checkpoint_sha256"] = hashlib.sha256((new_dir / "model.safetensors").read_bytes()).hexdigest()
+    (new_dir / "model_card.json").write_text(json.dumps(card))
+    return new_dir
+
+
+def test_a_service_killed_mid_reload_restarts_with_its_log_whole(trained_project: Path, use_project: Path) -> None:
+    """kill -9 of the model process in the middle of a hot reload: the reload fails (nothing half-swapped
+    answers), the restarted service serves the model it names and appends to the same log, every answered
+    record is in the log exactly once, and the reload then completes."""
+    import bentoml
+
+    from mmops.serving.packaging import save_to_model_store
+
+    _, records = _records(trained_project, 6)
+    log_path = trained_project / "var" / "predictions" / "industrial.jsonl"
+    new = save_to_model_store("industrial", _another_version(trained_project, "reload-model"), {"note": "kill test"})
+    try:
+        tagged = [{**r, "id": f"before-{r['id']}"} for r in records]
+        with _serving(trained_project, "industrial", "serve-kill-test.log", MMOPS_FAULT="serve.reload:1") as url:
+            served = httpx.get(f"{url}/metadata", timeout=30).json()["model_version"]
+            start = logged(url, 0)["written"]
+            assert httpx.post(f"{url}/predict", json={"records": tagged}, timeout=60).status_code == 200
+            logged(url, start + len(tagged))
+            try:  # the model process is SIGKILLed mid-reload: an error, or a dropped connection
+                failed = httpx.post(f"{url}/admin/reload", json={"tag": new}, timeout=90).status_code
+            except httpx.HTTPError:
+                failed = None
+            assert failed is None or failed >= 500
+        with _serving(trained_project, "industrial", "serve-kill-test-2.log") as url:  # restarted, no fault
+            meta = httpx.get(f"{url}/metadata", timeout=30).json()
+            assert meta["model_version"] == served  # what it names, not a half-swapped model
+            after = [{**r, "id": f"after-{r['id']}"} for r in records]
+            assert httpx.post(f"{url}/predict", json={"records": after}, timeout=60).status_code == 200
+            assert httpx.post(f"{url}/admin/reload", json={"tag": new}, timeout=90).json()["model_version"] == new
+            logged(url, len(after))
+        lines = [json.loads(line) for line in log_path.read_text().splitlines()]  # every line whole
+        ids = [e["record_id"] for e in lines if e["record_id"].startswith(("before-", "after-"))]
+        assert sorted(ids) == sorted(r["id"] for r in tagged + after)  # each answered record once
+    finally:
+        bentoml.models.delete(new)
 
 
 def test_upload_takes_files_decoded_as_ingest_decodes_them(service: tuple[str, Path], use_project: Path) -> None:
