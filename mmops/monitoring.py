@@ -262,13 +262,12 @@ def check_drift(sketch: ReferenceSketch, chunks: Iterator[tuple[Any, dict[str, n
     snapshots = {"sample": snapshot} if snapshot is not None else {}
     rendered_embeddings = {}
     for g, cur in emb_samples.items():
-        ref = sketch.embeddings[g].sample
+        n_current = verdict.embeddings[g].n_current if g in verdict.embeddings else 0
         rendered_embeddings[g], emb_snapshot = render_embedding_report(
-            g, ref, cur.frame().to_numpy(dtype=np.float64), out_dir / f"embedding_drift_{g}.html",
-            f"{title}: Evidently's embedding drift for {g} on a sample of {len(ref)} reference and "
-            f"{len(cur.frame())} current embeddings (of {sketch.embeddings[g].n} and "
-            f"{verdict.embeddings[g].n_current if g in verdict.embeddings else 0}); the verdict in "
-            f"drift_report.json is the streaming check on all rows")
+            g, sketch.embeddings[g].sample, cur.frame().to_numpy(dtype=np.float64),
+            out_dir / f"embedding_drift_{g}.html",
+            f"{title}: Evidently's embedding drift for {g} on samples of the {sketch.embeddings[g].n} reference "
+            f"and {n_current} current embeddings; the verdict in drift_report.json is the streaming check on all")
         if emb_snapshot is not None:
             snapshots[f"embedding:{g}"] = emb_snapshot
     json_path.write_text(json.dumps({"title": title, "n_reference": sketch.n_rows, "skipped_lines": skipped,
@@ -314,16 +313,21 @@ TSNE_PERPLEXITY = 30  # scikit-learn's default, which Evidently's embedding plot
 
 def render_embedding_report(group: str, reference: np.ndarray, current: np.ndarray, html_path: Path,
                             title: str) -> tuple[dict[str, Any], Any]:
-    """Evidently's embedding drift report of two samples of a modality's embeddings (its `distance` method with
-    bootstrap, and its t-SNE plot of both sides), as HTML; returns Evidently's verdict, for the record, and the
-    snapshot (None, with the reason, when the samples are too small for Evidently)."""
-    n_ref, n_cur = len(reference), len(current)
-    # Evidently's bootstrap draws n_ref**2 // (n_ref + n_cur) reference rows (none: a NaN mean, then a crash)
-    if n_cur < 2 or n_ref**2 < 2 * (n_ref + n_cur) or n_ref + n_cur <= TSNE_PERPLEXITY:
+    """Evidently's embedding drift report of two uniform samples of a modality's embeddings (its `distance`
+    method with bootstrap, and its t-SNE plot of both sides), as HTML; returns Evidently's verdict, for the
+    record, and the snapshot (None, with the reason, when the samples are too small for Evidently).
+
+    Evidently's bootstrap draws n_ref**2 // (n_ref + n_cur) reference rows (none: a NaN mean, then a crash), so
+    a small reference takes a smaller current sample: its first rows, a uniform sample too."""
+    n_ref = len(reference)
+    current = current[: max(0, n_ref * n_ref // 2 - n_ref)]  # keeps n_ref**2 >= 2 (n_ref + n_cur)
+    n_cur = len(current)
+    if n_cur < 2 or n_ref + n_cur <= TSNE_PERPLEXITY:
         html_path.unlink(missing_ok=True)  # a previous check's report would pass for this one's
         return {"skipped": f"too few embeddings for Evidently ({n_ref} reference, {n_cur} current): its bootstrap "
                            "draws reference**2 / (reference + current) rows, which must be at least 2, and its "
                            f"t-SNE plot needs more than {TSNE_PERPLEXITY} rows together"}, None
+    title = f"{title} (Evidently's samples: {n_ref} reference, {n_cur} current)"
     import pandas as pd
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift

@@ -180,7 +180,8 @@ def test_evidently_renders_embedding_drift_on_the_samples(tmp_path) -> None:
     ref = pd.DataFrame({"image.brightness": rng.normal(size=300)})
     ref_emb = rng.normal(size=(300, 8))
     ref_emb[::7] = np.nan  # records without the modality are not sampled
-    sketch = ReferenceSketch.build(ref, embeddings={"image": ref_emb, "text": rng.normal(size=(3, 8))})
+    sketch = ReferenceSketch.build(ref, embeddings={"image": ref_emb, "text": rng.normal(size=(3, 8)),
+                                                    "small": rng.normal(size=(16, 8))})
     sketch.save(tmp_path / "s.json")
     sketch = ReferenceSketch.load(tmp_path / "s.json")  # the sample travels with the model
     assert sketch.embeddings["image"].sample.shape == (EMBEDDING_SAMPLE, 8)
@@ -190,7 +191,7 @@ def test_evidently_renders_embedding_drift_on_the_samples(tmp_path) -> None:
         for _ in range(3):
             emb = rng.normal(size=(150, 8))
             emb[:, :4] += shift
-            yield pd.DataFrame({"image.brightness": rng.normal(size=150)}), {"image": emb, "text": emb[:, :8]}, 0
+            yield pd.DataFrame({"image.brightness": rng.normal(size=150)}), {"image": emb, "text": emb, "small": emb}, 0
 
     for shift, out in ((0.0, tmp_path / "same"), (1.0, tmp_path / "moved")):
         result = check_drift(sketch, chunks(shift), 0.5, out, "test")
@@ -200,4 +201,6 @@ def test_evidently_renders_embedding_drift_on_the_samples(tmp_path) -> None:
         assert (out / "embedding_drift_image.html").stat().st_size > 0 and "embedding:image" in result.snapshots
         assert "too few embeddings" in report["text"]["skipped"] and "embedding:text" not in result.snapshots
         assert not (out / "embedding_drift_text.html").exists()
+        # 16 reference rows: Evidently's bootstrap takes 16**2 / (16 + current) rows, so a smaller current sample
+        assert (report["small"]["n_reference"], report["small"]["n_current"]) == (16, 16 * 16 // 2 - 16)
         assert result.verdict.embeddings["image"].drifted is (shift > 0)  # the streaming check agrees
