@@ -60,3 +60,19 @@ def test_a_monitor_run_takes_its_window_from_the_trigger_config() -> None:
     assert monitor_since({"since": "2026-11-24T08:00:00Z"}) == 1_795_507_200.0
     with pytest.raises(ConfigError, match="ISO-8601"):
         monitor_since({"since": "yesterday"})
+
+
+def test_no_secrets_or_connection_strings_in_dag_code() -> None:
+    """Credentials reach DAG tasks from the environment (or the project's .env): none are written in dags/."""
+    import re
+    from pathlib import Path
+
+    secret = re.compile(r"(?i)(password|passwd|secret|api[_-]?key|token)\s*[=:]\s*['\"][^'\"]+['\"]"
+                        r"|://[^/\s:'\"]+:[^@\s'\"]+@"  # user:password@host in a URL
+                        r"|bearer\s+[a-z0-9._-]{8,}")
+    dags = sorted((Path(__file__).resolve().parents[2] / "dags").glob("*.py"))
+    assert dags
+    found = [f"{p.name}:{n}: {line.strip()}" for p in dags
+             for n, line in enumerate(p.read_text().splitlines(), 1) if secret.search(line)]
+    assert found == []
+    assert secret.search('token = "s3cret"') and secret.search("postgresql://mmops:pw@db/mmops")  # it can fail
