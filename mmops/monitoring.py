@@ -266,8 +266,8 @@ def check_drift(sketch: ReferenceSketch, chunks: Iterator[tuple[Any, dict[str, n
         rendered_embeddings[g], emb_snapshot = render_embedding_report(
             g, sketch.embeddings[g].sample, cur.frame().to_numpy(dtype=np.float64),
             out_dir / f"embedding_drift_{g}.html",
-            f"{title}: Evidently's embedding drift for {g} on samples of the {sketch.embeddings[g].n} reference "
-            f"and {n_current} current embeddings; the verdict in drift_report.json is the streaming check on all")
+            f"{title}: Evidently's embedding drift for {g}, on samples of {sketch.embeddings[g].n} reference and "
+            f"{n_current} current embeddings in all; the verdict in drift_report.json is the streaming check on all")
         if emb_snapshot is not None:
             snapshots[f"embedding:{g}"] = emb_snapshot
     json_path.write_text(json.dumps({"title": title, "n_reference": sketch.n_rows, "skipped_lines": skipped,
