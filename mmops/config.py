@@ -101,8 +101,8 @@ ENV_FILE = ".env"  # in the project folder: deployment settings without exportin
 
 def get_settings() -> Settings:
     """Settings from MMOPS_* environment variables and, under them, the project's `.env` file (MMOPS_HOME/.env,
-    the same names; other names in it are left to the tools they belong to): a catalog URL or API token set
-    once for every face (CLI, DAG tasks, the service)."""
+    the same names; other names in it are left to the tools they belong to): a catalog URL or pseudonym key
+    set once for every face (CLI, DAG tasks, the service)."""
     import os
 
     base = Settings()

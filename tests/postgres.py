@@ -1,7 +1,7 @@
 """A PostgreSQL server for the test session's catalogs (`pytest --catalog postgresql`).
 
 `MMOPS_TEST_POSTGRES_URL` names a server to use (a role that may create databases); otherwise a throw-away
-cluster is made with the machine's PostgreSQL binaries (Debian's `postgresql` package: `.ci/run` installs it)
+cluster is made with the machine's PostgreSQL binaries (Debian's `postgresql` package: `make test` installs it)
 in a temporary folder, listening on loopback only, and removed at the end. Every test project gets a
 database of its own, named in the project's `.env`.
 """
