@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +136,23 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def use_project(trained_project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MMOPS_HOME", str(trained_project))
     return trained_project
+
+
+def mmops_env(root: Path, fault: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment a test runs `mmops` in for a project: a fixed pseudonym key, and MMOPS_FAULT only
+    when `fault` asks for one (mmops.faults)."""
+    env = {**os.environ, "MMOPS_HOME": str(root), "MMOPS_PSEUDONYM_KEY": "test-key", **extra}
+    env.pop("MMOPS_FAULT", None)
+    if fault:
+        env["MMOPS_FAULT"] = fault
+    return env
+
+
+def run_mmops(root: Path, *args: str, fault: str | None = None, timeout: float = 600,
+              **extra: str) -> subprocess.CompletedProcess:
+    """`mmops <args>` in a project, as a user runs it (a process of its own)."""
+    return subprocess.run([venv_bin("mmops"), *args], cwd=root, env=mmops_env(root, fault, **extra),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def venv_bin(name: str) -> str:

@@ -8,7 +8,6 @@
 """
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,25 +15,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import catalog_backend, catalog_sql, catalog_url, make_project, venv_bin
+from tests.conftest import (
+    catalog_backend,
+    catalog_sql,
+    catalog_url,
+    make_project,
+    mmops_env,
+    run_mmops,
+    venv_bin,
+)
 
 pytestmark = pytest.mark.slow
 
 TRAIN = {"epochs": 3, "batch_size": 16, "patience": 3}
 
 
-def _env(root: Path, fault: str | None = None) -> dict[str, str]:
-    env = {**os.environ, "MMOPS_HOME": str(root), "MMOPS_PSEUDONYM_KEY": "test-key", "OMP_NUM_THREADS": "1"}
-    env.pop("MMOPS_FAULT", None)
-    if fault:
-        env["MMOPS_FAULT"] = fault
-    return env
-
-
 def _at_once(*runs: tuple[Path, tuple[str, ...], str | None]) -> list[tuple[int, str, str]]:
     """Start every (project, mmops args, fault) together; (exit code, stdout, stderr) of each."""
-    procs = [subprocess.Popen([venv_bin("mmops"), *args], cwd=root, env=_env(root, fault), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for root, args, fault in runs]
+    procs = [subprocess.Popen([venv_bin("mmops"), *args], cwd=root, env=mmops_env(root, fault, OMP_NUM_THREADS="1"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for root, args, fault in runs]
     outs = [p.communicate(timeout=600) for p in procs]
     return [(p.returncode, o, e) for p, (o, e) in zip(procs, outs, strict=True)]
 
@@ -46,8 +45,7 @@ def _json(stdout: str) -> dict:
 def test_two_training_runs_at_once_stay_consistent(tmp_path: Path) -> None:
     one = make_project(tmp_path / "one", {"industrial": "industrial-imu"}, TRAIN)
     for stage in (("data", "pull"), ("ingest",), ("label",), ("validate",), ("build",)):
-        proc = subprocess.run([venv_bin("mmops"), *stage, "--domain", "industrial"], cwd=one, env=_env(one),
-                              capture_output=True, text=True, timeout=600)
+        proc = run_mmops(one, *stage, "--domain", "industrial", OMP_NUM_THREADS="1")
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
     # 1. one project, two trainings at once: the second waits, saying so; both finish and are recorded
@@ -71,8 +69,7 @@ def test_two_training_runs_at_once_stay_consistent(tmp_path: Path) -> None:
     params = yaml.safe_load((two / "params.yaml").read_text())
     params["seed"] = 7
     (two / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    retrained = subprocess.run([venv_bin("mmops"), *train], cwd=two, env=_env(two), capture_output=True, text=True,
-                               timeout=600)
+    retrained = run_mmops(two, *train, OMP_NUM_THREADS="1")
     assert retrained.returncode == 0, retrained.stderr[-2000:]
     assert _json(retrained.stdout)["checkpoint_sha256"] not in shas
 

@@ -2,7 +2,6 @@
 clean run leaves them."""
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import catalog_backend, catalog_sql, make_project, venv_bin
+from tests.conftest import catalog_backend, catalog_sql, make_project, mmops_env, run_mmops, venv_bin
 
 
 def _project(root: Path) -> Path:
@@ -22,11 +21,7 @@ def _project(root: Path) -> Path:
 
 
 def _mmops(root: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MMOPS_HOME": str(root), "MMOPS_PSEUDONYM_KEY": "test-key"}
-    env.pop("MMOPS_FAULT", None)
-    if fault:
-        env["MMOPS_FAULT"] = fault
-    return subprocess.run([venv_bin("mmops"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    return run_mmops(root, *args, fault=fault, timeout=300)
 
 
 def _land(root: Path, source: Path) -> None:
@@ -105,8 +100,7 @@ def test_two_ingests_of_one_domain_at_once_equal_one_clean_run(landed: Path, tmp
 
     busy = _project(tmp_path / "busy")
     _land(busy, landed)
-    env = {**os.environ, "MMOPS_HOME": str(busy), "MMOPS_PSEUDONYM_KEY": "test-key"}
-    env.pop("MMOPS_FAULT", None)
+    env = mmops_env(busy)
     envs = [env, env]
     if landing == "overlapping folders":  # the first two thirds of the files in one, the last two thirds in the other
         files = sorted(p for p in (busy / "landing").rglob("*") if p.is_file() or p.is_symlink())

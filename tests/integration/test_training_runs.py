@@ -2,14 +2,13 @@
 as a run never interrupted), and distributed data parallel over two torchrun workers with gloo on CPU."""
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import catalog_sql, make_project, venv_bin
+from tests.conftest import catalog_sql, make_project, run_mmops
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +17,7 @@ TRAIN = {"epochs": 6, "batch_size": 16, "patience": 6, "align_weight": 0.1, "fus
 
 
 def _mmops(root: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MMOPS_HOME": str(root), "MMOPS_PSEUDONYM_KEY": "test-key", "OMP_NUM_THREADS": "1"}
-    env.pop("MMOPS_FAULT", None)
-    if fault:
-        env["MMOPS_FAULT"] = fault
-    return subprocess.run([venv_bin("mmops"), *args], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return run_mmops(root, *args, fault=fault, OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
