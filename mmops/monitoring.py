@@ -262,7 +262,7 @@ def check_drift(sketch: ReferenceSketch, chunks: Iterator[tuple[Any, dict[str, n
     snapshots = {"sample": snapshot} if snapshot is not None else {}
     rendered_embeddings = {}
     for g, cur in emb_samples.items():
-        n_current = verdict.embeddings[g].n_current if g in verdict.embeddings else 0
+        n_current = verdict.embeddings[g].n_current  # the verdict has an entry for every sketch embedding
         rendered_embeddings[g], emb_snapshot = render_embedding_report(
             g, sketch.embeddings[g].sample, cur.frame().to_numpy(dtype=np.float64),
             out_dir / f"embedding_drift_{g}.html",
