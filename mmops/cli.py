@@ -242,6 +242,25 @@ def promote(
 
 
 @app.command()
+def audit(
+    domain: Annotated[str | None, typer.Option("--domain", "-d", help="one domain; default: all")] = None,
+    limit: Annotated[int, typer.Option(help="the newest this many events")] = 50,
+    as_json: AsJson = False,
+) -> None:
+    """Who ingested, labeled, built, trained, registered, promoted, packaged and deployed what (MMOPS_ACTOR,
+    else the Airflow task, else user@host)."""
+    from mmops import pipeline
+
+    events = _run(lambda: pipeline.audit_log(domain, limit), as_json=as_json)
+    if as_json:
+        return
+    for e in events:
+        detail = ", ".join(f"{k}={_short(v)}" for k, v in e["detail"].items() if v not in (None, [], {}))
+        out.print(f"{e['at'][:19]} {e['domain']:<10} {e['action']:<20} {e['subject']:<28} by {e['actor']}"
+                  + (f"  ({detail})" if detail else ""), highlight=False, soft_wrap=True)
+
+
+@app.command()
 def reload(
     domain: Domain,
     url: Annotated[str | None, typer.Option(help="the running service; default: http://127.0.0.1:<serve.port>")] = None,
@@ -349,12 +368,17 @@ def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
 ) -> None:
     """Serve the domain's packaged model with BentoML (POST /predict)."""
+    from mmops import pipeline
     from mmops.config import get_settings, load_params
     from mmops.serving.client import serve_command, service_env
 
     port = port or load_params().serve.port
-    console.print(f"serving {domain} on http://{host}:{port} (POST /predict); Ctrl-C stops", highlight=False)
-    raise typer.Exit(subprocess.call(serve_command(port, host), env=service_env(domain), cwd=get_settings().root))
+    env = service_env(domain)
+    url = f"http://{host}:{port}"
+    _run(lambda: pipeline.record_deploy(get_settings(), domain, env.get("MMOPS_MODEL_TAG", f"mmops-{domain}:latest"),
+                                        url, how="serve"))
+    console.print(f"serving {domain} on {url} (POST /predict); Ctrl-C stops", highlight=False)
+    raise typer.Exit(subprocess.call(serve_command(port, host), env=env, cwd=get_settings().root))
 
 
 @app.command()

@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import select
 
-from mmops import faults
+from mmops import audit, faults
 from mmops.catalog import (
     DatasetVersion,
     DriftReport,
@@ -145,6 +145,11 @@ def ingest(domain: str, progress: Progress = None, paths: list[str] | None = Non
     )
     name = "ingest.json" if paths is None else f"ingest-batch-{_digest(paths)}.json"
     result = _jsonable(summary)
+    if summary.ingested or summary.quarantined:
+        with session_scope(settings.catalog_url) as session:
+            audit.record(session, "ingested", domain, f"landing:{summary.ingested + summary.quarantined} files",
+                         seen=summary.seen, ingested=summary.ingested, duplicates=summary.duplicates,
+                         quarantined=summary.quarantined, new_records=summary.new_records)
     seconds = result.pop("seconds")  # wall times stay out of the file: it is a DVC output, kept deterministic
     return {**_write_summary(artifacts(domain, settings) / name, result), "seconds": seconds}
 
@@ -230,6 +235,10 @@ def label(domain: str) -> dict[str, Any]:
                 result["annotations"].append(_jsonable(import_annotations(session, pack, path)))
         result["rules"] = _jsonable(apply_rules(session, pack, settings.data_dir))
         resolution = _label_report(session, domain, settings)
+        audit.record(session, "labeled", domain, f"labels:{resolution['labeled']} records",
+                     by_kind=resolution["by_kind"], conflicts=len(resolution["conflicts"]),
+                     files=[f["source"] for f in result["files"]], ground_truth=len(result["ground_truth"]),
+                     annotations=len(result["annotations"]))
     if not result["files"] and not result["annotations"] and not resolution["labeled"]:
         raise NotFoundError(f"no labels for {domain}: land {pack.labels_file} (or Label Studio exports in "
                             f"annotations/) next to the data, or add label_rules to the domain pack")
@@ -300,7 +309,10 @@ def import_annotations(domain: str, path: str) -> dict[str, Any]:
     if not export.is_file():
         raise NotFoundError(f"no Label Studio export at {export}")
     with locked_session(f"labels-{domain}", settings.catalog_url) as session:
-        return _jsonable(_import(session, pack, export))
+        summary = _jsonable(_import(session, pack, export))
+        audit.record(session, "annotations_imported", domain, f"file:{export.name}",
+                     imported=summary["imported"], updated=summary["updated"], rejected=len(summary["rejected"]))
+        return summary
 
 
 def validate(domain: str, profile: bool = False) -> dict[str, Any]:
@@ -378,6 +390,8 @@ def build(domain: str) -> dict[str, Any]:
             session.add(DatasetVersion(id=manifest.id, domain=domain, manifest_path=str(path),
                                        n_samples=len(manifest.records), split_counts=manifest.split_counts,
                                        validation_run_id=gate.id))
+            audit.record(session, "dataset_built", domain, f"dataset:{manifest.id}", n_samples=len(manifest.records),
+                         split_counts=manifest.split_counts, validation_run=gate.id)
             session.flush()
             faults.point("build.before_commit")
     return {"dataset_version": manifest.id, "n_samples": len(manifest.records),
@@ -421,9 +435,11 @@ def train(domain: str, progress: Progress = None, resume: bool = False, nproc: i
         else:
             result = train_model(pack, manifest, settings.data_dir, params.train, params.seed, out, progress,
                                  resume=resume)
-    except BaseException:
+    except BaseException as exc:
         with session_scope(settings.catalog_url) as session:
             session.get(TrainingRun, run.id).status = "failed"  # type: ignore[union-attr]
+            audit.record(session, "training_failed", domain, f"training_run:{run.id}", dataset_version=manifest.id,
+                         error=f"{type(exc).__name__}: {exc}"[:500])
         raise
     with session_scope(settings.catalog_url) as session:
         row = session.get(TrainingRun, run.id)
@@ -431,6 +447,9 @@ def train(domain: str, progress: Progress = None, resume: bool = False, nproc: i
         row.status, row.device, row.metrics = "finished", result.device, result.val_metrics
         row.params_hash, row.checkpoint_sha256 = result.params_hash, result.checkpoint_sha256
         row.checkpoint_path, row.finished_at = str(result.model_dir), datetime.now(UTC)
+        audit.record(session, "trained", domain, f"training_run:{run.id}", dataset_version=manifest.id,
+                     checkpoint_sha256=result.checkpoint_sha256, device=result.device, params_hash=result.params_hash,
+                     git_commit=row.git_commit, workers=nproc)
     return {"training_run": run.id, **_jsonable(result)}
 
 
@@ -507,6 +526,9 @@ def evaluate(domain: str) -> dict[str, Any]:
                                         pack, values, y)
         reg = register(session, run, {k: metrics[k] for k in keep}, margin=params.promote.margin,
                        metric=params.promote.metric, champion_metrics=champion_metrics, holdout=manifest.id)
+        audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id,
+                     checkpoint_sha256=sha, promoted=reg.promoted, reason=reg.reason,
+                     metrics={k: metrics[k] for k in keep})
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "auroc": metrics["auroc"],
             "ece": metrics["ece"], "model_version": reg.version,
             "promoted": reg.promoted, "reason": reg.reason, "metrics": str(out / "metrics.json"),
@@ -524,13 +546,14 @@ def registry(domain: str) -> dict[str, Any]:
 
 def promote(domain: str, version: int, reason: str, actor: str | None = None) -> dict[str, Any]:
     """Make a registered version champion by hand (rollback or override); written to the audit log."""
-    import getpass
-
     from mmops.registry import promote as do_promote
 
     settings, _, _ = _ctx(domain)
     with locked_session(f"registry-{domain}", settings.catalog_url) as session:
-        mv = do_promote(session, domain, version, actor or getpass.getuser(), reason)
+        actor = actor or audit.current_actor()
+        mv = do_promote(session, domain, version, actor, reason)
+        audit.record(session, "promoted", domain, f"model:v{mv.version}", actor=actor, reason=reason,
+                     checkpoint_sha256=mv.checkpoint_sha256)
         return {"domain": domain, "champion": mv.version, "checkpoint_sha256": mv.checkpoint_sha256}
 
 
@@ -573,6 +596,7 @@ def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
         row = session.get(ModelVersion, mv_id)
         assert row is not None
         row.bento_model_tag, row.bento_tag = tag, bento or row.bento_tag
+        audit.record(session, "packaged", domain, f"model:v{version}", model_tag=tag, bento_tag=bento)
     return _write_summary(artifacts(domain, settings) / "package.json",
                           {"model_tag": tag, "bento_tag": bento, "model_version": version})
 
@@ -596,13 +620,33 @@ def reload_service(domain: str, url: str, tag: str | None = None) -> dict[str, A
     tag = tag or champion_model_tag(domain)
     if not tag:
         raise NotFoundError(f"{domain} has no packaged champion; run `mmops package --domain {domain}` or pass --tag")
+    settings = get_settings()
     try:
         resp = httpx.post(f"{url.rstrip('/')}/admin/reload", json={"tag": tag}, headers=auth_headers(), timeout=300)
     except httpx.HTTPError as exc:
+        record_deploy(settings, domain, tag, url, how="reload", error=f"cannot reach the service: {exc}")
         raise MmopsError(f"cannot reach the service at {url}: {exc}") from exc
     if resp.status_code != 200:
+        record_deploy(settings, domain, tag, url, how="reload", error=f"refused ({resp.status_code}): {resp.text[:300]}")
         raise MmopsError(f"the service refused the reload ({resp.status_code}): {resp.text[:300]}")
-    return resp.json()
+    meta: dict[str, Any] = resp.json()
+    record_deploy(settings, domain, tag, url, how="reload", model_version=meta.get("model_version"))
+    return meta
+
+
+def record_deploy(settings: Settings, domain: str, tag: str, url: str, error: str | None = None,
+                  **detail: Any) -> None:
+    """A deployment (a reload, or a service started by `mmops serve`) or a failed one, in the audit log."""
+    with session_scope(settings.catalog_url) as session:
+        audit.record(session, "deploy_failed" if error else "deployed", domain, f"bento_model:{tag}", url=url,
+                     **({"error": error} if error else {}), **detail)
+
+
+def audit_log(domain: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest `limit` audit events (of one domain), oldest first."""
+    settings = get_settings()
+    with session_scope(settings.catalog_url) as session:
+        return audit.events(session, domain, limit)
 
 
 def monitor(domain: str, current: str = "log", since: float | None = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Quarantine: what ingest rejected, why, and the operator's way out (release for a retry, or purge).
 
 Rejected bytes are copied to quarantine/<domain>/<sha256[:12]>_<name>; the catalog row keeps the reason.
-Nothing leaves quarantine silently: release and purge are explicit commands and are logged.
+Nothing leaves quarantine silently: release and purge are explicit commands, logged and in the audit log.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mmops import audit
 from mmops.catalog import SampleFile
 from mmops.errors import BadInputError, NotFoundError
 
@@ -66,6 +67,8 @@ def release(session: Session, ids: list[int], landing_root: Path | None, quarant
             copy_path(quarantine_root, row.domain, row.sha256, row.source_path).unlink(missing_ok=True)
             session.delete(row)
             released.append(f"{row.domain}/{row.source_path}")
+            audit.record(session, "quarantine_released", row.domain, f"file:{row.sha256[:12]}",
+                         source_path=row.source_path, reason=row.reason)
             continue
         target = (landing_root / row.domain / row.source_path).resolve()
         if not target.is_relative_to((landing_root / row.domain).resolve()):
@@ -79,6 +82,8 @@ def release(session: Session, ids: list[int], landing_root: Path | None, quarant
         copy.unlink(missing_ok=True)
         session.delete(row)
         released.append(f"{row.domain}/{row.source_path}")
+        audit.record(session, "quarantine_released", row.domain, f"file:{row.sha256[:12]}",
+                     source_path=row.source_path, reason=row.reason)
         log.warning("released %s/%s from quarantine (was: %s)", row.domain, row.source_path, row.reason)
     return released
 
@@ -92,5 +97,7 @@ def purge(session: Session, ids: list[int] | None, quarantine_root: Path, domain
     for row in rows:
         copy_path(quarantine_root, row.domain, row.sha256, row.source_path).unlink(missing_ok=True)
         row.status = "purged"
+        audit.record(session, "quarantine_purged", row.domain, f"file:{row.sha256[:12]}",
+                     source_path=row.source_path, reason=row.reason)
         log.warning("purged %s/%s from quarantine (was: %s)", row.domain, row.source_path, row.reason)
     return len(rows)

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from mmops.catalog.models import (
+    AuditEvent,
     Base,
     DatasetVersion,
     DriftReport,
@@ -32,7 +33,7 @@ from mmops.config import get_settings
 from mmops.locks import file_lock
 
 __all__ = [
-    "Base", "DatasetVersion", "DriftReport", "Label", "ModelAlias", "ModelVersion", "PromotionEvent", "ReviewItem", "Sample",
+    "AuditEvent", "Base", "DatasetVersion", "DriftReport", "Label", "ModelAlias", "ModelVersion", "PromotionEvent", "ReviewItem", "Sample",
     "SampleFile",
     "TrainingRun", "ValidationRun", "get_engine", "locked_session", "session_scope", "upgrade", "writer_lock",
 ]

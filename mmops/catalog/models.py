@@ -213,6 +213,22 @@ class PromotionEvent(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class AuditEvent(Base):
+    """Who did what to a domain's data and models: ingest, labels, dataset versions, training, registration,
+    promotion, packaging, deployment, quarantine. Appended in the transaction of what it records, never updated."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_domain_at", "domain", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    domain: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))  # what it acted on: "dataset:3f2a...", "model:v4", a tag
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class DriftReport(Base):
     __tablename__ = "drift_reports"
 

@@ -118,6 +118,13 @@ def test_ingest_then_train_dags_and_a_failing_gate(tmp_path: Path) -> None:
     assert "state=success" in trained.stdout + trained.stderr, trained.stderr[-3000:]
     [row] = catalog_sql(root, "select version, bento_tag from model_versions where domain='security'")
     assert row[0] == 1 and row[1].startswith("mmops-security:")
+    # the audit log names the DAG run that built, trained, registered and packaged the model
+    actors = dict(catalog_sql(root, "select action, actor from audit_events where action in "
+                                    "('dataset_built', 'trained', 'registered', 'packaged')"))
+    assert set(actors) == {"dataset_built", "trained", "registered", "packaged"}
+    assert {a.split("/")[0] for a in actors.values()} == {"airflow:mmops_train_security"}, actors
+    assert catalog_sql(root, "select actor from audit_events where action='ingested'")[0][0].startswith(
+        "airflow:mmops_ingest_security/")
 
     # the labeling DAG: an annotator's Label Studio export comes in; the champion pre-labels; tasks go out
     drop = root / "landing" / "security" / "annotations"

@@ -17,6 +17,7 @@ import pytest
 from mmops import pipeline
 from mmops.config import get_settings
 from mmops.domains import load_domain
+from mmops.errors import MmopsError
 from mmops.serving.client import record_payload, serve_command, wait_ready
 from tests.conftest import free_port
 
@@ -298,6 +299,7 @@ def test_a_new_champion_is_swapped_in_without_dropping_requests(service: tuple[s
 
     url, root = service
     monkeypatch.setenv("MMOPS_API_TOKEN", TOKEN)  # what `mmops reload` sends
+    monkeypatch.setenv("MMOPS_ACTOR", "release-bot")
     _, records = _records(root, 4)
     old = post(url, {"records": records}).json()[0]["model_version"]
     new_dir = _another_version(root, "swap-model")
@@ -351,9 +353,16 @@ def _swap_while_clients_send(url: str, records: list[dict], old: str, new: str, 
     # `mmops reload` without a tag brings back the registry's champion (the pipeline's packaged model)
     assert pipeline.reload_service("industrial", url)["model_version"] == old
     # an unknown tag is a 4xx and changes nothing
-    assert 400 <= httpx.post(f"{url}/admin/reload", json={"tag": "mmops-industrial:nope"}, headers=AUTH,
-                             timeout=60).status_code < 500
+    with pytest.raises(MmopsError, match=r"refused the reload \(4\d\d\)"):
+        pipeline.reload_service("industrial", url, "mmops-industrial:nope")
     assert post(url, {"records": records}).json()[0]["model_version"] == old
+    # each deployment, and the refused one, is in the audit log with who asked for it
+    events = pipeline.audit_log("industrial", limit=3)
+    assert [(e["action"], e["subject"], e["actor"]) for e in events] == [
+        ("deployed", f"bento_model:{new}", "release-bot"), ("deployed", f"bento_model:{old}", "release-bot"),
+        ("deploy_failed", "bento_model:mmops-industrial:nope", "release-bot")]
+    assert events[0]["detail"] == {"url": url, "how": "reload", "model_version": new}
+    assert "404" in events[2]["detail"]["error"]
 
 
 def _another_version(root: Path, name: str, nudge: float = 0.5) -> Path:

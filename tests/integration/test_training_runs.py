@@ -123,11 +123,30 @@ def test_challenger_meets_the_champion_on_the_same_holdout(built: Path) -> None:
     assert len(versions) >= 2
     assert all(v["dataset_version"].startswith("industrial-") and len(v["params_hash"]) == 64 for v in versions.values())
     assert sum("champion" in v["aliases"] for v in versions.values()) == 1
-    proc = _mmops(built, "promote", "--domain", "industrial", "--version", "1", "--reason", "rollback drill")
+    proc = run_mmops(built, "promote", "--domain", "industrial", "--version", "1", "--reason", "rollback drill",
+                     MMOPS_ACTOR="oncall@plant-7")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     log = json.loads(_mmops(built, "registry", "--domain", "industrial", "--json").stdout)["audit_log"]
     assert log[0]["action"] == "manual" and log[0]["reason"] == "rollback drill" and log[0]["version"] == 1
+    assert log[0]["actor"] == "oncall@plant-7"
     assert {e["action"] for e in log[1:]} <= {"promoted", "rejected"} and len(log) >= 3
+
+    # the audit log: every stage that changed the project, in order, with who ran it
+    events = json.loads(_mmops(built, "audit", "--domain", "industrial", "--limit", "500", "--json").stdout)
+    actions = [e["action"] for e in events]
+    assert actions[:4] == ["ingested", "labeled", "dataset_built", "trained"], actions
+    ingest = json.loads((built / "artifacts" / "industrial" / "ingest.json").read_text())
+    assert events[0]["detail"]["ingested"] == ingest["ingested"] > 0
+    assert events[2]["subject"] == "dataset:" + json.loads(
+        (built / "artifacts" / "industrial" / "dataset" / "manifest.json").read_text())["id"]
+    trained = [e for e in events if e["action"] == "trained"]
+    registered = [e for e in events if e["action"] == "registered"]
+    assert len(trained) >= 2 and len(registered) >= 2 and len({e["detail"]["checkpoint_sha256"] for e in trained}) >= 2
+    assert {e["detail"]["checkpoint_sha256"] for e in registered} <= {e["detail"]["checkpoint_sha256"] for e in trained}
+    assert events[-1]["action"] == "promoted" and events[-1]["actor"] == "oncall@plant-7"
+    assert events[-1]["subject"] == "model:v1"
+    by_user = {e["actor"] for e in events[:-1]}
+    assert len(by_user) == 1 and "@" in next(iter(by_user))  # the operating-system user at this host
 
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])

@@ -53,6 +53,9 @@ def test_purge_keeps_the_decision_on_record(project: Path) -> None:
         assert list_quarantined(s) == []
     assert list((project / "quarantine" / "security").iterdir()) == []
     assert pipeline.ingest("security")["skipped"] == 202  # purged files are not ingested again
+    purged = [e for e in pipeline.audit_log("security") if e["action"] == "quarantine_purged"]
+    assert sorted(e["detail"]["source_path"] for e in purged) == ["camera/junk.png", "camera/late.png"]
+    assert all("not a readable image" in e["detail"]["reason"] for e in purged)
 
 
 def test_quarantine_cli(project: Path) -> None:
