@@ -82,11 +82,13 @@ def _progress_ingest(domain: str) -> Any:
         return pipeline.ingest(domain, progress=lambda n, total: bar.update(task, completed=n, total=total))
 
 
-def _progress_train(domain: str, resume: bool = False, nproc: int = 1) -> Any:
+def _progress_train(domain: str, resume: bool = False, nodes: Any = None) -> Any:
     from rich.progress import Progress
 
     from mmops import pipeline
 
+    if nodes is not None and nodes.node_rank > 0:
+        return pipeline.join_training(domain, nodes, resume)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"train {domain}", total=None)
 
@@ -94,7 +96,7 @@ def _progress_train(domain: str, resume: bool = False, nproc: int = 1) -> Any:
             bar.update(task, completed=epoch, total=total,
                        description=f"train {domain} val_f1={row['val_macro_f1']:.3f}")
 
-        return pipeline.train(domain, progress=step, resume=resume, nproc=nproc)
+        return pipeline.train(domain, progress=step, resume=resume, nodes=nodes)
 
 
 @data_app.command("pull")
@@ -203,11 +205,17 @@ def queue(domain: Domain, limit: Annotated[int, typer.Option(help="rows to show"
 def train(
     domain: Domain,
     resume: Annotated[bool, typer.Option(help="continue from the last epoch checkpoint of the same run")] = False,
-    nproc: Annotated[int, typer.Option(min=1, help="distributed data parallel over N torchrun workers")] = 1,
+    nproc: Annotated[int, typer.Option(min=1, help="distributed data parallel over N torchrun workers (per node)")] = 1,
+    nnodes: Annotated[int, typer.Option(min=1, help="machines taking part (each runs this command)")] = 1,
+    node_rank: Annotated[int, typer.Option(min=0, help="this machine's place: 0 records the run, others join")] = 0,
+    master: Annotated[str | None, typer.Option(help="host:port of node 0, the same on every node")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Train the fusion model on the current dataset version (CUDA when present; DDP with --nproc)."""
-    _run(lambda: _progress_train(domain, resume, nproc), as_json, f"train {domain}:")
+    """Train the fusion model on the current dataset version (CUDA when present; DDP with --nproc, across
+    machines with --nnodes/--node-rank/--master)."""
+    from mmops.pipeline import Nodes
+
+    _run(lambda: _progress_train(domain, resume, Nodes(nproc, nnodes, node_rank, master)), as_json, f"train {domain}:")
 
 
 @app.command()

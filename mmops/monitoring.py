@@ -102,11 +102,26 @@ def build_reference_sketch(pack: DomainPack, manifest: Manifest, data_dir: Path,
     return sketch
 
 
-def iter_prediction_log(path: Path, model_sha: str | None, dims: dict[str, int], since: float | None = None,
+def prediction_logs(log_dir: Path, domain: str) -> list[Path]:
+    """A domain's prediction logs: `<domain>.jsonl` of a single service, and `<domain>@<replica>.jsonl` of
+    each replica of a scaled-out one (MMOPS_REPLICA, e.g. the pod name, on a shared volume: one writer per
+    file). Monitoring reads them all as one stream."""
+    return [p for p in [log_dir / f"{domain}.jsonl", *sorted(log_dir.glob(f"{domain}@*.jsonl"))] if p.is_file()]
+
+
+def _lines(paths: Path | list[Path]) -> Iterator[str]:
+    for path in [paths] if isinstance(paths, Path) else paths:
+        if path.exists():
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                yield from fh
+
+
+def iter_prediction_log(paths: Path | list[Path], model_sha: str | None, dims: dict[str, int],
+                        since: float | None = None,
                         chunk_rows: int = LOG_CHUNK) -> Iterator[tuple[Any, dict[str, np.ndarray], int]]:
-    """The service's prediction log (JSON lines) in chunks: (features + prediction frame, embeddings, lines
-    skipped). Lines of other models, or older than `since` (epoch seconds), are left out; corrupt lines are
-    counted and skipped, not fatal."""
+    """The service's prediction log (JSON lines; one file, or one per replica) in chunks: (features +
+    prediction frame, embeddings, lines skipped). Lines of other models, or older than `since` (epoch
+    seconds), are left out; corrupt lines are counted and skipped, not fatal."""
     import pandas as pd
 
     def chunk(rows: list[dict], embs: list[dict]) -> tuple[Any, dict[str, np.ndarray]]:
@@ -120,30 +135,27 @@ def iter_prediction_log(path: Path, model_sha: str | None, dims: dict[str, int],
             out[m] = arr
         return pd.DataFrame(rows), out
 
-    if not path.exists():
-        return
     rows: list[dict] = []
     embs: list[dict] = []
     bad = 0
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                entry = json.loads(line)
-                features = entry.get("features", {})
-                if not isinstance(features, dict):
-                    raise ValueError("features is not an object")
-            except (json.JSONDecodeError, ValueError, AttributeError):
-                bad += 1
-                continue
-            if model_sha and entry.get("checkpoint_sha256") != model_sha:
-                continue
-            if since is not None and not (isinstance(entry.get("ts"), int | float) and entry["ts"] >= since):
-                continue
-            rows.append({**features, "prediction": entry.get("prediction")})
-            embs.append(entry.get("embeddings") or {})
-            if len(rows) >= chunk_rows:
-                yield (*chunk(rows, embs), bad)
-                rows, embs, bad = [], [], 0
+    for line in _lines(paths):
+        try:
+            entry = json.loads(line)
+            features = entry.get("features", {})
+            if not isinstance(features, dict):
+                raise ValueError("features is not an object")
+        except (json.JSONDecodeError, ValueError, AttributeError):
+            bad += 1
+            continue
+        if model_sha and entry.get("checkpoint_sha256") != model_sha:
+            continue
+        if since is not None and not (isinstance(entry.get("ts"), int | float) and entry["ts"] >= since):
+            continue
+        rows.append({**features, "prediction": entry.get("prediction")})
+        embs.append(entry.get("embeddings") or {})
+        if len(rows) >= chunk_rows:
+            yield (*chunk(rows, embs), bad)
+            rows, embs, bad = [], [], 0
     if rows or bad:
         yield (*chunk(rows, embs), bad)
 
@@ -166,49 +178,56 @@ def read_ground_truth(paths: list[Path]) -> tuple[dict[str, str], list[str]]:
     return truth, problems
 
 
-def served_performance(path: Path, model_sha: str | None, since: float | None,
+def served_performance(paths: Path | list[Path], model_sha: str | None, since: float | None,
                        truth: dict[str, str]) -> dict[str, Any]:
     """The served model's performance on the logged predictions whose ground truth has come in (joined by
-    record id; the latest answer per id counts)."""
+    record id; the latest answer per id counts, across replicas by its timestamp)."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    answered: dict[str, str] = {}
-    if truth and path.exists():
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                try:
-                    entry = json.loads(line)
-                    rid, pred = entry.get("record_id"), entry.get("prediction")
-                except (json.JSONDecodeError, AttributeError):
-                    continue
-                if rid not in truth or (model_sha and entry.get("checkpoint_sha256") != model_sha):
-                    continue
-                if since is not None and not (isinstance(entry.get("ts"), int | float) and entry["ts"] >= since):
-                    continue
-                answered[rid] = str(pred)
+    answered: dict[str, tuple[float, str]] = {}
+    for line in _lines(paths) if truth else ():
+        try:
+            entry = json.loads(line)
+            rid, pred, ts = entry.get("record_id"), entry.get("prediction"), entry.get("ts")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if rid not in truth or (model_sha and entry.get("checkpoint_sha256") != model_sha):
+            continue
+        ts = float(ts) if isinstance(ts, int | float) else float("-inf")
+        if since is not None and ts < since:
+            continue
+        if rid not in answered or ts >= answered[rid][0]:
+            answered[rid] = (ts, str(pred))
     if not answered:
         return {"n_labeled": 0, "accuracy": None, "macro_f1": None}
     y_true = [truth[r] for r in answered]
-    y_pred = list(answered.values())
+    y_pred = [p for _, p in answered.values()]
     return {"n_labeled": len(answered), "accuracy": float(accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
 
 
-def last_logged_model(path: Path, tail_bytes: int = 1 << 20) -> str | None:
-    """The checkpoint that answered the log's most recent readable line: the model the service serves now."""
-    if not path.exists():
-        return None
-    with path.open("rb") as fh:
-        fh.seek(max(0, path.stat().st_size - tail_bytes))
-        lines = fh.read().decode("utf-8", errors="replace").splitlines()
-    for line in reversed(lines):
-        try:
-            sha = json.loads(line).get("checkpoint_sha256")
-        except (json.JSONDecodeError, AttributeError):
+def last_logged_model(paths: Path | list[Path], tail_bytes: int = 1 << 20) -> str | None:
+    """The checkpoint that answered the most recent readable line (of any replica's log): the model the
+    service serves now."""
+    newest: tuple[float, str] | None = None
+    for path in [paths] if isinstance(paths, Path) else paths:
+        if not path.exists():
             continue
-        if isinstance(sha, str) and sha:
-            return sha
-    return None
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - tail_bytes))
+            lines = fh.read().decode("utf-8", errors="replace").splitlines()
+        for line in reversed(lines):
+            try:
+                entry = json.loads(line)
+                sha, ts = entry.get("checkpoint_sha256"), entry.get("ts")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(sha, str) and sha:
+                ts = float(ts) if isinstance(ts, int | float) else float("-inf")
+                if newest is None or ts > newest[0]:
+                    newest = (ts, sha)
+                break
+    return newest[1] if newest else None
 
 
 class _Sample:

@@ -47,6 +47,19 @@ def run_stage(stage: str, domain: str, **kwargs: Any) -> dict[str, Any]:
 TRAINING_POOL = "mmops_training"  # training tasks share its slots: one per GPU (`make airflow` creates it)
 
 
+def training_task_args() -> dict[str, Any]:
+    """Where training tasks run, beyond the pool: on CeleryExecutor the queue of the GPU workers
+    (MMOPS_TRAINING_QUEUE; start them with `airflow celery worker --queues gpu`), on KubernetesExecutor the
+    pod template that asks for a GPU (MMOPS_TRAINING_POD_TEMPLATE, e.g. deploy/airflow/gpu-pod-template.yaml).
+    Read when the DAG file is parsed; unset, training runs where every other task runs."""
+    args: dict[str, Any] = {"pool": TRAINING_POOL}
+    if os.environ.get("MMOPS_TRAINING_QUEUE"):
+        args["queue"] = os.environ["MMOPS_TRAINING_QUEUE"]
+    if os.environ.get("MMOPS_TRAINING_POD_TEMPLATE"):
+        args["executor_config"] = {"pod_template_file": os.environ["MMOPS_TRAINING_POD_TEMPLATE"]}
+    return args
+
+
 def dag_defaults(owner: str = "mmops", retries: int = 2, retry_minutes: int = 1) -> dict[str, Any]:
     """Arguments every mmops DAG shares: no backfill, one run at a time, retries with exponential backoff for
     transient errors (a database restart, a full disk being cleaned), and a time limit on every task so a
@@ -174,7 +187,7 @@ def retrain_tasks(domain: str) -> None:
 
     steps = [stage("gather", gather), stage("validate", run_stage_named("validate")),
              stage("build", run_stage_named("build")),
-             stage("train", run_stage_named("train"), execution_timeout=timedelta(hours=6), pool=TRAINING_POOL)]
+             stage("train", run_stage_named("train"), execution_timeout=timedelta(hours=6), **training_task_args())]
     evaluated = stage("evaluate", run_stage_named("evaluate"))
     for upstream, downstream in zip(steps, [*steps[1:], evaluated], strict=True):
         upstream >> downstream
@@ -183,11 +196,23 @@ def retrain_tasks(domain: str) -> None:
 
 
 def run_stage_named(name: str) -> Any:
-    """A task body: the named pipeline stage for a domain."""
+    """A task body: the named pipeline stage for a domain. A retry of a training task (its worker died, the
+    task timed out) continues from the last epoch checkpoint of the same dataset and params."""
     def call(domain: str) -> dict[str, Any]:
+        if name == "train" and _try_number() > 1:
+            return run_stage(name, domain, resume="auto")
         return run_stage(name, domain)
 
     return call
+
+
+def _try_number() -> int:
+    from airflow.sdk import get_current_context
+
+    try:
+        return int(get_current_context()["ti"].try_number)
+    except Exception:  # outside a running task (a test calling the body): a first try
+        return 1
 
 
 def loop_state(domain: str, consume: bool = False) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -34,7 +34,7 @@ from mmops.catalog import (
 )
 from mmops.config import Params, Settings, get_settings, load_params
 from mmops.domains import DomainPack, load_domain
-from mmops.errors import MmopsError, NotFoundError, ValidationFailedError
+from mmops.errors import BadInputError, ConfigError, MmopsError, NotFoundError, ValidationFailedError
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,13 @@ def _landed_file(settings: Settings, domain: str, name: str) -> Path | None:
     landing = Landing(settings.landing(domain))
     if landing.local is not None:
         path = landing.local / name
-        return path if path.is_file() else None
+        if not path.exists() and not path.is_symlink():
+            return None
+        # a symlink (or a folder on the way) pointing out of the landing area is refused, as ingest refuses it
+        problem = landing.stat(name).problem
+        if problem:
+            raise BadInputError(f"{landing.url}/{name}: {problem}")
+        return path
     try:
         data = landing.read(name, 16 * MAX_FILE_BYTES)
     except FileNotFoundError:
@@ -412,12 +418,50 @@ def load_manifest(domain: str, settings: Settings | None = None) -> Any:
     return Manifest.read(path)
 
 
+@dataclass(frozen=True)
+class Nodes:
+    """Where a distributed training runs: `nnodes` machines of `nproc` workers each, meeting at `master`
+    (host:port of node 0, which records the run and writes the model). One machine: Nodes(nproc=N)."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.nproc < 1 or self.nnodes < 1 or not 0 <= self.node_rank < self.nnodes:
+            raise ConfigError(f"--node-rank {self.node_rank} of --nnodes {self.nnodes} (and --nproc >= 1) is not a "
+                              "place in the cluster")
+        if self.nnodes > 1:
+            host, _, port = (self.master or "").rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError("several nodes need --master host:port (node 0's address, the same on every node)")
+
+    @property
+    def distributed(self) -> bool:
+        return self.nproc * self.nnodes > 1
+
+    def torchrun_args(self) -> list[str]:
+        if self.nnodes == 1:
+            return ["--standalone", f"--nproc-per-node={self.nproc}"]
+        host, _, port = (self.master or "").rpartition(":")
+        # static rendezvous: node r's workers are global ranks r*nproc .. r*nproc+nproc-1, so rank 0 (the one
+        # that writes) is on node 0, where the run is recorded
+        return [f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}", f"--nproc-per-node={self.nproc}",
+                f"--master-addr={host}", f"--master-port={port}"]
+
+
 @_one_at_a_time
-def train(domain: str, progress: Progress = None, resume: bool = False, nproc: int = 1) -> dict[str, Any]:
+def train(domain: str, progress: Progress = None, resume: bool | str = False, nproc: int = 1,
+          nodes: Nodes | None = None) -> dict[str, Any]:
     """Train on the current dataset version. resume: continue from the last epoch checkpoint of the same
-    run; nproc > 1: distributed data parallel over that many torchrun workers (gloo on CPU, NCCL on GPUs)."""
+    run ("auto": if there is one of this dataset and these params, else start over: a task's retry); nproc > 1: distributed data parallel over that many torchrun workers (gloo on CPU, NCCL on GPUs);
+    `nodes`: over several machines, this one node 0 (the others run `join_training`)."""
     from mmops.training import TrainResult, train_model
 
+    nodes = nodes or Nodes(nproc=nproc)
+    if nodes.node_rank != 0:
+        raise ConfigError("only node 0 records a training run; the other nodes join it (join_training)")
     settings, params, pack = _ctx(domain)
     manifest = load_manifest(domain, settings)
     with session_scope(settings.catalog_url) as session:
@@ -430,8 +474,8 @@ def train(domain: str, progress: Progress = None, resume: bool = False, nproc: i
         session.add(run)
     out = artifacts(domain, settings) / "model"
     try:
-        if nproc > 1:
-            result = TrainResult(**_train_distributed(domain, nproc, resume, settings))
+        if nodes.distributed:
+            result = TrainResult(**_train_distributed(domain, nodes, resume, settings))
         else:
             result = train_model(pack, manifest, settings.data_dir, params.train, params.seed, out, progress,
                                  resume=resume)
@@ -449,26 +493,44 @@ def train(domain: str, progress: Progress = None, resume: bool = False, nproc: i
         row.checkpoint_path, row.finished_at = str(result.model_dir), datetime.now(UTC)
         audit.record(session, "trained", domain, f"training_run:{run.id}", dataset_version=manifest.id,
                      checkpoint_sha256=result.checkpoint_sha256, device=result.device, params_hash=result.params_hash,
-                     git_commit=row.git_commit, workers=nproc)
+                     git_commit=row.git_commit, workers=nodes.nproc * nodes.nnodes, nodes=nodes.nnodes)
     return {"training_run": run.id, **_jsonable(result)}
 
 
-def _train_distributed(domain: str, nproc: int, resume: bool, settings: Settings) -> dict[str, Any]:
+def _train_distributed(domain: str, nodes: Nodes, resume: bool | str, settings: Settings) -> dict[str, Any]:
     """Run the trainer under torchrun; rank 0 hands its TrainResult back through a JSON file."""
     import sys
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mmops-ddp-") as tmp:
         result = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "mmops.training", "--domain", domain, "--result", str(result)] + (["--resume"] if resume else [])
+        cmd = [sys.executable, "-m", "torch.distributed.run", *nodes.torchrun_args(),
+               "-m", "mmops.training", "--domain", domain, "--result", str(result)] + (
+                   ["--resume", "auto"] if resume == "auto" else ["--resume"] if resume else [])
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         proc = subprocess.run(cmd, cwd=settings.root, env=env)
+        if nodes.node_rank != 0:
+            if proc.returncode != 0:
+                raise MmopsError(f"this node's training workers failed (torchrun exit {proc.returncode}); see the "
+                                 "log above and node 0's")
+            return {}
         if proc.returncode != 0 or not result.exists():
             raise MmopsError(f"distributed training failed (torchrun exit {proc.returncode}); see the log above")
         raw: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
     raw["model_dir"] = Path(raw["model_dir"])
     return raw
+
+
+def join_training(domain: str, nodes: Nodes, resume: bool = False) -> dict[str, Any]:
+    """Node 1.. of a multi-node training: run this machine's workers until node 0's run ends. They read this
+    machine's copy of the dataset (`dvc pull`, or a shared filesystem) and write nothing: node 0 records the
+    run and writes the model. Every rank checks that all hold the same dataset version and parameters."""
+    if nodes.node_rank == 0 or nodes.nnodes < 2:
+        raise ConfigError("join_training is for nodes 1.. of a multi-node run; node 0 runs `mmops train`")
+    settings, _, _ = _ctx(domain)
+    load_manifest(domain, settings)  # no dataset here: say so before the others wait for this node
+    _train_distributed(domain, nodes, resume, settings)
+    return {"domain": domain, "node_rank": nodes.node_rank, "nnodes": nodes.nnodes, "workers": nodes.nproc}
 
 
 @_one_at_a_time
@@ -663,19 +725,21 @@ def monitor(domain: str, current: str = "log", since: float | None = None) -> di
         iter_prediction_log,
         last_logged_model,
         observe_split,
+        prediction_logs,
         read_ground_truth,
         served_performance,
     )
 
     settings, params, pack = _ctx(domain)
     manifest = load_manifest(domain, settings)
-    log_path = settings.prediction_log_dir / f"{domain}.jsonl"
+    logs = prediction_logs(settings.prediction_log_dir, domain)  # one file, or one per replica
     if current == "test":  # the pipeline's model
         model_dir, sketch_path = artifacts(domain, settings) / "model", artifacts(domain, settings) / SKETCH
     elif current == "log":  # the model that answered the log's latest line: the one the service runs now
-        sha = last_logged_model(log_path)
+        sha = last_logged_model(logs)
         if sha is None:
-            raise NotFoundError(f"no logged predictions in {log_path}; send the service traffic, or use --current test")
+            raise NotFoundError(f"no logged predictions in {settings.prediction_log_dir / domain}.jsonl (or "
+                                f"{domain}@<replica>.jsonl); send the service traffic, or use --current test")
         model_dir, sketch_path = _model_dir(domain, sha, settings)
     else:
         raise NotFoundError(f"unknown current data {current!r} (log or test)")
@@ -691,7 +755,7 @@ def monitor(domain: str, current: str = "log", since: float | None = None) -> di
         dims = {g: len(e.mean) for g, e in sketch.embeddings.items()}
         if since is None and params.monitor.window_hours > 0:
             since = time.time() - params.monitor.window_hours * 3600
-        chunks = iter_prediction_log(log_path, card["checkpoint_sha256"], dims, since)
+        chunks = iter_prediction_log(logs, card["checkpoint_sha256"], dims, since)
     window = "" if since is None or current != "log" else f" since {datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} UTC"
     result = check_drift(sketch, chunks, params.monitor.drift_share_threshold,
                          artifacts(domain, settings) / "drift", f"mmops {domain}: {current}{window} vs reference")
@@ -701,7 +765,7 @@ def monitor(domain: str, current: str = "log", since: float | None = None) -> di
     performance: dict[str, Any] = {"n_labeled": 0, "accuracy": None, "macro_f1": None}
     truth, truth_problems = read_ground_truth(ground_truth_files(domain, settings))
     if current == "log":
-        performance = served_performance(log_path, card["checkpoint_sha256"], since, truth)
+        performance = served_performance(logs, card["checkpoint_sha256"], since, truth)
     with session_scope(settings.catalog_url) as session:
         mv = _model_version(session, domain, card["checkpoint_sha256"])
         tested = (mv.metrics or {}).get("accuracy") if mv else None

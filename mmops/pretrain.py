@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mmops.blobs import read_blob
 from mmops.errors import ConfigError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def domain_windows(domain: str, modality: str) -> tuple[np.ndarray, int, float]:
     for blob in blobs:
         if blob is None:
             continue
-        x = decode((settings.data_dir / blob).read_bytes(), spec).value[: spec.length]
+        x = decode(read_blob(settings.data_dir, blob), spec).value[: spec.length]
         pad = np.zeros((spec.length, len(spec.channels)), dtype=np.float32)
         pad[: len(x)] = x
         out.append(pad.T)

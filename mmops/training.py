@@ -14,6 +14,9 @@ Distributed data parallel: ``mmops train --nproc N`` starts N workers through to
 mmops.training``), gloo on CPU, NCCL on GPUs. Each rank takes a disjoint shard of every epoch's shuffled
 order (padded to equal length, as DistributedSampler does); every rank evaluates the same validation split
 with the same weights, so early-stopping decisions agree without communication; rank 0 writes files.
+Across machines, `mmops train --nnodes M --node-rank R --master host:port` on each (static rendezvous: node
+0 holds rank 0 and records the run); before the first step all ranks compare their dataset version and
+parameters, and refuse to start if any node differs.
 
 The output is a folder: weights as safetensors and a model card that serving enforces.
 """
@@ -26,6 +29,7 @@ import json
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,7 +188,7 @@ class TrainData:
 
 def train_model(
     pack: DomainPack, manifest: Manifest, data_root: Path, params: TrainParams, seed: int, out_dir: Path,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None, resume: bool = False,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None, resume: bool | str = False,
     state_dir: Path | None = None,
 ) -> TrainResult:
     """Train on a dataset version's train split, select on its val split."""
@@ -198,7 +202,7 @@ def train_model(
 
 def fit(
     pack: DomainPack, data: TrainData, params: TrainParams, seed: int, out_dir: Path,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None, resume: bool = False,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None, resume: bool | str = False,
     state_dir: Path | None = None,
 ) -> TrainResult:
     import torch
@@ -257,15 +261,29 @@ def fit(
 
     p_dict = {"seed": seed, **params.model_dump()}
     key = params_hash({"dataset": data.dataset_id, "params": p_dict, "world": ctx.world})
+    if ctx.world > 1:  # every node reads its own copy of the dataset and params: all must hold the same
+        import torch.distributed as dist
+
+        keys: list[Any] = [None] * ctx.world
+        dist.all_gather_object(keys, (key, data.dataset_id, socket.gethostname()))
+        if len({k[0] for k in keys}) > 1:
+            odd = sorted({f"rank {r} on {k[2]}: dataset {k[1]}" for r, k in enumerate(keys) if k[0] != keys[0][0]})
+            raise ConfigError(f"the ranks do not train the same thing: rank 0 on {keys[0][2]} has dataset "
+                              f"{keys[0][1]}; {'; '.join(odd)} (or other params.yaml train settings): bring every "
+                              "node to the same commit and `dvc pull`")
     state_path = (state_dir or out_dir.parent / "train_state") / STATE_FILE
     history: list[dict[str, float]] = []
     best_f1, best_nll, best_epoch, best_state, start, stopped = -1.0, float("inf"), 0, None, 1, False
     data_s = step_s = 0.0  # wall time getting batches ready, and whole steps (on CUDA: approximate, async)
-    if resume and state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        if st["key"] != key:
+    st = torch.load(state_path, map_location="cpu", weights_only=True) if resume and state_path.exists() else None
+    if st is not None and st["key"] != key:
+        if resume != "auto":
             raise ConfigError(f"{state_path} belongs to another run (dataset, params or world size changed); "
                               "train without --resume to start over")
+        log.warning("%s belongs to another run (dataset, params or world size changed): starting from scratch",
+                    state_path)  # resume="auto" (a retry of a task): start over, saying so
+        st = None
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
@@ -279,7 +297,7 @@ def fit(
         best_state, stopped, start = st["best_state"], st["stopped"], st["epoch"] + 1
         data_s, step_s = st["data_s"], st["step_s"]
         log.info("resuming %s from epoch %d", pack.name, st["epoch"])
-    elif resume:
+    elif resume and not state_path.exists():
         log.info("no checkpoint at %s: starting from scratch", state_path)
     resumed_from = start - 1
 
@@ -429,7 +447,7 @@ def _worker_main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="mmops.training")
     ap.add_argument("--domain", required=True)
     ap.add_argument("--result", required=True)
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", nargs="?", const=True, default=False, choices=[True, "auto"])
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings, params, pack = _ctx(args.domain)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mmops.blobs import read_blob
 from mmops.domains import DomainPack, ImageSpec, SensorSpec, TextSpec
 from mmops.modalities import decode, image_tensor, sensor_tensor, text_tensor
 
@@ -99,6 +100,6 @@ def load_split(pack: DomainPack, data_root: Path, rows: list[dict[str, Any]]) ->
     for row in rows:
         rec = {}
         for modality, ref in row["files"].items():
-            rec[modality] = decode((data_root / ref["blob"]).read_bytes(), pack.modality(modality)).value
+            rec[modality] = decode(read_blob(data_root, ref["blob"]), pack.modality(modality)).value
         out.append(rec)
     return out

@@ -165,7 +165,7 @@ def _route(pack: DomainPack, pattern: re.Pattern[str], rel: str) -> tuple[str, s
     spec = pack.modality(modality)
     if ext not in spec.extensions:
         raise BadInputError(f"extension {ext or '(none)'} not accepted for {modality} ({', '.join(spec.extensions)})")
-    if not SAMPLE_KEY.match(key):
+    if not SAMPLE_KEY.fullmatch(key):
         raise BadInputError(f"record key {key!r} has characters outside [A-Za-z0-9_.-] or is too long")
     return modality, key, ext
 

@@ -26,6 +26,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from mmops.blobs import read_blob
 from mmops.catalog import ModelVersion, ReviewItem, Sample, SampleFile
 from mmops.domains import DomainPack, ImageSpec, SensorSpec
 from mmops.errors import BadInputError
@@ -111,7 +112,7 @@ def export_tasks(session: Session, pack: DomainPack, data_root: Path, out_dir: P
         for spec in pack.modalities:
             blob = present.get(spec.name)
             # Label Studio needs every $variable of the config: a missing modality gets an explicit placeholder
-            data[spec.name] = _media(spec, (data_root / blob).read_bytes()) if blob else _placeholder(spec)
+            data[spec.name] = _media(spec, read_blob(data_root, blob)) if blob else _placeholder(spec)
         missing = [m for m in pack.modality_names if m not in present]
         task: dict[str, Any] = {"data": data, "meta": {"uncertainty": item.score, "method": item.method,
                                                        "missing_modalities": missing}}
@@ -169,10 +170,17 @@ def _when(annotation: dict[str, Any]) -> datetime | None:
 
 
 def import_annotations(session: Session, pack: DomainPack, export_path: Path) -> AnnotationSummary:
-    """Import a Label Studio JSON export as human labels with provenance."""
+    """Import a Label Studio JSON export as human labels with provenance. An export is data from another
+    system: a file over the size limit or not JSON is refused whole; a task or annotation of the wrong shape is
+    rejected with its reason, the rest imported."""
+    from mmops.labeling.files import MAX_LABEL_FILE_BYTES
+
+    if export_path.stat().st_size > MAX_LABEL_FILE_BYTES:
+        raise BadInputError(f"{export_path} is over {MAX_LABEL_FILE_BYTES} bytes: not a Label Studio export of this "
+                            "platform's tasks")
     try:
         tasks = json.loads(export_path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BadInputError(f"{export_path} is not a Label Studio JSON export: {exc}") from None
     if not isinstance(tasks, list):
         raise BadInputError(f"{export_path}: expected a list of tasks (Label Studio Export -> JSON)")
@@ -180,25 +188,35 @@ def import_annotations(session: Session, pack: DomainPack, export_path: Path) ->
     ids = {s.sample_key: s.id for s in session.scalars(select(Sample).where(Sample.domain == pack.name))}
     done: set[int] = set()
     for n, task in enumerate(tasks):
-        tid = str(task.get("id", n)) if isinstance(task, dict) else str(n)
-        data = task.get("data", {}) if isinstance(task, dict) else {}
-        key = data.get("sample_key") if isinstance(data, dict) else None
-        if data.get("domain", pack.name) != pack.name or key not in ids:
-            summary.rejected[tid] = f"task names no record of {pack.name}: {key!r}"
+        task = task if isinstance(task, dict) else {}
+        tid = str(task.get("id", n))[:64]
+        data = task.get("data")
+        data = data if isinstance(data, dict) else {}
+        key = data.get("sample_key")
+        if data.get("domain", pack.name) != pack.name or not isinstance(key, str) or key not in ids:
+            summary.rejected[tid] = f"task names no record of {pack.name}: {str(key)[:80]!r}"
             continue
-        for annotation in task.get("annotations") or []:
+        annotations = task.get("annotations") or []
+        for annotation in annotations if isinstance(annotations, list) else [None]:
             summary.annotations += 1
+            if not isinstance(annotation, dict):
+                summary.rejected[tid] = "an annotation that is not a JSON object"
+                continue
             if annotation.get("was_cancelled"):
                 summary.cancelled += 1
                 continue
-            choices = [c for r in annotation.get("result") or [] if r.get("from_name") == CHOICE
-                       for c in (r.get("value") or {}).get("choices") or []]
+            results = annotation.get("result")
+            choices = [c for r in (results if isinstance(results, list) else [])
+                       if isinstance(r, dict) and r.get("from_name") == CHOICE and isinstance(r.get("value"), dict)
+                       for c in (r["value"].get("choices") if isinstance(r["value"].get("choices"), list) else [])]
             if len(choices) != 1 or choices[0] not in pack.classes:
-                summary.rejected[tid] = f"annotation of {key} chose {choices}, expected one of {list(pack.classes)}"
+                summary.rejected[tid] = (f"annotation of {key} chose {str(choices)[:80]}, expected one of "
+                                         f"{list(pack.classes)}")
                 continue
-            who = _annotator(annotation)
+            who = _annotator(annotation)[:128]
+            aid = annotation.get("id")
             outcome = put_label(session, ids[key], choices[0], "human", f"human:{who}", annotator=who,
-                                detail={"label_studio_task": tid, "annotation": annotation.get("id")},
+                                detail={"label_studio_task": tid, "annotation": aid if isinstance(aid, int | str) else None},
                                 at=_when(annotation))
             setattr(summary, outcome, getattr(summary, outcome) + 1)
             done.add(ids[key])

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mmops.blobs import read_blob
 from mmops.catalog import Label, Sample, SampleFile
 from mmops.domains import DomainPack, LabelRule
 from mmops.labeling.store import put_label
@@ -79,7 +80,7 @@ def apply_rules(session: Session, pack: DomainPack, data_root: Path) -> RuleSumm
     ):
         text = None
         if modality in text_modalities and blob:
-            text = (data_root / blob).read_text(encoding="utf-8")
+            text = read_blob(data_root, blob).decode("utf-8")
         records.setdefault(sample_id, {})[modality] = {"stats": stats or {}, "text": text}
     current = {row.sample_id: row for row in session.scalars(select(Label).join(Sample).where(
         Sample.domain == pack.name, Label.source == SOURCE, Label.superseded_at.is_(None)))}

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmops.blobs import read_blob
 from mmops.domains import DomainPack
 from mmops.errors import MmopsError
 from mmops.serving.schemas import file_to_wire
@@ -15,7 +16,7 @@ from mmops.serving.schemas import file_to_wire
 
 def record_payload(pack: DomainPack, data_root: Path, row: dict[str, Any]) -> dict[str, Any]:
     """A manifest row -> the JSON a client sends: base64 images, sensor rows, text."""
-    inputs = {m: file_to_wire(pack.modality(m), (data_root / ref["blob"]).read_bytes())
+    inputs = {m: file_to_wire(pack.modality(m), read_blob(data_root, ref["blob"]))
               for m, ref in row["files"].items()}
     return {"id": row["key"], "inputs": inputs}
 

@@ -6,7 +6,7 @@ for drift monitoring; `ModelRunner` holds the model and batches calls adaptively
 Which model: MMOPS_MODEL_TAG, else `mmops-$MMOPS_DOMAIN:latest` from the BentoML model store; `POST
 /admin/reload` swaps in another without a restart. `GET /metadata` describes the model and its inputs.
 MMOPS_API_TOKEN turns on bearer auth, MMOPS_MAX_BODY_BYTES bounds request bodies (middleware.py). The
-prediction log is written off the request path (predlog.py). Reference: docs/serving.md.
+prediction log is written off the request path (predlog.py), one file per replica with MMOPS_REPLICA. Reference: docs/serving.md.
 Start with `mmops serve --domain D` (or `bentoml serve mmops.serving.service:Svc` with those variables set).
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from http import HTTPStatus
 from pathlib import Path
@@ -51,6 +52,13 @@ def _flag(name: str) -> bool:
 BATCHING = _flag("MMOPS_BATCHING")
 # The prediction log that `mmops monitor` reads (MMOPS_PREDICTION_LOG=0: none, e.g. to measure its cost).
 LOGGING = _flag("MMOPS_PREDICTION_LOG")
+
+
+def log_name(domain: str) -> str:
+    """`<domain>.jsonl`, or `<domain>@<replica>.jsonl` when MMOPS_REPLICA names this replica (a pod name):
+    replicas sharing a volume each append to their own file; `mmops monitor` reads them all."""
+    replica = re.sub(r"[^A-Za-z0-9_.-]", "_", os.environ.get("MMOPS_REPLICA", "").strip())[:128]
+    return f"{domain}@{replica}.jsonl" if replica.strip("._") else f"{domain}.jsonl"
 
 
 def model_tag() -> str:
@@ -131,7 +139,7 @@ class Svc:
 
         bento_model = served_model()
         self._describe(read_card(Path(bento_model.path)), str(bento_model.tag))
-        self.log = (PredictionLog(get_settings().prediction_log_dir / f"{self.pack.name}.jsonl", _log_line)
+        self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), _log_line)
                     if LOGGING else None)
         self._in_flight = 0  # model calls awaiting an answer (one event loop: no lock needed)
         _LIVE["svc"] = self

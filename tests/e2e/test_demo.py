@@ -1,20 +1,92 @@
-"""The README's main command, end to end on the bundled real data of all three domains (fast training)."""
+"""The README's main command, end to end on the bundled real data of all three domains (fast training), with
+a case full of protected health information landed beside the real ones: none of it may reach the catalog,
+data/, logs, reports, the model store or the monitoring store."""
 
+import io
 import os
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.conftest import catalog_sql, free_port, make_project, venv_bin
+from tests.conftest import catalog_backend, catalog_sql, free_port, make_project, mmops_env, venv_bin
 
 pytestmark = pytest.mark.slow
 
 DOMAINS = {"medical": "medical-cxr", "security": "security-faces", "industrial": "industrial-imu"}
 
 
+# PHI of a made-up patient: distinctive, so that a hit anywhere is this case and nothing else
+PHI = ["Quackenbush", "Zebulon", "7731920", "555-201-3344", "Wintergreen", "07/04/1961", "q.zebulon@mail.example",
+       "St Elsewhere General", "MRN88123X"]
+REPORT = ("Patient: Zebulon Quackenbush, MRN: 7731920, DOB 07/04/1961, phone 555-201-3344, "
+          "q.zebulon@mail.example. Read by Dr. Ophelia Wintergreen. Heart size normal. No acute disease.")
+
+
+def _land_phi_case(root: Path) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    land = root / "landing" / "medical"
+    for d in ("report", "fundus"):
+        (land / d).mkdir(parents=True, exist_ok=True)
+    (land / "report" / "phi_case.txt").write_text(REPORT)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    ds.PatientName, ds.PatientID, ds.InstitutionName = "Quackenbush^Zebulon", "MRN88123X", "St Elsewhere General"
+    ds.ReferringPhysicianName = "Wintergreen^Ophelia"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    (land / "fundus" / "phi_case.dcm").write_bytes(buf.getvalue())
+
+
+def _serve_phi_text(root: Path) -> None:
+    """A client sends the report with its PHI to the served medical model; the log must hold none of it."""
+    from mmops.serving.client import wait_logged, wait_ready
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = mmops_env(root, COLUMNS="160")
+    with (root / "var" / "logs" / "serve-phi.log").open("wb") as log:
+        proc = subprocess.Popen([venv_bin("mmops"), "serve", "--domain", "medical", "--port", str(port)], cwd=root,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_ready(url, proc)
+            resp = httpx.post(f"{url}/predict", json={"records": [{"id": "phi-request", "inputs": {"report": REPORT}}]},
+                              timeout=60)
+            assert resp.status_code == 200, resp.text
+            assert any("PHI redacted" in w for w in resp.json()[0]["warnings"])
+            assert wait_logged(url, 1)["written"] == 1
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=60)
+    mon = subprocess.run([venv_bin("mmops"), "monitor", "--domain", "medical"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert mon.returncode == 0, mon.stdout + mon.stderr
+
+
+def _phi_hits(root: Path, output: str) -> list[str]:
+    """Every place under the project (but the landing area and quarantine, which hold files as they came)
+    and every catalog table where a PHI string of the planted case appears."""
+    hits = [f"demo output: {p}" for p in PHI if p in output]
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("landing", "quarantine", "mmops", "dags", "expectations") or not path.is_file() \
+                or path.is_symlink():
+            continue
+        data = path.read_bytes()
+        hits += [f"{rel}: {p}" for p in PHI if p.encode() in data or p.encode("utf-16-le") in data]
+    tables = ("select table_name from information_schema.tables where table_schema = 'public'"
+              if catalog_backend() == "postgresql" else "select name from sqlite_master where type = 'table'")
+    for (table,) in catalog_sql(root, tables):
+        text = repr(catalog_sql(root, f'select * from "{table}"'))
+        hits += [f"catalog {table}: {p}" for p in PHI if p in text]
+    return hits
+
+
 def test_demo_runs_every_stage_for_every_domain(tmp_path: Path) -> None:
     root = make_project(tmp_path / "proj", DOMAINS, with_code=True)
+    _land_phi_case(root)
     corrupt = root / "landing" / "security" / "camera" / "broken_upload.png"
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # a PNG signature and nothing else
@@ -45,3 +117,10 @@ def test_demo_runs_every_stage_for_every_domain(tmp_path: Path) -> None:
     assert (root / "quarantine" / "security").is_dir()
     modalities = {m for (m,) in catalog_sql(root, "select distinct modality from files where domain='medical'")}
     assert modalities == {"report", "ecg", "fundus"}
+
+    # PHI end to end: the planted case was ingested (redacted, de-identified), pre-labeled and exported for
+    # annotators; its report was sent to the service; the monitor read the log. None of its PHI is anywhere.
+    assert catalog_sql(root, "select count(*) from files f join samples s on s.id = f.sample_id "
+                             "where s.sample_key = 'phi_case' and f.status = 'ok'")[0][0] == 2
+    _serve_phi_text(root)
+    assert _phi_hits(root, out.stdout + out.stderr) == []

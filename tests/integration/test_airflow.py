@@ -33,15 +33,20 @@ print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.
     "dags": {i: {"tags": sorted(d.tags), "retries": d.default_args.get("retries"), "owner": d.owner,
                  "doc": bool(d.doc_md), "tasks": [t.task_id for t in d.tasks],
                  "task_args": {t.task_id: {"backoff": t.retry_exponential_backoff, "pool": t.pool,
-                                           "timeout_s": t.execution_timeout and t.execution_timeout.total_seconds()}
+                                           "timeout_s": t.execution_timeout and t.execution_timeout.total_seconds(),
+                                           "queue": t.queue, "executor_config": t.executor_config}
                                for t in d.tasks}} for i, d in bag.dags.items()}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], env=airflow_env(tmp_path), capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.split("RESULT", 1)[1])
-    assert result["errors"] == {}
-    dags = result["dags"]
+
+    def parse(**extra: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", code], env={**airflow_env(tmp_path), **extra},
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        result = json.loads(out.stdout.split("RESULT", 1)[1])
+        assert result["errors"] == {}
+        return result["dags"]
+
+    dags = parse()
     for domain in ("medical", "security", "industrial"):
         assert dags[f"mmops_ingest_{domain}"]["tasks"] == ["plan", "ingest", "label", "announce_new"]
         assert dags[f"mmops_label_{domain}"]["tasks"] == ["import_annotations", "announce_labels", "prelabel",
@@ -57,6 +62,17 @@ print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.
         for task_id, args in dag["task_args"].items():  # backoff on retries, and no task runs unbounded
             assert args["backoff"] and 0 < args["timeout_s"] <= 6 * 3600, (dag_id, task_id, args)
             assert (args["pool"] == "mmops_training") == task_id.endswith("train"), (dag_id, task_id, args)
+            assert args["queue"] == "default" and not args["executor_config"], (dag_id, task_id, args)
+
+    # scaled out: training goes to the GPU workers' Celery queue, or to a GPU pod on Kubernetes
+    template = REPO / "deploy" / "airflow" / "gpu-pod-template.yaml"
+    gpu = parse(MMOPS_TRAINING_QUEUE="gpu", MMOPS_TRAINING_POD_TEMPLATE=str(template))
+    for dag_id, dag in gpu.items():
+        for task_id, args in dag["task_args"].items():
+            if task_id.endswith("train"):
+                assert args["queue"] == "gpu" and args["executor_config"] == {"pod_template_file": str(template)}
+            else:
+                assert args["queue"] == "default" and not args["executor_config"], (dag_id, task_id)
 
 
 def task_states(root: Path, dag_id: str) -> dict[tuple[str, int], str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import catalog_sql, make_project, run_mmops
+from tests.conftest import catalog_sql, free_port, make_project, mmops_env, run_mmops, venv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -64,6 +64,29 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_model(built: Path) -> None:
         (built / "params.yaml").write_text(yaml.safe_dump(params))
 
 
+def test_an_airflow_retry_of_a_killed_training_resumes_it(built: Path) -> None:
+    """The training task's worker dies mid-epoch; Airflow retries the task (try 2): the retry continues from the
+    last epoch checkpoint and ends with the weights of a run never interrupted. A first try never resumes."""
+    import sys
+
+    def task_body(try_number: int) -> dict:
+        code = ("import json\nfrom mmops import orchestration\n"
+                f"orchestration._try_number = lambda: {try_number}\n"
+                "print('RESULT' + json.dumps(orchestration.run_stage_named('train')('industrial'), default=str))")
+        proc = subprocess.run([sys.executable, "-c", code], cwd=built, env=mmops_env(built, OMP_NUM_THREADS="1"),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.split("RESULT", 1)[1])
+
+    clean = _train(built)
+    _train(built, fault="train.step:11")
+    retried = task_body(2)
+    assert retried["resumed_from_epoch"] == 3 and retried["checkpoint_sha256"] == clean["checkpoint_sha256"]
+    _train(built, fault="train.step:11")
+    first = task_body(1)
+    assert first["resumed_from_epoch"] == 0 and first["checkpoint_sha256"] == clean["checkpoint_sha256"]
+
+
 def test_a_build_killed_before_its_commit_reruns_to_the_same_version(tmp_path: Path) -> None:
     """kill -9 after the manifest is written, before the dataset version is committed: training refuses the
     uncommitted version with a clear message, and the rerun commits exactly the version a clean build makes."""
@@ -98,6 +121,50 @@ def test_ddp_on_two_gloo_workers(built: Path) -> None:
     assert ddp["val_metrics"]["accuracy"] >= 0.7
     ev = _mmops(built, "evaluate", "--domain", "industrial", "--json")
     assert ev.returncode == 0, ev.stdout + ev.stderr
+
+
+def _node(root: Path, rank: int, port: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([venv_bin("mmops"), "train", "--domain", "industrial", "--json", "--nproc", "1",
+                             "--nnodes", "2", "--node-rank", str(rank), "--master", f"127.0.0.1:{port}", *extra],
+                            cwd=root, env=mmops_env(root, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_ddp_across_two_nodes_trains_what_one_node_with_two_workers_does(built: Path, tmp_path: Path) -> None:
+    """Two machines of one worker each (two torchrun launchers meeting at node 0's address, each reading its
+    own project folder, as after `dvc pull` on each) train the same weights as one machine with two workers;
+    a node whose params differ makes every node refuse to start."""
+    import shutil
+
+    one_node = _train(built, "--nproc", "2")
+    other = tmp_path / "node1"  # the second machine: its own copy of the project
+    shutil.copytree(built, other, ignore=shutil.ignore_patterns("model", "train_state", "locks"))
+    port = free_port()
+    worker = _node(other, 1, port)
+    head = _node(built, 0, port)
+    out, err = head.communicate(timeout=600)
+    w_out, w_err = worker.communicate(timeout=120)
+    assert head.returncode == 0 and worker.returncode == 0, err[-3000:] + w_err[-3000:]
+    two_nodes = json.loads(out[out.index("{"):])
+    assert two_nodes["world_size"] == 2
+    assert two_nodes["checkpoint_sha256"] == one_node["checkpoint_sha256"]
+    assert json.loads(w_out[w_out.index("{"):]) == {"domain": "industrial", "node_rank": 1, "nnodes": 2, "workers": 1}
+    assert not (other / "artifacts" / "industrial" / "model").exists()  # only node 0 writes the model
+    [(workers, nodes)] = [(e["detail"]["workers"], e["detail"]["nodes"]) for e in json.loads(
+        _mmops(built, "audit", "--domain", "industrial", "--limit", "1", "--json").stdout)]
+    assert (workers, nodes) == (2, 2)
+
+    params = yaml.safe_load((other / "params.yaml").read_text())
+    params["train"]["lr"] = 0.0123
+    (other / "params.yaml").write_text(yaml.safe_dump(params))
+    port = free_port()
+    worker, head = _node(other, 1, port), _node(built, 0, port)
+    _, err = head.communicate(timeout=600)
+    _, w_err = worker.communicate(timeout=120)
+    assert head.returncode != 0 and worker.returncode != 0
+    assert "the ranks do not train the same thing" in err + w_err
+    bad = _mmops(built, "train", "--domain", "industrial", "--nnodes", "2")
+    assert bad.returncode == 1 and "--master host:port" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_challenger_meets_the_champion_on_the_same_holdout(built: Path) -> None:

@@ -124,6 +124,37 @@ def test_the_prediction_log_is_read_in_chunks_by_model_and_window(tmp_path) -> N
     assert last_logged_model(tmp_path / "none.jsonl") is None
 
 
+def test_the_logs_of_several_replicas_are_read_as_one_stream(tmp_path, monkeypatch) -> None:
+    """Replicas on a shared volume each append to <domain>@<replica>.jsonl (MMOPS_REPLICA); the monitor reads
+    them all: the newest line of any replica names the served model, the latest answer per record counts."""
+    import json
+
+    from mmops.monitoring import iter_prediction_log, last_logged_model, prediction_logs, served_performance
+    from mmops.serving.service import log_name
+
+    monkeypatch.setenv("MMOPS_REPLICA", "mmops-industrial-7d9f/../x")
+    assert log_name("industrial") == "industrial@mmops-industrial-7d9f_.._x.jsonl"  # no path out of the folder
+    monkeypatch.setenv("MMOPS_REPLICA", "")
+    assert log_name("industrial") == "industrial.jsonl"
+
+    def line(ts: float, sha: str, rid: str, pred: str) -> str:
+        return json.dumps({"ts": ts, "checkpoint_sha256": sha, "record_id": rid, "features": {"x": ts},
+                           "prediction": pred})
+
+    (tmp_path / "industrial@pod-a.jsonl").write_text(line(10, "old", "r1", "walking") + "\n"
+                                                     + line(30, "new", "r2", "running") + "\n")
+    (tmp_path / "industrial@pod-b.jsonl").write_text(line(20, "new", "r1", "running") + "\n"
+                                                     + line(25, "old", "r3", "walking") + "\n")
+    (tmp_path / "security@pod-a.jsonl").write_text(line(99, "other", "s", "face") + "\n")
+    logs = prediction_logs(tmp_path, "industrial")
+    assert [p.name for p in logs] == ["industrial@pod-a.jsonl", "industrial@pod-b.jsonl"]
+    assert last_logged_model(logs) == "new"  # pod-a's ts 30 is the newest line of any replica
+    frames = [c[0] for c in iter_prediction_log(logs, "new", {})]
+    assert sorted(pd.concat(frames)["x"]) == [20.0, 30.0]
+    perf = served_performance(logs, None, None, {"r1": "running", "r2": "running", "r3": "running"})
+    assert perf["n_labeled"] == 3 and perf["accuracy"] == 2 / 3  # r1's later answer (pod-b, ts 20) counts
+
+
 def test_a_modality_drifts_on_corrected_p_values_and_on_distances() -> None:
     from mmops.drift import ColumnDrift, drift_by_group
 
