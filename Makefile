@@ -70,6 +70,7 @@ bench: setup  ## speed targets as same-process ratios; each prints its figures, 
 	-$(BIN)/python benchmarks/bench_train.py
 	-$(BIN)/python benchmarks/bench_serve.py
 	-$(BIN)/python benchmarks/bench_drift.py
+	-$(BIN)/python benchmarks/bench_soak.py --minutes 3
 
 # Training tasks run in the pool mmops_training: one slot per GPU (TRAINING_SLOTS, default 1).
 airflow: setup

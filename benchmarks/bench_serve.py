@@ -39,6 +39,18 @@ REPO = Path(__file__).resolve().parents[1]
 PACKS = {"industrial": "industrial-imu", "security": "security-faces", "medical": "medical-cxr"}
 
 
+async def predict_one(http: Any, url: str, rec: dict[str, Any]) -> float | str:
+    """POST one record: its latency in seconds, or what went wrong (an exception's name, `HTTP <code>`)."""
+    import httpx
+
+    started = time.perf_counter()
+    try:
+        resp = await http.post(f"{url}/predict", json={"records": [rec]})
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return time.perf_counter() - started if resp.status_code == 200 else f"HTTP {resp.status_code}"
+
+
 async def load(url: str, payloads: list[dict[str, Any]], clients: int, n_requests: int,
                max_seconds: float) -> dict[str, Any]:
     import httpx
@@ -53,16 +65,11 @@ async def load(url: str, payloads: list[dict[str, Any]], clients: int, n_request
         while issued < n_requests and time.perf_counter() < deadline:
             rec = payloads[issued % len(payloads)]
             issued += 1
-            started = time.perf_counter()
-            try:
-                resp = await http.post(f"{url}/predict", json={"records": [rec]})
-            except httpx.HTTPError as exc:
-                errors[type(exc).__name__] += 1
-                continue
-            if resp.status_code == 200:
-                latencies.append(time.perf_counter() - started)
+            outcome = await predict_one(http, url, rec)
+            if isinstance(outcome, float):
+                latencies.append(outcome)
             else:
-                errors[f"HTTP {resp.status_code}"] += 1
+                errors[outcome] += 1
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(max_seconds + 60)) as http:

@@ -250,6 +250,67 @@ def promote(
 
 
 @app.command()
+def status(
+    domain: Annotated[str | None, typer.Option("--domain", "-d", help="one domain; default: all in params.yaml")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """One screen per domain: landed / ingested / quarantined files, the latest gate and dataset version,
+    champion and challenger, the last drift check, and the service if it is running."""
+    from mmops.config import get_settings, load_params
+    from mmops.status import status as gather
+
+    params = load_params()
+    domains = [domain] if domain else params.domains
+    result = _run(lambda: gather(domains, get_settings(), params.serve.port), as_json=as_json)
+    if not as_json:
+        for d in result:
+            out.print(_status_table(d))
+
+
+def _status_table(d: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    def when(x: dict[str, Any] | None) -> str:
+        return f"  [dim]{x['at'][:16].replace('T', ' ')}[/dim]" if x and x.get("at") else ""
+
+    def model(m: dict[str, Any] | None) -> str:
+        if m is None:
+            return "[dim]none[/dim]"
+        metrics = " ".join(f"{k}={_short(v)}" for k, v in m["metrics"].items() if v is not None)
+        return f"v{m['version']}  {metrics}  on {m['dataset_version']}" + when(m)
+
+    data, gate, ds, drift, svc = d["data"], d["gate"], d["dataset"], d["drift"], d["service"]
+    table = Table(title=f"[bold]{d['domain']}[/bold]", show_header=False, title_justify="left", min_width=60)
+    table.add_column("what", style="bold")
+    table.add_column("state")
+    landed = "?" if data["landed"] is None else data["landed"]
+    table.add_row("files", f"{landed} landed, {data['ingested']} ingested, "
+                  + (f"[red]{data['quarantined']} quarantined[/red]" if data["quarantined"] else "0 quarantined")
+                  + (f", {data['purged']} purged" if data["purged"] else ""))
+    table.add_row("records", f"{data['records']} ({data['labeled']} labeled)")
+    table.add_row("gate", "[dim]not run[/dim]" if gate is None else (
+        ("[green]passed[/green]" if gate["success"] else f"[red]failed[/red] ({gate['failed']} critical)")
+        + f" {gate['n_expectations']} expectations" + when(gate)))
+    table.add_row("dataset", "[dim]none[/dim]" if ds is None else
+                  f"{ds['version']}  {ds['n_samples']} samples {ds['split_counts']}  gate {ds['gate']}" + when(ds))
+    tr = d["training"]
+    if tr is not None:
+        table.add_row("training", f"run {tr['id']} {tr['status']} on {tr['device']}" + when(tr))
+    table.add_row("champion", model(d["champion"]))
+    if d["challenger"] is not None:
+        table.add_row("challenger", model(d["challenger"]))
+    table.add_row("drift", "[dim]not checked[/dim]" if drift is None else (
+        ("[red]DRIFT[/red]" if drift["drifted"] else "[green]no drift[/green]")
+        + f" share {drift['drift_share']:.2f} on {drift['n_current']} {drift['current']} rows" + when(drift)))
+    table.add_row("service", "[dim]not running[/dim]" if svc is None else
+                  f"[green]{svc['url']}[/green] serving {svc['model_version']}")
+    ev = d["last_event"]
+    if ev is not None:
+        table.add_row("last change", f"{ev['action']} {ev['subject']} by {ev['actor']}" + when(ev))
+    return table
+
+
+@app.command()
 def audit(
     domain: Annotated[str | None, typer.Option("--domain", "-d", help="one domain; default: all")] = None,
     limit: Annotated[int, typer.Option(help="the newest this many events")] = 50,

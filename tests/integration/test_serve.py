@@ -279,6 +279,22 @@ def test_bearer_token_guards_everything_but_the_probes(service: tuple[str, Path]
     assert TOKEN not in (root / "serve-test.log").read_text(errors="replace")
 
 
+def test_status_shows_the_running_service(service: tuple[str, Path], use_project: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmops.status import status
+
+    url, root = service
+    monkeypatch.setenv("MMOPS_SERVICE_URL_INDUSTRIAL", url)
+    monkeypatch.setenv("MMOPS_API_TOKEN", TOKEN)
+    [industrial, security] = status(["industrial", "security"], get_settings(), 1)
+    served = httpx.get(f"{url}/metadata", headers=AUTH, timeout=30).json()
+    assert industrial["service"] == {"url": url, "model_version": served["model_version"],
+                                     "checkpoint_sha256": served["checkpoint_sha256"]}
+    assert security["service"] is None  # nothing serves security at its default address (port 1)
+    monkeypatch.setenv("MMOPS_SERVICE_URL_SECURITY", url)  # an industrial service is not security's
+    assert status(["security"], get_settings(), 1)[0]["service"] is None
+
+
 def test_metadata_describes_the_model_and_its_inputs(service: tuple[str, Path], use_project: Path) -> None:
     url, root = service
     meta = httpx.get(f"{url}/metadata", headers=AUTH, timeout=30).json()
