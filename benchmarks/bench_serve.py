@@ -107,7 +107,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def prepare(root: Path, domains: list[str]) -> None:
-    """Each domain's pack through every stage to a packaged model (1 epoch, default architecture)."""
+    """Each domain's pack through every stage to a packaged model (1 epoch, default architecture), in a
+    project at `root` that this process then uses (MMOPS_HOME, BENTOML_HOME; served without a token)."""
+    os.environ.update(MMOPS_HOME=str(root), BENTOML_HOME=str(root / "bentoml"), BENTOML_DO_NOT_TRACK="true")
+    os.environ.setdefault("MMOPS_PSEUDONYM_KEY", "benchmark")
+    os.environ.pop("MMOPS_API_TOKEN", None)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["packs"] = {d: PACKS[d] for d in domains}
     params["train"].update(epochs=1, patience=1)
@@ -133,9 +137,6 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mmops-bench-serve-") as tmp:
         root = Path(tmp)
-        os.environ.update(MMOPS_HOME=str(root), BENTOML_HOME=str(root / "bentoml"), BENTOML_DO_NOT_TRACK="true")
-        os.environ.setdefault("MMOPS_PSEUDONYM_KEY", "benchmark")
-        os.environ.pop("MMOPS_API_TOKEN", None)
         prepare(root, args.domain)
         from mmops import pipeline
         from mmops.config import get_settings

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -155,9 +154,6 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mmops-bench-soak-") as tmp:
         root = Path(tmp)
-        os.environ.update(MMOPS_HOME=str(root), BENTOML_HOME=str(root / "bentoml"), BENTOML_DO_NOT_TRACK="true")
-        os.environ.setdefault("MMOPS_PSEUDONYM_KEY", "benchmark")
-        os.environ.pop("MMOPS_API_TOKEN", None)
         prepare(root, [args.domain])
         from mmops import pipeline
         from mmops.config import get_settings
