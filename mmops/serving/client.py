@@ -22,11 +22,13 @@ def record_payload(pack: DomainPack, data_root: Path, row: dict[str, Any]) -> di
 
 
 def auth_headers(token: str | None = None) -> dict[str, str]:
-    """The bearer header for `token` (default: MMOPS_API_TOKEN, when set)."""
+    """The bearer header for `token` (default: MMOPS_API_TOKEN, when set; of several, the first: the new one
+    during a rotation)."""
     import os
 
     token = os.environ.get("MMOPS_API_TOKEN") if token is None else token
-    return {"Authorization": f"Bearer {token}"} if token else {}
+    first = (token or "").split()
+    return {"Authorization": f"Bearer {first[0]}"} if first else {}
 
 
 def predict(url: str, records: list[dict[str, Any]], timeout: float = 60.0) -> list[dict[str, Any]]:

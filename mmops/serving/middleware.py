@@ -38,22 +38,27 @@ async def _answer(send: Send, status: int, message: str, headers: list[tuple[byt
 
 
 class BearerAuth:
-    """401 unless the request carries the configured bearer token (no token configured: a pass-through)."""
+    """401 unless the request carries a configured bearer token (no token configured: a pass-through).
+
+    `MMOPS_API_TOKEN` may hold several tokens separated by whitespace, each accepted: to rotate, deploy
+    "NEW OLD", move the clients to NEW, then deploy "NEW" (docs/operations.md)."""
 
     def __init__(self, app: ASGIApp, token: str | None = None) -> None:
         self.app = app
         token = os.environ.get("MMOPS_API_TOKEN", "") if token is None else token
-        # only a digest is kept: the token itself never sits in this object, so no repr can print it
-        self._digest = hashlib.sha256(token.encode()).digest() if token else None
+        # only digests are kept: no token sits in this object, so no repr can print one
+        self._digests = [hashlib.sha256(t.encode()).digest() for t in token.split()]
 
     def allowed(self, scope: Scope) -> bool:
-        if self._digest is None or scope.get("path", "") in OPEN_PATHS or scope.get("method") == "OPTIONS":
+        if not self._digests or scope.get("path", "") in OPEN_PATHS or scope.get("method") == "OPTIONS":
             return True
         for name, value in scope.get("headers", []):
             if name.lower() == b"authorization":
                 scheme, _, given = value.decode("latin-1").partition(" ")
                 if scheme.lower() == "bearer":
-                    return hmac.compare_digest(hashlib.sha256(given.strip().encode()).digest(), self._digest)
+                    digest = hashlib.sha256(given.strip().encode()).digest()
+                    # every digest is compared (no early exit): the time taken says nothing about which matched
+                    return sum(hmac.compare_digest(digest, d) for d in self._digests) > 0
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -51,6 +51,18 @@ def test_bearer_token(header: str | None, status: int) -> None:
         assert "bearer token" in resp.json()["error"] and "tok-123" not in resp.text
 
 
+def test_two_tokens_are_accepted_while_one_is_rotated_out() -> None:
+    """MMOPS_API_TOKEN="new old" during a rotation: both work; then "new": the old one is refused."""
+    during = BearerAuth(echo, token="tok-new  tok-old")
+    after = BearerAuth(echo, token="tok-new")
+    for token, during_status, after_status in (("tok-new", 200, 200), ("tok-old", 200, 401), ("tok", 401, 401),
+                                               ("tok-new tok-old", 401, 401)):
+        headers = {"Authorization": f"Bearer {token}"}
+        assert call(during, "POST", "/predict", content=b"{}", headers=headers).status_code == during_status, token
+        assert call(after, "POST", "/predict", content=b"{}", headers=headers).status_code == after_status, token
+    assert "tok-old" not in repr(vars(during))
+
+
 def test_probes_stay_open_and_the_token_is_not_kept() -> None:
     app = BearerAuth(echo, token="tok-123")
     for path in ("/readyz", "/livez", "/healthz", "/metrics"):
