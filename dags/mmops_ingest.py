@@ -9,6 +9,7 @@ from mmops.orchestration import (
     announce,
     configure,
     dag_defaults,
+    dag_params,
     domains,
     labeled_asset,
     parallel_batches,
@@ -26,6 +27,7 @@ def make_ingest_dag(domain: str):
         schedule="@hourly",
         tags=["mmops", "ingest", domain],
         **dag_defaults(),
+        params=dag_params("ingest"),
         doc_md=f"""
 ### Ingest `{domain}`
 `plan` lists what is new or changed in the landing area (`landing/{domain}/`, or `MMOPS_LANDING_URL`) without
@@ -35,7 +37,8 @@ batch to the catalog in one transaction and quarantines bad files with a reason 
 `mmops quarantine list`). A failed batch is retried with backoff (transient I/O); rerunning one is safe.
 `label` imports the labels file, Label Studio exports and the domain's rules. `announce` emits the
 `mmops_{domain}_labeled` asset, which schedules `mmops_train_{domain}`, only when new records or changed
-labels arrived; otherwise it is skipped.
+labels arrived; otherwise it is skipped. A manual run with **announce** off (a backfill) ingests and labels
+without starting training.
 """,
     )
     def ingest_dag():
@@ -57,8 +60,9 @@ labels arrived; otherwise it is skipped.
                     "trusted": result["trusted"], "conflicts": result["conflicts"]}
 
         @task(outlets=[labeled_asset(domain)], trigger_rule="none_failed")
-        def announce_new(batches: list[dict], labels: dict) -> dict:
-            return announce(new_records=sum(b["ingested"] for b in batches or []), label_changes=labels["changed"])
+        def announce_new(batches: list[dict], labels: dict, *, params=None) -> dict:
+            return announce(new_records=sum(b["ingested"] for b in batches or []), label_changes=labels["changed"],
+                            enabled=bool((params or {}).get("announce", True)))
 
         batches = ingest.expand(paths=plan())
         labels = label()

@@ -8,6 +8,7 @@ from mmops.orchestration import (
     announce,
     configure,
     dag_defaults,
+    dag_params,
     domains,
     labeled_asset,
     project_root,
@@ -24,6 +25,7 @@ def make_label_dag(domain: str):
         schedule="@daily",
         tags=["mmops", "label", domain],
         **dag_defaults(),
+        params=dag_params("label"),
         doc_md=f"""
 ### Label `{domain}`
 1. `import_annotations`: Label Studio JSON exports dropped in `landing/{domain}/annotations/` become human
@@ -35,6 +37,7 @@ def make_label_dag(domain: str):
    predictions as pre-annotations (`config.xml` is the labeling interface).
 
 Annotations are imported first so that what annotators finished leaves the queue before it is re-ranked.
+A manual run with **export** off re-ranks the queue without writing new tasks.
 """,
     )
     def label_dag():
@@ -54,7 +57,11 @@ Annotations are imported first so that what annotators finished leaves the queue
             return {"model": (result["model"] or {}).get("model_version"), "queue": result["queue"]}
 
         @task
-        def export() -> dict:
+        def export(*, params=None) -> dict:
+            if not (params or {}).get("export", True):
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException("export is off for this run")
             return run_stage("export_tasks", domain)
 
         imported = import_annotations()

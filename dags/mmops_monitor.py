@@ -6,6 +6,7 @@ from airflow.sdk import dag, task
 from mmops.orchestration import (
     configure,
     dag_defaults,
+    dag_params,
     domains,
     drift_asset,
     monitor_since,
@@ -23,6 +24,7 @@ configure(ROOT)
     schedule="@daily",
     tags=["mmops", "monitor"],
     **dag_defaults(retry_minutes=5),
+    params=dag_params("monitor"),
     doc_md="""
 ### Monitor drift
 For each domain, streams the service's prediction log (`var/predictions/<domain>.jsonl`) through the
@@ -33,18 +35,18 @@ report on a sample (`drift_report.html`) and a row in the catalog's `drift_repor
 **signal_drift_&lt;domain&gt;** succeeds only on drift (a modality past `monitor.drift_share_threshold` in
 params.yaml, or an embedding past its no-drift 95th percentile) and then emits the asset
 `mmops_<domain>_drift`, which schedules `mmops_train_<domain>`. A domain whose service saw no traffic is
-skipped. Trigger with config `{"since": "2026-11-24T08:00:00Z"}` to check the log from a given time (default:
-the last `monitor.window_hours`).
+skipped. Trigger with the param **since** (`{"since": "2026-11-24T08:00:00Z"}`) to check the log from a given
+time (default: the last `monitor.window_hours`).
 """,
 )
 def mmops_monitor():
     for domain in domains(ROOT):
 
         @task(task_id=f"monitor_{domain}")
-        def monitor(d: str = domain, *, dag_run=None) -> dict:
-            # a run triggered with {"since": <epoch seconds or ISO time>} checks the log from then on;
-            # otherwise the last monitor.window_hours of it
-            return run_stage("monitor", d, since=monitor_since((dag_run.conf or {}) if dag_run else {}))
+        def monitor(d: str = domain, *, params=None) -> dict:
+            # a run with since=<epoch seconds or ISO time> (a param: the trigger form or the run's conf) checks
+            # the log from then on; otherwise the last monitor.window_hours of it
+            return run_stage("monitor", d, since=monitor_since(dict(params or {})))
 
         @task(task_id=f"signal_drift_{domain}", outlets=[drift_asset(domain)])
         def signal(result: dict, d: str = domain, *, outlet_events=None) -> dict:

@@ -3,7 +3,7 @@ training DAGs, one task group per domain."""
 
 from airflow.sdk import TaskGroup, dag
 
-from mmops.orchestration import configure, dag_defaults, domains, project_root, retrain_tasks
+from mmops.orchestration import configure, dag_defaults, dag_params, domains, project_root, retrain_tasks
 
 ROOT = project_root(__file__)
 configure(ROOT)
@@ -14,12 +14,14 @@ configure(ROOT)
     schedule="@weekly",
     tags=["mmops", "train", "weekly"],
     **dag_defaults(retry_minutes=5),
+    params=dag_params("train"),
     doc_md="""
 ### Weekly retraining
 Every week, for each domain: gather labels -> validate -> build -> train a challenger -> evaluate
 (promoted only if it beats the champion on the held-out split) -> package -> deploy when promoted.
 Catches slow changes that stay under the drift thresholds, and labels that arrived late. Between weeks,
-`mmops_train_<domain>` runs the same steps on new labels or detected drift.
+`mmops_train_<domain>` runs the same steps on new labels or detected drift. Manual runs take the same
+**deploy** and **resume** params as `mmops_train_<domain>`.
 """,
 )
 def mmops_retrain_weekly():

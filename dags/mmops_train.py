@@ -7,6 +7,7 @@ from airflow.sdk import dag
 from mmops.orchestration import (
     configure,
     dag_defaults,
+    dag_params,
     domains,
     drift_asset,
     labeled_asset,
@@ -24,6 +25,7 @@ def make_train_dag(domain: str):
         schedule=(labeled_asset(domain) | drift_asset(domain)),
         tags=["mmops", "train", domain],
         **dag_defaults(retry_minutes=2),
+        params=dag_params("train"),
         doc_md=f"""
 ### Train `{domain}`
 Runs when new labeled `{domain}` records arrive (asset `mmops_{domain}_labeled`), when the monitor finds
@@ -38,6 +40,9 @@ modalities), or by hand. `mmops_retrain_weekly` runs the same steps every week.
 5. **package** it into the BentoML model store and a bento;
 6. **deploy**: a promoted model is hot-swapped into the running service
    (`MMOPS_SERVICE_URL_{domain.upper()}`); skipped, saying why, when not promoted or no service is set.
+
+Manual runs: **deploy** (default on) off promotes without touching the service; **resume** continues the
+last interrupted training of the same dataset and params (a retried train task does so by itself).
 """,
     )
     def train_dag():

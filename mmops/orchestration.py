@@ -76,6 +76,36 @@ def dag_defaults(owner: str = "mmops", retries: int = 2, retry_minutes: int = 1)
     }
 
 
+def dag_params(kind: str) -> dict[str, Any]:
+    """The parameters a DAG offers for a manual run (Airflow's trigger form), with the defaults a scheduled
+    run uses. A run's conf (`airflow dags trigger -c '{...}'`, the REST API) sets them too."""
+    from airflow.sdk import Param
+
+    return {
+        "train": {
+            "deploy": Param(True, type="boolean", title="Deploy a promoted model",
+                            description="hot-swap a newly promoted champion into the running service "
+                                        "(MMOPS_SERVICE_URL_<DOMAIN>); off: promote only"),
+            "resume": Param(False, type="boolean", title="Resume training",
+                            description="continue the last interrupted training of the same dataset and params "
+                                        "(a retry of the task does so anyway)"),
+        },
+        "ingest": {
+            "announce": Param(True, type="boolean", title="Announce new records",
+                              description="emit the labeled-records asset (which starts training) when new records "
+                                          "or label changes arrived; off: a backfill that trains nothing"),
+        },
+        "label": {
+            "export": Param(True, type="boolean", title="Export Label Studio tasks",
+                            description="write the most uncertain records as Label Studio tasks"),
+        },
+        "monitor": {
+            "since": Param(None, type=["null", "string", "number"], title="Check the log since",
+                           description="an ISO-8601 time or epoch seconds; empty: the last monitor.window_hours"),
+        },
+    }[kind]
+
+
 def labeled_asset(domain: str) -> Any:
     """The Asset an ingest DAG emits and the training DAG is scheduled on."""
     from airflow.sdk import Asset
@@ -91,10 +121,14 @@ def parallel_batches() -> int:
     return 1 if get_settings().catalog_url.startswith("sqlite") else 4
 
 
-def announce(new_records: int, label_changes: int) -> dict[str, int]:
-    """Succeed (and so emit the task's outlet Asset) only when there is something new to train on."""
+def announce(new_records: int, label_changes: int, enabled: bool = True) -> dict[str, int]:
+    """Succeed (and so emit the task's outlet Asset) only when there is something new to train on (and the
+    run's `announce` param is on)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
+    if not enabled:
+        raise AirflowSkipException(f"announce is off for this run ({new_records} new records, {label_changes} "
+                                   "label changes): training is not started")
     if new_records == 0 and label_changes == 0:
         raise AirflowSkipException("no new records and no label changes: nothing to announce")
     return {"new_records": new_records, "label_changes": label_changes}
@@ -147,13 +181,15 @@ def service_url(domain: str) -> str | None:
     return os.environ.get(f"MMOPS_SERVICE_URL_{domain.upper()}") or None
 
 
-def deploy_champion(domain: str, evaluated: dict[str, Any]) -> dict[str, Any]:
+def deploy_champion(domain: str, evaluated: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
     """After evaluate and package: a promoted challenger is swapped into the running service; otherwise the
-    champion keeps serving (the task is skipped, saying why)."""
+    champion keeps serving (the task is skipped, saying why). The run's `deploy` param off: promote only."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from mmops import pipeline
 
+    if not (params or {}).get("deploy", True):
+        raise AirflowSkipException("deploy is off for this run: the new champion serves from the next deploy")
     if not evaluated.get("promoted"):
         raise AirflowSkipException(f"not promoted ({evaluated.get('reason')}): the champion keeps serving")
     url = service_url(domain)
@@ -163,7 +199,7 @@ def deploy_champion(domain: str, evaluated: dict[str, Any]) -> dict[str, Any]:
     return pipeline.reload_service(domain, url)
 
 
-def gather(domain: str) -> dict[str, Any]:
+def gather(domain: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Newly landed records (field captures) and the labels that came in since the last run."""
     ingested = run_stage("ingest", domain)
     labeled = run_stage("label", domain)
@@ -179,8 +215,8 @@ def retrain_tasks(domain: str) -> None:
     from airflow.sdk import task
 
     def stage(task_id: str, call: Any, *args: Any, **task_kwargs: Any) -> Any:
-        def run(*upstream: Any) -> dict:
-            return call(domain, *upstream)
+        def run(*upstream: Any, params: Any = None) -> dict:  # Airflow passes the run's params by name
+            return call(domain, *upstream, params=dict(params or {}))
 
         run.__name__ = task_id
         return task(task_id=task_id, **task_kwargs)(run)(*args)
@@ -198,7 +234,9 @@ def retrain_tasks(domain: str) -> None:
 def run_stage_named(name: str) -> Any:
     """A task body: the named pipeline stage for a domain. A retry of a training task (its worker died, the
     task timed out) continues from the last epoch checkpoint of the same dataset and params."""
-    def call(domain: str) -> dict[str, Any]:
+    def call(domain: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        if name == "train" and (params or {}).get("resume"):
+            return run_stage(name, domain, resume=True)
         if name == "train" and _try_number() > 1:
             return run_stage(name, domain, resume="auto")
         return run_stage(name, domain)

@@ -32,6 +32,8 @@ def test_dag_integrity(tmp_path: Path) -> None:
 print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": {i: {"tags": sorted(d.tags), "retries": d.default_args.get("retries"), "owner": d.owner,
                  "doc": bool(d.doc_md), "tasks": [t.task_id for t in d.tasks],
+                 "params": {k: {"default": d.params.get_param(k).value,
+                                "description": d.params.get_param(k).description} for k in d.params},
                  "task_args": {t.task_id: {"backoff": t.retry_exponential_backoff, "pool": t.pool,
                                            "timeout_s": t.execution_timeout and t.execution_timeout.total_seconds(),
                                            "queue": t.queue, "executor_config": t.executor_config}
@@ -59,6 +61,9 @@ print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.
     for dag_id, dag in dags.items():
         assert "mmops" in dag["tags"] and dag["owner"] == "mmops" and dag["doc"], dag_id
         assert dag["retries"] >= 2, dag_id
+        # manual runs: every DAG offers params, each documented, each with the default a scheduled run uses
+        assert dag["params"] and all(p["description"] for p in dag["params"].values()), (dag_id, dag["params"])
+        assert all(p["default"] is not None for k, p in dag["params"].items() if k != "since"), dag_id
         for task_id, args in dag["task_args"].items():  # backoff on retries, and no task runs unbounded
             assert args["backoff"] and 0 < args["timeout_s"] <= 6 * 3600, (dag_id, task_id, args)
             assert (args["pool"] == "mmops_training") == task_id.endswith("train"), (dag_id, task_id, args)

@@ -51,6 +51,27 @@ def test_deploy_only_a_promoted_model_and_only_where_a_service_runs(monkeypatch:
     assert calls == [("security", "http://127.0.0.1:3001")]
 
 
+def test_manual_run_params_switch_off_deploy_announce_and_select_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmops import orchestration
+    from mmops.orchestration import announce, run_stage_named
+
+    monkeypatch.setenv("MMOPS_SERVICE_URL_SECURITY", "http://127.0.0.1:3001")
+    with pytest.raises(AirflowSkipException, match="deploy is off"):
+        deploy_champion("security", {"promoted": True}, params={"deploy": False})
+    with pytest.raises(AirflowSkipException, match="announce is off"):
+        announce(new_records=5, label_changes=0, enabled=False)
+    assert announce(new_records=5, label_changes=0) == {"new_records": 5, "label_changes": 0}
+    calls = []
+    monkeypatch.setattr(orchestration, "run_stage", lambda name, d, **kw: calls.append((name, kw)) or {})
+    monkeypatch.setattr(orchestration, "_try_number", lambda: 1)
+    train = run_stage_named("train")
+    train("security", params={"resume": True})
+    train("security", params={"resume": False})
+    monkeypatch.setattr(orchestration, "_try_number", lambda: 3)
+    train("security", params={"resume": False})
+    assert calls == [("train", {"resume": True}), ("train", {}), ("train", {"resume": "auto"})]
+
+
 def test_a_monitor_run_takes_its_window_from_the_trigger_config() -> None:
     from mmops.errors import ConfigError
     from mmops.orchestration import monitor_since
