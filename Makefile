@@ -74,9 +74,7 @@ bench: setup  ## speed targets as same-process ratios; each prints its figures, 
 
 # Training tasks run in the pool mmops_training: one slot per GPU (TRAINING_SLOTS, default 1).
 airflow: setup
-	$(BIN)/airflow db migrate >/dev/null
-	$(BIN)/airflow pools set mmops_training $(or $(TRAINING_SLOTS),1) "mmops training runs at once (one per GPU)" >/dev/null
-	$(BIN)/airflow standalone
+	$(BIN)/mmops airflow --training-slots $(or $(TRAINING_SLOTS),1)
 
 serve: setup
 	$(BIN)/mmops serve --domain $(or $(DOMAIN),security)

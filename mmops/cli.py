@@ -450,6 +450,20 @@ def serve(
     raise typer.Exit(subprocess.call(serve_command(port, host), env=env, cwd=get_settings().root))
 
 
+@app.command("airflow")
+def airflow_standalone(
+    port: Annotated[int, typer.Option(help="the UI and REST API")] = 8080,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    training_slots: Annotated[int, typer.Option(min=1, help="trainings at once (one per GPU)")] = 1,
+) -> None:
+    """Start Airflow 3 locally with the project's DAGs (scheduler, DAG processor, API server and UI); prints
+    the URL and the login. Ctrl-C stops it."""
+    from mmops.airflow_local import standalone
+    from mmops.config import get_settings
+
+    raise typer.Exit(_run(lambda: standalone(get_settings(), port, host, console, training_slots)))
+
+
 @app.command()
 def demo(
     domain: Annotated[list[str] | None, typer.Option("--domain", "-d")] = None,

@@ -20,11 +20,7 @@ would. A summary goes to artifacts/<domain>/drift_demo.json.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +28,7 @@ from typing import Any
 from rich.console import Console
 
 from mmops import pipeline
+from mmops.airflow_local import Airflow, airflow_env
 from mmops.atomic import write_atomic
 from mmops.config import Settings, get_settings
 from mmops.domains import DomainPack, load_domain
@@ -39,55 +36,6 @@ from mmops.errors import MmopsError
 from mmops.serving.client import metadata, record_payload, wait_logged
 from mmops.serving.schemas import wire_to_file
 from mmops.shifts import shift_record
-
-
-def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment the project's Airflow runs in (what `make` exports; a deployment's own settings win)."""
-    env = {**os.environ, "MMOPS_HOME": str(settings.root), **(extra or {})}
-    env.setdefault("AIRFLOW_HOME", str(settings.var_dir / "airflow"))
-    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(settings.root / "dags"))
-    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    return env
-
-
-@dataclass
-class Airflow:
-    """The project's Airflow through its CLI; every command's output is appended to `log_path`."""
-
-    env: dict[str, str]
-    log_path: Path
-    cwd: Path
-
-    def run(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-        cmd = [str(Path(sys.executable).parent / "airflow"), *args]
-        proc = subprocess.run(cmd, env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=timeout)
-        with self.log_path.open("a", encoding="utf-8") as log:
-            log.write(f"\n$ airflow {' '.join(args)}  (exit {proc.returncode})\n{proc.stdout}{proc.stderr}")
-        return proc
-
-    def prepare(self) -> None:
-        from mmops.orchestration import TRAINING_POOL
-
-        for args in (("db", "migrate"), ("pools", "set", TRAINING_POOL, "1", "mmops training runs at once"),
-                     ("dags", "reserialize")):
-            proc = self.run(*args)
-            if proc.returncode != 0:
-                raise MmopsError(f"airflow {' '.join(args)} failed (exit {proc.returncode}); see {self.log_path}")
-
-    def test_dag(self, dag_id: str, conf: dict[str, Any] | None = None) -> None:
-        proc = self.run("dags", "test", dag_id, *(["-c", json.dumps(conf)] if conf else []))
-        if proc.returncode != 0:
-            raise MmopsError(f"airflow dags test {dag_id} failed (exit {proc.returncode}); see {self.log_path}")
-
-    def state(self, domain: str, consume: bool = False) -> dict[str, Any]:
-        code = ("import json, sys\nfrom mmops.orchestration import loop_state\n"
-                "print('STATE' + json.dumps(loop_state(sys.argv[1], sys.argv[2] == '1'), default=str))")
-        proc = subprocess.run([sys.executable, "-c", code, domain, "1" if consume else "0"], env=self.env,
-                              cwd=self.cwd, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0 or "STATE" not in proc.stdout:
-            raise MmopsError(f"reading Airflow's state failed: {proc.stderr[-1500:]}")
-        state: dict[str, Any] = json.loads(proc.stdout.rsplit("STATE", 1)[1])
-        return state
 
 
 def land_captures(pack: DomainPack, landing: Path, payloads: list[dict[str, Any]], labels: dict[str, str],
