@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,27 +91,11 @@ def login(env: dict[str, str]) -> tuple[str, str] | None:
     return user, str(users[user])
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
-    """Until the API server answers its health check (MmopsError if the process ends or time runs out)."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise MmopsError(f"airflow standalone exited with {proc.returncode} before it answered")
-        try:
-            if httpx.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise MmopsError(f"Airflow did not answer at {url} within {timeout:.0f} s")
-
-
 def standalone(settings: Settings, port: int, host: str, console: Console, training_slots: int = 1) -> int:
     """Run `airflow standalone` for the project until interrupted: migrate the metadata DB, create the
     training pool, start scheduler + DAG processor + API server (the UI), print the URL and the login."""
     from mmops.orchestration import TRAINING_POOL
+    from mmops.serving.client import stop_group, wait_ready
 
     url = f"http://{host}:{port}"
     env = airflow_env(settings, {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": host,
@@ -131,7 +113,7 @@ def standalone(settings: Settings, port: int, host: str, console: Console, train
         proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env,
                                 cwd=settings.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_healthy(url, proc)
+        wait_ready(url, proc, timeout=300, path="/api/v2/monitor/health", name="airflow standalone")
         who = login(env)
         console.print(f"[bold]Airflow UI[/bold] {url}   login [bold]{who[0]}[/bold] / [bold]{who[1]}[/bold]"
                       if who else f"[bold]Airflow UI[/bold] {url}   (login: see {env['AIRFLOW_HOME']}/{PASSWORDS_FILE})",
@@ -142,9 +124,4 @@ def standalone(settings: Settings, port: int, host: str, console: Console, train
     except KeyboardInterrupt:
         return 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, timeout=60)

@@ -3,8 +3,6 @@ from held-out data, then drift reports; prints where to look."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +15,15 @@ from rich.table import Table
 from mmops import pipeline
 from mmops.config import get_settings
 from mmops.domains import load_domain
-from mmops.serving.client import predict, record_payload, serve_command, service_env, wait_logged, wait_ready
+from mmops.serving.client import (
+    predict,
+    record_payload,
+    serve_command,
+    service_env,
+    stop_group,
+    wait_logged,
+    wait_ready,
+)
 
 
 @contextmanager
@@ -35,11 +41,7 @@ def serving(domain: str, port: int) -> Iterator[str]:
             wait_ready(url, proc)
             yield url
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_group(proc)
 
 
 def send(url: str, payloads: list[dict[str, Any]], batch: int = 8) -> list[dict[str, Any]]:

@@ -64,20 +64,37 @@ def wait_logged(url: str, n: int, timeout: float = 30.0) -> dict[str, int]:
         time.sleep(0.1)
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0, path: str = "/readyz",
+               name: str = "the service") -> None:
+    """Until `url + path` answers 200; MmopsError if `proc` ends first or time runs out."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise MmopsError(f"the service exited with code {proc.returncode} before it was ready")
+            raise MmopsError(f"{name} exited with code {proc.returncode} before it was ready")
         try:
-            if httpx.get(f"{url.rstrip('/')}/readyz", timeout=2.0).status_code == 200:
+            if httpx.get(f"{url.rstrip('/')}{path}", timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise MmopsError(f"the service at {url} was not ready within {timeout:.0f} s")
+    raise MmopsError(f"{name} at {url} was not ready within {timeout:.0f} s")
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM to a process started with start_new_session (it and its children), SIGKILL if it lingers."""
+    import os
+    import signal
+
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
 
 
 def service_env(domain: str) -> dict[str, str]:
