@@ -454,9 +454,12 @@ class Nodes:
 @_one_at_a_time
 def train(domain: str, progress: Progress = None, resume: bool | str = False, nproc: int = 1,
           nodes: Nodes | None = None) -> dict[str, Any]:
-    """Train on the current dataset version. resume: continue from the last epoch checkpoint of the same
-    run ("auto": if there is one of this dataset and these params, else start over: a task's retry); nproc > 1: distributed data parallel over that many torchrun workers (gloo on CPU, NCCL on GPUs);
-    `nodes`: over several machines, this one node 0 (the others run `join_training`)."""
+    """Train on the current dataset version.
+
+    resume: continue from the last epoch checkpoint of the same run ("auto": if there is one of this dataset
+    and these params, else start over, as a task's retry does). nproc > 1: distributed data parallel over that
+    many torchrun workers (gloo on CPU, NCCL on GPUs). nodes: over several machines, this one being node 0
+    (the others run `join_training`)."""
     from mmops.training import TrainResult, train_model
 
     nodes = nodes or Nodes(nproc=nproc)
