@@ -452,17 +452,17 @@ class Nodes:
 
 
 @_one_at_a_time
-def train(domain: str, progress: Progress = None, resume: bool | str = False, nproc: int = 1,
+def train(domain: str, progress: Progress = None, resume: bool | str = False,
           nodes: Nodes | None = None) -> dict[str, Any]:
     """Train on the current dataset version.
 
     resume: continue from the last epoch checkpoint of the same run ("auto": if there is one of this dataset
-    and these params, else start over, as a task's retry does). nproc > 1: distributed data parallel over that
-    many torchrun workers (gloo on CPU, NCCL on GPUs). nodes: over several machines, this one being node 0
-    (the others run `join_training`)."""
+    and these params, else start over, as a task's retry does). nodes: distributed data parallel over
+    `nodes.nproc` torchrun workers (gloo on CPU, NCCL on GPUs), on several machines with this one as node 0
+    (the others run `join_training`); default one process."""
     from mmops.training import TrainResult, train_model
 
-    nodes = nodes or Nodes(nproc=nproc)
+    nodes = nodes or Nodes()
     if nodes.node_rank != 0:
         raise ConfigError("only node 0 records a training run; the other nodes join it (join_training)")
     settings, params, pack = _ctx(domain)
