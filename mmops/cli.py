@@ -24,13 +24,15 @@ app = typer.Typer(help="mmops: multimodal MLOps - ingest, label, validate, train
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Bundled real data packs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+domain_app = typer.Typer(help="Domain packs: what a domain's records look like. A new domain is a YAML file.",
+                          no_args_is_help=True)
+app.add_typer(domain_app, name="domain")
 quarantine_app = typer.Typer(help="Files ingest rejected: list, release for another try, purge.",
                              no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 120)  # logs and CI get full table rows
 
-DEFAULT_DOMAINS = ("medical", "security", "industrial")
 Domain = Annotated[str, typer.Option("--domain", "-d", help="medical | security | industrial | your own pack")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 
@@ -60,6 +62,13 @@ def _run(fn: Callable[[], Any], as_json: bool = False, title: str = "") -> Any:
         out.print(f"[bold]{title}[/bold] " + ", ".join(f"{k}={_short(v)}" for k, v in result.items()),
                   highlight=False, soft_wrap=True)
     return result
+
+
+def _domains() -> list[str]:
+    """The domains params.yaml lists (a broken params.yaml is one line, like every user error)."""
+    from mmops.config import load_params
+
+    return list(_run(lambda: load_params().domains))
 
 
 def _short(v: Any) -> str:
@@ -111,8 +120,78 @@ def data_pull(
     if pack:
         _run(lambda: pipeline.pull_data(pack), as_json, f"pulled {pack}:")
     else:
-        for d in [domain] if domain else DEFAULT_DOMAINS:
+        for d in [domain] if domain else _domains():
             _run(partial(pipeline.pull_domain, d), as_json, f"pulled for {d}:")
+
+
+@domain_app.command("list")
+def domain_list() -> None:
+    """Every domain pack (bundled, or the project's domains/*.yaml), whether params.yaml lists it, and what
+    its records hold."""
+    from rich.table import Table
+
+    from mmops.config import get_settings, load_params
+    from mmops.domains import available_domains, load_domain
+
+    packs = _run(lambda: load_params().packs)
+    root = get_settings().root
+    table = Table("domain", "file", "data (params.yaml packs)", "modalities", "classes")
+    for name, path in _run(available_domains).items():
+        where = path.relative_to(root).as_posix() if path.is_relative_to(root) else f"bundled ({path.name})"
+        data = "[dim]not listed[/dim]" if name not in packs else packs[name] or f"you land it (landing/{name}/)"
+        try:
+            pack = load_domain(name)
+        except MmopsError as exc:
+            table.add_row(name, where, data, f"[red]invalid:[/red] {exc}", "")
+            continue
+        table.add_row(name, where, data, ", ".join(f"{m.name} ({m.kind})" for m in pack.modalities),
+                      str(len(pack.classes)))
+    out.print(table)
+
+
+@domain_app.command("show")
+def domain_show(
+    name: Annotated[str, typer.Argument(help="the domain")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="write the JSON here instead")] = None,
+) -> None:
+    """The domain pack as mmops reads it (validated, defaults filled in), as JSON. `dvc repro` records it as
+    artifacts/<domain>/domain.json, so that the stages rerun when a domain's pack changes, wherever it lives."""
+    from mmops.atomic import write_atomic
+    from mmops.domains import load_domain
+
+    pack = _run(lambda: load_domain(name))
+    text = json.dumps(pack.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    if out_file is None:
+        out.print_json(text)
+        return
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_file, text)
+    out.print(f"{name}: {len(pack.modalities)} modalities, {len(pack.classes)} classes -> {out_file}", highlight=False)
+
+
+@domain_app.command("add")
+def domain_add(
+    name: Annotated[str, typer.Argument(help="a domain with a pack in domains/<name>.yaml (or a bundled one)")],
+    pack: Annotated[str | None, typer.Option(help="a bundled data pack for it; default: you land its files")] = None,
+) -> None:
+    """Check the domain's pack and list the domain in params.yaml, so that every command, DAG and `dvc repro`
+    takes it in (the file keeps its comments)."""
+    from mmops.config import add_domain
+    from mmops.domains import load_domain
+
+    spec = _run(lambda: load_domain(name))
+    if pack is not None:
+        from mmops.datasets.packs import get_pack
+
+        bundled = _run(lambda: get_pack(pack))
+        if bundled.domain != name:
+            console.print(f"[red]error:[/red] data pack {pack} is for domain {bundled.domain}, not {name}",
+                          highlight=False)
+            raise typer.Exit(1)
+    added = _run(lambda: add_domain(name, pack=pack))
+    where = f"`mmops data pull --domain {name}` lands {pack}" if pack else f"land its files in landing/{name}/"
+    out.print(f"{name}: {'listed in params.yaml' if added else 'already in params.yaml'} "
+              f"({len(spec.modalities)} modalities, {len(spec.classes)} classes); {where}", highlight=False)
 
 
 @data_app.command("list")
@@ -419,7 +498,7 @@ def run(
     """Every stage from pull to package, for each domain."""
     from mmops import pipeline
 
-    for d in domain or DEFAULT_DOMAINS:
+    for d in domain or _domains():
         _run(partial(pipeline.pull_domain, d), title=f"pull {d}:")
         _run(partial(_progress_ingest, d), title=f"ingest {d}:")
         for stage in ("label", "validate", "build"):
@@ -447,7 +526,58 @@ def serve(
     _run(lambda: pipeline.record_deploy(get_settings(), domain, env.get("MMOPS_MODEL_TAG", f"mmops-{domain}:latest"),
                                         url, how="serve"))
     console.print(f"serving {domain} on {url} (POST /predict); Ctrl-C stops", highlight=False)
-    raise typer.Exit(subprocess.call(serve_command(port, host), env=env, cwd=get_settings().root))
+    # this process becomes `bentoml serve`: a signal (Ctrl-C, `kill`, a supervisor's stop) reaches the server
+    # itself, which stops its workers, instead of a parent that would leave them running
+    cmd = serve_command(port, host)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(get_settings().root)
+    os.execve(cmd[0], cmd, env)
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[str], typer.Argument(
+        help="MODALITY=FILE (together: one record), or folders laid out like landing/<domain>/ (a record per key)")],
+    domain: Domain,
+    url: Annotated[str | None, typer.Option(help="the service; default: http://127.0.0.1:<serve.port>")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Send files to a running service (`mmops serve`) and print what it predicts; with a folder's labels file,
+    the accuracy too. Files are decoded and checked as ingest checks them."""
+    from rich.table import Table
+
+    from mmops.config import load_params
+    from mmops.domains import load_domain
+    from mmops.serving.client import predict as post
+    from mmops.serving.client import records_from_paths
+
+    pack = _run(lambda: load_domain(domain))
+    records, expected = _run(lambda: records_from_paths(pack, inputs))
+    url = url or f"http://127.0.0.1:{_run(load_params).serve.port}"
+
+    def send() -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = []
+        for i in range(0, len(records), 64):
+            answers += post(url, records[i : i + 64])
+        return answers
+
+    answers = _run(send)
+    scored = [a for a in answers if a["id"] in expected]
+    correct = sum(a["label"] == expected[a["id"]] for a in scored)
+    if as_json:
+        out.print_json(json.dumps({"predictions": answers, "expected": len(scored), "correct": correct}))
+        return
+    table = Table("record", "label", "p", *(["expected"] if expected else []), "warnings")
+    for a in answers:
+        want = expected.get(a["id"] or "", "")
+        mark = "" if not want else ("[green]" if want == a["label"] else "[red]") + want
+        table.add_row(a["id"] or "-", a["label"], f"{a['probabilities'][a['label']]:.3f}",
+                      *([mark] if expected else []), "; ".join(a["warnings"]))
+    out.print(table)
+    if scored:
+        out.print(f"{correct} of {len(scored)} as labeled ({correct / len(scored):.1%}); model "
+                  f"{answers[0]['model_version']}", highlight=False)
 
 
 @app.command("airflow")
@@ -475,7 +605,7 @@ def demo(
     from mmops.demo import run_demo
 
     try:
-        run_demo(list(domain or DEFAULT_DOMAINS), port or load_params().serve.port, requests, out)
+        run_demo(list(domain or _domains()), port or load_params().serve.port, requests, out)
     except MmopsError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -574,3 +704,13 @@ def quarantine_purge(
         raise typer.Exit(1)
     n = _run(lambda: _quarantine(lambda s, st: purge(s, ids, st.quarantine_dir, domain)))
     out.print(f"purged {n} file(s)", highlight=False)
+
+
+def main() -> None:
+    """The `mmops` console script: `app`, and a user error that escapes a command (one raised before its
+    `_run`) still ends as one line and exit 1, never a traceback."""
+    try:
+        app()
+    except MmopsError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None

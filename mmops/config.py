@@ -197,17 +197,16 @@ class ServeParams(_Frozen):
     port: int = Field(3000, ge=1, le=65535)
 
 
+BUNDLED_PACKS: dict[str, str | None] = {"medical": "medical-cxr", "security": "security-faces",
+                                        "industrial": "industrial-imu"}
+
+
 class Params(_Frozen):
     """params.yaml, validated. Unknown keys are rejected so that a typo never silently does nothing."""
 
     seed: int = 42
-    packs: dict[str, str] = Field(
-        default_factory=lambda: {
-            "medical": "medical-cxr",
-            "security": "security-faces",
-            "industrial": "industrial-imu",
-        }
-    )
+    # domain -> the bundled data pack `mmops data pull` lands for it; None (`~` in YAML): you land its files
+    packs: dict[str, str | None] = Field(default_factory=lambda: dict(BUNDLED_PACKS))
     ingest: IngestParams = IngestParams()
     label: LabelParams = LabelParams()
     promote: PromoteParams = PromoteParams()
@@ -230,3 +229,43 @@ def load_params(path: Path | None = None) -> Params:
         return Params.model_validate(raw)
     except (yaml.YAMLError, ValidationError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def add_domain(domain: str, path: Path | None = None, pack: str | None = None) -> bool:
+    """List `domain` under `packs:` in params.yaml (with `pack`, or `~`: you land its files). The file is
+    edited as text, so that its comments stay; the result must load and list the domain, else the file is
+    left as it was. False when it was listed already."""
+    import re
+
+    from mmops.atomic import write_atomic
+
+    path = path or get_settings().params_path
+    params = load_params(path)
+    if domain in params.packs:
+        return False
+    entry = f"{domain}: {pack or '~'}"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = text.splitlines()
+    head = next((i for i, line in enumerate(lines) if re.fullmatch(r"packs:\s*(#.*)?", line)), None)
+    if head is None:
+        if re.search(r"^packs:", text, re.M):
+            raise ConfigError(f"{path}: write `packs:` as a block (one `domain: pack` per line) to add {domain!r}")
+        block = ["packs:", *(f"  {d}: {p or '~'}" for d, p in params.packs.items()), f"  {entry}"]
+        lines = [*lines, *block]
+    else:
+        end, indent = head, "  "
+        for i in range(head + 1, len(lines)):
+            if not lines[i].strip() or lines[i].lstrip().startswith("#"):
+                continue
+            if not lines[i].startswith((" ", "\t")):
+                break
+            end, indent = i, lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        lines.insert(end + 1, indent + entry)
+    write_atomic(path, "\n".join(lines) + "\n")
+    try:
+        if domain not in load_params(path).packs:
+            raise ConfigError(f"{path}: adding {domain!r} under packs did not take; add it by hand")
+    except ConfigError:
+        write_atomic(path, text)
+        raise
+    return True

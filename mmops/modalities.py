@@ -340,10 +340,15 @@ def sensor_stats(values: np.ndarray, spec: SensorSpec) -> dict[str, float]:
     return stats
 
 
+def scaled(values: np.ndarray, spec: SensorSpec) -> np.ndarray:
+    """The values on the spec's scale (the model's input before standardisation)."""
+    return np.sign(values) * np.log1p(np.abs(values)) if spec.scale == "symlog" else values
+
+
 def sensor_tensor(values: np.ndarray, spec: SensorSpec, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """(time x channels) -> (channels x length) float32, standardised with training statistics, cropped or
     zero-padded to the spec's length."""
-    x = (values[: spec.length] - mean) / std
+    x = (scaled(values[: spec.length], spec) - mean) / std
     out = np.zeros((spec.length, len(spec.channels)), dtype=np.float32)
     out[: x.shape[0]] = x
     return np.ascontiguousarray(out.T)

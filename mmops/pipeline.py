@@ -120,8 +120,16 @@ def pull_domain(domain: str) -> dict[str, Any]:
     """Land the pack that params.yaml assigns to this domain."""
     settings, params, _ = _ctx(domain)
     if domain not in params.packs:
-        raise NotFoundError(f"params.yaml assigns no data pack to domain {domain!r}")
-    return pull_data(params.packs[domain])
+        raise NotFoundError(f"params.yaml does not list domain {domain!r} under packs (`mmops domain add {domain}`)")
+    pack = params.packs[domain]
+    if pack is not None:
+        return pull_data(pack)
+    # a domain of your own (its domain pack loaded above): its files are yours to land
+    target = settings.landing_dir / domain
+    target.mkdir(parents=True, exist_ok=True)
+    files = sum(1 for p in target.rglob("*") if p.is_file())
+    return {"pack": None, "domain": domain, "landing": str(target), "files": files,
+            "note": f"no bundled pack: land the domain's files in {target}"}
 
 
 def _session_factory(settings: Settings) -> Callable[[], Any]:

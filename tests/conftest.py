@@ -96,7 +96,7 @@ def make_project(root: Path, packs: dict[str, str], train: dict | None = None, w
     shutil.copy(REPO / "bentofile.yaml", root / "bentofile.yaml")
     if with_code:
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-        for name in ("mmops", "dags", "expectations"):
+        for name in ("mmops", "dags", "expectations", "domains"):
             shutil.copytree(REPO / name, root / name, ignore=ignore, dirs_exist_ok=True)
         shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     return root

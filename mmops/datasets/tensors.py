@@ -11,7 +11,7 @@ import numpy as np
 
 from mmops.blobs import read_blob
 from mmops.domains import DomainPack, ImageSpec, SensorSpec, TextSpec
-from mmops.modalities import decode, image_tensor, sensor_tensor, text_tensor
+from mmops.modalities import decode, image_tensor, scaled, sensor_tensor, text_tensor
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Preprocessor:
     def fit(self, pack: DomainPack, values: dict[str, list[Any]]) -> Preprocessor:
         for spec in pack.modalities:
             if isinstance(spec, SensorSpec) and values.get(spec.name):
-                stacked = np.concatenate(values[spec.name], axis=0)
+                stacked = scaled(np.concatenate(values[spec.name], axis=0), spec)
                 self.sensor_mean[spec.name] = stacked.mean(axis=0).astype(float).tolist()
                 self.sensor_std[spec.name] = np.maximum(stacked.std(axis=0), 1e-6).astype(float).tolist()
         return self

@@ -42,6 +42,9 @@ class SensorSpec(_Spec):
     rate_tolerance: float = Field(0.05, ge=0, lt=1)  # relative deviation of the median timestamp step
     value_range: tuple[float, float] | None = None  # physically possible values (the gate checks min/max)
     unit: str | None = None  # physical unit of the values (DICOM waveforms are converted to it)
+    # what the model sees before standardisation: the values, or sign(x) * log1p(|x|) for signals whose
+    # amplitudes span orders of magnitude (currents, counts), where a lamp and a heater differ 100-fold
+    scale: Literal["linear", "symlog"] = "linear"
     # DICOM waveforms: channel -> lead/source name (CodeMeaning); they are resampled to sample_rate_hz
     dicom_channels: dict[str, str] = Field(default_factory=dict)
     max_rows: int = 1_000_000
@@ -139,11 +142,31 @@ def _candidate_files(name: str) -> list[Path]:
     return [user, Path(str(resources.files("mmops.domains") / f"{name}.yaml"))]
 
 
-def load_domain(name: str) -> DomainPack:
+def domain_file(name: str) -> Path:
+    """The YAML file domain `name` loads from: the project's domains/<name>.yaml, else the bundled one."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise NotFoundError(f"unknown domain {name!r} (domain names are lowercase letters, digits and _)")
     for path in _candidate_files(name):
         if path.is_file():
-            try:
-                return DomainPack.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-            except (yaml.YAMLError, ValidationError) as exc:
-                raise ConfigError(f"domain pack {path}: {exc}") from exc
+            return path
     raise NotFoundError(f"unknown domain {name!r} (no domains/{name}.yaml)")
+
+
+def available_domains() -> dict[str, Path]:
+    """Every domain pack there is (name -> file): the bundled ones, and the project's domains/*.yaml, which
+    take precedence over a bundled pack of the same name."""
+    bundled = Path(str(resources.files("mmops.domains")))
+    found = {p.stem: p for p in sorted(bundled.glob("*.yaml"))}
+    found |= {p.stem: p for p in sorted((get_settings().root / "domains").glob("*.yaml"))}
+    return {name: path for name, path in sorted(found.items()) if re.fullmatch(r"[a-z][a-z0-9_]*", name)}
+
+
+def load_domain(name: str) -> DomainPack:
+    path = domain_file(name)
+    try:
+        pack = DomainPack.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"domain pack {path}: {exc}") from exc
+    if pack.name != name:
+        raise ConfigError(f"domain pack {path}: its name is {pack.name!r}; the file must be named {pack.name}.yaml")
+    return pack

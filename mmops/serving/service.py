@@ -154,6 +154,10 @@ class Svc:
 
     @bentoml.api(route="/predict")
     async def predict(self, records: list[RecordIn]) -> list[PredictionOut]:
+        """Predict a batch of records, each with any subset of the domain's modalities (a missing one is
+        predicted around, and said so in `missing_modalities` and `warnings`). Inputs are decoded and checked
+        as ingest checks landed files; any mistake is a 400 naming the record and modality. Answers come in
+        the order of the records, each with the class probabilities and the model version that gave them."""
         return await self.answer(records)
 
     async def answer(self, records: list[RecordIn]) -> list[PredictionOut]:
@@ -279,6 +283,9 @@ _LIVE: dict[str, Svc] = {}
 
 
 async def _metadata(request: Any) -> Any:
+    """GET /metadata: the served model (version, checkpoint hash, dataset version, validation metrics), its
+    classes and the inputs it takes (each modality's spec: channels, length, sample rate, image size), the
+    request limits, whether a token is required, and the prediction log's counters."""
     from starlette.responses import JSONResponse
 
     svc = _LIVE.get("svc")
