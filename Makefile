@@ -16,7 +16,7 @@ export BENTOML_DO_NOT_TRACK     := true
 export GX_ANALYTICS_ENABLED     := false
 export PATH                     := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo drift-demo test lint airflow serve dashboard browser postgres clean bench
+.PHONY: setup demo drift-demo test lint docs airflow serve dashboard browser postgres clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,9 @@ test: setup browser postgres
 lint: setup
 	$(BIN)/ruff check mmops dags tests benchmarks
 	$(BIN)/mypy
+
+docs: setup  ## docs/api.md and docs/openapi.json from the service's OpenAPI spec (a test checks they are current)
+	$(BIN)/python -m mmops.serving.apidoc docs
 
 bench: setup  ## speed targets as same-process ratios; each prints its figures, a missed target shows as "Error 1 (ignored)"
 	-$(BIN)/python benchmarks/bench_ingest.py

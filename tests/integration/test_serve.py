@@ -295,6 +295,21 @@ def test_status_shows_the_running_service(service: tuple[str, Path], use_project
     assert status(["security"], get_settings(), 1)[0]["service"] is None
 
 
+def test_the_api_doc_is_what_the_service_serves(service: tuple[str, Path]) -> None:
+    """docs/openapi.json: BentoML's spec as the running service serves it, plus the mounted routes, which
+    answer (an empty upload is a 400 from that route, not a 404)."""
+    from mmops.serving.apidoc import openapi
+
+    url, _ = service
+    served = httpx.get(f"{url}/docs.json", headers=AUTH, timeout=30).json()
+    doc = openapi()
+    assert set(doc["paths"]) - set(served["paths"]) == {"/metadata", "/predict/upload"}
+    assert set(served["paths"]) <= set(doc["paths"])
+    assert doc["components"]["schemas"]["RecordIn"] == served["components"]["schemas"]["RecordIn"]
+    assert httpx.get(f"{url}/metadata", headers=AUTH, timeout=30).status_code == 200
+    assert httpx.post(f"{url}/predict/upload", headers=AUTH, files={}, timeout=30).status_code == 400
+
+
 def test_metadata_describes_the_model_and_its_inputs(service: tuple[str, Path], use_project: Path) -> None:
     url, root = service
     meta = httpx.get(f"{url}/metadata", headers=AUTH, timeout=30).json()
