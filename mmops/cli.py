@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from mmops.errors import MmopsError, ValidationFailedError
+from mmops.errors import MmopsError, NotFoundError, ValidationFailedError
 
 app = typer.Typer(help="mmops: multimodal MLOps - ingest, label, validate, train, serve, monitor.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -336,9 +336,12 @@ def status(
     """One screen per domain: landed / ingested / quarantined files, the latest gate and dataset version,
     champion and challenger, the last drift check, and the service if it is running."""
     from mmops.config import get_settings, load_params
+    from mmops.domains import load_domain
     from mmops.status import status as gather
 
-    params = load_params()
+    params = _run(load_params)
+    if domain:
+        _run(lambda: load_domain(domain))
     domains = [domain] if domain else params.domains
     result = _run(lambda: gather(domains, get_settings(), params.serve.port), as_json=as_json)
     if not as_json:
@@ -518,10 +521,10 @@ def serve(
     """Serve the domain's packaged model with BentoML (POST /predict)."""
     from mmops import pipeline
     from mmops.config import get_settings, load_params
-    from mmops.serving.client import serve_command, service_env
+    from mmops.serving.client import serve_command
 
-    port = port or load_params().serve.port
-    env = service_env(domain)
+    port = port or _run(load_params).serve.port
+    env = _run(lambda: _servable(domain))
     url = f"http://{host}:{port}"
     _run(lambda: pipeline.record_deploy(get_settings(), domain, env.get("MMOPS_MODEL_TAG", f"mmops-{domain}:latest"),
                                         url, how="serve"))
@@ -533,6 +536,28 @@ def serve(
     sys.stderr.flush()
     os.chdir(get_settings().root)
     os.execve(cmd[0], cmd, env)
+
+
+def _servable(domain: str) -> dict[str, str]:
+    """The environment `bentoml serve` needs for the domain, once its pack loads and its model is in the
+    model store (a server started without either would only fail in its log)."""
+    from mmops import pipeline
+    from mmops.config import get_settings
+    from mmops.domains import load_domain
+    from mmops.serving.client import service_env
+
+    load_domain(domain)
+    pipeline._bentoml_env(get_settings())  # before BentoML's import: the project's model store
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    env = service_env(domain)
+    tag = env.get("MMOPS_MODEL_TAG", f"mmops-{domain}:latest")
+    try:
+        bentoml.models.get(tag)
+    except NotFound:
+        raise NotFoundError(f"no packaged model {tag} to serve; run `mmops package --domain {domain}`") from None
+    return env
 
 
 @app.command()

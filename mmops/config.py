@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mmops.errors import ConfigError
+from mmops.errors import ConfigError, one_line
 
 
 class Settings(BaseSettings):
@@ -105,7 +105,10 @@ def get_settings() -> Settings:
     set once for every face (CLI, DAG tasks, the service)."""
     import os
 
-    base = Settings()
+    try:
+        base = Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"MMOPS_* environment settings: {one_line(exc)}") from exc
     env_file = base.root / ENV_FILE
     if not env_file.is_file():
         return base
@@ -119,7 +122,10 @@ def get_settings() -> Settings:
                           f"{', '.join(sorted(fields))}; MMOPS_HOME (where the file is found) and the service's "
                           "settings (MMOPS_API_TOKEN, MMOPS_DOMAIN, ...) come from the environment")
     overrides: dict[str, Any] = {fields[k]: v for k, v in values.items() if k not in os.environ}
-    return Settings(**overrides) if overrides else base
+    try:
+        return Settings(**overrides) if overrides else base
+    except ValidationError as exc:
+        raise ConfigError(f"{env_file}: {one_line(exc)}") from exc
 
 
 class _Frozen(BaseModel):
@@ -219,6 +225,16 @@ class Params(_Frozen):
     def domains(self) -> list[str]:
         return list(self.packs)
 
+    def for_domain(self, train: dict[str, Any]) -> Params:
+        """These params with a domain pack's `train` overrides applied (checked as params.yaml's are)."""
+        if not train:
+            return self
+        try:
+            merged = TrainParams.model_validate({**self.train.model_dump(), **train})
+        except ValidationError as exc:
+            raise ConfigError(f"domain pack train overrides: {one_line(exc)}") from exc
+        return self.model_copy(update={"train": merged})
+
 
 def load_params(path: Path | None = None) -> Params:
     path = path or get_settings().params_path
@@ -228,7 +244,7 @@ def load_params(path: Path | None = None) -> Params:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         return Params.model_validate(raw)
     except (yaml.YAMLError, ValidationError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{path}: {one_line(exc)}") from exc
 
 
 def add_domain(domain: str, path: Path | None = None, pack: str | None = None) -> bool:

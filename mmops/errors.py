@@ -24,3 +24,18 @@ class ValidationFailedError(MmopsError):
     def __init__(self, message: str, failed: list[str] | None = None) -> None:
         super().__init__(message)
         self.failed = failed or []
+
+
+def one_line(exc: Exception) -> str:
+    """An exception as one line: pydantic's ValidationError as `field.path: message (got value)` for each
+    error, `; `-joined (its own text spans lines and links its docs), anything else as its text."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":
+        parts = []
+        for e in errors(include_url=False):
+            where = ".".join(str(x) for x in e.get("loc", ())) or "value"
+            got = e.get("input")
+            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            parts.append(f"{where}: {e.get('msg', '')}{shown}")
+        return "; ".join(parts)
+    return " ".join(str(exc).split())

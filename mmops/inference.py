@@ -12,7 +12,7 @@ import numpy as np
 
 from mmops.datasets.tensors import Batch, Preprocessor, collate
 from mmops.domains import DomainPack
-from mmops.errors import BadInputError
+from mmops.errors import BadInputError, NotFoundError
 
 CARD_FORMAT = "mmops-model-card/2"  # 2: encoders, fusion and preprocessing named in "arch"
 WEIGHTS = "model.safetensors"
@@ -30,7 +30,12 @@ def resolve_device(requested: str = "auto") -> str:
 
 
 def read_card(model_dir: Path) -> dict[str, Any]:
-    card = json.loads((model_dir / CARD).read_text(encoding="utf-8"))
+    try:
+        card = json.loads((model_dir / CARD).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFoundError(f"no trained model in {model_dir}; run `mmops train` first") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{model_dir / CARD}: not a readable model card ({exc})") from None
     if card.get("format") != CARD_FORMAT:
         raise BadInputError(f"{model_dir / CARD}: not a model card this mmops reads (format "
                             f"{card.get('format')!r}, expected {CARD_FORMAT!r}); retrain with `mmops train`")

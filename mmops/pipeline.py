@@ -43,8 +43,8 @@ Progress = Callable[..., None] | None
 
 def _ctx(domain: str) -> tuple[Settings, Params, DomainPack]:
     settings = get_settings()
-    params = load_params(settings.params_path)
-    return settings, params, load_domain(domain)
+    pack = load_domain(domain)
+    return settings, load_params(settings.params_path).for_domain(pack.train), pack
 
 
 def artifacts(domain: str, settings: Settings | None = None) -> Path:

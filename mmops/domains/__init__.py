@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmops.config import get_settings
-from mmops.errors import ConfigError, NotFoundError
+from mmops.errors import ConfigError, NotFoundError, one_line
 
 
 class _Spec(BaseModel):
@@ -105,6 +105,9 @@ class DomainPack(BaseModel):
     # same key form one multimodal record; a record may lack modalities.
     record_pattern: str = r"^(?P<modality>[^/]+)/(?P<key>[^/]+)\.[^./]+$"
     label_rules: tuple[LabelRule, ...] = ()
+    # this domain's training parameters over params.yaml `train` (e.g. more epochs for a harder data set);
+    # the keys and values are checked as params.yaml's are
+    train: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique(self) -> DomainPack:
@@ -119,6 +122,13 @@ class DomainPack(BaseModel):
                 raise ValueError(f"label rule {rule.name}: {rule.label!r} is not a class of {self.name}")
             if rule.modality not in [m.name for m in self.modalities]:
                 raise ValueError(f"label rule {rule.name}: no modality {rule.modality!r}")
+        if self.train:
+            from mmops.config import TrainParams
+
+            try:
+                TrainParams.model_validate(self.train)
+            except ValidationError as exc:
+                raise ValueError(f"train: {one_line(exc)}") from None
         names = [m.name for m in self.modalities]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate modality names in domain {self.name}: {names}")
@@ -166,7 +176,7 @@ def load_domain(name: str) -> DomainPack:
     try:
         pack = DomainPack.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"domain pack {path}: {exc}") from exc
+        raise ConfigError(f"domain pack {path}: {one_line(exc)}") from exc
     if pack.name != name:
         raise ConfigError(f"domain pack {path}: its name is {pack.name!r}; the file must be named {pack.name}.yaml")
     return pack

@@ -34,8 +34,11 @@ def auth_headers(token: str | None = None) -> dict[str, str]:
 def predict(url: str, records: list[dict[str, Any]], timeout: float = 60.0) -> list[dict[str, Any]]:
     import httpx
 
-    resp = httpx.post(f"{url.rstrip('/')}/predict", json={"records": records}, headers=auth_headers(),
-                      timeout=timeout)
+    try:
+        resp = httpx.post(f"{url.rstrip('/')}/predict", json={"records": records}, headers=auth_headers(),
+                          timeout=timeout)
+    except httpx.TransportError as exc:
+        raise MmopsError(f"cannot reach the service at {url}: {exc}") from None
     if resp.status_code != 200:
         raise MmopsError(f"service answered {resp.status_code}: {resp.text[:300]}")
     return resp.json()
@@ -44,7 +47,10 @@ def predict(url: str, records: list[dict[str, Any]], timeout: float = 60.0) -> l
 def metadata(url: str, timeout: float = 10.0) -> dict[str, Any]:
     import httpx
 
-    resp = httpx.get(f"{url.rstrip('/')}/metadata", headers=auth_headers(), timeout=timeout)
+    try:
+        resp = httpx.get(f"{url.rstrip('/')}/metadata", headers=auth_headers(), timeout=timeout)
+    except httpx.TransportError as exc:
+        raise MmopsError(f"cannot reach the service at {url}: {exc}") from None
     if resp.status_code != 200:
         raise MmopsError(f"service answered {resp.status_code}: {resp.text[:300]}")
     return resp.json()

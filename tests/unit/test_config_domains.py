@@ -76,3 +76,42 @@ def test_the_projects_env_file_sets_the_catalog_under_the_environment(monkeypatc
     (tmp_path / ".env").write_text("MMOPS_DATABSE_URL=postgresql://typo\n")
     with pytest.raises(ConfigError, match="MMOPS_DATABSE_URL cannot be set here"):
         get_settings()
+
+
+def test_a_domain_pack_may_set_its_own_training_params(project: Path) -> None:
+    from mmops import pipeline
+
+    (project / "domains").mkdir()
+    pack = ("name: plugs\ndescription: smart plugs\nclasses: [fan, lamp]\n"
+            "modalities:\n  - {name: current, kind: sensor, channels: [amps], length: 50, sample_rate_hz: 10}\n")
+    (project / "domains" / "plugs.yaml").write_text(pack + "train: {epochs: 80, patience: 20}\n")
+    _, params, loaded = pipeline._ctx("plugs")
+    assert (params.train.epochs, params.train.patience) == (80, 20)
+    assert params.train.lr == load_params().train.lr  # the rest from params.yaml
+    _, other, _ = pipeline._ctx("security")
+    assert other.train.epochs == load_params().train.epochs  # other domains keep params.yaml's
+    (project / "domains" / "plugs.yaml").write_text(pack + "train: {epochs: 0}\n")
+    with pytest.raises(ConfigError, match="epochs"):
+        load_domain("plugs")
+    (project / "domains" / "plugs.yaml").write_text(pack + "train: {epoch: 80}\n")
+    with pytest.raises(ConfigError, match="epoch"):
+        load_domain("plugs")
+
+
+def test_add_domain_keeps_params_comments_and_refuses_what_it_cannot_edit(project: Path) -> None:
+    from mmops.config import add_domain
+
+    path = project / "params.yaml"
+    path.write_text("seed: 1\npacks:   # which data\n  security: security-faces\n\n  # more\ntrain:\n  epochs: 2\n")
+    assert add_domain("plugs", path) is True
+    assert load_params(path).packs == {"security": "security-faces", "plugs": None}
+    assert "# which data" in path.read_text() and "# more" in path.read_text()
+    assert add_domain("plugs", path) is False  # listed already: unchanged
+    flow = "packs: {security: security-faces}\n"
+    path.write_text(flow)
+    with pytest.raises(ConfigError, match="as a block"):
+        add_domain("plugs", path)
+    assert path.read_text() == flow
+    path.write_text("seed: 3\n")  # no packs block: the defaults stay listed, with the new domain
+    add_domain("plugs", path)
+    assert load_params(path).domains == ["medical", "security", "industrial", "plugs"]
