@@ -67,13 +67,14 @@ lint: setup
 docs: setup  ## docs/api.md and docs/openapi.json from the service's OpenAPI spec (a test checks they are current)
 	$(BIN)/python -m mmops.serving.apidoc docs
 
-bench: setup  ## speed targets as same-process ratios; each prints its figures, a missed target shows as "Error 1 (ignored)"
+bench: setup  ## speed targets as same-process ratios, then docs/benchmarks.md from their figures (a missed target shows as "Error 1 (ignored)")
 	-$(BIN)/python benchmarks/bench_ingest.py
 	-$(BIN)/python benchmarks/bench_gate.py
 	-$(BIN)/python benchmarks/bench_train.py
 	-$(BIN)/python benchmarks/bench_serve.py
 	-$(BIN)/python benchmarks/bench_drift.py
 	-$(BIN)/python benchmarks/bench_soak.py --minutes 3
+	$(BIN)/python benchmarks/record.py
 
 # Training tasks run in the pool mmops_training: one slot per GPU (TRAINING_SLOTS, default 1).
 airflow: setup

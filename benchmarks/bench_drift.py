@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,9 @@ import pandas as pd
 
 from mmops.drift import DriftCheck, ReferenceSketch
 from mmops.monitoring import evidently_verdicts
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import save  # noqa: E402
 
 SHIFTED, RESCALED = "c03", "c11"
 
@@ -107,6 +111,7 @@ def main() -> int:
             not per_row or max(per_row) <= 2 * min(per_row)),
     }
     print(json.dumps(verdicts, indent=2))
+    save("drift", {"sizes": rows}, verdicts)
     return 0 if all(verdicts.values()) else 1
 
 

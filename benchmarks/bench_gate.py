@@ -15,6 +15,7 @@ import re
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,9 @@ import pandas as pd
 
 from mmops.domains import load_domain
 from mmops.validation import GateResult, _expectations, validate_frames
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import save  # noqa: E402
 
 
 def frames(n_sensor: int, n_image: int, seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
@@ -140,6 +144,7 @@ def main() -> int:
         "failed_expectations": failed, "same_verdicts": agree,
     }
     print(json.dumps(result, indent=2))
+    save("gate", result, {"GX and pandas reach the same verdict on every expectation": agree})
     return 0 if agree else 1
 
 

@@ -35,6 +35,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import save  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 PACKS = {"industrial": "industrial-imu", "security": "security-faces", "medical": "medical-cxr"}
 
@@ -202,6 +205,7 @@ def report(table: list[dict[str, Any]], domains: list[str]) -> int:
         if d == "medical" and 32 in ratios:
             verdicts["medical (text encoder): batched >= 1.5x at 32 clients"] = ratios[32] >= 1.5
     print(json.dumps(verdicts, indent=2))
+    save("serve", {"runs": table}, verdicts)
     return 0 if all(verdicts.values()) else 1
 
 

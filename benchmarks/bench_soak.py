@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import PACKS, predict_one, prepare, serve, stop  # noqa: E402
+from record import save  # noqa: E402
 
 
 def service_footprint(pid: int) -> dict[str, int]:
@@ -111,7 +112,7 @@ async def soak(url: str, payloads: list[dict[str, Any]], pid: int, clients: int,
     return samples
 
 
-def verdicts(samples: list[dict[str, Any]], minutes: float, warmup: float) -> dict[str, bool]:
+def verdicts(figures: dict[str, Any], samples: list[dict[str, Any]], minutes: float, warmup: float) -> dict[str, bool]:
     # the first minute warms up (allocator arenas, the batcher's calibration, connection pools): memory climbs
     # by about a tenth, then stays flat; the verdicts are on what comes after
     steady = [s for s in samples if s["t"] > warmup]
@@ -132,6 +133,13 @@ def verdicts(samples: list[dict[str, Any]], minutes: float, warmup: float) -> di
           f"p99 first {p99_first:.1f} ms, last {p99_last:.1f} ms ({p99_last / p99_first:.2f}x); "
           f"{len(samples)} samples over {minutes:g} min, "
           f"{sum(s['reloads'] for s in samples)} reloads")
+    figures.update({
+        "rss_first_quarter_mb": round(rss_first, 1), "rss_last_quarter_mb": round(rss_last, 1),
+        "rss_last_over_first": round(rss_last / rss_first, 3), "rss_slope_mb_per_min": round(slope, 3),
+        "fds_first": steady[0]["fds"], "fds_last": steady[-1]["fds"],
+        "p99_first_quarter_ms": round(p99_first, 1), "p99_last_quarter_ms": round(p99_last, 1),
+        "p99_last_over_first": round(p99_last / p99_first, 2), "samples": len(samples),
+        "requests_answered": sum(s["ok"] for s in samples), "reloads": sum(s["reloads"] for s in samples)})
     return {
         "zero errors and failed reloads": all(s["errors"] == 0 for s in samples),
         "memory: last quarter within 5 % of the first": rss_last <= 1.05 * rss_first,
@@ -171,10 +179,13 @@ def main() -> int:
         finally:
             stop(proc)
         log_lines = sum(1 for _ in (root / "var" / "predictions" / f"{args.domain}.jsonl").open())
-    result = verdicts(samples, args.minutes, args.warmup)
+    figures: dict[str, Any] = {"minutes": args.minutes, "warmup_s": args.warmup, "clients": args.clients,
+                               "reload_every_s": args.reload_every}
+    result = verdicts(figures, samples, args.minutes, args.warmup)
     answered = sum(s["ok"] for s in samples)
     print(f"prediction log: {log_lines} lines; {answered} requests answered within the sampled windows")
     print(json.dumps(result, indent=2))
+    save("soak", {**figures, "prediction_log_lines": log_lines}, result)
     if args.out:
         args.out.write_text(json.dumps({"samples": samples, "verdicts": result}, indent=2))
     return 0 if all(result.values()) else 1

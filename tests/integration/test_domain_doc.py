@@ -16,6 +16,7 @@ from tests.conftest import REPO, free_port, make_project, mmops_env, run_mmops, 
 pytestmark = [pytest.mark.slow]
 
 DOC = REPO / "docs" / "adding-a-domain.md"
+ARTIFACTS = REPO / "var" / "test-artifacts"
 BUNDLED = {"medical": "medical-cxr", "security": "security-faces", "industrial": "industrial-imu"}
 
 
@@ -35,7 +36,8 @@ def doc_script(text: str) -> tuple[dict[str, str], str]:
 def test_the_page_has_what_the_test_runs() -> None:
     files, script = doc_script(DOC.read_text())
     assert set(files) == {"land_plaid.py", "domains/appliances.yaml"}
-    for step in ("mmops domain add appliances", "mmops run --domain appliances", "mmops serve", "mmops predict"):
+    for step in ("mmops domain add appliances", "mmops run --domain appliances", "mmops serve", "mmops predict",
+                 "mmops registry --domain appliances", "train:"):
         assert step in script, step
 
 
@@ -56,6 +58,8 @@ def test_adding_a_domain_as_the_doc_says(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)  # a server the page left running
         except ProcessLookupError:
             pass
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "adding-a-domain.log").write_text(output)  # what the page printed, for a reader of CI
     assert proc.returncode == 0, output[-6000:]
 
     # the page's own steps did what it says
@@ -66,6 +70,12 @@ def test_adding_a_domain_as_the_doc_says(tmp_path: Path) -> None:
     metrics = json.loads((root / "artifacts" / "appliances" / "metrics.json").read_text())
     assert metrics["accuracy"] > 2 / 11, metrics  # 11 classes: well above chance
     assert re.search(r"\d+ of 20 as labeled", output), output[-3000:]
+    # the pack's own training params made a second version, scored on the same split; the better one is champion
+    registry = json.loads(run_mmops(root, "registry", "--domain", "appliances", "--json").stdout)
+    versions = {v["version"]: v for v in registry["versions"]}
+    assert sorted(versions) == [1, 2] and versions[1]["params_hash"] != versions[2]["params_hash"]
+    champion = next(v for v in versions.values() if "champion" in v["aliases"])
+    assert champion["metrics"]["macro_f1"] == max(v["metrics"]["macro_f1"] for v in versions.values())
 
     # the same held-out recordings, answered by the packaged model served once more (JSON for a script)
     port = free_port()

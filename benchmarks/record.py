@@ -1,0 +1,132 @@
+"""Where each benchmark leaves its figures, and the page made from them.
+
+Every `bench_*.py` ends with `save(name, figures, verdicts)`: var/bench/<name>.json holds the command it ran,
+the machine, the versions, the figures and the verdicts (targets met or not). `python benchmarks/record.py`
+(the last step of `make bench`) renders docs/benchmarks.md from whatever var/bench/ holds, each section with
+the date, machine and command of its run, so that the page says exactly what was measured and how.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "var" / "bench"
+
+TITLES = {  # in the page's order
+    "ingest": ("Ingest", "ingest of the bundled packs vs hashing the same files (throughput), and a re-ingest "
+                         "of unchanged files (skipped by hash)"),
+    "gate": ("Validation gate", "the Great Expectations suites vs plain pandas checks of the same rules"),
+    "train": ("Training", "the trainer vs a hand-written torch loop on the same data and model"),
+    "serve": ("Serving", "throughput and latency over HTTP at several client counts: adaptive batching on vs "
+                         "off, prediction log on vs off (medians of rounds)"),
+    "drift": ("Drift", "the streamed reference-sketch check vs Evidently's DataDriftPreset on the same "
+                       "columns, at growing row counts"),
+    "soak": ("Soak", "the service under steady load with hot reloads: memory, descriptors and p99 latency "
+                     "over time"),
+}
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("mmops", "torch", "bentoml", "great_expectations", "evidently"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def save(name: str, figures: dict[str, Any], verdicts: dict[str, bool] | None = None) -> Path:
+    """Record a benchmark's run in var/bench/<name>.json (the page is rendered from these)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    record = {
+        "bench": name, "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(terse=True),
+                    "python": platform.python_version(), "cuda": _cuda()},
+        "versions": _versions(), "figures": figures, "verdicts": verdicts or {},
+    }
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def _cuda() -> str | None:
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = [c for c in rows[0] if all(not isinstance(r.get(c), dict) for r in rows)]
+    out = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    out += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return out
+
+
+def section(record: dict[str, Any]) -> list[str]:
+    title, what = TITLES.get(record["bench"], (record["bench"], ""))
+    m = record["machine"]
+    lines = [f"## {title}", "", f"{what[:1].upper()}{what[1:]}." if what else "",
+             "", f"`{record['command']}` on {record['at']}: {m['cpus']} CPUs"
+                 f"{', ' + m['cuda'] if m.get('cuda') else ', no GPU'}, {m['platform']}, Python {m['python']}; "
+             + ", ".join(f"{k} {v}" for k, v in record["versions"].items()) + ".", ""]
+    figures = record["figures"]
+    scalars = {k: v for k, v in figures.items() if not isinstance(v, list | dict)}
+    if scalars:
+        lines += ["| figure | value |", "| --- | ---: |", *(f"| {k} | {_cell(v)} |" for k, v in scalars.items())]
+    for key, value in figures.items():
+        if isinstance(value, dict) and value and all(not isinstance(v, dict | list) for v in value.values()):
+            lines += ["", f"{key}:", "", "| | value |", "| --- | ---: |",
+                      *(f"| {k} | {_cell(v)} |" for k, v in value.items())]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines += ["", f"{key}:", "", *_table(value)]
+    if record["verdicts"]:
+        lines += ["", "| target | met |", "| --- | --- |",
+                  *(f"| {k} | {'yes' if ok else '**no**'} |" for k, ok in record["verdicts"].items())]
+    return [*lines, ""]
+
+
+def render(results: Path = RESULTS) -> str:
+    records = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(results.glob("*.json"))}
+    order = [n for n in TITLES if n in records] + sorted(set(records) - set(TITLES))
+    lines = ["# Benchmarks", "",
+             "Regenerated by `make bench` (every `benchmarks/bench_*.py`, then `python benchmarks/record.py`) from "
+             "the figures each run leaves in var/bench/; do not edit by hand. Speed targets are ratios against a "
+             "baseline run side by side in the same process, so that a noisy or slower machine moves both; each "
+             "section names the command, machine and versions it was measured with.", ""]
+    missing = [n for n in TITLES if n not in records]
+    if missing:
+        lines += [f"Not in this run: {', '.join(missing)}.", ""]
+    for name in order:
+        lines += section(records[name])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    target = ROOT / "docs" / "benchmarks.md"
+    target.write_text(render(), encoding="utf-8")
+    print(f"wrote {target}")
