@@ -487,10 +487,24 @@ def monitor(
     report, catalog row); exits 0 either way: the verdict says whether it drifted."""
     import time
 
-    from mmops import pipeline
 
     since = None if hours is None else (time.time() - hours * 3600 if hours > 0 else 0.0)
-    _run(lambda: pipeline.monitor(domain, current, since), as_json, f"monitor {domain}:")
+    _run(lambda: _progress_monitor(domain, current, since), as_json, f"monitor {domain}:")
+
+
+def _progress_monitor(domain: str, current: str, since: float | None) -> Any:
+    from rich.progress import Progress
+
+    from mmops import pipeline
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"monitor {domain}", total=None)
+
+        def step(rows: int, done: bool) -> None:
+            what = "writing the Evidently report" if done else "records checked against the reference"
+            bar.update(task, description=f"monitor {domain}: {rows:,} {what}")
+
+        return pipeline.monitor(domain, current, since, progress=step)
 
 
 @app.command()

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -722,11 +722,23 @@ def audit_log(domain: str | None = None, limit: int = 100) -> list[dict[str, Any
         return audit.events(session, domain, limit)
 
 
-def monitor(domain: str, current: str = "log", since: float | None = None) -> dict[str, Any]:
+def _counted(chunks: Iterator[tuple[Any, Any, int]], progress: Callable[..., None]) -> Iterator[tuple[Any, Any, int]]:
+    """The chunks as they are, telling `progress` how many records went by (and when they are all in)."""
+    rows = 0
+    for chunk in chunks:
+        rows += len(chunk[0])
+        progress(rows, False)
+        yield chunk
+    progress(rows, True)
+
+
+def monitor(domain: str, current: str = "log", since: float | None = None, progress: Progress = None,
+            ) -> dict[str, Any]:
     """Drift of what the served model sees against what it learnt from: the model's reference sketch (its
     training and validation splits) vs the service's prediction log (`log`) or the held-out test split run
     through the model (`test`, a no-drift baseline). The log is streamed, from `since` (epoch seconds;
-    default: the last `monitor.window_hours`); the verdict goes to the catalog."""
+    default: the last `monitor.window_hours`); the verdict goes to the catalog. progress(rows, done) after
+    each streamed chunk, and once more (done=True) before the report is written."""
     from mmops.drift import ReferenceSketch
     from mmops.inference import read_card
     from mmops.monitoring import (
@@ -768,6 +780,8 @@ def monitor(domain: str, current: str = "log", since: float | None = None) -> di
             since = time.time() - params.monitor.window_hours * 3600
         chunks = iter_prediction_log(logs, card["checkpoint_sha256"], dims, since)
     window = "" if since is None or current != "log" else f" since {datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} UTC"
+    if progress is not None:
+        chunks = _counted(chunks, progress)
     result = check_drift(sketch, chunks, params.monitor.drift_share_threshold,
                          artifacts(domain, settings) / "drift", f"mmops {domain}: {current}{window} vs reference")
     verdict = result.verdict

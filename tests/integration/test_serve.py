@@ -174,8 +174,12 @@ def test_monitor_streams_the_prediction_log_against_the_models_sketch(service: t
     for _ in range(3):
         assert post(url, {"records": shifted}).status_code == 200
     logged(url, before + 48)
-    result = pipeline.monitor("industrial", "log")
+    seen: list[tuple[int, bool]] = []
+    result = pipeline.monitor("industrial", "log", progress=lambda rows, done: seen.append((rows, done)))
     assert result["n_current"] >= 48 and result["skipped_lines"] == 0
+    # progress as the log streams in, then once more when every record is in (before the report is written)
+    assert seen[-1] == (result["n_current"], True) and all(not done for _, done in seen[:-1])
+    assert [rows for rows, _ in seen] == sorted(rows for rows, _ in seen)
     verdict = json.loads(Path(result["json"]).read_text())
     assert result["drifted"] and verdict["drifted_groups"] == ["accel"], verdict["group_shares"]
     assert verdict["group_shares"]["accel"] >= 0.5 > verdict["group_shares"]["gyro"], verdict["group_shares"]
