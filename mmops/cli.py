@@ -487,7 +487,6 @@ def monitor(
     report, catalog row); exits 0 either way: the verdict says whether it drifted."""
     import time
 
-
     since = None if hours is None else (time.time() - hours * 3600 if hours > 0 else 0.0)
     _run(lambda: _progress_monitor(domain, current, since), as_json, f"monitor {domain}:")
 
@@ -595,13 +594,7 @@ def predict(
     records, expected = _run(lambda: records_from_paths(pack, inputs))
     url = url or f"http://127.0.0.1:{_run(load_params).serve.port}"
 
-    def send() -> list[dict[str, Any]]:
-        answers: list[dict[str, Any]] = []
-        for i in range(0, len(records), 64):
-            answers += post(url, records[i : i + 64])
-        return answers
-
-    answers = _run(send)
+    answers = _run(lambda: post(url, records))
     scored = [a for a in answers if a["id"] in expected]
     correct = sum(a["label"] == expected[a["id"]] for a in scored)
     if as_json:

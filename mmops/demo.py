@@ -44,14 +44,6 @@ def serving(domain: str, port: int) -> Iterator[str]:
             stop_group(proc)
 
 
-def send(url: str, payloads: list[dict[str, Any]], batch: int = 8) -> list[dict[str, Any]]:
-    """POST records in batches; the answers in order."""
-    answers: list[dict[str, Any]] = []
-    for i in range(0, len(payloads), batch):
-        answers += predict(url, payloads[i : i + batch])
-    return answers
-
-
 def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> dict[str, Any]:
     """Start `bentoml serve` for the domain, send held-out test records, stop it. Returns counts."""
     settings = get_settings()
@@ -59,7 +51,7 @@ def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> d
     pack = load_domain(domain)
     rows = manifest.split("test")[:n_requests]
     with serving(domain, port) as url:
-        answers = send(url, [record_payload(pack, settings.data_dir, r) for r in rows], batch)
+        answers = predict(url, [record_payload(pack, settings.data_dir, r) for r in rows], batch=batch)
         logged = wait_logged(url, len(rows))  # the log is written off the request path
     correct = sum(a["label"] == r["label"] for a, r in zip(answers, rows, strict=True))
     return {"sent": len(rows), "served_accuracy": correct / max(len(rows), 1), "logged": logged,

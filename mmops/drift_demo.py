@@ -60,9 +60,9 @@ def write_ground_truth(landing: Path, labels: dict[str, str], batch: str) -> Pat
 
 
 def _send(url: str, payloads: list[dict[str, Any]], already_logged: int) -> int:
-    from mmops.demo import send
+    from mmops.serving.client import predict
 
-    send(url, payloads)
+    predict(url, payloads, batch=8)
     stats = wait_logged(url, already_logged + len(payloads))
     return int(stats.get("written", 0))
 

@@ -31,17 +31,22 @@ def auth_headers(token: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {first[0]}"} if first else {}
 
 
-def predict(url: str, records: list[dict[str, Any]], timeout: float = 60.0) -> list[dict[str, Any]]:
+def predict(url: str, records: list[dict[str, Any]], timeout: float = 60.0, batch: int = 64,
+            ) -> list[dict[str, Any]]:
+    """POST records to /predict, `batch` per request; the answers in order."""
     import httpx
 
-    try:
-        resp = httpx.post(f"{url.rstrip('/')}/predict", json={"records": records}, headers=auth_headers(),
-                          timeout=timeout)
-    except httpx.TransportError as exc:
-        raise MmopsError(f"cannot reach the service at {url}: {exc}") from None
-    if resp.status_code != 200:
-        raise MmopsError(f"service answered {resp.status_code}: {resp.text[:300]}")
-    return resp.json()
+    answers: list[dict[str, Any]] = []
+    for i in range(0, len(records), batch):
+        try:
+            resp = httpx.post(f"{url.rstrip('/')}/predict", json={"records": records[i : i + batch]},
+                              headers=auth_headers(), timeout=timeout)
+        except httpx.TransportError as exc:
+            raise MmopsError(f"cannot reach the service at {url}: {exc}") from None
+        if resp.status_code != 200:
+            raise MmopsError(f"service answered {resp.status_code}: {resp.text[:300]}")
+        answers += resp.json()
+    return answers
 
 
 def metadata(url: str, timeout: float = 10.0) -> dict[str, Any]:
