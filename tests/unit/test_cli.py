@@ -1,3 +1,5 @@
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,8 +66,7 @@ MISTAKES = [
 @pytest.mark.parametrize(("command", "message"), MISTAKES, ids=[c for c, _ in MISTAKES])
 def test_every_user_mistake_is_one_line(project: Path, command: str, message: str) -> None:
     (project / "face.png").write_bytes(encoded(0, 25, 25))
-    out = subprocess.run([venv_bin("mmops"), *command.split()], capture_output=True, text=True, timeout=120,
-                         cwd=project)
+    out = _mmops(project, command)
     assert out.returncode in (1, 2), (out.returncode, out.stdout[-500:], out.stderr[-2000:])
     assert "Traceback" not in out.stderr and message in out.stderr, out.stderr[-2000:]
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
@@ -75,7 +76,26 @@ def test_every_user_mistake_is_one_line(project: Path, command: str, message: st
 def test_a_broken_params_file_is_one_line_for_every_command(project: Path, broken: str) -> None:
     (project / "params.yaml").write_text(broken)
     for command in ("status", "run", "data pull", "domain list", "serve --domain security", "ingest --domain security"):
-        out = subprocess.run([venv_bin("mmops"), *command.split()], capture_output=True, text=True, timeout=120,
-                             cwd=project)
+        out = _mmops(project, command)
         assert out.returncode == 1 and "Traceback" not in out.stderr, (command, out.stderr[-2000:])
         assert "params.yaml" in out.stderr and len(out.stderr.strip().splitlines()) == 1, (command, out.stderr)
+
+
+def _mmops(project: Path, command: str) -> subprocess.CompletedProcess:
+    """`mmops <command>` in the project, with the project's own (empty) BentoML store rather than the test
+    session's, which other tests fill with packaged models; in a process group of its own, killed whole if
+    it outlives the timeout (a server started by mistake must not stay behind)."""
+    env = {**os.environ, "BENTOML_HOME": str(project / "var" / "bentoml")}
+    proc = subprocess.Popen([venv_bin("mmops"), *command.split()], cwd=project, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # SIGTERM first: BentoML's workers sit in groups of their own, and
+        os.killpg(proc.pid, signal.SIGTERM)  # only its arbiter, stopped gently, takes them down with it
+        try:
+            stdout, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+        pytest.fail(f"{command} still ran after 120 s: {stderr[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
