@@ -181,13 +181,9 @@ def domain_add(
 
     spec = _run(lambda: load_domain(name))
     if pack is not None:
-        from mmops.datasets.packs import get_pack
+        from mmops.datasets.packs import pack_for
 
-        bundled = _run(lambda: get_pack(pack))
-        if bundled.domain != name:
-            console.print(f"[red]error:[/red] data pack {pack} is for domain {bundled.domain}, not {name}",
-                          highlight=False)
-            raise typer.Exit(1)
+        _run(lambda: pack_for(name, pack))
     added = _run(lambda: add_domain(name, pack=pack))
     where = f"`mmops data pull --domain {name}` lands {pack}" if pack else f"land its files in landing/{name}/"
     out.print(f"{name}: {'listed in params.yaml' if added else 'already in params.yaml'} "
@@ -537,10 +533,9 @@ def serve(
     from mmops.serving.client import serve_command
 
     port = port or _run(load_params).serve.port
-    env = _run(lambda: _servable(domain))
+    env, tag = _run(lambda: _servable(domain))
     url = f"http://{host}:{port}"
-    _run(lambda: pipeline.record_deploy(get_settings(), domain, env.get("MMOPS_MODEL_TAG", f"mmops-{domain}:latest"),
-                                        url, how="serve"))
+    _run(lambda: pipeline.record_deploy(get_settings(), domain, tag, url, how="serve"))
     console.print(f"serving {domain} on {url} (POST /predict); Ctrl-C stops", highlight=False)
     # this process becomes `bentoml serve`: a signal (Ctrl-C, `kill`, a supervisor's stop) reaches the server
     # itself, which stops its workers, instead of a parent that would leave them running
@@ -551,9 +546,10 @@ def serve(
     os.execve(cmd[0], cmd, env)
 
 
-def _servable(domain: str) -> dict[str, str]:
-    """The environment `bentoml serve` needs for the domain, once its pack loads and its model is in the
-    model store (a server started without either would only fail in its log)."""
+def _servable(domain: str) -> tuple[dict[str, str], str]:
+    """The environment `bentoml serve` needs for the domain and the model tag it will serve, once the
+    domain's pack loads and that model is in the store (a server started without either would only fail in
+    its log)."""
     from mmops import pipeline
     from mmops.config import get_settings
     from mmops.domains import load_domain
@@ -570,7 +566,7 @@ def _servable(domain: str) -> dict[str, str]:
         bentoml.models.get(tag)
     except NotFound:
         raise NotFoundError(f"no packaged model {tag} to serve; run `mmops package --domain {domain}`") from None
-    return env
+    return env, tag
 
 
 @app.command()

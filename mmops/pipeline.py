@@ -123,6 +123,9 @@ def pull_domain(domain: str) -> dict[str, Any]:
         raise NotFoundError(f"params.yaml does not list domain {domain!r} under packs (`mmops domain add {domain}`)")
     pack = params.packs[domain]
     if pack is not None:
+        from mmops.datasets.packs import pack_for
+
+        pack_for(domain, pack)  # it lands in landing/<its domain>/: that must be this one
         return pull_data(pack)
     # a domain of your own (its domain pack loaded above): its files are yours to land
     target = settings.landing_dir / domain

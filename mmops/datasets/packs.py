@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from mmops.atomic import write_atomic
-from mmops.errors import NotFoundError
+from mmops.errors import ConfigError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +275,14 @@ def get_pack(name: str) -> Pack:
         return PACKS[name]
     except KeyError:
         raise NotFoundError(f"unknown data pack {name!r}; known: {', '.join(sorted(PACKS))}") from None
+
+
+def pack_for(domain: str, name: str) -> Pack:
+    """Bundled pack `name`, checked to be one for `domain` (it lands in landing/<its domain>/)."""
+    pack = get_pack(name)
+    if pack.domain != domain:
+        raise ConfigError(f"data pack {name} is for domain {pack.domain}, not {domain}")
+    return pack
 
 
 def pull(name: str, landing_root: Path, seed: int = 0) -> PullResult:

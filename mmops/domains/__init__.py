@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mmops.config import get_settings
 from mmops.errors import ConfigError, NotFoundError, one_line
 
+NAME = r"[a-z][a-z0-9_]*"  # domains, modalities and rules: lowercase letters, digits and _
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=f"^{NAME}$")
     required: bool = False  # every record must have it (the validation gate checks)
 
 
@@ -71,7 +73,7 @@ class LabelRule(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=f"^{NAME}$")
     kind: Literal["keywords", "threshold"]
     modality: str
     label: str
@@ -96,7 +98,7 @@ ModalitySpec = Annotated[ImageSpec | SensorSpec | TextSpec, Field(discriminator=
 class DomainPack(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=f"^{NAME}$")
     description: str
     classes: tuple[str, ...] = Field(min_length=2)
     modalities: tuple[ModalitySpec, ...] = Field(min_length=1)
@@ -147,16 +149,16 @@ class DomainPack(BaseModel):
         return [m.name for m in self.modalities]
 
 
-def _candidate_files(name: str) -> list[Path]:
-    user = get_settings().root / "domains" / f"{name}.yaml"
-    return [user, Path(str(resources.files("mmops.domains") / f"{name}.yaml"))]
+def _folders() -> list[Path]:
+    """Where domain packs are found, first match wins: the project's domains/, then the bundled ones."""
+    return [get_settings().root / "domains", Path(str(resources.files("mmops.domains")))]
 
 
 def domain_file(name: str) -> Path:
     """The YAML file domain `name` loads from: the project's domains/<name>.yaml, else the bundled one."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+    if not re.fullmatch(NAME, name):
         raise NotFoundError(f"unknown domain {name!r} (domain names are lowercase letters, digits and _)")
-    for path in _candidate_files(name):
+    for path in (folder / f"{name}.yaml" for folder in _folders()):
         if path.is_file():
             return path
     raise NotFoundError(f"unknown domain {name!r} (no domains/{name}.yaml)")
@@ -165,10 +167,10 @@ def domain_file(name: str) -> Path:
 def available_domains() -> dict[str, Path]:
     """Every domain pack there is (name -> file): the bundled ones, and the project's domains/*.yaml, which
     take precedence over a bundled pack of the same name."""
-    bundled = Path(str(resources.files("mmops.domains")))
-    found = {p.stem: p for p in sorted(bundled.glob("*.yaml"))}
-    found |= {p.stem: p for p in sorted((get_settings().root / "domains").glob("*.yaml"))}
-    return {name: path for name, path in sorted(found.items()) if re.fullmatch(r"[a-z][a-z0-9_]*", name)}
+    found: dict[str, Path] = {}
+    for folder in reversed(_folders()):  # the earlier folder wins
+        found |= {p.stem: p for p in folder.glob("*.yaml")}
+    return {name: path for name, path in sorted(found.items()) if re.fullmatch(NAME, name)}
 
 
 def load_domain(name: str) -> DomainPack:

@@ -156,24 +156,23 @@ def serve_command(port: int, host: str = "127.0.0.1") -> list[str]:
             "--port", str(port), "--timeout-keep-alive", str(KEEP_ALIVE_S)]
 
 
-def records_from_paths(pack: DomainPack, inputs: list[str], max_bytes: int = 64 * 1024 * 1024,
-                       ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def records_from_paths(pack: DomainPack, inputs: list[str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """What `mmops predict` sends: `MODALITY=FILE` arguments form one record; a folder laid out like
     landing/<domain>/ gives one record per key (the domain's record_pattern), and its labels file, when it
     has one, the expected labels (key -> label). Files are decoded and checked as ingest checks landed
     files; a bad one is a BadInputError that names it."""
-    import csv
-    import io
     import re
 
     from mmops.errors import BadInputError
+    from mmops.labeling.files import read_label_file
+    from mmops.modalities import MAX_FILE_BYTES
 
     def wire(modality: str, path: Path) -> Any:
         spec = pack.modality(modality)
         if not path.is_file():
             raise BadInputError(f"{path}: no such file")
-        if path.stat().st_size > max_bytes:
-            raise BadInputError(f"{path}: larger than {max_bytes} bytes")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise BadInputError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
         try:
             return file_to_wire(spec, path.read_bytes())
         except MmopsError as exc:
@@ -193,12 +192,9 @@ def records_from_paths(pack: DomainPack, inputs: list[str], max_bytes: int = 64 
             raise BadInputError(f"{arg}: neither MODALITY=FILE (modalities: {pack.modality_names}) nor a folder")
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             rel = path.relative_to(folder).as_posix()
-            if rel == pack.labels_file:
-                try:
-                    rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
-                    expected |= {r["sample_id"]: r["label"] for r in rows if r.get("sample_id") and r.get("label")}
-                except (UnicodeDecodeError, csv.Error, KeyError) as exc:
-                    raise BadInputError(f"{path}: not a labels CSV (sample_id,label): {exc}") from None
+            if rel == pack.labels_file:  # read as `mmops label` reads it (CSV or JSON, size-bounded)
+                expected |= {r["sample_id"]: r["label"] for r in read_label_file(path)
+                             if r.get("sample_id") and r.get("label")}
                 continue
             m = pattern.fullmatch(rel)
             if m is None or m["modality"] not in pack.modality_names:
