@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -102,11 +101,9 @@ def serve(domain: str, port: int, env: dict[str, str], log: Path) -> subprocess.
 
 
 def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    from mmops.processes import stop_group
+
+    stop_group(proc)
 
 
 def prepare(root: Path, domains: list[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -76,8 +77,6 @@ class Airflow:
         return state
 
 
-
-
 def login(env: dict[str, str]) -> tuple[str, str] | None:
     """The admin login that Airflow's simple auth manager generated (user, password), once it has."""
     path = Path(env["AIRFLOW_HOME"]) / PASSWORDS_FILE
@@ -95,7 +94,8 @@ def standalone(settings: Settings, port: int, host: str, console: Console, train
     """Run `airflow standalone` for the project until interrupted: migrate the metadata DB, create the
     training pool, start scheduler + DAG processor + API server (the UI), print the URL and the login."""
     from mmops.orchestration import TRAINING_POOL
-    from mmops.serving.client import stop_group, wait_ready
+    from mmops.processes import stop_group
+    from mmops.serving.client import wait_ready
 
     url = f"http://{host}:{port}"
     env = airflow_env(settings, {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": host,
@@ -109,6 +109,8 @@ def standalone(settings: Settings, port: int, host: str, console: Console, train
             raise MmopsError(f"airflow {' '.join(args)} failed; see {airflow.log_path}")
     console.print(f"starting Airflow for {settings.root} (AIRFLOW_HOME={env['AIRFLOW_HOME']}); log: {log_path}",
                   highlight=False)
+    # A SIGTERM to this process (a supervisor, `kill`) stops Airflow as Ctrl-C does: through `finally`.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     with log_path.open("ab") as log:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env,
                                 cwd=settings.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -124,4 +126,13 @@ def standalone(settings: Settings, port: int, host: str, console: Console, train
     except KeyboardInterrupt:
         return 0
     finally:
-        stop_group(proc, timeout=60)
+        # Airflow runs in a process group of its own (a terminal's Ctrl-C reaches this process first): all of
+        # it is stopped, not only `airflow standalone`, whose scheduler, API server and workers outlive it.
+        console.print("stopping Airflow...", highlight=False)
+        stopped = stop_group(proc, grace=60)
+        console.print(str(stopped), highlight=False, soft_wrap=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

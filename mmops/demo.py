@@ -15,12 +15,12 @@ from rich.table import Table
 from mmops import pipeline
 from mmops.config import get_settings
 from mmops.domains import load_domain
+from mmops.processes import stop_group
 from mmops.serving.client import (
     predict,
     record_payload,
     serve_command,
     service_env,
-    stop_group,
     wait_logged,
     wait_ready,
 )

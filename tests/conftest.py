@@ -28,6 +28,8 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("MMOPS_DATABASE_URL", None)
 os.environ.pop("MMOPS_MODEL_TAG", None)
+# Every process a test starts inherits this mark, so that one left behind can be found (leftover_processes).
+os.environ["MMOPS_TEST_SESSION"] = str(os.getpid())
 
 FAST_TRAIN = {"epochs": 6, "batch_size": 32, "lr": 0.003, "patience": 6}
 _POSTGRES: list[PostgresServer] = []  # the session's server under --catalog postgresql
@@ -158,6 +160,40 @@ def run_mmops(root: Path, *args: str, fault: str | None = None, timeout: float =
 def venv_bin(name: str) -> str:
     """A console script of the running interpreter's environment."""
     return str(Path(sys.executable).parent / name)
+
+
+def leftover_processes() -> list[tuple[int, str]]:
+    """Processes that this test session started (they carry its mark) and that outlived their parent:
+    orphans, adopted by init. A module's server fixture is a child of this process, not an orphan."""
+    import psutil
+
+    mark = str(os.getpid())
+    found = []
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
+        try:
+            if proc.info["ppid"] != 1 or proc.environ().get("MMOPS_TEST_SESSION") != mark:
+                continue
+        except psutil.Error:
+            continue
+        found.append((proc.pid, " ".join(proc.info["cmdline"] or [])[:160]))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_orphans(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, kill whatever it left running as orphans (a server that outlived its stop) and fail
+    the test: a leak that load or a failure exposes must not eat the memory of every test after it."""
+    yield
+    left = leftover_processes()
+    if left:
+        import signal
+
+        for pid, _ in left:
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        pytest.fail(f"{request.node.nodeid} left {len(left)} processes running (killed now): {left[:5]}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

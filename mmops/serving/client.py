@@ -93,21 +93,6 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
     raise MmopsError(f"{name} at {url} was not ready within {timeout:.0f} s")
 
 
-def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM to a process started with start_new_session (it and its children), SIGKILL if it lingers."""
-    import os
-    import signal
-
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=timeout)
-
-
 def service_env(domain: str) -> dict[str, str]:
     """The environment `bentoml serve` needs for a domain of this project (model store inside the project),
     serving the registry's champion."""
@@ -197,10 +182,10 @@ def records_from_paths(pack: DomainPack, inputs: list[str]) -> tuple[list[dict[s
                              if r.get("sample_id") and r.get("label")}
                 continue
             m = pattern.fullmatch(rel)
-            if m is None or m["modality"] not in pack.modality_names:
+            if m is None or pack.route(m)[1] not in pack.modality_names:
                 continue  # not a record file of this domain (a README, a modality the model does not know)
-            records.setdefault(m["key"], {"id": m["key"], "inputs": {}})["inputs"][m["modality"]] = wire(
-                m["modality"], path)
+            key, modality = pack.route(m)
+            records.setdefault(key, {"id": key, "inputs": {}})["inputs"][modality] = wire(modality, path)
     out = ([{"id": None, "inputs": single}] if single else []) + list(records.values())
     if not out:
         raise BadInputError(f"no record files of domain {pack.name} in {inputs}")

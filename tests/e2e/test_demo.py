@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mmops.processes import stop_group
 from tests.conftest import catalog_backend, catalog_sql, free_port, make_project, mmops_env, venv_bin
 
 pytestmark = pytest.mark.slow
@@ -58,8 +59,7 @@ def _serve_phi_text(root: Path) -> None:
             assert any("PHI redacted" in w for w in resp.json()[0]["warnings"])
             assert wait_logged(url, 1)["written"] == 1
         finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=60)
+            stop_group(proc)
     mon = subprocess.run([venv_bin("mmops"), "monitor", "--domain", "medical"], cwd=root, env=env,
                          capture_output=True, text=True, timeout=300)
     assert mon.returncode == 0, mon.stdout + mon.stderr

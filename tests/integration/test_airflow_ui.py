@@ -6,7 +6,6 @@ with the same token, renders the DAG's grid and saves a screenshot (var/test-art
 import asyncio
 import base64
 import json
-import os
 import re
 import shutil
 import signal
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mmops.processes import stop_group
 from tests.conftest import REPO, free_port, make_project, mmops_env, run_mmops, venv_bin
 
 pytestmark = pytest.mark.slow
@@ -87,8 +87,7 @@ async def _screenshot(url: str, token: str, profile: Path) -> tuple[bytes, str]:
             shot = await call("Page.captureScreenshot", format="png")
             return base64.b64decode(shot["data"]), text
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_group(proc)
 
 
 def test_the_airflow_server_runs_the_training_dag_over_its_rest_api(tmp_path: Path) -> None:
@@ -149,12 +148,8 @@ def test_the_airflow_server_runs_the_training_dag_over_its_rest_api(tmp_path: Pa
         (ARTIFACTS / "airflow_grid.png").write_bytes(png)
         assert png.startswith(b"\x89PNG") and len(png) > 20_000
         assert dag_id in text and all(t in text for t in ("gather", "validate", "train", "package")), text[:2000]
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    finally:  # Ctrl-C; mmops gives Airflow 60 s before it kills what is left
+        stop_group(proc, grace=120, sig=signal.SIGINT)
     for _ in range(30):  # Ctrl-C stops the whole server, not only the mmops process
         if not any("api_server" in p and f"port:{port}" in p for p in _processes()):
             break

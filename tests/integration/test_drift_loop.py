@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mmops.processes import stop_group
 from tests.conftest import catalog_sql, free_port, make_project, venv_bin
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -127,8 +127,7 @@ def test_the_dashboard_renders_every_panel_with_the_checks(served_project: Path,
         [project] = [p for p in projects if p["name"] == "mmops industrial"]
         dom = _rendered(f"{base}/projects/{project['id']}", tmp_path / "chromium")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_group(proc)
 
     panels = {re.sub(r"&gt;", ">", m.group(1)): m.start() for m in re.finditer(r"<h5[^>]*>([^<]+)</h5>", dom)}
     starts = sorted(panels.values()) + [len(dom)]

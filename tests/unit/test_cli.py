@@ -1,11 +1,11 @@
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from mmops.processes import stop_group
 from tests.conftest import venv_bin
 from tests.images import encoded
 
@@ -90,12 +90,8 @@ def _mmops(project: Path, command: str) -> subprocess.CompletedProcess:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:  # SIGTERM first: BentoML's workers sit in groups of their own, and
-        os.killpg(proc.pid, signal.SIGTERM)  # only its arbiter, stopped gently, takes them down with it
-        try:
-            stdout, stderr = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            stdout, stderr = proc.communicate()
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+        stdout, stderr = proc.communicate()
         pytest.fail(f"{command} still ran after 120 s: {stderr[-2000:]}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
