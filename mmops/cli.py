@@ -81,29 +81,59 @@ def _short(v: Any) -> str:
     return str(v)
 
 
-def _progress_ingest(domain: str) -> Any:
-    from rich.progress import Progress
+class _Progress:
+    """A rich progress bar on a terminal; elsewhere (a pipe, a file, a CI log) plain lines on stderr, at
+    most one per `every` seconds unless told `force` (an epoch is always worth a line), so long work is
+    never silent."""
 
+    def __init__(self, label: str, every: float = 10.0) -> None:
+        self.label, self.every, self._last = label, every, 0.0
+        self._bar: Any = None
+
+    def __enter__(self) -> _Progress:
+        if console.is_terminal:
+            from rich.progress import Progress
+
+            self._bar = Progress(console=console, transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def update(self, description: str, completed: int | None = None, total: int | None = None,
+               force: bool = False) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=description, completed=completed, total=total)
+            return
+        import time
+
+        now = time.monotonic()
+        if force or now - self._last >= self.every or (total is not None and completed == total):
+            self._last = now
+            count = f" {completed}/{total}" if completed is not None and total is not None else ""
+            console.print(f"{description}{count}", highlight=False, soft_wrap=True)
+
+
+def _progress_ingest(domain: str) -> Any:
     from mmops import pipeline
 
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"ingest {domain}", total=None)
-        return pipeline.ingest(domain, progress=lambda n, total: bar.update(task, completed=n, total=total))
+    with _Progress(f"ingest {domain}") as bar:
+        return pipeline.ingest(domain, progress=lambda n, total: bar.update(f"ingest {domain}: files", n, total))
 
 
 def _progress_train(domain: str, resume: bool = False, nodes: Any = None) -> Any:
-    from rich.progress import Progress
-
     from mmops import pipeline
 
     if nodes is not None and nodes.node_rank > 0:
         return pipeline.join_training(domain, nodes, resume)
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"train {domain}", total=None)
+    with _Progress(f"train {domain}") as bar:
 
         def step(epoch: int, total: int, row: dict[str, float]) -> None:
-            bar.update(task, completed=epoch, total=total,
-                       description=f"train {domain} val_f1={row['val_macro_f1']:.3f}")
+            losses = f" train_loss={row['train_loss']:.4f} val_loss={row['val_loss']:.4f}" if not console.is_terminal else ""
+            bar.update(f"train {domain} val_f1={row['val_macro_f1']:.3f}{losses} epoch", epoch, total, force=True)
 
         return pipeline.train(domain, progress=step, resume=resume, nodes=nodes)
 
@@ -348,8 +378,11 @@ def status(
 def _status_table(d: dict[str, Any]) -> Any:
     from rich.table import Table
 
+    def stamp(at: str) -> str:
+        return at[:16].replace("T", " ")
+
     def when(x: dict[str, Any] | None) -> str:
-        return f"  [dim]{x['at'][:16].replace('T', ' ')}[/dim]" if x and x.get("at") else ""
+        return f"  [dim]{stamp(x['at'])}[/dim]" if x and x.get("at") else ""
 
     def model(m: dict[str, Any] | None) -> str:
         if m is None:
@@ -373,7 +406,8 @@ def _status_table(d: dict[str, Any]) -> Any:
                   f"{ds['version']}  {ds['n_samples']} samples {ds['split_counts']}  gate {ds['gate']}" + when(ds))
     tr = d["training"]
     if tr is not None:
-        table.add_row("training", f"run {tr['id']} {tr['status']} on {tr['device']}" + when(tr))
+        times = f"started {stamp(tr['started_at'])}" + (f", ended {stamp(tr['finished_at'])}" if tr["finished_at"] else "")
+        table.add_row("training", f"run {tr['id']} {tr['status']} on {tr['device']}  [dim]{times}[/dim]")
     table.add_row("champion", model(d["champion"]))
     if d["challenger"] is not None:
         table.add_row("challenger", model(d["challenger"]))
@@ -488,16 +522,13 @@ def monitor(
 
 
 def _progress_monitor(domain: str, current: str, since: float | None) -> Any:
-    from rich.progress import Progress
-
     from mmops import pipeline
 
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"monitor {domain}", total=None)
+    with _Progress(f"monitor {domain}") as bar:
 
         def step(rows: int, done: bool) -> None:
             what = "writing the Evidently report" if done else "records checked against the reference"
-            bar.update(task, description=f"monitor {domain}: {rows:,} {what}")
+            bar.update(f"monitor {domain}: {rows:,} {what}", force=done)
 
         return pipeline.monitor(domain, current, since, progress=step)
 

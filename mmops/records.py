@@ -27,6 +27,7 @@ class Record:
     key: str
     label: str | None
     files: dict[str, FileRef] = field(default_factory=dict)  # modality -> file
+    split: str | None = None  # the data set's own split (train / val / test), None: the platform splits
 
     def to_manifest(self) -> dict[str, Any]:
         return {
@@ -42,23 +43,25 @@ def load_records(session: Session, domain: str, trusted: Sequence[str] = TRUSTED
     kind is trusted for training (None otherwise: unlabeled)."""
     labels = {sid: r.label for sid, r in resolve(session, domain).items() if r.kind in trusted}
     files: dict[int, dict[str, FileRef]] = {}
-    keys: dict[int, str] = {}
-    for sample_id, key, modality, blob, sha, stats in session.execute(
-        select(Sample.id, Sample.sample_key, SampleFile.modality, SampleFile.blob_path, SampleFile.content_sha256,
-               SampleFile.stats)
+    keys: dict[int, tuple[str, str | None]] = {}
+    for sample_id, key, split, modality, blob, sha, stats in session.execute(
+        select(Sample.id, Sample.sample_key, Sample.split, SampleFile.modality, SampleFile.blob_path,
+               SampleFile.content_sha256, SampleFile.stats)
         .join(SampleFile, SampleFile.sample_id == Sample.id)
         .where(Sample.domain == domain, SampleFile.status == "ok")
     ):
-        keys[sample_id] = key
+        keys[sample_id] = (key, split)
         files.setdefault(sample_id, {})[modality] = FileRef(blob, sha, stats or {})
-    return sorted((Record(keys[i], labels.get(i), files[i]) for i in files), key=lambda r: r.key)
+    return sorted((Record(keys[i][0], labels.get(i), files[i], keys[i][1]) for i in files), key=lambda r: r.key)
 
 
 def fingerprint(records: list[Record]) -> str:
     """Content hash of a set of labeled records: same files and labels <=> same fingerprint."""
     h = hashlib.sha256()
     for r in sorted(records, key=lambda r: r.key):
-        h.update(f"{r.key}\t{r.label}".encode())
+        # a record's own split is part of what a gate passed (only when it has one: fingerprints of data
+        # without splits stay what they were)
+        h.update(f"{r.key}\t{r.label}".encode() + (f"\tsplit={r.split}".encode() if r.split else b""))
         for m, f in sorted(r.files.items()):
             h.update(f"\t{m}:{f.sha256}".encode())
         h.update(b"\n")

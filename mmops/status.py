@@ -108,8 +108,9 @@ def domain_status(session: Session, settings: Settings, domain: str, port: int) 
             "version": dv.id, "n_samples": dv.n_samples, "split_counts": dv.split_counts,
             "gate": None if dv_gate is None else ("passed" if dv_gate.success else "failed"),
             "at": dv.created_at.isoformat()},
-        "training": None if run is None else {"id": run.id, "status": run.status, "device": run.device,
-                                              "at": run.started_at.isoformat()},
+        "training": None if run is None else {
+            "id": run.id, "status": run.status, "device": run.device, "started_at": run.started_at.isoformat(),
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None},
         "champion": _model(session, champion),
         "challenger": _model(session, challenger) if challenger is not None and challenger != champion else None,
         "drift": None if drift is None else {

@@ -80,7 +80,7 @@ def _expectations(pack: DomainPack) -> dict[str, list[Expectation]]:
             exp.append(("ExpectColumnValuesToBeUnique", {"column": "sha256", "mostly": 0.8}, "warning"))
         elif isinstance(spec, SensorSpec):
             exp.append(("ExpectColumnValuesToBeBetween",
-                        {"column": "n_samples", "min_value": max(2, spec.length // 2),
+                        {"column": "n_samples", "min_value": spec.shortest,
                          "max_value": spec.max_rows}, "critical"))
             tol = spec.rate_tolerance * spec.sample_rate_hz
             exp.append(("ExpectColumnValuesToBeBetween",

@@ -39,6 +39,9 @@ class Sample(Base):
     domain: Mapped[str] = mapped_column(String(64), index=True)
     sample_key: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # the data set's own split (train / val / test), from a split folder or a labels file's split column;
+    # NULL: the platform splits the record
+    split: Mapped[str | None] = mapped_column(String(8))
 
     files: Mapped[list[SampleFile]] = relationship(back_populates="sample")
     labels: Mapped[list[Label]] = relationship(back_populates="sample")

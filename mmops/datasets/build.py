@@ -59,23 +59,47 @@ def stratified_splits(records: list[Record], test_size: float, val_size: float, 
         keys = sorted(by_class[label])
         rng.shuffle(keys)
         n = len(keys)
-        n_test = min(max(1, round(n * test_size)), n - 2) if n >= 3 else 0
-        n_val = min(max(1, round(n * val_size)), n - n_test - 1) if n - n_test >= 2 else 0
+        n_test = min(max(1, round(n * test_size)), n - 2) if n >= 3 and test_size > 0 else 0
+        n_val = min(max(1, round(n * val_size)), n - n_test - 1) if n - n_test >= 2 and val_size > 0 else 0
         for i, key in enumerate(keys):
             out[key] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
     return out
+
+
+def predefined_splits(records: list[Record], val_size: float, seed: int) -> tuple[dict[str, str], bool]:
+    """key -> split from the data set's own split. Records it puts in no split, and `train` ones, form the
+    training pool; when the data set names no validation records, a stratified `val_size` share of the pool
+    becomes validation (the test split is never touched). -> (splits, whether val was carved from train)."""
+    out = {r.key: r.split for r in records if r.split in ("val", "test")}
+    pool = [r for r in records if r.key not in out]
+    carve = "val" not in out.values()
+    if carve:
+        out |= stratified_splits(pool, 0.0, val_size, seed)
+    else:
+        out |= {r.key: "train" for r in pool}
+    return out, carve
 
 
 def build_manifest(
     domain: str, classes: list[str], modalities: list[str], records: list[Record],
     test_size: float, val_size: float, seed: int,
 ) -> Manifest:
+    """The dataset version of the labeled records. Split: the data set's own when any record has one (a
+    fixed test set: patients, a published benchmark split), recorded in the version's params; else
+    stratified by label with `test_size` and `val_size`."""
     labeled = [r for r in records if r.label is not None]
     if not labeled:
         raise ValidationFailedError(f"{domain}: no labeled records to build a dataset from")
-    splits = stratified_splits(labeled, test_size, val_size, seed)
+    params: dict[str, Any] = {"test_size": test_size, "val_size": val_size, "seed": seed}
+    if any(r.split for r in labeled):
+        splits, carved = predefined_splits(labeled, val_size, seed)
+        if "test" not in splits.values():
+            raise ValidationFailedError(f"{domain}: the data set's own split has no test records; name some "
+                                        "`test` (a split folder or the labels file's split column)")
+        params = {"split": "predefined", "val_from_train": carved, "val_size": val_size, "seed": seed}
+    else:
+        splits = stratified_splits(labeled, test_size, val_size, seed)
     rows = [{**r.to_manifest(), "split": splits[r.key]} for r in labeled]
-    params = {"test_size": test_size, "val_size": val_size, "seed": seed}
     digest = hashlib.sha256(
         json.dumps({"domain": domain, "classes": classes, "records": rows, "params": params},
                    sort_keys=True).encode()

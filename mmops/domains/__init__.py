@@ -39,7 +39,10 @@ class ImageSpec(_Spec):
 class SensorSpec(_Spec):
     kind: Literal["sensor"] = "sensor"
     channels: tuple[str, ...]
-    length: int = Field(ge=2)  # samples the model sees (series are cropped / zero-padded)
+    length: int = Field(ge=2)  # the most samples the model reads: longer series are cut, shorter padded and masked
+    # the fewest samples a series may have (the validation gate's check); default: half of `length`. A data
+    # set of variable-length series sets it to its shortest and `length` to its longest useful length
+    min_length: int | None = Field(None, ge=2)
     sample_rate_hz: float = Field(gt=0)
     rate_tolerance: float = Field(0.05, ge=0, lt=1)  # relative deviation of the median timestamp step
     value_range: tuple[float, float] | None = None  # physically possible values (the gate checks min/max)
@@ -51,6 +54,19 @@ class SensorSpec(_Spec):
     dicom_channels: dict[str, str] = Field(default_factory=dict)
     max_rows: int = 1_000_000
     extensions: tuple[str, ...] = (".csv", ".parquet", ".dcm")
+
+
+    @model_validator(mode="after")
+    def _lengths(self) -> SensorSpec:
+        if self.min_length is not None and self.min_length > self.length:
+            raise ValueError(f"{self.name}: min_length {self.min_length} is over length {self.length} (the most "
+                             "samples the model reads)")
+        return self
+
+    @property
+    def shortest(self) -> int:
+        """The fewest samples a series of this modality may have."""
+        return self.min_length if self.min_length is not None else max(2, self.length // 2)
 
 
 class TextSpec(_Spec):
@@ -94,6 +110,24 @@ class LabelRule(BaseModel):
 
 ModalitySpec = Annotated[ImageSpec | SensorSpec | TextSpec, Field(discriminator="kind")]
 
+# What a labels file's columns are commonly called; the first one a file has is used, unless the pack names
+# its own (LabelColumns). An id may be a record key or a landed file's name or path.
+ID_COLUMNS = ("sample_id", "id", "key", "record", "record_id", "file", "filename", "file_name", "path", "name")
+LABEL_COLUMNS = ("label", "class", "target", "category", "y")
+SPLIT_COLUMNS = ("split", "subset", "fold", "set", "partition")
+# A data set's own split names -> ours
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "testing": "test", "holdout": "test", "eval": "test"}
+
+
+class LabelColumns(BaseModel):
+    """The columns of the domain's labels files: None means the first of the common names the file has."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str | None = None
+    label: str | None = None
+    split: str | None = None  # optional: a data set's own train/val/test split, honoured by `mmops build`
+
 
 class DomainPack(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -103,8 +137,11 @@ class DomainPack(BaseModel):
     classes: tuple[str, ...] = Field(min_length=2)
     modalities: tuple[ModalitySpec, ...] = Field(min_length=1)
     labels_file: str = "labels.csv"
+    label_columns: LabelColumns = LabelColumns()
     # How a landed file's path (relative to landing/<domain>/) names its record and modality. Files with the
-    # same key form one multimodal record; a record may lack modalities.
+    # same key form one multimodal record; a record may lack modalities. A pack of one modality may leave
+    # out (?P<modality>...): a flat folder, `^(?P<key>[^/]+)\.csv$`. An optional group (?P<split>...) reads
+    # a data set's own split from the path (a folder per split: train/, val/, test/).
     record_pattern: str = r"^(?P<modality>[^/]+)/(?P<key>[^/]+)\.[^./]+$"
     label_rules: tuple[LabelRule, ...] = ()
     # this domain's training parameters over params.yaml `train` (e.g. more epochs for a harder data set);
@@ -117,8 +154,9 @@ class DomainPack(BaseModel):
             groups = re.compile(self.record_pattern).groupindex
         except re.error as exc:
             raise ValueError(f"record_pattern is not a regular expression: {exc}") from None
-        if not {"key", "modality"} <= set(groups):
-            raise ValueError("record_pattern needs the named groups (?P<key>...) and (?P<modality>...)")
+        if "key" not in groups or ("modality" not in groups and len(self.modalities) > 1):
+            raise ValueError("record_pattern needs the named groups (?P<key>...) and, with more than one modality, "
+                             "(?P<modality>...)")
         for rule in self.label_rules:
             if rule.label not in self.classes:
                 raise ValueError(f"label rule {rule.name}: {rule.label!r} is not a class of {self.name}")
@@ -147,6 +185,12 @@ class DomainPack(BaseModel):
     @property
     def modality_names(self) -> list[str]:
         return [m.name for m in self.modalities]
+
+    def route(self, match: re.Match[str]) -> tuple[str, str]:
+        """(record key, modality) of a landed path that matched record_pattern; a pack of one modality may
+        leave the modality out of its pattern (a flat folder of files)."""
+        groups = match.groupdict()
+        return str(groups["key"]), str(groups.get("modality") or self.modalities[0].name)
 
 
 def _folders() -> list[Path]:

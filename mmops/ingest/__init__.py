@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 from mmops import faults
 from mmops.atomic import temp_path
 from mmops.catalog import Sample, SampleFile, writer_lock
-from mmops.domains import DomainPack
+from mmops.domains import SPLIT_NAMES, DomainPack
 from mmops.errors import BadInputError
 from mmops.ingest.sources import Entry, Landing, unsafe_path
 from mmops.modalities import MAX_FILE_BYTES, Decoded, decode
@@ -141,6 +141,7 @@ class Prepared:
     modality: str | None = None
     key: str | None = None
     ext: str = ""
+    split: str | None = None  # the data set's own split, from the path
     decoded: Decoded | None = None
     reason: str | None = None
     read: bool = False  # False: refused unread (a link, an oversized file), so there is no copy to keep
@@ -153,12 +154,17 @@ class Prepared:
         return self.decoded.stored if self.decoded and self.decoded.stored is not None else self.data
 
 
-def _route(pack: DomainPack, pattern: re.Pattern[str], rel: str) -> tuple[str, str, str]:
-    """-> (modality, record key, extension) of a landed path, or BadInputError saying why not."""
+def _route(pack: DomainPack, pattern: re.Pattern[str], rel: str) -> tuple[str, str, str, str | None]:
+    """-> (modality, record key, extension, split) of a landed path, or BadInputError saying why not. The
+    split is the data set's own, when the record pattern names one (a folder per split)."""
     match = pattern.match(rel)
     if match is None:
         raise BadInputError(f"path does not match the domain's record pattern {pattern.pattern}")
-    modality, key = match["modality"], match["key"]
+    key, modality = pack.route(match)
+    given = match.groupdict().get("split")
+    split = SPLIT_NAMES.get(given.lower()) if given else None
+    if given and split is None:
+        raise BadInputError(f"split folder {given!r} is none of {sorted(SPLIT_NAMES)}")
     if modality not in pack.modality_names:
         raise BadInputError(f"unknown modality {modality!r}; {pack.name} has {', '.join(pack.modality_names)}")
     ext = Path(rel).suffix.lower()
@@ -167,7 +173,7 @@ def _route(pack: DomainPack, pattern: re.Pattern[str], rel: str) -> tuple[str, s
         raise BadInputError(f"extension {ext or '(none)'} not accepted for {modality} ({', '.join(spec.extensions)})")
     if not SAMPLE_KEY.fullmatch(key):
         raise BadInputError(f"record key {key!r} has characters outside [A-Za-z0-9_.-] or is too long")
-    return modality, key, ext
+    return modality, key, ext, split
 
 
 def _prepare(pack: DomainPack, pattern: re.Pattern[str], landing: Landing, entry: Entry,
@@ -181,7 +187,7 @@ def _prepare(pack: DomainPack, pattern: re.Pattern[str], landing: Landing, entry
         prep.data = landing.read(entry.rel, MAX_FILE_BYTES)
         prep.read = True
         prep.sha256 = sha256_bytes(prep.data)
-        prep.modality, prep.key, prep.ext = _route(pack, pattern, entry.rel)
+        prep.modality, prep.key, prep.ext, prep.split = _route(pack, pattern, entry.rel)
         prep.decoded = decode(prep.data, pack.modality(prep.modality), phi_key=phi_key)
         stored = prep.stored
         prep.content = sha256_bytes(stored) if stored is not prep.data else prep.sha256
@@ -328,11 +334,17 @@ def _apply(session: Session, pack: DomainPack, state: _DomainState, prep: Prepar
         return
     content = prep.content
     holder = state.slots.get((prep.key, prep.modality))
+    sample_now = state.samples.get(prep.key)
+    conflict = None
     if holder is not None:
+        conflict = f"record {prep.key} already has a {prep.modality} file ({holder}); release or purge one of them"
+    elif sample_now is not None and prep.split is not None and sample_now.split not in (None, prep.split):
+        conflict = (f"record {prep.key} is in the {sample_now.split!r} split; this file sits in the {prep.split!r} "
+                    "split's folder")
+    if conflict is not None:
         if prep.wrote_blob and (prep.modality, content) not in state.twins:
             (data_root / prep.blob).unlink(missing_ok=True)  # nothing refers to it: no orphan left in data/
-        _quarantine(session, state, prep, f"record {prep.key} already has a {prep.modality} file ({holder}); "
-                    "release or purge one of them", quarantine_root, summary)
+        _quarantine(session, state, prep, conflict, quarantine_root, summary)
         return
     twin = state.twins.get((prep.modality, content))
     if twin is not None and twin.blob_path:
@@ -346,7 +358,7 @@ def _apply(session: Session, pack: DomainPack, state: _DomainState, prep: Prepar
             _write_atomic(data_root / blob, prep.stored)
     sample = state.samples.get(prep.key)
     if sample is None:
-        sample = state.samples[prep.key] = Sample(domain=pack.name, sample_key=prep.key)
+        sample = state.samples[prep.key] = Sample(domain=pack.name, sample_key=prep.key, split=prep.split)
         session.add(sample)
         state.added.append(sample)
         summary.new_records += 1
@@ -416,6 +428,9 @@ def ingest_domain(
             todo = [landing.stat(rel) if not unsafe_path(rel) else Entry(rel, 0, "", unsafe_path(rel))
                     for rel in paths]
             summary.seen = len(todo)
+        # In landing order (then by path), so that of two files with the same content the one landed first is
+        # the original and the later copy is marked the duplicate, whatever their names
+        todo.sort(key=lambda e: (e.landed_at if e.landed_at is not None else float("inf"), e.rel))
         clock = summary._tick("list", clock)
         if not todo:  # the common case of a scheduled run: nothing new, and nothing more to load
             session.commit()

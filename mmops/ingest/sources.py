@@ -32,6 +32,20 @@ class Entry:
     size: int
     version: str  # changes whenever the content may have changed (mtime in ns, ETag, generation)
     problem: str | None = None  # why the entry is refused without reading it
+    landed_at: float | None = None  # when it was landed (mtime, as a POSIX time), where the source says
+
+
+def _landed_at(info: dict[str, Any]) -> float | None:
+    """An object store's modification time as a POSIX time (a number or a datetime, under its own key)."""
+    from datetime import datetime
+
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+    return None
 
 
 def _version(info: dict[str, Any]) -> str:
@@ -98,14 +112,14 @@ class Landing:
                     problem = SYMLINK_REFUSED
                 elif not stat.S_ISREG(st.st_mode):
                     problem = "not a regular file"
-                yield Entry(rel, st.st_size, str(st.st_mtime_ns), problem or unsafe_path(rel))
+                yield Entry(rel, st.st_size, str(st.st_mtime_ns), problem or unsafe_path(rel), st.st_mtime)
 
     def _remote_entries(self) -> Iterator[Entry]:
         prefix = self.root + "/"
         for name, info in self.fs.find(self.root, detail=True, withdirs=False).items():
             name = name.rstrip("/")
             rel = name[len(prefix):] if name.startswith(prefix) else name
-            yield Entry(rel, int(info.get("size") or 0), _version(info), unsafe_path(rel))
+            yield Entry(rel, int(info.get("size") or 0), _version(info), unsafe_path(rel), _landed_at(info))
 
     def stat(self, rel: str) -> Entry:
         """The entry for one path (a batch handed over by a scheduler is re-checked, never trusted)."""
@@ -123,12 +137,13 @@ class Landing:
                              SYMLINK_REFUSED)
             if not path.resolve().is_relative_to(self.local.resolve()):
                 return Entry(rel, st.st_size, str(st.st_mtime_ns), "path escapes the landing folder")
-            return Entry(rel, st.st_size, str(st.st_mtime_ns), None if stat.S_ISREG(st.st_mode) else "not a regular file")
+            return Entry(rel, st.st_size, str(st.st_mtime_ns), None if stat.S_ISREG(st.st_mode) else "not a regular file",
+                         st.st_mtime)
         try:
             info = self.fs.info(f"{self.root}/{rel}")
         except FileNotFoundError:
             raise NotFoundError(f"{self.url}/{rel} is gone (moved or deleted since it was listed)") from None
-        return Entry(rel, int(info.get("size") or 0), _version(info))
+        return Entry(rel, int(info.get("size") or 0), _version(info), None, _landed_at(info))
 
     def read(self, rel: str, limit: int) -> bytes:
         """The bytes of one entry (refusing unsafe paths and files over `limit`), retrying transient errors."""

@@ -101,3 +101,19 @@ def test_statistics_missing_from_old_ingests_fail_with_advice(tmp_path: Path) ->
            for r in good_records()]
     result = gate(old, tmp_path)
     assert not result.success and any("rate_hz is missing" in line and "re-ingest" in line for line in result.failed)
+
+
+def test_variable_length_series_pass_down_to_the_packs_own_minimum(tmp_path: Path) -> None:
+    """Series shorter than the model's window are padded and masked; the gate refuses only those under the
+    pack's min_length (default: half the window), so a data set of 7- to 29-sample series keeps its window
+    at its longest series."""
+    imu = PACK.modalities[1].model_dump()
+    short = spoil(good_records(), "imu", 0.5, n_samples=7.0)
+    assert not gate(short, tmp_path).success  # under half of the 20-sample window
+    for min_length, ok in ((7, True), (8, False)):
+        pack = PACK.model_copy(update={"modalities": (PACK.modalities[0], type(PACK.modalities[1]).model_validate(
+            {**imu, "min_length": min_length}), PACK.modalities[2])})
+        result = run_gate(pack, short, "fp", tmp_path / f"report-{min_length}.json")
+        assert result.success is ok, result.failed
+    with pytest.raises(ValueError, match="min_length 21 is over length 20"):
+        type(PACK.modalities[1]).model_validate({**imu, "min_length": 21})

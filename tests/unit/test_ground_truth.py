@@ -25,10 +25,12 @@ def test_served_accuracy_counts_only_labeled_records_of_the_model_and_window(tmp
     (tmp_path / "gt").mkdir()
     (tmp_path / "gt" / "1.csv").write_text("sample_id,label\na,walking\nb,standing\nc,walking\nd,walking\n")
     (tmp_path / "gt" / "2.csv").write_text("sample_id,label\na,running\n")  # a later correction wins
-    (tmp_path / "gt" / "3.csv").write_text("id;class\nb;walking\n")  # unreadable: named, not used
+    (tmp_path / "gt" / "3.csv").write_text("who;verdict\nb;walking\n")  # unreadable: named, not used
+    (tmp_path / "gt" / "4.csv").write_text("id;class\ne;walking\n")  # a spreadsheet's ';' export: read
     truth, problems = read_ground_truth(sorted((tmp_path / "gt").iterdir()))
-    assert truth == {"a": "running", "b": "standing", "c": "walking", "d": "walking"}
-    assert len(problems) == 1 and problems[0].startswith("3.csv") and "sample_id,label" in problems[0]
+    assert truth == {"a": "running", "b": "standing", "c": "walking", "d": "walking", "e": "walking"}
+    assert len(problems) == 1 and problems[0].startswith("3.csv") and "'sample_id', 'id'" in problems[0]
+    del truth["e"]
 
     perf = served_performance(log, "m1", 60.0, truth)
     assert perf == {"n_labeled": 2, "accuracy": 1.0, "macro_f1": 1.0}

@@ -53,6 +53,11 @@ def test_same_content_under_two_samples_is_stored_once(project: Path) -> None:
     summary = pipeline.ingest("security")
     assert summary["ingested"] == 201 and summary["duplicates"] == 1
     assert len(list((project / "data").rglob("*.png"))) == 200
+    # the copy, landed later, is the duplicate, although its name comes first in the listing
+    with session_scope() as s:
+        marked = s.execute(select(SampleFile.source_path, SampleFile.reason)
+                           .where(SampleFile.duplicate_of.is_not(None))).all()
+    assert marked == [("camera/copy_of_lfw000.png", "same content as camera/lfw000.png")]
 
 
 def test_labels_import_rejects_unknown_samples_and_classes(project: Path) -> None:

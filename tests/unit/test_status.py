@@ -33,10 +33,20 @@ def test_status_reports_what_the_catalog_holds(use_project: Path) -> None:
         [(action, actor)] = catalog_sql(use_project, "select action, actor from audit_events where domain=:d "
                                                      "order by id desc limit 1", d=domain)
         assert (d["last_event"]["action"], d["last_event"]["actor"]) == (action, actor)
+        [(started, finished)] = catalog_sql(use_project, "select started_at, finished_at from training_runs "
+                                                         "where domain=:d order by id desc limit 1", d=domain)
+        training = d["training"]
+        assert training["status"] == "finished" and training["finished_at"] > training["started_at"]
+        assert training["started_at"][:19] == str(started).replace(" ", "T")[:19]
+        assert training["finished_at"][:19] == str(finished).replace(" ", "T")[:19]
     plain = _status(use_project, "--domain", "industrial")
     assert plain.returncode == 0 and "industrial" in plain.stdout and "security" not in plain.stdout
     for row in ("files", "records", "gate", "dataset", "champion", "drift", "service"):
         assert row in plain.stdout
+    # the training run says when it started and when it ended (it used to show its start as the end)
+    training = by_domain["industrial"]["training"]
+    assert (f"started {training['started_at'][:16].replace('T', ' ')}, "
+            f"ended {training['finished_at'][:16].replace('T', ' ')}") in plain.stdout
 
 
 def test_status_of_a_project_that_never_ran(project: Path) -> None:
