@@ -62,7 +62,12 @@ def decode_image(data: bytes, spec: ImageSpec, phi_key: bytes | None = None) -> 
     except BadInputError:
         raise
     except Image.DecompressionBombError as exc:
-        raise BadInputError(f"image header claims a size over the pixel limit (decompression-bomb guard): {exc}") from None
+        # Pillow refuses at open, before our own check, beyond twice its global limit; the limit that
+        # applies is the pack's, so that is the one the reason names (the service says the same)
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed[1]):,} pixels" if claimed else "a size"
+        raise BadInputError(f"image header claims {size}, over the pixel limit ({spec.max_pixels}; "
+                            "decompression-bomb guard)") from None
     except UnidentifiedImageError:
         raise BadInputError("not a readable image: no image format recognised in its bytes") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -310,6 +315,8 @@ def check_sensor_array(values: Any, spec: SensorSpec, timestamps: np.ndarray | N
         raise BadInputError(f"sensor data has {values.shape[0]} samples; allowed 2..{spec.max_rows}")
     if not np.isfinite(values).all():
         raise BadInputError("sensor data contains NaN or infinite values")
+    if np.abs(values).max() > np.finfo(np.float32).max:  # the model computes in float32
+        raise BadInputError(f"sensor data has values beyond ±{np.finfo(np.float32).max:.3g}")
     if timestamps is not None:
         if not np.isfinite(timestamps).all():
             raise BadInputError("sensor timestamps contain NaN or infinite values")
@@ -345,10 +352,17 @@ def scaled(values: np.ndarray, spec: SensorSpec) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values)) if spec.scale == "symlog" else values
 
 
+STANDARD_BOUND = 1e4
+
+
 def sensor_tensor(values: np.ndarray, spec: SensorSpec, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """(time x channels) -> (channels x length) float32, standardised with training statistics, cropped or
     zero-padded to the spec's length."""
-    x = (scaled(values[: spec.length], spec) - mean) / std
+    with np.errstate(over="ignore"):  # a value at float32's edge: clipped below, like any far outlier
+        x = (scaled(values[: spec.length], spec) - mean) / std
+    # Far outliers (a glitching sensor, a client's garbage) are held at STANDARD_BOUND training deviations,
+    # so that the model's float32 arithmetic stays finite; no training value comes anywhere near it
+    x = np.clip(x, -STANDARD_BOUND, STANDARD_BOUND)
     out = np.zeros((spec.length, len(spec.channels)), dtype=np.float32)
     out[: x.shape[0]] = x
     return np.ascontiguousarray(out.T)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -25,12 +26,18 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+log = logging.getLogger("mmops.serving")
+
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+# A refused request's body (401, 413) is read and dropped up to this size before the answer, so that the
+# client, still sending, reads the answer rather than a connection reset
+DRAIN_BYTES = 64 * 1024 * 1024
 
 
-async def _answer(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": message}).encode()
+async def _answer(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None,
+                  detail: str | None = None) -> None:
+    body = json.dumps({"error": message, "detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})
@@ -63,10 +70,49 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.allowed(scope):
+            # Read (and drop) the body first: a server that answers and closes while the client is still
+            # sending makes the client see a reset or a broken pipe instead of this 401. Up to DRAIN_BYTES; a
+            # client that sends more is answered at once and the connection closed.
+            headers = [(b"www-authenticate", b'Bearer realm="mmops"')]
+            if not await _drain(scope, receive, DRAIN_BYTES):
+                headers.append((b"connection", b"close"))
             await _answer(send, 401, "missing or wrong bearer token (Authorization: Bearer <MMOPS_API_TOKEN>)",
-                          [(b"www-authenticate", b'Bearer realm="mmops"')])
+                          headers)
             return
         await self.app(scope, receive, send)
+
+
+def body_limit() -> int:
+    return int(os.environ.get("MMOPS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _drain(scope: Scope, receive: Receive, limit: int) -> bool:
+    """Read and drop a request's body, up to `limit` bytes; False when it is (or declares to be) larger."""
+    if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+        return True
+    declared = _declared_length(scope)
+    if declared is not None and declared > limit:
+        return False
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return True
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            return False
+        if not message.get("more_body", False):
+            return True
 
 
 class BodyLimit:
@@ -74,7 +120,7 @@ class BodyLimit:
 
     def __init__(self, app: ASGIApp, max_bytes: int | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes or int(os.environ.get("MMOPS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+        self.max_bytes = max_bytes or body_limit()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
@@ -88,7 +134,9 @@ class BodyLimit:
                     await _answer(send, 400, "Content-Length is not a number")
                     return
                 if declared > self.max_bytes:
-                    await _answer(send, 413, f"request body is {declared} bytes, over the {self.max_bytes}-byte limit")
+                    drained = await _drain(scope, receive, DRAIN_BYTES)
+                    await _answer(send, 413, f"request body is {declared} bytes, over the {self.max_bytes}-byte limit",
+                                  [] if drained else [(b"connection", b"close")])
                     return
                 await self.app(scope, receive, send)  # declared and within the limit: the server enforces it
                 return
@@ -101,7 +149,10 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
             if seen > self.max_bytes:
-                await _answer(send, 413, f"request body over the {self.max_bytes}-byte limit")
+                chunks.clear()
+                drained = not message.get("more_body", False) or await _drain(scope, receive, DRAIN_BYTES - seen)
+                await _answer(send, 413, f"request body over the {self.max_bytes}-byte limit",
+                              [] if drained else [(b"connection", b"close")])
                 return
             if not message.get("more_body", False):
                 break
@@ -115,3 +166,68 @@ class BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+class RequestCheck:
+    """Checks the JSON bodies of the service's API routes before BentoML parses them, so that every client
+    mistake is a 4xx in one shape (`{"error", "detail"}`) with a bounded body and a one-line log entry: a
+    body that is not JSON, or not of the route's schema (the first few errors named, the rest counted), or
+    sent as another media type than the route takes (415). BentoML's own handling answers such requests
+    with every pydantic error echoed, a traceback in the log per request, and 500 for a multipart body
+    without a boundary."""
+
+    def __init__(self, app: ASGIApp, routes: dict[str, Any] | None = None) -> None:
+        from mmops.serving.schemas import PredictIn, ReloadIn
+
+        self.app = app
+        self.routes: dict[str, Any] = routes if routes is not None else {"/predict": PredictIn,
+                                                                         "/admin/reload": ReloadIn}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if model is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        from pydantic import ValidationError
+
+        from mmops.serving.schemas import validation_error
+
+        chunks = []
+        while True:  # BodyLimit, outside this middleware, bounds what arrives here
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        path = scope["path"]
+        ctype = next((v.decode("latin-1") for n, v in scope.get("headers", []) if n.lower() == b"content-type"),
+                     "application/json").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            await _refuse(send, 415, path, f"{path} takes application/json, not {ctype or 'an empty type'}")
+            return
+        try:
+            model.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            if any(e["type"] == "json_invalid" for e in exc.errors()):
+                await _refuse(send, 400, path, f"the request body is not valid JSON: {exc.errors()[0]['msg']}")
+                return
+            err = validation_error(exc)
+            await _refuse(send, 400, path, err.error, err.detail)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Send, status: int, path: str, message: str, detail: str | None = None) -> None:
+    log.info("%d on %s: %s", status, path, (message + (f": {detail}" if detail else ""))[:300])
+    await _answer(send, status, message, detail=detail)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from mmops.domains import DomainPack, ImageSpec, SensorSpec, TextSpec
 from mmops.errors import BadInputError
@@ -15,6 +15,19 @@ from mmops.modalities import check_sensor_array, check_text, decode, decode_imag
 
 MAX_RECORDS = 256
 MAX_IMAGE_B64_CHARS = 8 * 1024 * 1024
+MAX_ERRORS_SHOWN = 5  # of a request's validation errors, the first few are named; the rest are counted
+# A BentoML model tag, `name[:version]` (empty: the domain's current champion), as BentoML's own rule has
+# it (lowercase letters, digits, `-._` inside, at most 63 each); checked before any lookup
+_TAG_PART = r"[a-z0-9](?:[-._a-z0-9]{0,61}[a-z0-9])?"
+MODEL_TAG = f"^$|^{_TAG_PART}(?::{_TAG_PART})?$"
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx and 5xx the service answers: what went wrong, and for a request that fails several checks
+    the first few of them (the count is in `error`)."""
+
+    error: str
+    detail: str | None = None
 
 
 class RecordIn(BaseModel):
@@ -23,7 +36,32 @@ class RecordIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(None, max_length=200)
-    inputs: dict[str, str | list[list[float]]]
+    # strict numbers: `true` or "1.5" in a sensor row is a client's mistake, not a 1.0 or a 1.5
+    inputs: dict[str, str | list[list[Annotated[float, Strict()]]]]
+
+
+class PredictIn(BaseModel):
+    """The body of POST /predict."""
+
+    model_config = ConfigDict(extra="forbid")
+    records: list[RecordIn] = Field(min_length=1, max_length=MAX_RECORDS)
+
+
+class ReloadIn(BaseModel):
+    """The body of POST /admin/reload."""
+
+    model_config = ConfigDict(extra="forbid")
+    tag: str = Field("", pattern=MODEL_TAG, description="a packaged model's tag; empty: the domain's champion")
+
+
+def validation_error(exc: ValidationError, what: str = "request body") -> ErrorOut:
+    """A bounded answer to a body that fails its schema: the count, and the first few errors in a line
+    each (never the rejected input itself, which may be large or hold PHI)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    shown = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}" for e in errors[:MAX_ERRORS_SHOWN])
+    more = f" (the first {MAX_ERRORS_SHOWN} follow)" if len(errors) > MAX_ERRORS_SHOWN else ""
+    return ErrorOut(error=f"{len(errors)} problem{'s' if len(errors) != 1 else ''} in the {what}{more}",
+                    detail=shown[:2000])
 
 
 class PredictionOut(BaseModel):
@@ -115,5 +153,7 @@ def decode_record(pack: DomainPack, record: RecordIn | dict[str, Any]) -> tuple[
                 values[name] = check_text(raw, spec)
         except BadInputError as exc:
             raise BadInputError(f"{where}: {exc}") from None
+        except (ValueError, TypeError, OverflowError) as exc:  # numbers no float holds, ragged rows
+            raise BadInputError(f"{where}: not readable as {spec.kind} data ({exc})") from None
         stats[name] = summary_stats(values[name], spec)
     return values, stats

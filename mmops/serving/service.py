@@ -14,25 +14,28 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
-from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, cast
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException, InvalidArgument
+from bentoml.exceptions import BentoMLException, NotFound
+from pydantic import Field
 
 from mmops import faults
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
-from mmops.serving.middleware import BearerAuth, BodyLimit
+from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
 from mmops.serving.predlog import PredictionLog
 from mmops.serving.schemas import (
     MAX_IMAGE_B64_CHARS,
     MAX_RECORDS,
+    MODEL_TAG,
+    ErrorOut,
     PredictionOut,
     RecordIn,
     decode_record,
@@ -153,33 +156,39 @@ class Svc:
             self.log.close()
 
     @bentoml.api(route="/predict")
-    async def predict(self, records: list[RecordIn]) -> list[PredictionOut]:
+    async def predict(
+        self, records: Annotated[list[RecordIn], Field(min_length=1, max_length=MAX_RECORDS)],
+    ) -> list[PredictionOut]:
         """Predict a batch of records, each with any subset of the domain's modalities (a missing one is
         predicted around, and said so in `missing_modalities` and `warnings`). Inputs are decoded and checked
         as ingest checks landed files; any mistake is a 400 naming the record and modality. Answers come in
         the order of the records, each with the class probabilities and the model version that gave them."""
-        return await self.answer(records)
+        try:
+            return await self.answer(records)
+        except BadInputError as exc:  # answered here: BentoML's own 4xx bodies are lists, not the spec's object
+            return cast(list[PredictionOut], refuse(400, str(exc)))
 
     async def answer(self, records: list[RecordIn]) -> list[PredictionOut]:
-        """/predict and /predict/upload alike. A plain method: BentoML routes a call of an API method from
-        outside its endpoint back through HTTP (and the auth middleware), so the upload route calls this."""
+        """/predict and /predict/upload alike; BadInputError for a client's mistake. A plain method: BentoML
+        routes a call of an API method from outside its endpoint back through HTTP (and the auth middleware),
+        so the upload route calls this."""
         if not records:
-            raise InvalidArgument("records is empty")
+            raise BadInputError("records is empty")
         if len(records) > MAX_RECORDS:
-            raise InvalidArgument(f"{len(records)} records in one request; at most {MAX_RECORDS}")
+            raise BadInputError(f"{len(records)} records in one request; at most {MAX_RECORDS}")
         pack = self.pack
         stats, warnings = [], []
-        try:
-            for rec in records:
-                values, st = decode_record(pack, rec)
-                stats.append(st)
-                warnings.append(record_warnings(pack, rec, values))
-        except BadInputError as exc:
-            raise InvalidArgument(str(exc)) from None
+        for rec in records:
+            values, st = decode_record(pack, rec)
+            stats.append(st)
+            warnings.append(record_warnings(pack, rec, values))
         answers = await self._infer([r.model_dump() for r in records])
         out = []
         for rec, a, warn in zip(records, answers, warnings, strict=True):
             p, classes = a["probabilities"], a["classes"]
+            if not all(math.isfinite(x) for x in p):  # inputs so far from the training data that float32 overflows
+                raise BadInputError(f"record {rec.id!r}: the model's output is not a number for these inputs "
+                                    "(values far outside what it was trained on)")
             best = max(range(len(p)), key=p.__getitem__)
             out.append(PredictionOut(
                 id=rec.id, label=classes[best], probabilities=dict(zip(classes, p, strict=True)),
@@ -190,22 +199,28 @@ class Svc:
         return out
 
     @bentoml.api(route="/admin/reload")
-    async def reload(self, tag: str = "") -> dict[str, Any]:
+    async def reload(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "") -> dict[str, Any]:
         """Swap in a new model without a restart: the model service loads it first, then requests go to it;
         requests already in flight finish on the old one. Behind the bearer token when one is set."""
         from mmops.inference import read_card
 
-        new = bentoml.models.get(tag or model_tag())  # NotFound -> 404 before anything changes
+        try:
+            new = bentoml.models.get(tag or model_tag())
+        except NotFound:  # before anything changes
+            return cast(dict[str, Any], refuse(404, f"no packaged model {tag or model_tag()!r} in the model store"))
+        except (ValueError, BentoMLException) as exc:  # not a tag (RequestCheck refuses most before here)
+            return cast(dict[str, Any], refuse(400, f"{tag!r} is not a model tag: {exc}"))
         card = read_card(Path(new.path))
         if card["domain"] != self.pack.name:
-            raise InvalidArgument(f"{new.tag} is a {card['domain']} model; this service serves {self.pack.name}")
+            return cast(dict[str, Any], refuse(
+                400, f"{new.tag} is a {card['domain']} model; this service serves {self.pack.name}"))
         # Requests validated against the old inputs may reach the new model while it swaps in: only a model
         # that takes the same inputs may be hot-swapped; one that does not needs a rolling restart.
         changed = input_spec_changes(self.pack, DomainPack.model_validate(card["domain_pack"]))
         if changed:
-            raise BentoMLException(f"{new.tag} takes other inputs than the served model ({'; '.join(changed)}): "
-                                   "deploy it with a rolling restart (docs/serving.md), not a reload",
-                                   error_code=HTTPStatus.CONFLICT)
+            return cast(dict[str, Any], refuse(
+                409, f"{new.tag} takes other inputs than the served model ({'; '.join(changed)}): deploy it with "
+                     "a rolling restart (docs/serving.md), not a reload"))
         meta = await self.runner.to_async.reload(str(new.tag))
         self._describe(card, str(new.tag))
         log.info("reloaded: now serving %s", meta["model_version"])
@@ -257,6 +272,15 @@ class Svc:
         }
 
 
+def refuse(status: int, message: str, detail: str | None = None) -> Any:
+    """The service's error answer (`ErrorOut`), returned by a handler rather than raised: BentoML wraps the
+    body of a raised 4xx in a list, which is not what the spec declares."""
+    from starlette.responses import JSONResponse
+
+    log.info("%d: %s", status, message[:300])
+    return JSONResponse(ErrorOut(error=message, detail=detail).model_dump(), status_code=status)
+
+
 def input_spec_changes(old: DomainPack, new: DomainPack) -> list[str]:
     """How `new`'s inputs differ from `old`'s (modalities, their kinds, shapes and channels); classes may
     change freely: every answer carries its model's classes."""
@@ -290,7 +314,7 @@ async def _metadata(request: Any) -> Any:
 
     svc = _LIVE.get("svc")
     if svc is None:
-        return JSONResponse({"error": "the service is still starting"}, status_code=503)
+        return refuse(503, "the service is still starting")
     return JSONResponse(svc.metadata())
 
 
@@ -298,26 +322,24 @@ async def _upload(request: Any) -> Any:
     """POST /predict/upload: one record as multipart/form-data, a file per modality (the field name is the
     modality: an image file, a sensor CSV, a text file, each decoded and checked exactly as ingest decodes
     landed files) and an optional `id` field. Answers like /predict, as a list of one."""
+    from pydantic import ValidationError
     from starlette.responses import JSONResponse
 
     from mmops.modalities import MAX_FILE_BYTES
+    from mmops.serving.schemas import validation_error
 
     svc = _LIVE.get("svc")
     if svc is None:
-        return JSONResponse({"error": "the service is still starting"}, status_code=503)
+        return refuse(503, "the service is still starting")
     pack = svc.pack
-
-    def bad(message: str) -> Any:
-        return JSONResponse({"error": message}, status_code=400)
-
     try:
         form = await request.form(max_files=len(pack.modalities), max_fields=len(pack.modalities) + 1,
                                   max_part_size=MAX_FILE_BYTES)
     except Exception as exc:  # not multipart, too many parts, a part too large: the client's to fix
-        return bad(f"expected multipart/form-data with one file per modality: {exc}")
+        return refuse(400, f"expected multipart/form-data with one file per modality: {exc}")
     unknown = sorted(set(form.keys()) - {"id", *pack.modality_names})
     if unknown:
-        return bad(f"unknown fields {unknown}; {pack.name} takes files named {pack.modality_names} and 'id'")
+        return refuse(400, f"unknown fields {unknown}; {pack.name} takes files named {pack.modality_names} and 'id'")
     inputs: dict[str, Any] = {}
     for name in pack.modality_names:
         part = form.get(name)
@@ -327,16 +349,39 @@ async def _upload(request: Any) -> Any:
         try:
             inputs[name] = file_to_wire(pack.modality(name), data)
         except BadInputError as exc:
-            return bad(f"{name}: {exc}")
+            return refuse(400, f"{name}: {exc}")
     if not inputs:
-        return bad(f"no files; {pack.name} takes files named {pack.modality_names}")
+        return refuse(400, f"no files; {pack.name} takes files named {pack.modality_names}")
     record_id = form.get("id")
     try:
         record = RecordIn(id=record_id if isinstance(record_id, str) else None, inputs=inputs)
         out = await svc.answer([record])
-    except (InvalidArgument, ValueError) as exc:
-        return bad(str(exc))
+    except ValidationError as exc:
+        err = validation_error(exc, "form")
+        return refuse(400, err.error, err.detail)
+    except BadInputError as exc:
+        return refuse(400, str(exc))
     return JSONResponse([o.model_dump() for o in out])
+
+
+class _LiveSpec:
+    """GET /docs.json answers the whole API of this service, for its domain: BentoML's spec of the class
+    completed with the mounted routes, auth, the error shape, and this domain's inputs (mmops.serving.apidoc).
+    BentoML's own answers only the API methods, with generic inputs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        svc = _LIVE.get("svc")
+        if scope["type"] != "http" or scope.get("path") != "/docs.json" or svc is None:
+            await self.app(scope, receive, send)
+            return
+        from starlette.responses import JSONResponse
+
+        from mmops.serving.apidoc import openapi
+
+        await JSONResponse(openapi(svc.pack))(scope, receive, send)
 
 
 def _extra_routes() -> Any:
@@ -348,9 +393,12 @@ def _extra_routes() -> Any:
 
 
 # GET /metadata and POST /predict/upload beside BentoML's routes (a passive mount answers only its own
-# paths); the middleware wraps every route: bearer auth first (probes and /metrics stay open), then the
-# body-size limit.
+# paths); the middleware wraps every route, the first added outermost: bearer auth first (probes and
+# /metrics stay open), then the body-size limit, then the API routes' body checks, and this domain's
+# /docs.json.
 _service: Any = Svc  # a bentoml Service once decorated
 _service.mount_asgi_app(_extra_routes(), path="/")
-_service.add_asgi_middleware(BodyLimit)
 _service.add_asgi_middleware(BearerAuth)
+_service.add_asgi_middleware(BodyLimit)
+_service.add_asgi_middleware(RequestCheck)
+_service.add_asgi_middleware(_LiveSpec)

@@ -5,7 +5,7 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,14 +18,16 @@ from mmops import pipeline
 from mmops.config import get_settings
 from mmops.domains import load_domain
 from mmops.errors import MmopsError
+from mmops.processes import stop_group
 from mmops.serving.client import record_payload, serve_command, wait_ready
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port, venv_bin
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 TOKEN = "s3cret-test-token-9f2c"  # the service under test requires it (MMOPS_API_TOKEN)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 1_000_000  # MMOPS_MAX_BODY_BYTES of the service under test
+MAX_RECORDS_PER_REQUEST = 256
 
 
 def post(url: str, body: object, timeout: float = 60.0) -> httpx.Response:
@@ -61,8 +63,7 @@ def _serving(root: Path, domain: str, log_name: str, **env_extra: str) -> Iterat
         wait_ready(url, proc, timeout=180)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_group(proc)
         log.close()
 
 
@@ -234,7 +235,7 @@ def test_concurrent_clients_get_their_own_answers(service: tuple[str, Path], use
 
 
 @pytest.mark.parametrize("body,status,message", [
-    (b'{"records": []}', 400, "records is empty"),
+    (b'{"records": []}', 400, "at least 1 item"),
     (json.dumps({"records": [{"inputs": {"accel": [[0, 1, 2]] * 5}, "extra": 1}]}).encode(), 400, "not permitted"),
     (json.dumps({"records": [{"inputs": {"accel": [[0, 1, 2]] * 5}}] * 300}).encode(), 400, "at most 256"),
     (b'{"records": [{"inputs": {"accel": "\xff\xfe not utf-8"}}]}', 400, None),
@@ -265,7 +266,7 @@ def test_oversized_bodies_are_413_declared_or_streamed(service: tuple[str, Path]
     assert streamed.status_code == 413
     small = httpx.post(f"{url}/predict", content=iter([b'{"records": []}']),
                        headers={"content-type": "application/json", **AUTH}, timeout=30)
-    assert small.status_code == 400 and "records is empty" in small.text  # a small streamed body gets through
+    assert small.status_code == 400 and "at least 1 item" in small.text  # a small streamed body gets through
 
 
 def test_bearer_token_guards_everything_but_the_probes(service: tuple[str, Path], use_project: Path) -> None:
@@ -300,18 +301,116 @@ def test_status_shows_the_running_service(service: tuple[str, Path], use_project
 
 
 def test_the_api_doc_is_what_the_service_serves(service: tuple[str, Path]) -> None:
-    """docs/openapi.json: BentoML's spec as the running service serves it, plus the mounted routes, which
-    answer (an empty upload is a 400 from that route, not a 404)."""
+    """The running service's /docs.json is docs/openapi.json (every route, the mounted ones too, which
+    answer: an empty upload is a 400 from that route, not a 404) with the domain's own inputs."""
     from mmops.serving.apidoc import openapi
 
     url, _ = service
     served = httpx.get(f"{url}/docs.json", headers=AUTH, timeout=30).json()
     doc = openapi()
-    assert set(doc["paths"]) - set(served["paths"]) == {"/metadata", "/predict/upload"}
-    assert set(served["paths"]) <= set(doc["paths"])
-    assert doc["components"]["schemas"]["RecordIn"] == served["components"]["schemas"]["RecordIn"]
+    assert set(served["paths"]) == set(doc["paths"]) >= {"/metadata", "/predict/upload", "/predict"}
+    assert served == openapi(load_domain("industrial"))
+    inputs = served["components"]["schemas"]["RecordIn"]["properties"]["inputs"]
+    assert sorted(inputs["properties"]) == ["accel", "gyro"] and inputs["additionalProperties"] is False
     assert httpx.get(f"{url}/metadata", headers=AUTH, timeout=30).status_code == 200
     assert httpx.post(f"{url}/predict/upload", headers=AUTH, files={}, timeout=30).status_code == 400
+
+
+def _is_error(resp: httpx.Response, status: int) -> str:
+    """The one error shape: an object with a string `error` (and `detail`), small; its message."""
+    assert resp.status_code == status, (resp.status_code, resp.text[:500])
+    body = resp.json()
+    assert isinstance(body, dict) and set(body) <= {"error", "detail"} and isinstance(body["error"], str), body
+    assert len(resp.content) < 4096, len(resp.content)
+    return str(body["error"]) + str(body.get("detail") or "")
+
+
+def test_reload_mistakes_are_4xx_in_the_error_shape(service: tuple[str, Path]) -> None:
+    url, _ = service
+    assert "pattern" in _is_error(httpx.post(f"{url}/admin/reload", json={"tag": "bad tag!"}, headers=AUTH,
+                                             timeout=30), 400)
+    assert "mmops-industrial:nope" in _is_error(httpx.post(f"{url}/admin/reload", json={
+        "tag": "mmops-industrial:nope"}, headers=AUTH, timeout=30), 404)
+    # a form instead of JSON (an empty tag, as curl -F sends it): the route takes JSON, and says so
+    assert "application/json" in _is_error(httpx.post(f"{url}/admin/reload", files={"tag": (None, "")},
+                                                      headers=AUTH, timeout=30), 415)
+    assert "not permitted" in _is_error(httpx.post(f"{url}/admin/reload", json={"tag": "", "force": 1},
+                                                   headers=AUTH, timeout=30), 400)
+
+
+@pytest.mark.parametrize("path", ["/predict", "/admin/reload", "/predict/upload"])
+def test_multipart_without_a_boundary_is_4xx(service: tuple[str, Path], path: str) -> None:
+    url, _ = service
+    resp = httpx.post(f"{url}{path}", content=b"--x\r\n", headers={"content-type": "multipart/form-data", **AUTH},
+                      timeout=30)
+    _is_error(resp, 400 if path == "/predict/upload" else 415)
+
+
+def test_a_huge_invalid_request_gets_a_small_answer_and_a_short_log_line(image_service: str,
+                                                                        trained_project: Path) -> None:
+    """100,000 records without inputs (1.3 MB, within the default body limit): a bounded 400 (the count and
+    the first errors), quickly, and one short line in the server's log rather than every pydantic error."""
+    url = image_service
+    log = trained_project / "serve-security-test.log"
+    before = log.stat().st_size
+    started = time.monotonic()
+    for n in (100_000, 200, MAX_RECORDS_PER_REQUEST):
+        resp = httpx.post(f"{url}/predict", json={"records": [{"id": f"r{i}"} for i in range(n)]}, timeout=60)
+        message = _is_error(resp, 400)
+        if n > MAX_RECORDS_PER_REQUEST:  # refused on the count alone, before a record is looked at
+            assert message == "1 problem in the request bodyrecords: List should have at most 256 items after " \
+                              "validation, not 100000", message
+        else:
+            assert message.startswith(f"{n} problems in the request body (the first 5 follow)"), message
+            assert "records.0.inputs: Field required" in message
+    assert time.monotonic() - started < 30
+    time.sleep(0.5)
+    grown = log.read_bytes()[before:]
+    assert len(grown) < 5000 and b"Traceback" not in grown, grown[-2000:]
+
+
+def test_a_client_without_the_token_reads_the_401_even_while_it_sends_a_large_body(
+        service: tuple[str, Path]) -> None:
+    """The server reads (and drops) a refused body before it answers: a client still sending 5 MB gets the
+    401 (or 413), not a reset connection or a broken pipe."""
+    import socket
+
+    url, _ = service
+    host, port = url.removeprefix("http://").split(":")
+    body = b'{"records": [{"inputs": {"accel": "' + b"x" * 5_000_000 + b'"}}]}'
+    for headers, status in (({}, 401), (AUTH, 413)):
+        for _ in range(3):
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                sock.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                             f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body)
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    chunk = sock.recv(65536)
+                    assert chunk, "the server closed without an answer"
+                    answer += chunk
+            assert answer.startswith(f"HTTP/1.1 {status}".encode()), answer[:200]
+
+
+def test_the_service_passes_schemathesis_against_its_own_spec(service: tuple[str, Path], tmp_path: Path) -> None:
+    """Schemathesis generates requests from the running service's /docs.json (its domain's inputs) and
+    from docs/openapi.json, and checks every answer: no 5xx, every status and body as the spec declares,
+    valid data accepted, invalid data refused, auth enforced."""
+    url, root = service
+    spec = tmp_path / "live.json"
+    spec.write_text(httpx.get(f"{url}/docs.json", headers=AUTH, timeout=30).text)
+    for name, schema in (("live", spec), ("docs", REPO / "docs" / "openapi.json")):
+        proc = subprocess.run(
+            [venv_bin("schemathesis"), "--config-file", str(REPO / "tests" / "schemathesis.toml"), "run",
+             # every check (the default; `--checks all` would override the config's one exception)
+             str(schema), "--url", url, "--header", f"Authorization: Bearer {TOKEN}",
+             "--max-examples", "40", "--seed", "7", "--workers", "2",
+             *(["--exclude-checks", "positive_data_acceptance"] if name == "docs" else [])],
+            capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        report = proc.stdout[-6000:] + proc.stderr[-2000:]
+        (root / f"schemathesis-{name}.txt").write_text(proc.stdout + proc.stderr)
+        assert proc.returncode == 0, report
+        assert re.search(r"\b\d{2,} generated\b", proc.stdout), report  # it did run cases
 
 
 def test_metadata_describes_the_model_and_its_inputs(service: tuple[str, Path], use_project: Path) -> None:
@@ -449,7 +548,7 @@ def test_a_service_killed_mid_reload_restarts_with_its_log_whole(trained_project
             assert httpx.post(f"{url}/admin/reload", json={"tag": new}, timeout=90).json()["model_version"] == new
             logged(url, len(after))
         lines = [json.loads(line) for line in log_path.read_text().splitlines()]  # every line whole
-        ids = [e["record_id"] for e in lines if e["record_id"].startswith(("before-", "after-"))]
+        ids = [e["record_id"] for e in lines if (e["record_id"] or "").startswith(("before-", "after-"))]
         assert sorted(ids) == sorted(r["id"] for r in tagged + after)  # each answered record once
     finally:
         bentoml.models.delete(new)

@@ -36,6 +36,14 @@ def test_bad_images_are_rejected_with_a_reason(data: bytes, reason: str) -> None
         decode(data, IMG)
 
 
+@pytest.mark.parametrize("w,h", [(50000, 50000), (5000, 5000)])  # over Pillow's own limit; under it
+def test_a_bomb_is_refused_naming_the_packs_limit_not_pillows(w: int, h: int) -> None:
+    with pytest.raises(BadInputError) as exc:
+        decode(png_header_claiming(w, h), IMG)
+    assert f"({IMG.max_pixels}" in str(exc.value) and "178956970" not in str(exc.value)
+    assert f"{w * h:,}" in str(exc.value) or f"{w}x{h}" in str(exc.value)
+
+
 def test_good_sensor_csv() -> None:
     dec = decode(b"timestamp,x,y\n0.0,1,2\n0.1,3,4\n0.2,5,6\n", SENSOR)
     assert dec.value.shape == (3, 2)
