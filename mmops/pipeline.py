@@ -35,6 +35,7 @@ from mmops.catalog import (
 from mmops.config import Params, Settings, get_settings, load_params
 from mmops.domains import DomainPack, load_domain
 from mmops.errors import BadInputError, ConfigError, MmopsError, NotFoundError, ValidationFailedError
+from mmops.provenance import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +95,6 @@ def _bentoml_env(settings: Settings) -> None:
 def _model_version(session: Any, domain: str, checkpoint_sha256: str) -> ModelVersion | None:
     return session.scalar(select(ModelVersion).where(ModelVersion.domain == domain,
                                                      ModelVersion.checkpoint_sha256 == checkpoint_sha256))
-
-
-def git_commit(root: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
 
 
 # --- stages ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 as a run never interrupted), and distributed data parallel over two torchrun workers with gloo on CPU."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -40,8 +41,14 @@ def _train(root: Path, *args: str, fault: str | None = None) -> dict:
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_model(built: Path) -> None:
-    clean = _train(built)
+    proc = _mmops(built, "train", "--domain", "industrial", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    clean = json.loads(proc.stdout[proc.stdout.index("{"):])
     history = (built / "artifacts" / "industrial" / "history.csv").read_text()
+    # output piped (a CI log, a file): a line per epoch on stderr instead of a progress bar, never silence
+    epochs = re.findall(r"^train industrial val_f1=\S+ train_loss=\S+ val_loss=\S+ epoch (\d+)/(\d+)$",
+                        proc.stderr, re.M)
+    assert [int(e) for e, _ in epochs] == list(range(1, len(history.splitlines()))), proc.stderr[-2000:]
     # 48 training records, batches of 16: 3 steps an epoch; step 11 is in the middle of epoch 4
     _train(built, fault="train.step:11")
     state = built / "artifacts" / "industrial" / "train_state" / "last.pt"

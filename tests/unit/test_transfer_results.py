@@ -80,3 +80,25 @@ def test_early_classification_rows_cut_every_sensor_to_its_first_seconds(project
     fusion = next(r for r in rows if r.model == "fusion: concat")
     won, tied, lost = map(int, fusion.note.split("won/tied/lost ")[1].split(",")[0].split("/"))
     assert "2x2-fold CV" in fusion.note and won + tied + lost == 4
+
+
+def test_results_are_the_same_whatever_thread_count_the_machine_gives_torch(project: Path) -> None:
+    """docs/results.md must reproduce on another machine: the models' figures do not depend on how many
+    threads torch would use there (they did: JapaneseVowels cnn_gru 0.970 in the page, 0.932 on a rerun).
+    The page names the commit and the thread count it was made with."""
+    import torch
+
+    from mmops.results import TORCH_THREADS, run, to_markdown
+
+    before = torch.get_num_threads()
+    figures = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            rows = run([], ucr=("JapaneseVowels",), epochs=40)
+            figures.append([(r.model, r.accuracy, r.macro_f1, r.auroc) for r in rows if r.model.startswith("mmops")])
+    finally:
+        torch.set_num_threads(before)
+    assert figures[0] == figures[1] and len(figures[0]) == 2
+    md = to_markdown(rows, "mmops results --ucr JapaneseVowels")
+    assert f"{TORCH_THREADS} torch thread" in md and ("at commit " in md or "at no git commit" in md)
