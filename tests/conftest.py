@@ -32,6 +32,13 @@ os.environ.pop("MMOPS_MODEL_TAG", None)
 os.environ["MMOPS_TEST_SESSION"] = str(os.getpid())
 
 FAST_TRAIN = {"epochs": 6, "batch_size": 32, "lr": 0.003, "patience": 6}
+# A guard against a hang, not a speed limit: the longest any one step may take before it is called stuck
+# (pyproject's pytest timeout is the same). The slowest test takes ~5 min on an idle 2-core machine; load
+# alone (the suite beside another job) must never reach this. How long tests should take is their budget
+# (tests/budgets.json), reported at the end of every run.
+HANG_S = 2700
+BUDGETS = REPO / "tests" / "budgets.json"
+_DURATIONS: dict[str, float] = {}
 _POSTGRES: list[PostgresServer] = []  # the session's server under --catalog postgresql
 
 
@@ -150,7 +157,7 @@ def mmops_env(root: Path, fault: str | None = None, **extra: str) -> dict[str, s
     return env
 
 
-def run_mmops(root: Path, *args: str, fault: str | None = None, timeout: float = 600,
+def run_mmops(root: Path, *args: str, fault: str | None = None, timeout: float = HANG_S,
               **extra: str) -> subprocess.CompletedProcess:
     """`mmops <args>` in a project, as a user runs it (a process of its own)."""
     return subprocess.run([venv_bin("mmops"), *args], cwd=root, env=mmops_env(root, fault, **extra),
@@ -194,6 +201,37 @@ def _no_orphans(request: pytest.FixtureRequest) -> Iterator[None]:
             except (ProcessLookupError, PermissionError):
                 pass
         pytest.fail(f"{request.node.nodeid} left {len(left)} processes running (killed now): {left[:5]}")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _DURATIONS[report.nodeid] = _DURATIONS.get(report.nodeid, 0.0) + report.duration  # setup + call + teardown
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each test's time against its budget (tests/budgets.json: seconds measured on the 2-core reference
+    machine, for tests of over 20 s): over 1.5x is named, as is a slow test that has no budget. A report,
+    not a failure (the machine's load is not the code's fault); MMOPS_TEST_BUDGETS=record rewrites the
+    budgets from this run. The times also go to var/test-durations.json."""
+    import json
+
+    if not _DURATIONS:
+        return
+    budgets = json.loads(BUDGETS.read_text()) if BUDGETS.is_file() else {}
+    over = [(n, t, budgets[n]) for n, t in _DURATIONS.items() if n in budgets and t > 1.5 * budgets[n]]
+    unbudgeted = [(n, t) for n, t in _DURATIONS.items() if n not in budgets and t > 20]
+    write = terminalreporter.write_line
+    write(f"test time: {sum(_DURATIONS.values()) / 60:.1f} min in {len(_DURATIONS)} tests; "
+          f"{len(over)} over 1.5x their budget, {len(unbudgeted)} slow ones without a budget ({BUDGETS.name})")
+    for name, took, budget in sorted(over, key=lambda x: -x[1]):
+        write(f"  over budget: {name} {took:.0f} s (budget {budget:.0f} s)")
+    for name, took in sorted(unbudgeted, key=lambda x: -x[1]):
+        write(f"  no budget: {name} {took:.0f} s")
+    out = REPO / "var" / "test-durations.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(sorted(_DURATIONS.items())), indent=1))
+    if os.environ.get("MMOPS_TEST_BUDGETS") == "record":
+        keep = {**budgets, **{n: round(t, 1) for n, t in _DURATIONS.items() if t > 20}}
+        BUDGETS.write_text(json.dumps(dict(sorted(keep.items())), indent=1) + "\n")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

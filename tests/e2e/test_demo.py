@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from mmops.processes import stop_group
-from tests.conftest import catalog_backend, catalog_sql, free_port, make_project, mmops_env, venv_bin
+from tests.conftest import HANG_S, catalog_backend, catalog_sql, free_port, make_project, mmops_env, venv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def _serve_phi_text(root: Path) -> None:
         finally:
             stop_group(proc)
     mon = subprocess.run([venv_bin("mmops"), "monitor", "--domain", "medical"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=HANG_S)
     assert mon.returncode == 0, mon.stdout + mon.stderr
 
 
@@ -93,7 +93,7 @@ def test_demo_runs_every_stage_for_every_domain(tmp_path: Path) -> None:
 
     env = {**os.environ, "MMOPS_HOME": str(root), "COLUMNS": "160"}
     out = subprocess.run([venv_bin("mmops"), "demo", "--port", str(free_port()), "--requests", "12"],
-                         cwd=root, env=env, capture_output=True, text=True, timeout=900)
+                         cwd=root, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Where to look" in out.stdout
 

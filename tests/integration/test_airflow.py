@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, catalog_sql, make_project, venv_bin
+from tests.conftest import HANG_S, REPO, catalog_sql, make_project, venv_bin
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -42,7 +42,7 @@ print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.
 
     def parse(**extra: str) -> dict:
         out = subprocess.run([sys.executable, "-c", code], env={**airflow_env(tmp_path), **extra},
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=HANG_S)
         assert out.returncode == 0, out.stderr[-2000:]
         result = json.loads(out.stdout.split("RESULT", 1)[1])
         assert result["errors"] == {}
@@ -135,7 +135,7 @@ def test_ingest_then_train_dags_and_a_failing_gate(tmp_path: Path) -> None:
 
     labels.write_text(good)
     assert airflow(root, "dags", "test", "mmops_ingest_security").returncode == 0
-    trained = airflow(root, "dags", "test", "mmops_train_security", timeout=600)
+    trained = airflow(root, "dags", "test", "mmops_train_security", timeout=HANG_S)
     assert "state=success" in trained.stdout + trained.stderr, trained.stderr[-3000:]
     [row] = catalog_sql(root, "select version, bento_tag from model_versions where domain='security'")
     assert row[0] == 1 and row[1].startswith("mmops-security:")

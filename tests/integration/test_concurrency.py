@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import (
+    HANG_S,
     catalog_backend,
     catalog_sql,
     catalog_url,
@@ -34,7 +35,7 @@ def _at_once(*runs: tuple[Path, tuple[str, ...], str | None]) -> list[tuple[int,
     """Start every (project, mmops args, fault) together; (exit code, stdout, stderr) of each."""
     procs = [subprocess.Popen([venv_bin("mmops"), *args], cwd=root, env=mmops_env(root, fault, OMP_NUM_THREADS="1"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for root, args, fault in runs]
-    outs = [p.communicate(timeout=600) for p in procs]
+    outs = [p.communicate(timeout=HANG_S) for p in procs]
     return [(p.returncode, o, e) for p, (o, e) in zip(procs, outs, strict=True)]
 
 

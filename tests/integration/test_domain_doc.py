@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mmops.processes import stop_group
-from tests.conftest import REPO, free_port, make_project, mmops_env, run_mmops, venv_bin
+from tests.conftest import HANG_S, REPO, free_port, make_project, mmops_env, run_mmops, venv_bin
 
 pytestmark = [pytest.mark.slow]
 
@@ -52,7 +52,7 @@ def test_adding_a_domain_as_the_doc_says(tmp_path: Path) -> None:
     proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", _run_blocks(files, script)], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        output, _ = proc.communicate(timeout=900)
+        output, _ = proc.communicate(timeout=HANG_S)
     finally:
         stop_group(proc)  # and a server the page left running
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def test_adding_a_domain_as_the_doc_says(tmp_path: Path) -> None:
     # DVC: the domain's stages run alone; the landing folder (your files) survives `dvc repro`
     landed = sorted((root / "landing" / "appliances").rglob("*.csv"))
     dvc = subprocess.run([venv_bin("dvc"), "repro", "ingest@appliances"], cwd=root, env=env, capture_output=True,
-                         text=True, timeout=600)
+                         text=True, timeout=HANG_S)
     assert dvc.returncode == 0, dvc.stdout[-3000:] + dvc.stderr[-3000:]
     assert "Running stage 'domain@appliances'" in dvc.stdout and "Running stage 'pull@appliances'" in dvc.stdout
     assert "@security" not in dvc.stdout
@@ -114,7 +114,7 @@ def test_adding_a_domain_as_the_doc_says(tmp_path: Path) -> None:
             "print([t.task_id for t in bag.dags['mmops_retrain_weekly'].tasks if t.task_id.startswith('appl')])")
     dags = subprocess.run([sys.executable, "-c", code], env={**env, "AIRFLOW_HOME": str(root / "var" / "airflow"),
                                                              "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_S)
     assert dags.returncode == 0, dags.stderr[-3000:]
     for dag_id in ("mmops_ingest_appliances", "mmops_label_appliances", "mmops_train_appliances"):
         assert dag_id in dags.stdout

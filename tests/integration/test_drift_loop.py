@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from mmops.processes import stop_group
-from tests.conftest import catalog_sql, free_port, make_project, venv_bin
+from tests.conftest import HANG_S, catalog_sql, free_port, make_project, venv_bin
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def served_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = make_project(tmp_path_factory.mktemp("loop") / "proj", {"industrial": "industrial-imu"}, with_code=True)
     env = {**os.environ, "MMOPS_HOME": str(root)}
     subprocess.run([venv_bin("mmops"), "run", "--domain", "industrial"], env=env, check=True, capture_output=True,
-                   timeout=900)
+                   timeout=HANG_S)
     return root
 
 
@@ -37,7 +37,7 @@ def test_drift_demo_closes_the_loop_and_no_drift_triggers_nothing(served_project
     env = {**os.environ, "MMOPS_HOME": str(root), "AIRFLOW_HOME": str(root / "var" / "airflow"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     proc = subprocess.run([venv_bin("mmops"), "drift-demo", "--domain", "industrial"], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=1500)
+                          capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     summary = json.loads((root / "artifacts" / "industrial" / "drift_demo.json").read_text())
 

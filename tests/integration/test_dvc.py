@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_project, venv_bin
+from tests.conftest import HANG_S, make_project, venv_bin
 
 pytestmark = [pytest.mark.dvc, pytest.mark.slow]
 
@@ -80,7 +80,7 @@ def test_a_failing_gate_stops_dvc_repro(tmp_path: Path) -> None:
     suites.write_text(yaml.safe_dump(doc))
     env = {**os.environ, "MMOPS_HOME": str(root),
            "PATH": f"{Path(venv_bin('dvc')).parent}{os.pathsep}{os.environ['PATH']}"}
-    out = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=HANG_S)
     log = out.stdout + out.stderr
     assert out.returncode != 0
     assert "Running stage 'validate@security'" in log and "Running stage 'build@security'" not in log

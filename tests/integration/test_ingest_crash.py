@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import catalog_backend, catalog_sql, make_project, mmops_env, run_mmops, venv_bin
+from tests.conftest import HANG_S, catalog_backend, catalog_sql, make_project, mmops_env, run_mmops, venv_bin
 
 
 def _project(root: Path) -> Path:
@@ -21,7 +21,7 @@ def _project(root: Path) -> Path:
 
 
 def _mmops(root: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    return run_mmops(root, *args, fault=fault, timeout=300)
+    return run_mmops(root, *args, fault=fault, timeout=HANG_S)
 
 
 def _land(root: Path, source: Path) -> None:
@@ -113,7 +113,7 @@ def test_two_ingests_of_one_domain_at_once_equal_one_clean_run(landed: Path, tmp
             envs[i] = {**env, "MMOPS_LANDING_URL": str(site)}
     procs = [subprocess.Popen([venv_bin("mmops"), "ingest", "-d", "security", "--json"], cwd=busy, env=e,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for e in envs]
-    results = [p.communicate(timeout=300) for p in procs]
+    results = [p.communicate(timeout=HANG_S) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
     summaries = [json.loads(r[0]) for r in results]
     # between them every file was handled once; whatever one did, the other skipped

@@ -20,7 +20,7 @@ from mmops.domains import load_domain
 from mmops.errors import MmopsError
 from mmops.processes import stop_group
 from mmops.serving.client import record_payload, serve_command, wait_ready
-from tests.conftest import REPO, free_port, venv_bin
+from tests.conftest import HANG_S, REPO, free_port, venv_bin
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -60,7 +60,7 @@ def _serving(root: Path, domain: str, log_name: str, **env_extra: str) -> Iterat
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, timeout=180)
+        wait_ready(url, proc, timeout=600)
         yield url
     finally:
         stop_group(proc)
@@ -406,7 +406,7 @@ def test_the_service_passes_schemathesis_against_its_own_spec(service: tuple[str
              str(schema), "--url", url, "--header", f"Authorization: Bearer {TOKEN}",
              "--max-examples", "40", "--seed", "7", "--workers", "2",
              *(["--exclude-checks", "positive_data_acceptance"] if name == "docs" else [])],
-            capture_output=True, text=True, timeout=900, cwd=tmp_path)
+            capture_output=True, text=True, timeout=HANG_S, cwd=tmp_path)
         report = proc.stdout[-6000:] + proc.stderr[-2000:]
         (root / f"schemathesis-{name}.txt").write_text(proc.stdout + proc.stderr)
         assert proc.returncode == 0, report

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import catalog_sql, free_port, make_project, mmops_env, run_mmops, venv_bin
+from tests.conftest import HANG_S, catalog_sql, free_port, make_project, mmops_env, run_mmops, venv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def test_an_airflow_retry_of_a_killed_training_resumes_it(built: Path) -> None:
                 f"orchestration._try_number = lambda: {try_number}\n"
                 "print('RESULT' + json.dumps(orchestration.run_stage_named('train')('industrial'), default=str))")
         proc = subprocess.run([sys.executable, "-c", code], cwd=built, env=mmops_env(built, OMP_NUM_THREADS="1"),
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=HANG_S)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout.split("RESULT", 1)[1])
 
@@ -149,7 +149,7 @@ def test_ddp_across_two_nodes_trains_what_one_node_with_two_workers_does(built: 
     port = free_port()
     worker = _node(other, 1, port)
     head = _node(built, 0, port)
-    out, err = head.communicate(timeout=600)
+    out, err = head.communicate(timeout=HANG_S)
     w_out, w_err = worker.communicate(timeout=120)
     assert head.returncode == 0 and worker.returncode == 0, err[-3000:] + w_err[-3000:]
     two_nodes = json.loads(out[out.index("{"):])
@@ -166,7 +166,7 @@ def test_ddp_across_two_nodes_trains_what_one_node_with_two_workers_does(built: 
     (other / "params.yaml").write_text(yaml.safe_dump(params))
     port = free_port()
     worker, head = _node(other, 1, port), _node(built, 0, port)
-    _, err = head.communicate(timeout=600)
+    _, err = head.communicate(timeout=HANG_S)
     _, w_err = worker.communicate(timeout=120)
     assert head.returncode != 0 and worker.returncode != 0
     assert "the ranks do not train the same thing" in err + w_err
