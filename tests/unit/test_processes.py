@@ -47,3 +47,31 @@ def test_stopping_a_group_that_is_gone_is_a_no_op() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
     proc.wait()
     assert stop_group(proc, grace=1).killed == []
+
+
+# A child that leaves the group (a session of its own, as BentoML's workers do) and ignores SIGTERM.
+ESCAPER = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"],
+    stdout=subprocess.PIPE, start_new_session=True)
+child.stdout.readline()
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_child_in_a_session_of_its_own_is_stopped_too() -> None:
+    import os
+
+    proc, child = _start(ESCAPER)
+    assert os.getpgid(child) != proc.pid  # not a member of the group
+    stopped = stop_group(proc, grace=2)
+    assert [pid for pid, _ in stopped.killed] == [child]
+    time.sleep(0.5)
+    try:
+        os.kill(child, 0)
+        alive = open(f"/proc/{child}/stat").read().split()[2] != "Z"
+    except ProcessLookupError:
+        alive = False
+    assert not alive
