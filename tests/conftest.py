@@ -30,6 +30,9 @@ os.environ.pop("MMOPS_DATABASE_URL", None)
 os.environ.pop("MMOPS_MODEL_TAG", None)
 # Every process a test starts inherits this mark, so that one left behind can be found (leftover_processes).
 os.environ["MMOPS_TEST_SESSION"] = str(os.getpid())
+# DVC detaches daemons of its own (analytics, its update check) that outlive the command; none in tests
+os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ["DVC_DAEMON"] = "1"  # dvc.daemon: "skipping launching a new daemon"
 
 FAST_TRAIN = {"epochs": 6, "batch_size": 32, "lr": 0.003, "patience": 6}
 # A guard against a hang, not a speed limit: the longest any one step may take before it is called stuck
