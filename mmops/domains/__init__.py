@@ -120,6 +120,11 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "va
                "dev": "val", "test": "test", "testing": "test", "holdout": "test", "eval": "test"}
 
 
+def split_name(given: str) -> str | None:
+    """A data set's name for a split (`Training`, `dev`, `holdout`...) -> ours (train / val / test), or None."""
+    return SPLIT_NAMES.get(given.strip().lower())
+
+
 class LabelColumns(BaseModel):
     """The columns of the domain's labels files: None means the first of the common names the file has."""
 

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 from mmops import faults
 from mmops.atomic import temp_path
 from mmops.catalog import Sample, SampleFile, writer_lock
-from mmops.domains import SPLIT_NAMES, DomainPack
+from mmops.domains import SPLIT_NAMES, DomainPack, split_name
 from mmops.errors import BadInputError
 from mmops.ingest.sources import Entry, Landing, unsafe_path
 from mmops.modalities import MAX_FILE_BYTES, Decoded, decode
@@ -162,7 +162,7 @@ def _route(pack: DomainPack, pattern: re.Pattern[str], rel: str) -> tuple[str, s
         raise BadInputError(f"path does not match the domain's record pattern {pattern.pattern}")
     key, modality = pack.route(match)
     given = match.groupdict().get("split")
-    split = SPLIT_NAMES.get(given.lower()) if given else None
+    split = split_name(given) if given else None
     if given and split is None:
         raise BadInputError(f"split folder {given!r} is none of {sorted(SPLIT_NAMES)}")
     if modality not in pack.modality_names:
@@ -334,12 +334,12 @@ def _apply(session: Session, pack: DomainPack, state: _DomainState, prep: Prepar
         return
     content = prep.content
     holder = state.slots.get((prep.key, prep.modality))
-    sample_now = state.samples.get(prep.key)
+    sample = state.samples.get(prep.key)
     conflict = None
     if holder is not None:
         conflict = f"record {prep.key} already has a {prep.modality} file ({holder}); release or purge one of them"
-    elif sample_now is not None and prep.split is not None and sample_now.split not in (None, prep.split):
-        conflict = (f"record {prep.key} is in the {sample_now.split!r} split; this file sits in the {prep.split!r} "
+    elif sample is not None and prep.split is not None and sample.split not in (None, prep.split):
+        conflict = (f"record {prep.key} is in the {sample.split!r} split; this file sits in the {prep.split!r} "
                     "split's folder")
     if conflict is not None:
         if prep.wrote_blob and (prep.modality, content) not in state.twins:
@@ -356,7 +356,6 @@ def _apply(session: Session, pack: DomainPack, state: _DomainState, prep: Prepar
         if not prep.wrote_blob and not (data_root / blob).exists():
             # another ingest wrote these bytes, then dropped them when its file went to quarantine
             _write_atomic(data_root / blob, prep.stored)
-    sample = state.samples.get(prep.key)
     if sample is None:
         sample = state.samples[prep.key] = Sample(domain=pack.name, sample_key=prep.key, split=prep.split)
         session.add(sample)

@@ -18,7 +18,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mmops.catalog import Label, Sample
-from mmops.domains import ID_COLUMNS, LABEL_COLUMNS, SPLIT_COLUMNS, SPLIT_NAMES, DomainPack, LabelColumns
+from mmops.domains import (
+    ID_COLUMNS,
+    LABEL_COLUMNS,
+    SPLIT_COLUMNS,
+    SPLIT_NAMES,
+    DomainPack,
+    LabelColumns,
+    split_name,
+)
 from mmops.errors import BadInputError, NotFoundError
 from mmops.labeling.store import put_label
 
@@ -132,13 +140,18 @@ def import_labels(session: Session, pack: DomainPack, labels_path: Path, ground_
         if label not in pack.classes:
             summary.rejected[key] = f"label {label!r} is not a class of {pack.name} {list(pack.classes)}"
             continue
-        split = row.get("split", "").strip().lower()
-        if split and not ground_truth:
-            problem = _set_split(by_key[key], split)
-            if problem:
-                summary.rejected[key] = problem
+        given = row.get("split", "").strip()
+        if given and not ground_truth:
+            split = split_name(given)
+            if split is None:
+                summary.rejected[key] = f"split {given.lower()!r} is none of {sorted(SPLIT_NAMES)}"
                 continue
-            summary.splits[SPLIT_NAMES[split]] = summary.splits.get(SPLIT_NAMES[split], 0) + 1
+            if by_key[key].split not in (None, split):
+                summary.rejected[key] = (f"split {split!r}, but the record was landed in the "
+                                         f"{by_key[key].split!r} split's folder")
+                continue
+            by_key[key].split = split
+            summary.splits[split] = summary.splits.get(split, 0) + 1
         listed.add(samples[key])
         outcome = put_label(session, samples[key], label, "file", source,
                             annotator=row.get("annotator", "").strip() or None)
@@ -151,14 +164,3 @@ def import_labels(session: Session, pack: DomainPack, labels_path: Path, ground_
                     next(iter(summary.rejected.items())))
     return summary
 
-
-def _set_split(sample: Sample, given: str) -> str | None:
-    """Record a data set's own split for a record; a reason when it cannot be (an unknown name, or another
-    split than the record's folder says)."""
-    split = SPLIT_NAMES.get(given)
-    if split is None:
-        return f"split {given!r} is none of {sorted(SPLIT_NAMES)}"
-    if sample.split is not None and sample.split != split:
-        return f"split {split!r}, but the record was landed in the {sample.split!r} split's folder"
-    sample.split = split
-    return None

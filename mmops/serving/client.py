@@ -182,9 +182,11 @@ def records_from_paths(pack: DomainPack, inputs: list[str]) -> tuple[list[dict[s
                              if r.get("sample_id") and r.get("label")}
                 continue
             m = pattern.fullmatch(rel)
-            if m is None or pack.route(m)[1] not in pack.modality_names:
-                continue  # not a record file of this domain (a README, a modality the model does not know)
+            if m is None:
+                continue  # not a record file of this domain (a README)
             key, modality = pack.route(m)
+            if modality not in pack.modality_names:
+                continue  # a modality the model does not know
             records.setdefault(key, {"id": key, "inputs": {}})["inputs"][modality] = wire(modality, path)
     out = ([{"id": None, "inputs": single}] if single else []) + list(records.values())
     if not out:
