@@ -55,10 +55,15 @@ postgres:
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends postgresql >/dev/null; } || \
 	  echo "could not install postgresql: the PostgreSQL pass of the tests will fail (apt-get install postgresql)"; }
 
-# Twice: on the embedded SQLite catalog, then with every test project's catalog on PostgreSQL.
+# The whole suite on the embedded SQLite catalog, then the tests that touch the catalog (marked `catalog`)
+# with every test project's catalog on PostgreSQL. Both on every core: each module's tests run in one
+# worker, so a module's trained model or running service is built once (pytest-xdist, --dist loadscope),
+# the longest modules first (tests/conftest.py orders them by tests/budgets.json).
+TEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 test: setup browser postgres
-	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest --catalog postgresql
+	$(PYTEST)
+	$(PYTEST) --catalog postgresql -m catalog
 
 lint: setup
 	$(BIN)/ruff check mmops dags tests benchmarks

@@ -1,7 +1,9 @@
 """Shared fixtures: throw-away mmops projects built from the bundled real data, fast settings for training.
 
 `pytest --catalog postgresql` runs the same tests with every project's catalog in a PostgreSQL database of
-its own (tests/postgres.py); the default is the embedded SQLite catalog.
+its own (tests/postgres.py); the default is the embedded SQLite catalog. `make test` runs the whole suite on
+SQLite, then the tests marked `catalog` on PostgreSQL: every test that queries the catalog itself (marked
+here, from its source) and the modules whose subject is the catalog (marked in the module).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ os.environ["MMOPS_TEST_SESSION"] = str(os.getpid())
 # DVC detaches daemons of its own (analytics, its update check) that outlive the command; none in tests
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["DVC_DAEMON"] = "1"  # dvc.daemon: "skipping launching a new daemon"
+# Under `pytest -n N` (pytest-xdist) N workers share the machine's cores: each trains, serves and runs its
+# subprocesses on its share of them, as many threads as cores / N. Oversubscribed OpenMP threads spin
+# against each other and make everything several times slower.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(max(1, (os.cpu_count() or 1) // workers)))
 
 FAST_TRAIN = {"epochs": 6, "batch_size": 32, "lr": 0.003, "patience": 6}
 # A guard against a hang, not a speed limit: the longest any one step may take before it is called stuck
@@ -50,9 +58,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="where test projects keep their catalog (postgresql: tests/postgres.py)")
 
 
+def _is_worker(config: pytest.Config) -> bool:
+    """A pytest-xdist worker (`pytest -n N`), not the session that runs them or a plain session."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--catalog") == "postgresql":
-        _POSTGRES.append(PostgresServer.start())
+        server = PostgresServer.start()
+        _POSTGRES.append(server)
+        if not _is_worker(config):  # workers (started after this) share the server, as one of the user's
+            os.environ["MMOPS_TEST_POSTGRES_URL"] = server.admin_url.render_as_string(hide_password=False)
+
+
+# A test whose own code queries the catalog is a catalog test, whatever its module says.
+_CATALOG_CALLS = ("catalog_sql(", "session_scope(")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks the catalog tests, and puts the longest modules first (their budgets added up), so that
+    `make test`'s workers, which take one module at a time, do not end on one long module while the other
+    waits (the Makefile keeps this order: --no-loadscope-reorder)."""
+    import inspect
+    import json
+
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is not None and any(call in inspect.getsource(function) for call in _CATALOG_CALLS):
+            item.add_marker(pytest.mark.catalog)
+    budgets = json.loads(BUDGETS.read_text()) if BUDGETS.is_file() else {}
+    module_s: dict[str, float] = {}
+    for name, seconds in budgets.items():
+        module_s[name.split("::")[0]] = module_s.get(name.split("::")[0], 0.0) + seconds
+    items.sort(key=lambda item: -module_s.get(item.nodeid.split("::")[0], 0.0))  # stable: ties keep their order
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -211,13 +249,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Each test's time against its budget (tests/budgets.json: seconds measured on the 2-core reference
-    machine, for tests of over 20 s): over 1.5x is named, as is a slow test that has no budget. A report,
+    """Each test's time against its budget (tests/budgets.json: seconds measured by `make test` on the 2-core
+    reference machine, two workers on one core each, for tests of over 20 s): over 1.5x is named, as is a
+    slow test that has no budget. A report,
     not a failure (the machine's load is not the code's fault); MMOPS_TEST_BUDGETS=record rewrites the
     budgets from this run. The times also go to var/test-durations.json."""
     import json
 
-    if not _DURATIONS:
+    if not _DURATIONS or _is_worker(terminalreporter.config):
         return
     budgets = json.loads(BUDGETS.read_text()) if BUDGETS.is_file() else {}
     over = [(n, t, budgets[n]) for n, t in _DURATIONS.items() if n in budgets and t > 1.5 * budgets[n]]

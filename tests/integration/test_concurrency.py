@@ -26,7 +26,7 @@ from tests.conftest import (
     venv_bin,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.catalog]
 
 TRAIN = {"epochs": 3, "batch_size": 16, "patience": 3}
 

@@ -11,6 +11,8 @@ import yaml
 
 from tests.conftest import HANG_S, catalog_backend, catalog_sql, make_project, mmops_env, run_mmops, venv_bin
 
+pytestmark = pytest.mark.catalog  # the PostgreSQL pass runs these too (conftest)
+
 
 def _project(root: Path) -> Path:
     make_project(root, {"security": "security-faces"})

@@ -16,6 +16,8 @@ from mmops import pipeline
 from mmops.catalog import SampleFile, session_scope
 from tests.images import encoded, png_header_claiming
 
+pytestmark = pytest.mark.catalog  # the PostgreSQL pass runs these too (conftest)
+
 PLANT = {
     "name": "plant",
     "description": "test pack: a camera frame, an IMU series and an operator note per machine cycle",

@@ -1,10 +1,13 @@
 import os
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from mmops import pipeline
 from mmops.catalog import Label, Sample, SampleFile, session_scope
+
+pytestmark = pytest.mark.catalog  # the PostgreSQL pass runs these too (conftest)
 
 
 def _quarantined(domain: str) -> dict[str, str]:

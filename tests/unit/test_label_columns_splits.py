@@ -22,6 +22,8 @@ from mmops.labeling.files import read_label_file
 from mmops.records import Record
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.catalog  # the PostgreSQL pass runs these too (conftest)
+
 
 def _labels(project: Path) -> list[dict[str, str]]:
     with (project / "landing" / "industrial" / "labels.csv").open() as fh:

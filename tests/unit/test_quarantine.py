@@ -2,10 +2,14 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from mmops import pipeline
 from mmops.catalog import session_scope
 from mmops.quarantine import list_quarantined, purge, release
 from tests.conftest import venv_bin
+
+pytestmark = pytest.mark.catalog  # the PostgreSQL pass runs these too (conftest)
 
 
 def _land_bad(project: Path) -> Path:

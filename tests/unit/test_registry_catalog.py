@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -7,6 +8,8 @@ from sqlalchemy import inspect
 from mmops.catalog import Base, ModelVersion, TrainingRun, get_engine, session_scope
 from mmops.registry import get_alias, register
 from tests.conftest import catalog_backend
+
+pytestmark = pytest.mark.catalog  # the PostgreSQL pass runs these too (conftest)
 
 
 def test_migrations_create_exactly_the_orm_schema(project: Path) -> None:

@@ -4,7 +4,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import catalog_sql, mmops_env, venv_bin
+
+pytestmark = pytest.mark.catalog  # the PostgreSQL pass runs these too (conftest)
 
 
 def _status(root: Path, *args: str) -> subprocess.CompletedProcess:
