@@ -32,10 +32,12 @@ from mmops.catalog import (
     locked_session,
     session_scope,
 )
-from mmops.config import Params, Settings, get_settings, load_params
-from mmops.domains import DomainPack, load_domain
+from mmops.config import Params, Settings, get_settings
+from mmops.context import Context, artifacts, load_manifest, manifest_path
+from mmops.domains import DomainPack
 from mmops.errors import BadInputError, ConfigError, MmopsError, NotFoundError, ValidationFailedError
 from mmops.provenance import git_commit
+from mmops.registry import champion_model_tag
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +45,8 @@ Progress = Callable[..., None] | None
 
 
 def _ctx(domain: str) -> tuple[Settings, Params, DomainPack]:
-    settings = get_settings()
-    pack = load_domain(domain)
-    return settings, load_params(settings.params_path).for_domain(pack.train), pack
-
-
-def artifacts(domain: str, settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).artifacts_dir / domain
+    ctx = Context.resolve(domain)
+    return ctx.settings, ctx.params, ctx.pack
 
 
 def _jsonable(obj: Any) -> Any:
@@ -406,20 +403,6 @@ def build(domain: str) -> dict[str, Any]:
             "split_counts": manifest.split_counts, "manifest": str(path)}
 
 
-def manifest_path(domain: str, settings: Settings | None = None) -> Path:
-    return artifacts(domain, settings) / "dataset" / "manifest.json"
-
-
-def load_manifest(domain: str, settings: Settings | None = None) -> Any:
-    """The domain's current dataset version (written by `build`)."""
-    from mmops.datasets.build import Manifest
-
-    path = manifest_path(domain, settings)
-    if not path.exists():
-        raise NotFoundError(f"no dataset for {domain} at {path}; run `mmops build --domain {domain}`")
-    return Manifest.read(path)
-
-
 @dataclass(frozen=True)
 class Nodes:
     """Where a distributed training runs: `nnodes` machines of `nproc` workers each, meeting at `master`
@@ -668,26 +651,16 @@ def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
                           {"model_tag": tag, "bento_tag": bento, "model_version": version})
 
 
-def champion_model_tag(domain: str) -> str | None:
-    """The BentoML model tag of the domain's champion, if it was packaged (None: no champion packaged yet)."""
-    from mmops.registry import get_alias
-
-    settings = get_settings()
-    with session_scope(settings.catalog_url) as session:
-        mv = get_alias(session, domain, "champion")
-        return mv.bento_model_tag if mv is not None else None
-
-
 def reload_service(domain: str, url: str, tag: str | None = None) -> dict[str, Any]:
     """Swap the champion (or `tag`) into a running service without a restart (POST /admin/reload)."""
     import httpx
 
     from mmops.serving.client import auth_headers
 
-    tag = tag or champion_model_tag(domain)
+    settings = get_settings()
+    tag = tag or champion_model_tag(settings.catalog_url, domain)
     if not tag:
         raise NotFoundError(f"{domain} has no packaged champion; run `mmops package --domain {domain}` or pass --tag")
-    settings = get_settings()
     try:
         resp = httpx.post(f"{url.rstrip('/')}/admin/reload", json={"tag": tag}, headers=auth_headers(), timeout=300)
     except httpx.HTTPError as exc:

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mmops import faults
-from mmops.catalog import ModelAlias, ModelVersion, PromotionEvent, TrainingRun
+from mmops.catalog import ModelAlias, ModelVersion, PromotionEvent, TrainingRun, session_scope
 from mmops.errors import NotFoundError
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,13 @@ class Registration:
 def get_alias(session: Session, domain: str, alias: str) -> ModelVersion | None:
     row = session.scalar(select(ModelAlias).where(ModelAlias.domain == domain, ModelAlias.alias == alias))
     return session.get(ModelVersion, row.model_version_id) if row else None
+
+
+def champion_model_tag(catalog_url: str, domain: str) -> str | None:
+    """The BentoML model tag of the domain's champion, if it was packaged (None: no champion packaged yet)."""
+    with session_scope(catalog_url) as session:
+        mv = get_alias(session, domain, "champion")
+        return mv.bento_model_tag if mv is not None else None
 
 
 def set_alias(session: Session, domain: str, alias: str, mv: ModelVersion) -> None:

@@ -442,7 +442,7 @@ def _worker_main(argv: list[str] | None = None) -> None:
     --result FILE [--resume]`. Rank 0 writes the TrainResult as JSON to FILE."""
     import argparse
 
-    from mmops.pipeline import _ctx, artifacts, load_manifest
+    from mmops.context import Context
 
     ap = argparse.ArgumentParser(prog="mmops.training")
     ap.add_argument("--domain", required=True)
@@ -450,10 +450,9 @@ def _worker_main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", nargs="?", const=True, default=False, choices=[True, "auto"])
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings, params, pack = _ctx(args.domain)
-    manifest = load_manifest(args.domain, settings)
-    result = train_model(pack, manifest, settings.data_dir, params.train, params.seed,
-                         artifacts(args.domain, settings) / "model", resume=args.resume)
+    ctx = Context.resolve(args.domain)
+    result = train_model(ctx.pack, ctx.manifest(), ctx.settings.data_dir, ctx.params.train, ctx.params.seed,
+                         ctx.artifacts / "model", resume=args.resume)
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:

@@ -105,19 +105,19 @@ def service_env(domain: str) -> dict[str, str]:
            "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(settings.bentoml_home)),
            "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("MMOPS_MODEL_TAG", None)
-    tag = _champion_tag(domain)
+    tag = _champion_tag(settings.catalog_url, domain)
     if tag:  # the registry's champion; without one packaged, the domain's newest packaged model
         env["MMOPS_MODEL_TAG"] = tag
     return env
 
 
-def _champion_tag(domain: str) -> str | None:
+def _champion_tag(catalog_url: str, domain: str) -> str | None:
     import logging
 
-    from mmops import pipeline
+    from mmops.registry import champion_model_tag
 
     try:
-        tag = pipeline.champion_model_tag(domain)
+        tag = champion_model_tag(catalog_url, domain)
         if tag:
             import bentoml
 

@@ -366,7 +366,7 @@ async def _upload(request: Any) -> Any:
 
 class _LiveSpec:
     """GET /docs.json answers the whole API of this service, for its domain: BentoML's spec of the class
-    completed with the mounted routes, auth, the error shape, and this domain's inputs (mmops.serving.apidoc).
+    completed with the mounted routes, auth, the error shape, and this domain's inputs (mmops.serving.spec).
     BentoML's own answers only the API methods, with generic inputs."""
 
     def __init__(self, app: Any) -> None:
@@ -379,9 +379,14 @@ class _LiveSpec:
             return
         from starlette.responses import JSONResponse
 
-        from mmops.serving.apidoc import openapi
-
         await JSONResponse(openapi(svc.pack))(scope, receive, send)
+
+
+def openapi(pack: Any = None) -> dict[str, Any]:
+    """This service's whole API (mmops.serving.spec): generic, or for `pack`'s domain exactly."""
+    from mmops.serving.spec import build
+
+    return build(_service.openapi_spec.asdict(), _metadata, _upload, pack)
 
 
 def _extra_routes() -> Any:

@@ -67,6 +67,13 @@ def test_repro_then_noop_then_param_change(tmp_path: Path) -> None:
     status = run(root, "dvc", "status").stdout
     assert "train@security" in status and "ingest@security" not in status
 
+    # code that training runs changed (a modality's tensor conversion, say): train reruns, not a stale model
+    run(root, "git", "checkout", "-q", "--", "params.yaml")
+    assert "train@security" not in run(root, "dvc", "status").stdout
+    modalities = root / "mmops" / "modalities.py"
+    modalities.write_text(modalities.read_text() + "\n# edited\n")
+    assert "train@security" in run(root, "dvc", "status").stdout
+
 
 def test_a_failing_gate_stops_dvc_repro(tmp_path: Path) -> None:
     """A reviewer tightens the committed suite; the data no longer passes: `dvc repro` stops at validate."""
