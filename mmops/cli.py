@@ -581,13 +581,13 @@ def _servable(domain: str) -> tuple[dict[str, str], str]:
     """The environment `bentoml serve` needs for the domain and the model tag it will serve, once the
     domain's pack loads and that model is in the store (a server started without either would only fail in
     its log)."""
-    from mmops import pipeline
     from mmops.config import get_settings
     from mmops.domains import load_domain
+    from mmops.serving import bentoml_env
     from mmops.serving.client import service_env
 
     load_domain(domain)
-    pipeline._bentoml_env(get_settings())  # before BentoML's import: the project's model store
+    bentoml_env(get_settings())  # before BentoML's import: the project's model store
     import bentoml
     from bentoml.exceptions import NotFound
 

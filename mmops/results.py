@@ -230,9 +230,11 @@ def run_domain(domain: str, quick: bool, epochs: int | None = None, folds: int =
     from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
     from mmops import pipeline
+    from mmops.context import Context
     from mmops.datasets.tensors import load_split
 
-    settings, params, pack = pipeline._ctx(domain)
+    ctx = Context.resolve(domain)
+    settings, params, pack = ctx.settings, ctx.params, ctx.pack
     try:
         manifest = pipeline.load_manifest(domain, settings)
     except NotFoundError:

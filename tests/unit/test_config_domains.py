@@ -79,16 +79,16 @@ def test_the_projects_env_file_sets_the_catalog_under_the_environment(monkeypatc
 
 
 def test_a_domain_pack_may_set_its_own_training_params(project: Path) -> None:
-    from mmops import pipeline
+    from mmops.context import Context
 
     (project / "domains").mkdir()
     pack = ("name: plugs\ndescription: smart plugs\nclasses: [fan, lamp]\n"
             "modalities:\n  - {name: current, kind: sensor, channels: [amps], length: 50, sample_rate_hz: 10}\n")
     (project / "domains" / "plugs.yaml").write_text(pack + "train: {epochs: 80, patience: 20}\n")
-    _, params, loaded = pipeline._ctx("plugs")
+    params = Context.resolve("plugs").params
     assert (params.train.epochs, params.train.patience) == (80, 20)
     assert params.train.lr == load_params().train.lr  # the rest from params.yaml
-    _, other, _ = pipeline._ctx("security")
+    other = Context.resolve("security").params
     assert other.train.epochs == load_params().train.epochs  # other domains keep params.yaml's
     (project / "domains" / "plugs.yaml").write_text(pack + "train: {epochs: 0}\n")
     with pytest.raises(ConfigError, match="epochs"):

@@ -1,0 +1,81 @@
+"""Delivery: the model into BentoML's store and a bento, a running service reloaded, and every deployment
+in the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmops import audit
+from mmops.catalog import ModelVersion, session_scope
+from mmops.config import Settings, get_settings
+from mmops.context import artifacts
+from mmops.errors import MmopsError, NotFoundError
+from mmops.registry import champion_model_tag
+from mmops.serving import bentoml_env
+from mmops.stages.common import model_version, one_at_a_time, resolve, write_summary
+
+
+@one_at_a_time
+def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
+    """Save the evaluated model to the BentoML model store and build the domain's bento."""
+    settings, _, _ = resolve(domain)
+    bentoml_env(settings)
+    from mmops.inference import read_card
+    from mmops.serving.packaging import build_bento as _build
+    from mmops.serving.packaging import save_to_model_store
+
+    model_dir = artifacts(domain, settings) / "model"
+    card = read_card(model_dir)
+    with session_scope(settings.catalog_url) as session:
+        mv = model_version(session, domain, card["checkpoint_sha256"])
+        if mv is None:
+            raise NotFoundError(f"the model in {model_dir} is not registered; run `mmops evaluate` first")
+        mv_id, version, metrics = mv.id, mv.version, mv.metrics
+    # The bento build takes seconds: keep it outside any catalog transaction.
+    tag = save_to_model_store(domain, model_dir, {"model_version": version, "metrics": metrics})
+    bento = _build(domain, tag, settings.root / "bentofile.yaml", settings.root) if build_bento else None
+    with session_scope(settings.catalog_url) as session:
+        row = session.get(ModelVersion, mv_id)
+        assert row is not None
+        row.bento_model_tag, row.bento_tag = tag, bento or row.bento_tag
+        audit.record(session, "packaged", domain, f"model:v{version}", model_tag=tag, bento_tag=bento)
+    return write_summary(artifacts(domain, settings) / "package.json",
+                          {"model_tag": tag, "bento_tag": bento, "model_version": version})
+
+
+def reload_service(domain: str, url: str, tag: str | None = None) -> dict[str, Any]:
+    """Swap the champion (or `tag`) into a running service without a restart (POST /admin/reload)."""
+    import httpx
+
+    from mmops.serving.client import auth_headers
+
+    settings = get_settings()
+    tag = tag or champion_model_tag(settings.catalog_url, domain)
+    if not tag:
+        raise NotFoundError(f"{domain} has no packaged champion; run `mmops package --domain {domain}` or pass --tag")
+    try:
+        resp = httpx.post(f"{url.rstrip('/')}/admin/reload", json={"tag": tag}, headers=auth_headers(), timeout=300)
+    except httpx.HTTPError as exc:
+        record_deploy(settings, domain, tag, url, how="reload", error=f"cannot reach the service: {exc}")
+        raise MmopsError(f"cannot reach the service at {url}: {exc}") from exc
+    if resp.status_code != 200:
+        record_deploy(settings, domain, tag, url, how="reload", error=f"refused ({resp.status_code}): {resp.text[:300]}")
+        raise MmopsError(f"the service refused the reload ({resp.status_code}): {resp.text[:300]}")
+    meta: dict[str, Any] = resp.json()
+    record_deploy(settings, domain, tag, url, how="reload", model_version=meta.get("model_version"))
+    return meta
+
+
+def record_deploy(settings: Settings, domain: str, tag: str, url: str, error: str | None = None,
+                  **detail: Any) -> None:
+    """A deployment (a reload, or a service started by `mmops serve`) or a failed one, in the audit log."""
+    with session_scope(settings.catalog_url) as session:
+        audit.record(session, "deploy_failed" if error else "deployed", domain, f"bento_model:{tag}", url=url,
+                     **({"error": error} if error else {}), **detail)
+
+
+def audit_log(domain: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest `limit` audit events (of one domain), oldest first."""
+    settings = get_settings()
+    with session_scope(settings.catalog_url) as session:
+        return audit.events(session, domain, limit)

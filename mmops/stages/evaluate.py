@@ -1,0 +1,121 @@
+"""Evaluation and the registry: test-split metrics, the champion re-scored on the same holdout, the
+registration and promotion decisions."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from mmops import audit
+from mmops.catalog import TrainingRun, locked_session, session_scope
+from mmops.context import artifacts, load_manifest
+from mmops.domains import DomainPack
+from mmops.errors import MmopsError, NotFoundError, ValidationFailedError
+from mmops.stages.common import one_at_a_time, resolve
+
+log = logging.getLogger(__name__)
+
+
+@one_at_a_time
+def evaluate(domain: str) -> dict[str, Any]:
+    """Test-split metrics (overall, per class, per single modality), confusion matrix, registry update."""
+    import numpy as np
+
+    from mmops.datasets.tensors import load_split
+    from mmops.evaluation import classification_metrics, plot_confusion, plot_roc, write_metrics
+    from mmops.inference import Predictor
+    from mmops.monitoring import SKETCH, build_reference_sketch
+    from mmops.registry import get_alias, register, store_model, store_path
+
+    settings, params, pack = resolve(domain)
+    manifest = load_manifest(domain, settings)
+    out = artifacts(domain, settings)
+    predictor = Predictor.load(out / "model")
+    if predictor.card["dataset_version"] != manifest.id:
+        raise ValidationFailedError(f"the model in {out / 'model'} was trained on {predictor.card['dataset_version']}"
+                                    f", not on the current dataset {manifest.id}; run `mmops train`")
+    rows = manifest.split("test")
+    values = load_split(pack, settings.data_dir, rows)
+    y = np.array([pack.classes.index(r["label"]) for r in rows])
+    probs = predictor.predict_proba(values)
+    metrics = classification_metrics(y, probs, list(pack.classes))
+    if len(pack.modalities) > 1:
+        metrics["single_modality"] = {}
+        for m in pack.modality_names:
+            idx = [i for i, v in enumerate(values) if m in v]
+            if idx:
+                only = [{m: values[i][m]} for i in idx]
+                sm = classification_metrics(y[idx], predictor.predict_proba(only), list(pack.classes))
+                metrics["single_modality"][m] = {k: sm[k] for k in ("n", "accuracy", "macro_f1", "auroc")}
+    metrics["dataset_version"] = manifest.id
+    write_metrics(metrics, out / "metrics.json")
+    plot_confusion(metrics["confusion_matrix"], list(pack.classes),
+                   f"{domain}: test accuracy {metrics['accuracy']:.3f}", out / "confusion_matrix.png")
+    plot_roc(y, probs, list(pack.classes), f"{domain}: test ROC" + (
+        f" (AUROC {metrics['auroc']:.3f})" if metrics["auroc"] is not None else ""), out / "roc.png")
+    sha = predictor.card["checkpoint_sha256"]
+    # what the model learnt from, summarised for drift checks (packaged with the model)
+    build_reference_sketch(pack, manifest, settings.data_dir, out / "model", out / SKETCH)
+    shutil.copy2(out / SKETCH, store_model(out / "model", settings.var_dir, domain, sha) / SKETCH)
+    keep = ("accuracy", "macro_f1", "auroc", "ece", "n")
+    # version numbers and aliases: one registration at a time per domain, across processes and machines
+    with locked_session(f"registry-{domain}", settings.catalog_url) as session:
+        run = session.scalar(select(TrainingRun).where(
+            TrainingRun.domain == domain, TrainingRun.checkpoint_sha256 == sha).order_by(TrainingRun.id.desc()))
+        if run is None:
+            raise NotFoundError(f"no training run in the catalog produced {out / 'model'}")
+        champion = get_alias(session, domain, "champion")
+        champion_metrics = None
+        if champion is not None and champion.checkpoint_sha256 != sha:
+            champion_metrics = _rescore(store_path(settings.var_dir, domain, champion.checkpoint_sha256),
+                                        pack, values, y)
+        reg = register(session, run, {k: metrics[k] for k in keep}, margin=params.promote.margin,
+                       metric=params.promote.metric, champion_metrics=champion_metrics, holdout=manifest.id)
+        audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id,
+                     checkpoint_sha256=sha, promoted=reg.promoted, reason=reg.reason,
+                     metrics={k: metrics[k] for k in keep})
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "auroc": metrics["auroc"],
+            "ece": metrics["ece"], "model_version": reg.version,
+            "promoted": reg.promoted, "reason": reg.reason, "metrics": str(out / "metrics.json"),
+            "confusion_matrix": str(out / "confusion_matrix.png"), "roc": str(out / "roc.png")}
+
+
+def registry(domain: str) -> dict[str, Any]:
+    """Model versions with lineage and aliases, and the promotion audit log."""
+    from mmops.registry import describe
+
+    settings, _, _ = resolve(domain)
+    with session_scope(settings.catalog_url) as session:
+        return describe(session, domain)
+
+
+def promote(domain: str, version: int, reason: str, actor: str | None = None) -> dict[str, Any]:
+    """Make a registered version champion by hand (rollback or override); written to the audit log."""
+    from mmops.registry import promote as do_promote
+
+    settings, _, _ = resolve(domain)
+    with locked_session(f"registry-{domain}", settings.catalog_url) as session:
+        actor = actor or audit.current_actor()
+        mv = do_promote(session, domain, version, actor, reason)
+        audit.record(session, "promoted", domain, f"model:v{mv.version}", actor=actor, reason=reason,
+                     checkpoint_sha256=mv.checkpoint_sha256)
+        return {"domain": domain, "champion": mv.version, "checkpoint_sha256": mv.checkpoint_sha256}
+
+
+def _rescore(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]], y: Any) -> dict[str, Any] | None:
+    """A stored model's metrics on this holdout, or None when it cannot be scored here."""
+    from mmops.evaluation import classification_metrics
+    from mmops.inference import Predictor
+
+    try:
+        old = Predictor.load(model_dir)
+    except (MmopsError, OSError, KeyError, RuntimeError) as exc:
+        log.warning("champion at %s cannot be re-scored: %s", model_dir, exc)
+        return None
+    if old.classes != list(pack.classes) or set(old.pack.modality_names) != set(pack.modality_names):
+        return None
+    return classification_metrics(y, old.predict_proba(values), list(pack.classes))
