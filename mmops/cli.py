@@ -282,15 +282,9 @@ def import_annotations(
 def queue(domain: Domain, limit: Annotated[int, typer.Option(help="rows to show")] = 20,
           as_json: AsJson = False) -> None:
     """The review queue: records waiting for a human label, most uncertain first."""
-    from mmops.catalog import session_scope
-    from mmops.labeling.queue import top
+    from mmops.stages.labels import review_queue
 
-    def rows() -> list[dict[str, Any]]:
-        with session_scope() as session:
-            return [{"key": key, "score": item.score, "method": item.method, "prediction": item.prediction,
-                     "status": item.status} for item, key in top(session, domain, limit)]
-
-    result = _run(rows)
+    result = _run(lambda: review_queue(domain, limit))
     if as_json:
         out.print_json(json.dumps(result))
         return
@@ -468,13 +462,14 @@ def pretrain(
     as_json: AsJson = False,
 ) -> None:
     """Self-supervised (contrastive) pretraining of a sensor encoder; fine-tune it with train.init_weights."""
-    from mmops.config import load_params
+    from mmops.config import get_settings, load_params
     from mmops.pretrain import pretrain as run_pretrain
 
     def go() -> dict[str, Any]:
         params = load_params()
         a = arch or params.train.sensor_encoder
-        path = out_file or Path("artifacts") / "pretrained" / f"{source}_{domain}_{modality}_{a}.safetensors"
+        name = f"{source}_{domain}_{modality}_{a}.safetensors"  # under the project's artifacts, wherever we run
+        path = out_file or get_settings().artifacts_dir / "pretrained" / name
         return run_pretrain(source, domain, modality, a, path, epochs, params.seed)
 
     _run(go, as_json, "pretrain:")
@@ -709,23 +704,14 @@ OptDomain = Annotated[str | None, typer.Option("--domain", "-d")]
 FileIds = Annotated[list[int] | None, typer.Argument(help="file ids from `mmops quarantine list`")]
 
 
-def _quarantine(action: Callable[..., Any]) -> Any:
-    from mmops.catalog import session_scope
-    from mmops.config import get_settings
-
-    settings = get_settings()
-    with session_scope(settings.catalog_url) as session:
-        return action(session, settings)
-
-
 @quarantine_app.command("list")
 def quarantine_list(domain: OptDomain = None, as_json: AsJson = False) -> None:
     """Quarantined files with their reasons."""
     from rich.table import Table
 
-    from mmops.quarantine import list_quarantined
+    from mmops.stages.quarantine import quarantined
 
-    rows = _run(lambda: _quarantine(lambda s, _: list_quarantined(s, domain)))
+    rows = _run(lambda: quarantined(domain))
     if as_json:
         out.print_json(json.dumps([r.__dict__ for r in rows], default=str))
         return
@@ -740,13 +726,12 @@ def quarantine_list(domain: OptDomain = None, as_json: AsJson = False) -> None:
 @quarantine_app.command("release")
 def quarantine_release(ids: FileIds = None, domain: OptDomain = None) -> None:
     """Give files another ingest (after fixing them in landing/, or to re-check them as they are)."""
-    from mmops.quarantine import release
+    from mmops.stages.quarantine import release_files
 
     if not ids:
         console.print("[red]error:[/red] name the file ids to release (see `mmops quarantine list`)")
         raise typer.Exit(1)
-    done = _run(lambda: _quarantine(lambda s, st: release(s, ids, None if st.landing_url else st.landing_dir,
-                                                                   st.quarantine_dir, domain)))
+    done = _run(lambda: release_files(ids, domain))
     out.print(f"released {len(done)} file(s); run `mmops ingest` to check them again", highlight=False)
 
 
@@ -756,12 +741,12 @@ def quarantine_purge(
     yes: Annotated[bool, typer.Option("--yes", help="purge every quarantined file in scope")] = False,
 ) -> None:
     """Delete quarantined copies for good; the decision stays on record in the catalog."""
-    from mmops.quarantine import purge
+    from mmops.stages.quarantine import purge_files
 
     if not ids and not yes:
         console.print("[red]error:[/red] name file ids, or pass --yes to purge all (of --domain)")
         raise typer.Exit(1)
-    n = _run(lambda: _quarantine(lambda s, st: purge(s, ids, st.quarantine_dir, domain)))
+    n = _run(lambda: purge_files(ids, domain))
     out.print(f"purged {n} file(s)", highlight=False)
 
 

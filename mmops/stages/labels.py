@@ -9,7 +9,7 @@ from typing import Any
 
 from mmops import audit
 from mmops.catalog import locked_session, session_scope
-from mmops.config import Settings
+from mmops.config import Settings, get_settings
 from mmops.context import artifacts
 from mmops.errors import NotFoundError
 from mmops.stages.common import jsonable, resolve, write_summary
@@ -121,3 +121,12 @@ def import_annotations(domain: str, path: str) -> dict[str, Any]:
         audit.record(session, "annotations_imported", domain, f"file:{export.name}",
                      imported=summary["imported"], updated=summary["updated"], rejected=len(summary["rejected"]))
         return summary
+
+
+def review_queue(domain: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The records waiting for a human label, most uncertain first."""
+    from mmops.labeling.queue import top
+
+    with session_scope(get_settings().catalog_url) as session:
+        return [{"key": key, "score": item.score, "method": item.method, "prediction": item.prediction,
+                 "status": item.status} for item, key in top(session, domain, limit)]

@@ -14,6 +14,7 @@ from typing import Any
 from mmops.catalog import DriftReport, session_scope
 from mmops.config import Settings
 from mmops.context import artifacts, load_manifest
+from mmops.datasets.build import Manifest
 from mmops.domains import DomainPack
 from mmops.errors import NotFoundError
 from mmops.stages.common import Progress, model_version, resolve
@@ -37,16 +38,13 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
     """Drift of what the served model sees against what it learnt from: the model's reference sketch (its
     training and validation splits) vs the service's prediction log (`log`) or the held-out test split run
     through the model (`test`, a no-drift baseline). The log is streamed, from `since` (epoch seconds;
-    default: the last `monitor.window_hours`); the verdict goes to the catalog. progress(rows, done) after
-    each streamed chunk, and once more (done=True) before the report is written."""
-    from mmops.drift import ReferenceSketch
+    default: the last `monitor.window_hours`); the verdict goes to the catalog. The reference is the dataset
+    version the model was trained on (its card says which), whatever was built since. progress(rows, done)
+    after each streamed chunk, and once more (done=True) before the report is written."""
     from mmops.inference import read_card
     from mmops.monitoring import (
-        SKETCH,
-        build_reference_sketch,
         check_drift,
         iter_prediction_log,
-        last_logged_model,
         observe_split,
         prediction_logs,
         read_ground_truth,
@@ -54,23 +52,11 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
     )
 
     settings, params, pack = resolve(domain)
-    manifest = load_manifest(domain, settings)
+    manifest = load_manifest(domain, settings)  # the current version: the test split, and a sketch's rebuild
     logs = prediction_logs(settings.prediction_log_dir, domain)  # one file, or one per replica
-    if current == "test":  # the pipeline's model
-        model_dir, sketch_path = artifacts(domain, settings) / "model", artifacts(domain, settings) / SKETCH
-    elif current == "log":  # the model that answered the log's latest line: the one the service runs now
-        sha = last_logged_model(logs)
-        if sha is None:
-            raise NotFoundError(f"no logged predictions in {settings.prediction_log_dir / domain}.jsonl (or "
-                                f"{domain}@<replica>.jsonl); send the service traffic, or use --current test")
-        model_dir, sketch_path = _model_dir(domain, sha, settings)
-    else:
-        raise NotFoundError(f"unknown current data {current!r} (log or test)")
+    model_dir, sketch_path = _checked_model(domain, current, logs, settings)
     card = read_card(model_dir)
-    sketch = ReferenceSketch.load(sketch_path) if sketch_path.exists() else None
-    if sketch is None or sketch.meta.get("checkpoint_sha256") != card["checkpoint_sha256"]:
-        log.warning("%s is missing or of another model; building it from the current dataset version", sketch_path)
-        sketch = build_reference_sketch(pack, manifest, settings.data_dir, model_dir, sketch_path)
+    sketch = _reference_sketch(pack, manifest, card, model_dir, sketch_path, settings)
     if current == "test":
         frame, embeddings = observe_split(pack, manifest, settings.data_dir, model_dir, "test")
         chunks = iter([(frame, embeddings, 0)])
@@ -87,35 +73,79 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
     verdict = result.verdict
     if verdict.n_current == 0:
         raise NotFoundError(f"nothing to compare: no {current} records for {domain}{window}")
-    performance: dict[str, Any] = {"n_labeled": 0, "accuracy": None, "macro_f1": None}
     truth, truth_problems = read_ground_truth(ground_truth_files(domain, settings))
+    performance: dict[str, Any] = {"n_labeled": 0, "accuracy": None, "macro_f1": None}
     if current == "log":
         performance = served_performance(logs, card["checkpoint_sha256"], since, truth)
-    with session_scope(settings.catalog_url) as session:
-        mv = model_version(session, domain, card["checkpoint_sha256"])
-        tested = (mv.metrics or {}).get("accuracy") if mv else None
-        performance["test_accuracy"] = tested
-        performance["degraded"] = bool(
-            performance["accuracy"] is not None and tested is not None
-            and performance["n_labeled"] >= params.monitor.min_labeled
-            and performance["accuracy"] < tested - params.monitor.accuracy_drop)
-        performance["unreadable_files"] = truth_problems
-        report = _add_performance(result.json_path, performance)
-        session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,
-                                reference_dataset_version_id=manifest.id, current_source=current,
-                                n_reference=result.n_reference, n_current=verdict.n_current,
-                                drift_share=verdict.drift_share, drifted=verdict.drifted,
-                                drifted_columns=verdict.drifted_columns + [
-                                    f"embedding:{g}" for g in verdict.drifted_embeddings],
-                                html_path=str(result.html_path), json_path=str(result.json_path)))
+    performance["unreadable_files"] = truth_problems
+    report = _record(domain, current, card, result, performance, params.monitor, settings)
     dashboard = _add_to_dashboard(domain, pack, report, result.snapshots, settings)
     return {"drift_share": verdict.drift_share, "drifted": verdict.drifted, "drifted_groups": verdict.drifted_groups,
             "drifted_columns": verdict.drifted_columns, "drifted_embeddings": verdict.drifted_embeddings,
             "prediction_drifted": bool(verdict.columns.get("prediction") and verdict.columns["prediction"].drifted),
             "n_reference": result.n_reference, "n_current": verdict.n_current,
             "skipped_lines": result.skipped_lines, "performance": performance, "dashboard": dashboard,
+            "reference_dataset_version": card["dataset_version"],
             "html": str(result.html_path), "json": str(result.json_path),
             "embedding_html": {g: r["html"] for g, r in report.get("evidently_embeddings", {}).items() if "html" in r}}
+
+
+def _checked_model(domain: str, current: str, logs: list[Path], settings: Settings) -> tuple[Path, Path]:
+    """(model directory, reference sketch path) of the model to check: the pipeline's (`test`), or the one
+    that answered the log's latest line, the one the service runs now (`log`)."""
+    from mmops.monitoring import SKETCH, last_logged_model
+
+    if current == "test":
+        return artifacts(domain, settings) / "model", artifacts(domain, settings) / SKETCH
+    if current != "log":
+        raise NotFoundError(f"unknown current data {current!r} (log or test)")
+    sha = last_logged_model(logs)
+    if sha is None:
+        raise NotFoundError(f"no logged predictions in {settings.prediction_log_dir / domain}.jsonl (or "
+                            f"{domain}@<replica>.jsonl); send the service traffic, or use --current test")
+    return _model_dir(domain, sha, settings)
+
+
+def _reference_sketch(pack: DomainPack, manifest: Manifest, card: dict[str, Any], model_dir: Path,
+                      sketch_path: Path, settings: Settings) -> Any:
+    """The model's reference sketch; a missing one (or one of another model) is rebuilt from the dataset
+    version the model was trained on, which must still be the current one: never from other data."""
+    from mmops.drift import ReferenceSketch
+    from mmops.monitoring import build_reference_sketch
+
+    sketch = ReferenceSketch.load(sketch_path) if sketch_path.exists() else None
+    if sketch is not None and sketch.meta.get("checkpoint_sha256") == card["checkpoint_sha256"]:
+        return sketch
+    if manifest.id != card["dataset_version"]:
+        raise NotFoundError(f"{sketch_path} is missing or of another model, and the model's dataset version "
+                            f"{card['dataset_version']} is no longer the current one ({manifest.id}): rebuild "
+                            "the sketch from that version (`dvc checkout` it, then `mmops evaluate`)")
+    log.warning("%s is missing or of another model; building it from dataset version %s", sketch_path, manifest.id)
+    return build_reference_sketch(pack, manifest, settings.data_dir, model_dir, sketch_path)
+
+
+def _record(domain: str, current: str, card: dict[str, Any], result: Any, performance: dict[str, Any],
+            limits: Any, settings: Settings) -> dict[str, Any]:
+    """The verdict and the served performance (against the model's tested accuracy) into the report file
+    and the catalog; the report as written."""
+    with session_scope(settings.catalog_url) as session:
+        mv = model_version(session, domain, card["checkpoint_sha256"])
+        tested = (mv.metrics or {}).get("accuracy") if mv else None
+        performance["test_accuracy"] = tested
+        performance["degraded"] = bool(
+            performance["accuracy"] is not None and tested is not None
+            and performance["n_labeled"] >= limits.min_labeled
+            and performance["accuracy"] < tested - limits.accuracy_drop)
+        report = _add_performance(result.json_path, performance)
+        verdict = result.verdict
+        session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,
+                                reference_dataset_version_id=card["dataset_version"], current_source=current,
+                                n_reference=result.n_reference, n_current=verdict.n_current,
+                                drift_share=verdict.drift_share, drifted=verdict.drifted,
+                                drifted_columns=verdict.drifted_columns + [
+                                    f"embedding:{g}" for g in verdict.drifted_embeddings],
+                                html_path=str(result.html_path), json_path=str(result.json_path)))
+    return report
 
 
 def _add_performance(json_path: Path, performance: dict[str, Any]) -> dict[str, Any]:

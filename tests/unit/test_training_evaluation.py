@@ -83,3 +83,34 @@ def test_evaluate_refuses_a_model_from_another_dataset(use_project: Path, tmp_pa
             pipeline.evaluate("security")
     finally:
         card.write_text(original)
+
+
+def test_a_newer_build_does_not_change_the_models_drift_reference(use_project: Path) -> None:
+    """Monitoring compares what a model sees with what that model learnt from: the dataset version its card
+    names, not whatever `build` made since. A missing sketch is not rebuilt from the newer data either."""
+    from mmops.catalog import DriftReport
+    from mmops.errors import NotFoundError
+
+    art = use_project / "artifacts" / "security"
+    trained_on = json.loads((art / "model" / "model_card.json").read_text())["dataset_version"]
+    manifest, sketch = art / "dataset" / "manifest.json", art / "reference_sketch.json"
+    original, original_sketch = manifest.read_text(), sketch.read_bytes()
+    newer = "security-" + "f" * 16  # a later build of other labeled data: a new current version
+    with session_scope() as s:
+        s.add(DatasetVersion(id=newer, domain="security", manifest_path=str(manifest), n_samples=1,
+                             split_counts={}, validation_run_id=None))
+    try:
+        manifest.write_text(original.replace(f'"id": "{trained_on}"', f'"id": "{newer}"'))
+        out = pipeline.monitor("security", current="test")
+        assert out["reference_dataset_version"] == trained_on
+        with session_scope() as s:
+            report = s.scalars(select(DriftReport).order_by(DriftReport.id.desc())).first()
+            assert report is not None and report.reference_dataset_version_id == trained_on
+        sketch.unlink()
+        with pytest.raises(NotFoundError, match=f"{trained_on} is no longer the current one"):
+            pipeline.monitor("security", current="test")
+    finally:
+        manifest.write_text(original)
+        sketch.write_bytes(original_sketch)
+        with session_scope() as s:
+            s.delete(s.get(DatasetVersion, newer))
