@@ -22,6 +22,7 @@ import numpy as np
 from mmops.datasets.build import Manifest
 from mmops.domains import DomainPack
 from mmops.drift import EMBEDDING_SAMPLE, DriftCheck, DriftVerdict, ReferenceSketch
+from mmops.serving.predlog import flatten_features
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,6 @@ class DriftResult:
     @property
     def drifted(self) -> bool:
         return self.verdict.drifted
-
-
-def flatten_features(per_modality: dict[str, dict[str, float]]) -> dict[str, float]:
-    return {f"{m}.{k}": float(v) for m, stats in sorted(per_modality.items()) for k, v in sorted(stats.items())}
 
 
 def reference_frame(manifest: Manifest, split: str = "train") -> Any:
@@ -100,13 +97,6 @@ def build_reference_sketch(pack: DomainPack, manifest: Manifest, data_dir: Path,
     sketch.embeddings.update(outputs.embeddings)
     sketch.save(path)
     return sketch
-
-
-def prediction_logs(log_dir: Path, domain: str) -> list[Path]:
-    """A domain's prediction logs: `<domain>.jsonl` of a single service, and `<domain>@<replica>.jsonl` of
-    each replica of a scaled-out one (MMOPS_REPLICA, e.g. the pod name, on a shared volume: one writer per
-    file). Monitoring reads them all as one stream."""
-    return [p for p in [log_dir / f"{domain}.jsonl", *sorted(log_dir.glob(f"{domain}@*.jsonl"))] if p.is_file()]
 
 
 def _lines(paths: Path | list[Path]) -> Iterator[str]:

@@ -1,4 +1,10 @@
-"""The prediction log (JSON lines, read by `mmops monitor`), written off the request path.
+"""The prediction log: its format, owned here for the service that writes it and the monitor that reads it
+(the files' names, one line's fields), and its writer, which keeps it off the request path.
+
+A service appends to `<domain>.jsonl`, or to `<domain>@<replica>.jsonl` when MMOPS_REPLICA names it;
+`mmops monitor` reads them all as one stream. One line per answered record: `ts`, `record_id`,
+`model_version`, `checkpoint_sha256`, `features` (the input's statistics, `<modality>.<stat>`), `prediction`,
+`probabilities`, `embeddings` (per modality).
 
 A request hands its entries to a bounded queue and returns; one daemon thread turns them into JSON lines
 (`serialize`) and appends them to the file in batches: even the serialization stays off the event loop. When the writer cannot keep up and the queue is full, lines are dropped rather than slowing every
@@ -12,8 +18,11 @@ instead of swallowing the first line appended after it.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import queue
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +31,35 @@ from typing import Any
 log = logging.getLogger("mmops.serving")
 
 _STOP = object()
+
+
+def log_name(domain: str) -> str:
+    """`<domain>.jsonl`, or `<domain>@<replica>.jsonl` when MMOPS_REPLICA names this replica (a pod name):
+    replicas sharing a volume each append to their own file; `mmops monitor` reads them all."""
+    replica = re.sub(r"[^A-Za-z0-9_.-]", "_", os.environ.get("MMOPS_REPLICA", "").strip())[:128]
+    return f"{domain}@{replica}.jsonl" if replica.strip("._") else f"{domain}.jsonl"
+
+
+def log_files(log_dir: Path, domain: str) -> list[Path]:
+    """A domain's prediction logs: `<domain>.jsonl` of a single service, and `<domain>@<replica>.jsonl` of
+    each replica of a scaled-out one (on a shared volume: one writer per file)."""
+    return [p for p in [log_dir / f"{domain}.jsonl", *sorted(log_dir.glob(f"{domain}@*.jsonl"))] if p.is_file()]
+
+
+def flatten_features(per_modality: dict[str, dict[str, float]]) -> dict[str, float]:
+    """An input's statistics per modality as the log's (and the reference's) feature columns."""
+    return {f"{m}.{k}": float(v) for m, stats in sorted(per_modality.items()) for k, v in sorted(stats.items())}
+
+
+Entry = tuple[float, "str | None", str, str, dict, str, list[float], dict[str, list[float]]]
+
+
+def to_line(entry: Entry) -> str:
+    """One answered record as a log line (without its newline)."""
+    ts, record_id, version, sha, stats, label, probs, embeddings = entry
+    return json.dumps({"ts": ts, "record_id": record_id, "model_version": version, "checkpoint_sha256": sha,
+                       "features": flatten_features(stats), "prediction": label,
+                       "probabilities": [round(p, 5) for p in probs], "embeddings": embeddings})
 
 
 class PredictionLog:

@@ -12,11 +12,9 @@ Start with `mmops serve --domain D` (or `bentoml serve mmops.serving.service:Svc
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -30,7 +28,7 @@ from mmops import faults
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
-from mmops.serving.predlog import PredictionLog
+from mmops.serving.predlog import PredictionLog, log_name, to_line
 from mmops.serving.schemas import (
     MAX_IMAGE_B64_CHARS,
     MAX_RECORDS,
@@ -55,13 +53,6 @@ def _flag(name: str) -> bool:
 BATCHING = _flag("MMOPS_BATCHING")
 # The prediction log that `mmops monitor` reads (MMOPS_PREDICTION_LOG=0: none, e.g. to measure its cost).
 LOGGING = _flag("MMOPS_PREDICTION_LOG")
-
-
-def log_name(domain: str) -> str:
-    """`<domain>.jsonl`, or `<domain>@<replica>.jsonl` when MMOPS_REPLICA names this replica (a pod name):
-    replicas sharing a volume each append to their own file; `mmops monitor` reads them all."""
-    replica = re.sub(r"[^A-Za-z0-9_.-]", "_", os.environ.get("MMOPS_REPLICA", "").strip())[:128]
-    return f"{domain}@{replica}.jsonl" if replica.strip("._") else f"{domain}.jsonl"
 
 
 def model_tag() -> str:
@@ -142,7 +133,7 @@ class Svc:
 
         bento_model = served_model()
         self._describe(read_card(Path(bento_model.path)), str(bento_model.tag))
-        self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), _log_line)
+        self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), to_line)
                     if LOGGING else None)
         self._in_flight = 0  # model calls awaiting an answer (one event loop: no lock needed)
         _LIVE["svc"] = self
@@ -253,7 +244,7 @@ class Svc:
 
     def _log(self, records: list[RecordIn], stats: list[dict], out: list[PredictionOut],
              answers: list[dict[str, Any]]) -> None:
-        if self.log is not None:  # serialized by the log's writer thread (_log_line), not here
+        if self.log is not None:  # serialized by the log's writer thread (predlog.to_line), not here
             now = time.time()
             self.log.put([(now, r.id, o.model_version, a["checkpoint_sha256"], s, o.label, a["probabilities"],
                            a.get("embeddings", {}))
@@ -292,15 +283,6 @@ def input_spec_changes(old: DomainPack, new: DomainPack) -> list[str]:
         fields = sorted(k for k in before[n].keys() | after[n].keys() if before[n].get(k) != after[n].get(k))
         changes += [f"{n}.{k}: {before[n].get(k)!r} -> {after[n].get(k)!r}" for k in fields]
     return changes
-
-
-def _log_line(entry: tuple[float, str | None, str, str, dict, str, list[float], dict[str, list[float]]]) -> str:
-    from mmops.monitoring import flatten_features
-
-    ts, record_id, version, sha, stats, label, probs, embeddings = entry
-    return json.dumps({"ts": ts, "record_id": record_id, "model_version": version, "checkpoint_sha256": sha,
-                       "features": flatten_features(stats), "prediction": label,
-                       "probabilities": [round(p, 5) for p in probs], "embeddings": embeddings})
 
 
 _LIVE: dict[str, Svc] = {}

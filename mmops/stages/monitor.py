@@ -17,6 +17,7 @@ from mmops.context import artifacts, load_manifest
 from mmops.datasets.build import Manifest
 from mmops.domains import DomainPack
 from mmops.errors import NotFoundError
+from mmops.serving.predlog import log_files
 from mmops.stages.common import Progress, model_version, resolve
 from mmops.stages.data import ground_truth_files
 
@@ -46,14 +47,13 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
         check_drift,
         iter_prediction_log,
         observe_split,
-        prediction_logs,
         read_ground_truth,
         served_performance,
     )
 
     settings, params, pack = resolve(domain)
     manifest = load_manifest(domain, settings)  # the current version: the test split, and a sketch's rebuild
-    logs = prediction_logs(settings.prediction_log_dir, domain)  # one file, or one per replica
+    logs = log_files(settings.prediction_log_dir, domain)  # one file, or one per replica
     model_dir, sketch_path = _checked_model(domain, current, logs, settings)
     card = read_card(model_dir)
     sketch = _reference_sketch(pack, manifest, card, model_dir, sketch_path, settings)

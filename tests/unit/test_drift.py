@@ -129,8 +129,8 @@ def test_the_logs_of_several_replicas_are_read_as_one_stream(tmp_path, monkeypat
     them all: the newest line of any replica names the served model, the latest answer per record counts."""
     import json
 
-    from mmops.monitoring import iter_prediction_log, last_logged_model, prediction_logs, served_performance
-    from mmops.serving.service import log_name
+    from mmops.monitoring import iter_prediction_log, last_logged_model, served_performance
+    from mmops.serving.predlog import log_files, log_name
 
     monkeypatch.setenv("MMOPS_REPLICA", "mmops-industrial-7d9f/../x")
     assert log_name("industrial") == "industrial@mmops-industrial-7d9f_.._x.jsonl"  # no path out of the folder
@@ -146,7 +146,7 @@ def test_the_logs_of_several_replicas_are_read_as_one_stream(tmp_path, monkeypat
     (tmp_path / "industrial@pod-b.jsonl").write_text(line(20, "new", "r1", "running") + "\n"
                                                      + line(25, "old", "r3", "walking") + "\n")
     (tmp_path / "security@pod-a.jsonl").write_text(line(99, "other", "s", "face") + "\n")
-    logs = prediction_logs(tmp_path, "industrial")
+    logs = log_files(tmp_path, "industrial")
     assert [p.name for p in logs] == ["industrial@pod-a.jsonl", "industrial@pod-b.jsonl"]
     assert last_logged_model(logs) == "new"  # pod-a's ts 30 is the newest line of any replica
     frames = [c[0] for c in iter_prediction_log(logs, "new", {})]
