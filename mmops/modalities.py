@@ -461,3 +461,13 @@ def summary_stats(value: Any, spec: Spec) -> dict[str, float]:
     if isinstance(spec, SensorSpec):
         return sensor_stats(value, spec)
     return text_stats(value)
+
+
+def sensor_csv_bytes(values: np.ndarray, channels: list[str], sample_rate_hz: float) -> bytes:
+    """A sensor series as the CSV that decoding reads: a `timestamp` column in seconds, then one column per
+    channel (how the bundled packs land their series, and how the service turns a request back into a file)."""
+    buf = io.StringIO()
+    buf.write(",".join(["timestamp", *channels]) + "\n")
+    for i, row in enumerate(values):
+        buf.write(f"{i / sample_rate_hz:.6f}," + ",".join(f"{v:.6g}" for v in row) + "\n")
+    return buf.getvalue().encode("utf-8")

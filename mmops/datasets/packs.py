@@ -34,6 +34,7 @@ import numpy as np
 
 from mmops.atomic import write_atomic
 from mmops.errors import ConfigError, NotFoundError
+from mmops.modalities import sensor_csv_bytes
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +84,6 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG", compress_level=9, optimize=False)
     return buf.getvalue()
-
-
-def sensor_csv_bytes(values: np.ndarray, channels: list[str], sample_rate_hz: float) -> bytes:
-    """CSV with a `timestamp` column in seconds and one column per channel."""
-    buf = io.StringIO()
-    buf.write(",".join(["timestamp", *channels]) + "\n")
-    for i, row in enumerate(values):
-        buf.write(f"{i / sample_rate_hz:.6f}," + ",".join(f"{v:.6g}" for v in row) + "\n")
-    return buf.getvalue().encode("utf-8")
 
 
 def labels_csv_bytes(labels: dict[str, str]) -> bytes:

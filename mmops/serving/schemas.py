@@ -90,7 +90,7 @@ def wire_to_file(spec: ImageSpec | SensorSpec | TextSpec, value: Any) -> tuple[b
     (an image's own bytes, a sensor CSV with timestamps at the declared rate, UTF-8 text)."""
     import numpy as np
 
-    from mmops.datasets.packs import sensor_csv_bytes
+    from mmops.modalities import sensor_csv_bytes
 
     if isinstance(spec, ImageSpec):
         data = base64.b64decode(value, validate=True)

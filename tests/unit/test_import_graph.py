@@ -69,3 +69,49 @@ def test_dvcs_train_stage_depends_on_every_module_that_training_runs() -> None:
         if not any(f.is_relative_to(dep) for f in files if (repo / f).exists() for dep in map(Path, deps)):
             missing.append(module)
     assert missing == [], f"dvc.yaml's train stage does not depend on {missing}"
+
+
+def test_the_bento_carries_every_module_the_service_imports() -> None:
+    """bentofile.yaml lists what a deployment needs; a module the service imports but the bento leaves out
+    would fail only when the bento starts, far from here."""
+    import fnmatch
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    include = yaml.safe_load((repo / "bentofile.yaml").read_text())["include"]
+    graph = grimp.build_graph("mmops", cache_dir=None)
+    service = "mmops.serving.service"
+    needed = graph.find_upstream_modules(service) | {service}
+    needed |= {m.rsplit(".", i)[0] for m in needed for i in range(1, m.count(".") + 1)}  # their packages
+    missing = []
+    for module in sorted(needed):
+        path = Path(*module.split("."))
+        rel = (path / "__init__.py" if (repo / path).is_dir() else path.with_suffix(".py")).as_posix()
+        if not any(fnmatch.fnmatch(rel, pattern) for pattern in include):
+            missing.append(rel)
+    assert missing == [], f"bentofile.yaml's include leaves out {missing}"
+
+
+def test_the_service_imports_from_the_bentos_files_alone(tmp_path: Path) -> None:
+    """The files bentofile.yaml includes, copied alone, import the service (as `bentoml serve mmops-D` does
+    from the bento's src/ folder), with nothing taken from the source tree."""
+    import fnmatch
+    import shutil
+    import subprocess
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    include = yaml.safe_load((repo / "bentofile.yaml").read_text())["include"]
+    for path in (repo / "mmops").rglob("*"):
+        rel = path.relative_to(repo).as_posix()
+        if path.is_file() and "__pycache__" not in rel and any(fnmatch.fnmatch(rel, p) for p in include):
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, tmp_path / rel)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import mmops.serving.service as s; "
+            "assert s.__file__.startswith(sys.argv[1]), s.__file__")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert not (tmp_path / "mmops" / "cli.py").exists() and not (tmp_path / "mmops" / "stages").exists()
