@@ -1,0 +1,122 @@
+"""Serving: start a domain's service, reload a running one, and predict on landed files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from mmops.cli.common import (
+    AsJson,
+    Domain,
+    app,
+    console,
+    guarded,
+    out,
+)
+from mmops.errors import NotFoundError
+
+
+@app.command()
+def reload(
+    domain: Domain,
+    url: Annotated[str | None, typer.Option(help="the running service; default: http://127.0.0.1:<serve.port>")] = None,
+    tag: Annotated[str | None, typer.Option(help="a BentoML model tag; default: the packaged champion")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Swap the champion into a running service without a restart (requests in flight finish on the old one)."""
+    from mmops import pipeline
+    from mmops.config import load_params
+
+    target = url or f"http://127.0.0.1:{load_params().serve.port}"
+    guarded(lambda: pipeline.reload_service(domain, target, tag), as_json, f"reload {domain}:")
+
+
+@app.command()
+def serve(
+    domain: Domain,
+    port: Annotated[int | None, typer.Option(help="default: params.yaml serve.port")] = None,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+) -> None:
+    """Serve the domain's packaged model with BentoML (POST /predict)."""
+    from mmops import pipeline
+    from mmops.config import get_settings, load_params
+    from mmops.serving.client import serve_command
+
+    port = port or guarded(load_params).serve.port
+    env, tag = guarded(lambda: _servable(domain))
+    url = f"http://{host}:{port}"
+    guarded(lambda: pipeline.record_deploy(get_settings(), domain, tag, url, how="serve"))
+    console.print(f"serving {domain} on {url} (POST /predict); Ctrl-C stops", highlight=False)
+    # this process becomes `bentoml serve`: a signal (Ctrl-C, `kill`, a supervisor's stop) reaches the server
+    # itself, which stops its workers, instead of a parent that would leave them running
+    cmd = serve_command(port, host)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(get_settings().root)
+    os.execve(cmd[0], cmd, env)
+
+
+def _servable(domain: str) -> tuple[dict[str, str], str]:
+    """The environment `bentoml serve` needs for the domain and the model tag it will serve, once the
+    domain's pack loads and that model is in the store (a server started without either would only fail in
+    its log)."""
+    from mmops.config import get_settings
+    from mmops.domains import load_domain
+    from mmops.serving import bentoml_env
+    from mmops.serving.client import service_env
+
+    load_domain(domain)
+    bentoml_env(get_settings())  # before BentoML's import: the project's model store
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    env = service_env(domain)
+    tag = env.get("MMOPS_MODEL_TAG", f"mmops-{domain}:latest")
+    try:
+        bentoml.models.get(tag)
+    except NotFound:
+        raise NotFoundError(f"no packaged model {tag} to serve; run `mmops package --domain {domain}`") from None
+    return env, tag
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[str], typer.Argument(
+        help="MODALITY=FILE (together: one record), or folders laid out like landing/<domain>/ (a record per key)")],
+    domain: Domain,
+    url: Annotated[str | None, typer.Option(help="the service; default: http://127.0.0.1:<serve.port>")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Send files to a running service (`mmops serve`) and print what it predicts; with a folder's labels file,
+    the accuracy too. Files are decoded and checked as ingest checks them."""
+    from rich.table import Table
+
+    from mmops.config import load_params
+    from mmops.domains import load_domain
+    from mmops.serving.client import predict as post
+    from mmops.serving.client import records_from_paths
+
+    pack = guarded(lambda: load_domain(domain))
+    records, expected = guarded(lambda: records_from_paths(pack, inputs))
+    url = url or f"http://127.0.0.1:{guarded(load_params).serve.port}"
+
+    answers = guarded(lambda: post(url, records))
+    scored = [a for a in answers if a["id"] in expected]
+    correct = sum(a["label"] == expected[a["id"]] for a in scored)
+    if as_json:
+        out.print_json(json.dumps({"predictions": answers, "expected": len(scored), "correct": correct}))
+        return
+    table = Table("record", "label", "p", *(["expected"] if expected else []), "warnings")
+    for a in answers:
+        want = expected.get(a["id"] or "", "")
+        mark = "" if not want else ("[green]" if want == a["label"] else "[red]") + want
+        table.add_row(a["id"] or "-", a["label"], f"{a['probabilities'][a['label']]:.3f}",
+                      *([mark] if expected else []), "; ".join(a["warnings"]))
+    out.print(table)
+    if scored:
+        out.print(f"{correct} of {len(scored)} as labeled ({correct / len(scored):.1%}); model "
+                  f"{answers[0]['model_version']}", highlight=False)
