@@ -41,8 +41,8 @@ class Context:
     def manifest_path(self) -> Path:
         return manifest_path(self.domain, self.settings)
 
-    def manifest(self) -> Manifest:
-        return load_manifest(self.domain, self.settings)
+    def manifest(self, version: str | None = None) -> Manifest:
+        return load_manifest(self.domain, self.settings, version)
 
 
 def artifacts(domain: str, settings: Settings | None = None) -> Path:
@@ -54,11 +54,26 @@ def manifest_path(domain: str, settings: Settings | None = None) -> Path:
     return artifacts(domain, settings) / "dataset" / "manifest.json"
 
 
-def load_manifest(domain: str, settings: Settings | None = None) -> Manifest:
-    """The domain's current dataset version (written by `build`)."""
+def version_manifest_path(domain: str, version: str, settings: Settings | None = None) -> Path:
+    """Where build keeps each dataset version's manifest by its id (never overwritten: the id is its content's
+    hash), so that a stage handed an id reads that version whatever was built since."""
+    return artifacts(domain, settings) / "dataset_versions" / f"{version}.json"
+
+
+def load_manifest(domain: str, settings: Settings | None = None, version: str | None = None) -> Manifest:
+    """A dataset version of the domain: the one named (its id, as build returned it), else the current one
+    (the latest build, artifacts/<domain>/dataset/manifest.json)."""
     from mmops.datasets.build import Manifest
 
     path = manifest_path(domain, settings)
+    if version is not None:
+        kept = version_manifest_path(domain, version, settings)
+        if kept.exists():
+            return Manifest.read(kept)
+        if path.exists() and (current := Manifest.read(path)).id == version:
+            return current
+        raise NotFoundError(f"no manifest of dataset version {version!r} of {domain} here (neither in "
+                            f"{kept.parent} nor current); `dvc pull` or rebuild it")
     if not path.exists():
         raise NotFoundError(f"no dataset for {domain} at {path}; run `mmops build --domain {domain}`")
     return Manifest.read(path)

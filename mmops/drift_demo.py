@@ -150,15 +150,7 @@ def _loop(domain: str, url: str, settings: Settings, console: Console) -> dict[s
     drifted = _monitor(airflow, domain, since_shift, console)
 
     console.rule("3. retraining, triggered by the drift asset")
-    training: dict[str, Any] = {"ran": False}
-    if drifted["state"]["train_due"]:
-        events = [e["id"] for e in drifted["state"]["events"][events_before:]]
-        airflow.test_dag(f"mmops_train_{domain}", {"triggering_asset_events": events})
-        after = airflow.state(domain, consume=True)
-        training = {"ran": True, "tasks": after["runs"].get(f"mmops_train_{domain}", {}).get("tasks", {})}
-        console.print(f"  mmops_train_{domain}: " + ", ".join(f"{k} {v}" for k, v in training["tasks"].items()))
-    else:
-        console.print("  the training DAG was not due: nothing retrained")
+    training = _retrain_if_due(airflow, domain, drifted, events_before, console)
     decisions = _decisions(domain, settings)
     decision = decisions[0] if len(decisions) > decisions_before else None
     served_after = metadata(url).get("model_version")
@@ -177,13 +169,30 @@ def _loop(domain: str, url: str, settings: Settings, console: Console) -> dict[s
                    "embeddings": embedding_reports},
         "airflow_log": str(airflow.log_path),
     }
-    out = settings.artifacts_dir / domain / "drift_demo.json"
+    _write_summary(settings.artifacts_dir / domain / "drift_demo.json", summary, console)
+    return summary
+
+
+def _retrain_if_due(airflow: Airflow, domain: str, drifted: dict[str, Any], events_before: int,
+                    console: Console) -> dict[str, Any]:
+    """Run the training DAG as the scheduler would, when the drift events queued it."""
+    if not drifted["state"]["train_due"]:
+        console.print("  the training DAG was not due: nothing retrained")
+        return {"ran": False}
+    events = [e["id"] for e in drifted["state"]["events"][events_before:]]
+    airflow.test_dag(f"mmops_train_{domain}", {"triggering_asset_events": events})
+    after = airflow.state(domain, consume=True)
+    training = {"ran": True, "tasks": after["runs"].get(f"mmops_train_{domain}", {}).get("tasks", {})}
+    console.print(f"  mmops_train_{domain}: " + ", ".join(f"{k} {v}" for k, v in training["tasks"].items()))
+    return training
+
+
+def _write_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
     out.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     console.print(f"\nreport     {summary['report']['html']}\n"
-                  + "".join(f"embedding  {g}: {path}\n" for g, path in sorted(embedding_reports.items()))
-                  + f"dashboard  make dashboard -> http://127.0.0.1:8000, project 'mmops {domain}' (a verdict and "
-                  f"the sample reports per check)\nsummary    {out}")
-    return summary
+                  + "".join(f"embedding  {g}: {path}\n" for g, path in sorted(summary["report"]["embeddings"].items()))
+                  + f"dashboard  make dashboard -> http://127.0.0.1:8000, project 'mmops {summary['domain']}' (a "
+                  f"verdict and the sample reports per check)\nsummary    {out}")
 
 
 def _phase(result: dict[str, Any], sent: int, events_before: int) -> dict[str, Any]:
@@ -196,13 +205,10 @@ def _phase(result: dict[str, Any], sent: int, events_before: int) -> dict[str, A
 
 
 def _what_shifted(pack: DomainPack) -> str:
-    from mmops.domains import ImageSpec, SensorSpec
+    from mmops.modalities import kind_of
 
-    kinds = {type(m) for m in pack.modalities}
-    parts = (["sensors x3 gain, +2 offset"] if SensorSpec in kinds else []) + (
-        ["images darker and blurred"] if ImageSpec in kinds else []) + (
-        ["reports in another site's vocabulary"] if len(kinds - {SensorSpec, ImageSpec}) else [])
-    return "; ".join(parts)
+    notes = [kind_of(m).shift_note for m in pack.modalities]
+    return "; ".join(n for i, n in enumerate(notes) if n and n not in notes[:i])
 
 
 def _decisions(domain: str, settings: Settings) -> list[dict[str, Any]]:

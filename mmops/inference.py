@@ -3,20 +3,17 @@ serving and monitoring alike."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mmops.card import ModelCard, read_card
 from mmops.datasets.tensors import Batch, Preprocessor, collate
 from mmops.domains import DomainPack
-from mmops.errors import BadInputError, NotFoundError
 
-CARD_FORMAT = "mmops-model-card/2"  # 2: encoders, fusion and preprocessing named in "arch"
 WEIGHTS = "model.safetensors"
-CARD = "model_card.json"
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -27,19 +24,6 @@ def resolve_device(requested: str = "auto") -> str:
     if requested == "auto" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
-
-
-def read_card(model_dir: Path) -> dict[str, Any]:
-    try:
-        card = json.loads((model_dir / CARD).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotFoundError(f"no trained model in {model_dir}; run `mmops train` first") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{model_dir / CARD}: not a readable model card ({exc})") from None
-    if card.get("format") != CARD_FORMAT:
-        raise BadInputError(f"{model_dir / CARD}: not a model card this mmops reads (format "
-                            f"{card.get('format')!r}, expected {CARD_FORMAT!r}); retrain with `mmops train`")
-    return card
 
 
 def to_device(batch: Batch, idx: np.ndarray, device: str, channels_last: bool = False,
@@ -86,7 +70,7 @@ def predict_batch(model: Any, batch: Batch, device: str, features: dict[str, Any
 @dataclass
 class Predictor:
     pack: DomainPack
-    card: dict[str, Any]
+    card: ModelCard
     model: Any
     prep: Preprocessor
     device: str
@@ -95,16 +79,16 @@ class Predictor:
     def load(cls, model_dir: Path, device: str = "auto") -> Predictor:
         from safetensors.torch import load_file
 
-        card = read_card(model_dir)
-        pack = DomainPack.model_validate(card["domain_pack"])
         from mmops.models import build_model
 
-        model = build_model(pack, card["arch"])
+        card = read_card(model_dir)
+        pack = card.pack
+        model = build_model(pack, card.arch)
         # safetensors: no pickle is ever loaded
         model.load_state_dict(load_file(str(model_dir / WEIGHTS)))
         dev = resolve_device(device)
         model.to(dev).eval()
-        return cls(pack, card, model, Preprocessor.from_json(card["preprocessor"]), dev)
+        return cls(pack, card, model, Preprocessor.from_json(card.preprocessor), dev)
 
     @property
     def classes(self) -> list[str]:

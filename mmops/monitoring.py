@@ -85,13 +85,15 @@ def build_reference_sketch(pack: DomainPack, manifest: Manifest, data_dir: Path,
     are tighter than on anything new, and a check against them would call every new day drift."""
     import pandas as pd
 
+    from mmops.card import read_card
+
     val_frame, embeddings = observe_split(pack, manifest, data_dir, model_dir, "val")
     features = pd.concat([reference_frame(manifest, "train"), val_frame.drop(columns="prediction")],
                          ignore_index=True)
-    card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
+    card = read_card(model_dir)
     sketch = ReferenceSketch.build(features, meta={
         "features": "train + val splits", "outputs": "val split", "dataset_version": manifest.id,
-        "checkpoint_sha256": card.get("checkpoint_sha256")}, sample_rows=SAMPLE_ROWS)
+        "checkpoint_sha256": card.checkpoint_sha256}, sample_rows=SAMPLE_ROWS)
     outputs = ReferenceSketch.build(val_frame[["prediction"]], categorical=["prediction"], embeddings=embeddings)
     sketch.columns.update(outputs.columns)
     sketch.embeddings.update(outputs.embeddings)

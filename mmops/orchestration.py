@@ -209,37 +209,50 @@ def gather(domain: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def retrain_tasks(domain: str) -> None:
     """Inside a DAG (or task group) definition: gather newly landed and labeled data -> validate -> build ->
-    train a challenger -> evaluate (promoted only if it beats the champion) -> package -> deploy if promoted."""
+    train a challenger -> evaluate (promoted only if it beats the champion) -> package -> deploy if promoted.
+
+    Ids flow forward through XCom: train takes the dataset version that this run's build returned (a build
+    made meanwhile by hand or by another run does not change what it trains), evaluate the training run."""
     from datetime import timedelta
 
+    gathered = stage_task("gather", domain, gather)
+    validated = stage_task("validate", domain, run_stage_named("validate"))
+    built = stage_task("build", domain, run_stage_named("build"))
+    trained = stage_task("train", domain, run_stage_named("train"), built, execution_timeout=timedelta(hours=6),
+                         **training_task_args())
+    evaluated = stage_task("evaluate", domain, run_stage_named("evaluate"), trained)
+    packaged = stage_task("package", domain, run_stage_named("package"))
+    gathered >> validated >> built
+    evaluated >> packaged >> stage_task("deploy", domain, deploy_champion, evaluated, retries=0)
+
+
+def stage_task(task_id: str, domain: str, call: Any, *upstream: Any, **task_kwargs: Any) -> Any:
+    """A task that runs `call(domain, *what upstream tasks returned, params=the run's params)`."""
     from airflow.sdk import task
 
-    def stage(task_id: str, call: Any, *args: Any, **task_kwargs: Any) -> Any:
-        def run(*upstream: Any, params: Any = None) -> dict:  # Airflow passes the run's params by name
-            return call(domain, *upstream, params=dict(params or {}))
+    def run(*handed: Any, params: Any = None) -> dict:  # Airflow passes the run's params by name
+        return call(domain, *handed, params=dict(params or {}))
 
-        run.__name__ = task_id
-        return task(task_id=task_id, **task_kwargs)(run)(*args)
-
-    steps = [stage("gather", gather), stage("validate", run_stage_named("validate")),
-             stage("build", run_stage_named("build")),
-             stage("train", run_stage_named("train"), execution_timeout=timedelta(hours=6), **training_task_args())]
-    evaluated = stage("evaluate", run_stage_named("evaluate"))
-    for upstream, downstream in zip(steps, [*steps[1:], evaluated], strict=True):
-        upstream >> downstream
-    evaluated >> stage("package", run_stage_named("package")) >> stage("deploy", deploy_champion, evaluated,
-                                                                         retries=0)
+    run.__name__ = task_id
+    return task(task_id=task_id, **task_kwargs)(run)(*upstream)
 
 
 def run_stage_named(name: str) -> Any:
-    """A task body: the named pipeline stage for a domain. A retry of a training task (its worker died, the
-    task timed out) continues from the last epoch checkpoint of the same dataset and params."""
-    def call(domain: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A task body: the named pipeline stage for a domain, given what the upstream task returned (build's
+    result to train, train's to evaluate). A retry of a training task (its worker died, the task timed
+    out) continues from the last epoch checkpoint of the same dataset and params."""
+    def call(domain: str, upstream: dict[str, Any] | None = None,
+             params: dict[str, Any] | None = None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if name == "train" and upstream:
+            kwargs["dataset_version"] = upstream["dataset_version"]
+        if name == "evaluate" and upstream:
+            kwargs["training_run"] = upstream["training_run"]
         if name == "train" and (params or {}).get("resume"):
-            return run_stage(name, domain, resume=True)
-        if name == "train" and _try_number() > 1:
-            return run_stage(name, domain, resume="auto")
-        return run_stage(name, domain)
+            kwargs["resume"] = True
+        elif name == "train" and _try_number() > 1:
+            kwargs["resume"] = "auto"
+        return run_stage(name, domain, **kwargs)
 
     return call
 

@@ -61,8 +61,9 @@ def domain_windows(domain: str, modality: str) -> tuple[np.ndarray, int, float]:
 
     from mmops.catalog import SampleFile, session_scope
     from mmops.config import get_settings
-    from mmops.domains import SensorSpec, load_domain
+    from mmops.domains import load_domain
     from mmops.modalities import decode
+    from mmops.modalities.sensor import SensorSpec
 
     pack = load_domain(domain)
     spec = pack.modality(modality)
@@ -147,7 +148,8 @@ def pretrain_sensor(windows: np.ndarray, arch: str, out: Path, epochs: int = 40,
 
 def pretrain(source: str, domain: str, modality: str, arch: str, out: Path, epochs: int, seed: int) -> dict[str, Any]:
     """Pretrain for a target `domain.modality` (its rate and length shape the windows)."""
-    from mmops.domains import SensorSpec, load_domain
+    from mmops.domains import load_domain
+    from mmops.modalities.sensor import SensorSpec
 
     spec = load_domain(domain).modality(modality)
     if not isinstance(spec, SensorSpec):

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from mmops.config import TrainParams
-from mmops.domains import DomainPack, SensorSpec
+from mmops.domains import DomainPack
 from mmops.errors import NotFoundError
+from mmops.modalities.sensor import SensorSpec
 
 log = logging.getLogger(__name__)
 

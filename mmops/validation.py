@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmops.domains import DomainPack, ImageSpec, SensorSpec, TextSpec
+from mmops.domains import DomainPack
+from mmops.modalities import Expectation, kind_of
 from mmops.records import Record
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ class GateResult:
         return self.__dict__.copy()
 
 
-Expectation = tuple[str, dict[str, Any], str]  # (GX expectation class, kwargs, severity)
 
 
 def _expectations(pack: DomainPack) -> dict[str, list[Expectation]]:
@@ -62,54 +62,8 @@ def _expectations(pack: DomainPack) -> dict[str, list[Expectation]]:
         # coverage: the share of ingested records that carry a label training may use
         "coverage": [("ExpectColumnValuesToBeBetween", {"column": "labeled_share", "min_value": 0.5}, "warning")],
     }
-    for spec in pack.modalities:
-        exp: list[Expectation] = []
-        if isinstance(spec, ImageSpec):
-            for col in ("height", "width"):
-                exp.append(("ExpectColumnValuesToBeBetween", {"column": col, "min_value": spec.min_side}, "critical"))
-            exp.append(("ExpectColumnValuesToBeBetween",
-                        {"column": "brightness", "min_value": 0.0, "max_value": 1.0}, "critical"))
-            # A blank (constant) frame is a dead camera, not data.
-            exp.append(("ExpectColumnValuesToBeBetween",
-                        {"column": "contrast", "min_value": 0.005, "mostly": 0.95}, "critical"))
-            exp.append(("ExpectColumnMeanToBeBetween",
-                        {"column": "brightness", "min_value": 0.05, "max_value": 0.95}, "warning"))
-            # out of focus: variance of the Laplacian near zero
-            exp.append(("ExpectColumnValuesToBeBetween", {"column": "blur", "min_value": 1.0, "mostly": 0.95},
-                        "warning"))
-            exp.append(("ExpectColumnValuesToBeUnique", {"column": "sha256", "mostly": 0.8}, "warning"))
-        elif isinstance(spec, SensorSpec):
-            exp.append(("ExpectColumnValuesToBeBetween",
-                        {"column": "n_samples", "min_value": spec.shortest,
-                         "max_value": spec.max_rows}, "critical"))
-            tol = spec.rate_tolerance * spec.sample_rate_hz
-            exp.append(("ExpectColumnValuesToBeBetween",
-                        {"column": "rate_hz", "min_value": spec.sample_rate_hz - tol,
-                         "max_value": spec.sample_rate_hz + tol}, "critical"))
-            for ch in spec.channels:
-                exp.append(("ExpectColumnValuesToNotBeNull", {"column": f"{ch}_mean"}, "critical"))
-                # A flat channel is a disconnected sensor.
-                exp.append(("ExpectColumnValuesToBeBetween",
-                            {"column": f"{ch}_std", "min_value": 1e-9, "mostly": 0.9}, "warning"))
-                # A stuck sensor repeats its last value; a saturated one sits on its rails.
-                exp.append(("ExpectColumnValuesToBeBetween",
-                            {"column": f"{ch}_flat_share", "max_value": 0.5, "mostly": 0.95}, "critical"))
-                exp.append(("ExpectColumnValuesToBeBetween",
-                            {"column": f"{ch}_clip_share", "max_value": 0.2, "mostly": 0.95}, "warning"))
-                if spec.value_range is not None:
-                    lo, hi = spec.value_range
-                    exp.append(("ExpectColumnValuesToBeBetween", {"column": f"{ch}_min", "min_value": lo}, "critical"))
-                    exp.append(("ExpectColumnValuesToBeBetween", {"column": f"{ch}_max", "max_value": hi}, "critical"))
-        elif isinstance(spec, TextSpec):
-            exp.append(("ExpectColumnValuesToBeBetween",
-                        {"column": "n_chars", "min_value": spec.min_chars, "max_value": spec.max_chars}, "critical"))
-            exp.append(("ExpectColumnValuesToBeBetween",
-                        {"column": "n_words", "min_value": 2, "mostly": 0.95}, "warning"))
-            exp.append(("ExpectColumnValuesToBeBetween",
-                        {"column": "non_ascii_share", "max_value": 0.3, "mostly": 0.95}, "warning"))
-            if spec.redact_phi:  # PHI leak check: nothing that looks like PHI reaches the dataset
-                exp.append(("ExpectColumnValuesToBeBetween", {"column": "phi_hits", "max_value": 0}, "critical"))
-        suites[spec.name] = exp
+    for spec in pack.modalities:  # each modality's own checks, from its kind
+        suites[spec.name] = kind_of(spec).expectations(spec)
     return suites
 
 

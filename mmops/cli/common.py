@@ -119,7 +119,7 @@ def progress_ingest(domain: str) -> Any:
         return pipeline.ingest(domain, progress=lambda n, total: bar.update(f"ingest {domain}: files", n, total))
 
 
-def progress_train(domain: str, resume: bool = False, nodes: Any = None) -> Any:
+def progress_train(domain: str, resume: bool = False, nodes: Any = None, dataset: str | None = None) -> Any:
     from mmops import pipeline
 
     if nodes is not None and nodes.node_rank > 0:
@@ -130,7 +130,7 @@ def progress_train(domain: str, resume: bool = False, nodes: Any = None) -> Any:
             losses = f" train_loss={row['train_loss']:.4f} val_loss={row['val_loss']:.4f}" if not console.is_terminal else ""
             bar.update(f"train {domain} val_f1={row['val_macro_f1']:.3f}{losses} epoch", epoch, total, force=True)
 
-        return pipeline.train(domain, progress=step, resume=resume, nodes=nodes)
+        return pipeline.train(domain, progress=step, resume=resume, nodes=nodes, dataset_version=dataset)
 
 
 def stage_command(name: str, doc: str) -> None:

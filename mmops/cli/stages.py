@@ -50,7 +50,6 @@ def validate(
 
 
 stage_command("build", "Build a dataset version (manifest + stratified splits) from gated, labeled records.")
-stage_command("evaluate", "Test-split metrics, confusion matrix, registry (champion/challenger).")
 stage_command("package", "Save the model to the BentoML model store and build its bento.")
 
 
@@ -96,13 +95,29 @@ def train(
     nnodes: Annotated[int, typer.Option(min=1, help="machines taking part (each runs this command)")] = 1,
     node_rank: Annotated[int, typer.Option(min=0, help="this machine's place: 0 records the run, others join")] = 0,
     master: Annotated[str | None, typer.Option(help="host:port of node 0, the same on every node")] = None,
+    dataset: Annotated[str | None, typer.Option(help="the dataset version id `build` printed; default: the latest")]
+    = None,
     as_json: AsJson = False,
 ) -> None:
-    """Train the fusion model on the current dataset version (CUDA when present; DDP with --nproc, across
-    machines with --nnodes/--node-rank/--master)."""
+    """Train the fusion model on a dataset version (CUDA when present; DDP with --nproc, across machines with
+    --nnodes/--node-rank/--master)."""
     from mmops.pipeline import Nodes
 
-    guarded(lambda: progress_train(domain, resume, Nodes(nproc, nnodes, node_rank, master)), as_json, f"train {domain}:")
+    guarded(lambda: progress_train(domain, resume, Nodes(nproc, nnodes, node_rank, master), dataset), as_json,
+            f"train {domain}:")
+
+
+@app.command()
+def evaluate(
+    domain: Domain,
+    run: Annotated[int | None, typer.Option(help="the training run `train` printed; default: the latest model")]
+    = None,
+    as_json: AsJson = False,
+) -> None:
+    """Test-split metrics, confusion matrix, registry (champion/challenger)."""
+    from mmops import pipeline
+
+    guarded(lambda: pipeline.evaluate(domain, training_run=run), as_json, f"evaluate {domain}:")
 
 
 @app.command()

@@ -7,12 +7,35 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
-from mmops.errors import ValidationFailedError
+from pydantic import TypeAdapter, ValidationError
+
+from mmops.errors import BadInputError, ValidationFailedError, one_line
 from mmops.records import Record
 
 SPLITS = ("train", "val", "test")
+
+
+class FileRow(TypedDict):
+    """One file of a manifest row: its content-addressed blob (relative to data/), the landed file's
+    sha256, and its summary statistics (the kind's `stats`)."""
+
+    blob: str
+    sha256: str
+    stats: dict[str, float]
+
+
+class ManifestRow(TypedDict):
+    """One record of a dataset version: its key, label, split, and one file per modality it has."""
+
+    key: str
+    label: str
+    split: Literal["train", "val", "test"]
+    files: dict[str, FileRow]
+
+
+_ROWS = TypeAdapter(list[ManifestRow])
 
 
 @dataclass(frozen=True)
@@ -21,10 +44,10 @@ class Manifest:
     domain: str
     classes: list[str]
     modalities: list[str]
-    records: list[dict[str, Any]]  # Record.to_manifest() + {"split": ...}
+    records: list[ManifestRow]  # Record.to_manifest() + {"split": ...}
     params: dict[str, Any]
 
-    def split(self, name: str) -> list[dict[str, Any]]:
+    def split(self, name: str) -> list[ManifestRow]:
         return [r for r in self.records if r["split"] == name]
 
     @property
@@ -37,8 +60,15 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return cls(raw["id"], raw["domain"], raw["classes"], raw["modalities"], raw["records"], raw["params"])
+        """A manifest file, its rows checked against ManifestRow (BadInputError naming the first problem)."""
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            _ROWS.validate_python(raw["records"])
+            return cls(raw["id"], raw["domain"], raw["classes"], raw["modalities"], raw["records"], raw["params"])
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise BadInputError(f"{path}: not a readable dataset manifest ({type(exc).__name__}: {exc})") from None
+        except ValidationError as exc:
+            raise BadInputError(f"{path}: {one_line(exc)}") from None
 
     def write(self, path: Path) -> None:
         from mmops.atomic import write_atomic
@@ -104,4 +134,4 @@ def build_manifest(
         json.dumps({"domain": domain, "classes": classes, "records": rows, "params": params},
                    sort_keys=True).encode()
     ).hexdigest()
-    return Manifest(f"{domain}-{digest[:16]}", domain, classes, modalities, rows, params)
+    return Manifest(f"{domain}-{digest[:16]}", domain, classes, modalities, cast(list[ManifestRow], rows), params)

@@ -34,7 +34,8 @@ import numpy as np
 
 from mmops.atomic import write_atomic
 from mmops.errors import ConfigError, NotFoundError
-from mmops.modalities import sensor_csv_bytes
+from mmops.modalities.image import png_bytes
+from mmops.modalities.sensor import sensor_csv_bytes
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +76,6 @@ def _write_bytes(path: Path, data: bytes) -> bool:
         return False
     write_atomic(path, data)
     return True
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """Deterministic PNG (no timestamps or text chunks) from uint8 HxW or HxWx3."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", compress_level=9, optimize=False)
-    return buf.getvalue()
 
 
 def labels_csv_bytes(labels: dict[str, str]) -> bytes:

@@ -8,76 +8,23 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mmops.config import get_settings
 from mmops.errors import ConfigError, NotFoundError, one_line
-
-NAME = r"[a-z][a-z0-9_]*"  # domains, modalities and rules: lowercase letters, digits and _
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str = Field(pattern=f"^{NAME}$")
-    required: bool = False  # every record must have it (the validation gate checks)
-
-
-class ImageSpec(_Spec):
-    kind: Literal["image"] = "image"
-    size: tuple[int, int] = (32, 32)  # (height, width) the model sees
-    channels: Literal[1, 3] = 3
-    max_pixels: int = 4096 * 4096  # decompression-bomb guard (the header is checked before decoding)
-    min_side: int = Field(8, ge=1)  # smaller images are rejected, not upscaled into noise
-    # DICOM images without a window in their tags use this one (center, width), in rescaled units (e.g. HU)
-    window: tuple[float, float] | None = None
-    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm")
-
-
-class SensorSpec(_Spec):
-    kind: Literal["sensor"] = "sensor"
-    channels: tuple[str, ...]
-    length: int = Field(ge=2)  # the most samples the model reads: longer series are cut, shorter padded and masked
-    # the fewest samples a series may have (the validation gate's check); default: half of `length`. A data
-    # set of variable-length series sets it to its shortest and `length` to its longest useful length
-    min_length: int | None = Field(None, ge=2)
-    sample_rate_hz: float = Field(gt=0)
-    rate_tolerance: float = Field(0.05, ge=0, lt=1)  # relative deviation of the median timestamp step
-    value_range: tuple[float, float] | None = None  # physically possible values (the gate checks min/max)
-    unit: str | None = None  # physical unit of the values (DICOM waveforms are converted to it)
-    # what the model sees before standardisation: the values, or sign(x) * log1p(|x|) for signals whose
-    # amplitudes span orders of magnitude (currents, counts), where a lamp and a heater differ 100-fold
-    scale: Literal["linear", "symlog"] = "linear"
-    # DICOM waveforms: channel -> lead/source name (CodeMeaning); they are resampled to sample_rate_hz
-    dicom_channels: dict[str, str] = Field(default_factory=dict)
-    max_rows: int = 1_000_000
-    extensions: tuple[str, ...] = (".csv", ".parquet", ".dcm")
-
-
-    @model_validator(mode="after")
-    def _lengths(self) -> SensorSpec:
-        if self.min_length is not None and self.min_length > self.length:
-            raise ValueError(f"{self.name}: min_length {self.min_length} is over length {self.length} (the most "
-                             "samples the model reads)")
-        return self
-
-    @property
-    def shortest(self) -> int:
-        """The fewest samples a series of this modality may have."""
-        return self.min_length if self.min_length is not None else max(2, self.length // 2)
-
-
-class TextSpec(_Spec):
-    kind: Literal["text"] = "text"
-    min_chars: int = Field(1, ge=1)
-    max_chars: int = 20_000
-    encodings: tuple[str, ...] = ("utf-8",)  # also accepted: "utf-16" (with a BOM); anything else is rejected
-    redact_phi: bool = False  # replace names, dates, record numbers, phones, emails before storing
-    max_tokens: int = 128
-    vocab_buckets: int = 8192
-    extensions: tuple[str, ...] = (".txt",)
+from mmops.modalities import ModalitySpec, parse_spec
+from mmops.modalities.base import NAME
 
 
 class LabelRule(BaseModel):
@@ -107,8 +54,6 @@ class LabelRule(BaseModel):
             raise ValueError(f"label rule {self.name}: kind threshold needs stat and above and/or below")
         return self
 
-
-ModalitySpec = Annotated[ImageSpec | SensorSpec | TextSpec, Field(discriminator="kind")]
 
 # What a labels file's columns are commonly called; the first one a file has is used, unless the pack names
 # its own (LabelColumns). An id may be a record key or a landed file's name or path.
@@ -140,7 +85,9 @@ class DomainPack(BaseModel):
     name: str = Field(pattern=f"^{NAME}$")
     description: str
     classes: tuple[str, ...] = Field(min_length=2)
-    modalities: tuple[ModalitySpec, ...] = Field(min_length=1)
+    # each modality's spec is its kind's (mmops.modalities): `kind: sensor`, `image`, `text` or a plug-in's
+    modalities: tuple[SerializeAsAny[ModalitySpec], ...] = Field(min_length=1)
+    task: str = "classification"  # what its model does with a record (mmops.tasks)
     labels_file: str = "labels.csv"
     label_columns: LabelColumns = LabelColumns()
     # How a landed file's path (relative to landing/<domain>/) names its record and modality. Files with the
@@ -152,6 +99,20 @@ class DomainPack(BaseModel):
     # this domain's training parameters over params.yaml `train` (e.g. more epochs for a harder data set);
     # the keys and values are checked as params.yaml's are
     train: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _kinds(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        specs = []
+        for i, raw in enumerate(value):
+            try:
+                specs.append(parse_spec(raw))
+            except ValidationError as exc:  # say which modality, as a discriminated union would
+                name = raw.get("name", i) if isinstance(raw, dict) else i
+                raise ValueError(f"modality {name!r} ({raw.get('kind')}): {one_line(exc)}") from None
+        return tuple(specs)
 
     @model_validator(mode="after")
     def _unique(self) -> DomainPack:
@@ -167,6 +128,10 @@ class DomainPack(BaseModel):
                 raise ValueError(f"label rule {rule.name}: {rule.label!r} is not a class of {self.name}")
             if rule.modality not in [m.name for m in self.modalities]:
                 raise ValueError(f"label rule {rule.name}: no modality {rule.modality!r}")
+        from mmops.tasks import task_kinds
+
+        if self.task not in task_kinds():
+            raise ValueError(f"unknown task {self.task!r}; choose from {task_kinds()}")
         if self.train:
             from mmops.config import TrainParams
 
@@ -181,7 +146,7 @@ class DomainPack(BaseModel):
             raise ValueError(f"duplicate classes in domain {self.name}")
         return self
 
-    def modality(self, name: str) -> ImageSpec | SensorSpec | TextSpec:
+    def modality(self, name: str) -> ModalitySpec:
         for m in self.modalities:
             if m.name == name:
                 return m

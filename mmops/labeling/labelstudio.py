@@ -13,8 +13,6 @@ unknown records or classes are reported, never dropped silently.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,33 +20,23 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from mmops.blobs import read_blob
 from mmops.catalog import ModelVersion, ReviewItem, Sample, SampleFile
-from mmops.domains import DomainPack, ImageSpec, SensorSpec
+from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.labeling.queue import top
 from mmops.labeling.store import put_label
-from mmops.modalities import decode
+from mmops.modalities import decode, kind_of
 
 CHOICE = "label"  # the from_name of the classification question
 
 
 def config_xml(pack: DomainPack) -> str:
     parts = ["<View>", '  <Header value="$sample_key"/>']
-    for spec in pack.modalities:
-        name = quoteattr(spec.name)
-        if isinstance(spec, ImageSpec):
-            parts.append(f'  <Image name={name} value="${spec.name}" zoom="true"/>')
-        elif isinstance(spec, SensorSpec):
-            channels = "".join(f'<Channel column={quoteattr(c)}/>' for c in spec.channels)
-            parts.append(f'  <TimeSeries name={name} value="${spec.name}" valueType="json" timeColumn="time"'
-                         f'>{channels}</TimeSeries>')
-        else:
-            parts.append(f'  <Text name={name} value="${spec.name}"/>')
+    parts += ["  " + kind_of(spec).labelstudio_tag(spec) for spec in pack.modalities]
     choices = "".join(f"<Choice value={quoteattr(c)}/>" for c in pack.classes)
     parts.append(f'  <Choices name="{CHOICE}" toName={quoteattr(pack.modalities[0].name)} choice="single" '
                  f'showInLine="true" required="true">{choices}</Choices>')
@@ -57,22 +45,7 @@ def config_xml(pack: DomainPack) -> str:
 
 
 def _media(spec: Any, data: bytes) -> Any:
-    value = decode(data, spec).value
-    if isinstance(spec, ImageSpec):
-        from PIL import Image
-
-        arr = np.asarray(value)
-        img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    if isinstance(spec, SensorSpec):
-        arr = np.asarray(value, dtype=np.float64)
-        out: dict[str, list[float]] = {"time": [round(i / spec.sample_rate_hz, 6) for i in range(arr.shape[0])]}
-        for j, ch in enumerate(spec.channels):
-            out[ch] = [round(float(x), 6) for x in arr[:, j]]
-        return out
-    return value
+    return kind_of(spec).labelstudio_value(spec, decode(data, spec).value)
 
 
 def _model_name(session: Session, item: ReviewItem) -> str:
@@ -80,16 +53,8 @@ def _model_name(session: Session, item: ReviewItem) -> str:
     return f"{mv.domain}@v{mv.version}" if mv is not None else str(item.model_version_id)
 
 
-_BLANK_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgAB"
-              "SK+kcQAAAABJRU5ErkJggg==")
-
-
 def _placeholder(spec: Any) -> Any:
-    if isinstance(spec, ImageSpec):
-        return _BLANK_PNG
-    if isinstance(spec, SensorSpec):
-        return {"time": [0.0], **{ch: [0.0] for ch in spec.channels}}
-    return f"({spec.name} missing in this record)"
+    return kind_of(spec).labelstudio_placeholder(spec)
 
 
 def export_tasks(session: Session, pack: DomainPack, data_root: Path, out_dir: Path,

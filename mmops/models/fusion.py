@@ -15,43 +15,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmops.domains import DomainPack, ImageSpec, SensorSpec, TextSpec
-from mmops.models.image import PRETRAINED_IMAGE, image_backbone
-from mmops.models.sensor import SensorBackbone
-from mmops.models.text import HashedBackbone, MiniLMBackbone
+from mmops.domains import DomainPack
+from mmops.modalities import ModalitySpec, kind_of
 
 FUSIONS = ("concat", "gated", "attention")
 
 
 class ModalityEncoder(nn.Module):
-    """backbone (possibly pretrained) -> LayerNorm + Linear + GELU to the shared embedding width."""
+    """backbone (possibly pretrained) -> LayerNorm + Linear + GELU to the shared embedding width.
 
-    def __init__(self, kind: str, backbone: nn.Module, dim: int, pretrained: bool) -> None:
+    `source` names the pretrained weights the backbone may start from (None: none exist for it);
+    `pretrained` says whether this model's backbone did, which training reads to freeze it at first."""
+
+    def __init__(self, backbone: nn.Module, dim: int, source: str | None = None, takes_lengths: bool = False) -> None:
         super().__init__()
-        self.kind, self.pretrained = kind, pretrained
+        self.source, self.pretrained, self.takes_lengths = source, source is not None, takes_lengths
         self.backbone = backbone
         out = int(backbone.out_dim)  # type: ignore[arg-type]
         self.head = nn.Sequential(nn.LayerNorm(out), nn.Linear(out, dim), nn.GELU())
 
     def features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return self.backbone(x, lengths) if self.kind == "sensor" else self.backbone(x)
+        return self.backbone(x, lengths) if self.takes_lengths else self.backbone(x)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, features: Tensor | None = None) -> Tensor:
         return self.head(self.features(x, lengths) if features is None else features)
 
 
-def make_encoder(spec: ImageSpec | SensorSpec | TextSpec, arch: dict[str, Any], pretrained: bool) -> ModalityEncoder:
-    dim = int(arch["embed_dim"])
-    if isinstance(spec, ImageSpec):
-        name = str(arch.get("image_encoder", "resnet"))
-        return ModalityEncoder("image", image_backbone(name, spec.channels, int(arch.get("image_size", 64)),
-                                                       pretrained), dim, name in PRETRAINED_IMAGE)
-    if isinstance(spec, SensorSpec):
-        return ModalityEncoder("sensor", SensorBackbone(len(spec.channels), str(arch.get("sensor_encoder", "cnn"))),
-                               dim, False)
-    if arch.get("text_encoder") == "minilm":
-        return ModalityEncoder("text", MiniLMBackbone(pretrained), dim, True)
-    return ModalityEncoder("text", HashedBackbone(spec.vocab_buckets, dim), dim, False)
+def make_encoder(spec: ModalitySpec, arch: dict[str, Any], pretrained: bool) -> ModalityEncoder:
+    """The modality's kind's default encoder, projected to the shared width."""
+    enc = kind_of(spec).encoder(spec, arch, pretrained)
+    return ModalityEncoder(enc.backbone, int(arch["embed_dim"]), enc.source, enc.takes_lengths)
 
 
 class FusionClassifier(nn.Module):

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mmops.modalities.image import MAX_IMAGE_B64_CHARS
 from mmops.serving.middleware import DEFAULT_MAX_BODY_BYTES, OPEN_PATHS
-from mmops.serving.schemas import MAX_IMAGE_B64_CHARS, MAX_RECORDS
+from mmops.serving.schemas import MAX_RECORDS
 
 
 def _schema_text(schema: dict[str, Any], spec: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from mmops.errors import MmopsError
 from mmops.serving.schemas import file_to_wire
 
 
-def record_payload(pack: DomainPack, data_root: Path, row: dict[str, Any]) -> dict[str, Any]:
+def record_payload(pack: DomainPack, data_root: Path, row: Mapping[str, Any]) -> dict[str, Any]:
     """A manifest row -> the JSON a client sends: base64 images, sensor rows, text."""
     inputs = {m: file_to_wire(pack.modality(m), read_blob(data_root, ref["blob"]))
               for m, ref in row["files"].items()}

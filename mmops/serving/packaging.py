@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
+from mmops.card import CARD, read_card
 from mmops.errors import BadInputError, ConfigError
-from mmops.inference import CARD, WEIGHTS, read_card
+from mmops.inference import WEIGHTS
 from mmops.monitoring import SKETCH
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,9 @@ def save_to_model_store(domain: str, model_dir: Path, extra_metadata: dict[str, 
     import bentoml
 
     card = read_card(model_dir)
-    if card["domain"] != domain:
-        raise BadInputError(f"{model_dir} holds a {card['domain']} model, not {domain}")
-    sha = card["checkpoint_sha256"]
+    if card.domain != domain:
+        raise BadInputError(f"{model_dir} holds a {card.domain} model, not {domain}")
+    sha = card.checkpoint_sha256
     try:
         stored = bentoml.models.list(f"mmops-{domain}")
     except bentoml.exceptions.NotFound:
@@ -33,8 +34,8 @@ def save_to_model_store(domain: str, model_dir: Path, extra_metadata: dict[str, 
     for existing in stored:
         if existing.info.metadata.get("checkpoint_sha256") == sha:
             return str(existing.tag)
-    metadata = {"checkpoint_sha256": sha, "dataset_version": card["dataset_version"],
-                "classes": card["classes"], **extra_metadata}
+    metadata = {"checkpoint_sha256": sha, "dataset_version": card.dataset_version,
+                "classes": card.classes, **extra_metadata}
     with bentoml.models.create(f"mmops-{domain}", labels={"domain": domain, "owner": "mmops"},
                                metadata=metadata) as model:
         for name in (WEIGHTS, CARD):

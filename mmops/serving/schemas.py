@@ -3,18 +3,15 @@ records (every client mistake becomes a BadInputError, which the service answers
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
-from mmops.domains import DomainPack, ImageSpec, SensorSpec, TextSpec
+from mmops.domains import DomainPack
 from mmops.errors import BadInputError
-from mmops.modalities import check_sensor_array, check_text, decode, decode_image, summary_stats
+from mmops.modalities import ModalitySpec, decode, kind_of, summary_stats
 
 MAX_RECORDS = 256
-MAX_IMAGE_B64_CHARS = 8 * 1024 * 1024
 MAX_ERRORS_SHOWN = 5  # of a request's validation errors, the first few are named; the rest are counted
 # A BentoML model tag, `name[:version]` (empty: the domain's current champion), as BentoML's own rule has
 # it (lowercase letters, digits, `-._` inside, at most 63 each); checked before any lookup
@@ -30,6 +27,10 @@ class ErrorOut(BaseModel):
     detail: str | None = None
 
 
+_GENERIC_INPUT = {"anyOf": [{"type": "string"},
+                            {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}]}
+
+
 class RecordIn(BaseModel):
     """One record: any subset of the domain's modalities. Images are base64 (PNG/JPEG), sensors a list of
     rows (time x channels, in the domain's channel order), text a string."""
@@ -37,7 +38,10 @@ class RecordIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(None, max_length=200)
     # strict numbers: `true` or "1.5" in a sensor row is a client's mistake, not a 1.0 or a 1.5
-    inputs: dict[str, str | list[list[Annotated[float, Strict()]]]]
+    # each value is checked by its modality's kind (`ModalityKind.from_wire`): sensor numbers are strict, so
+    # `true` or "1.5" in a row is a client's mistake, not a 1.0 or a 1.5. The domain's spec (`/docs.json`)
+    # gives each modality's exact shape; this generic one the bundled kinds' shapes
+    inputs: dict[str, Annotated[Any, WithJsonSchema(_GENERIC_INPUT)]]
 
 
 class PredictIn(BaseModel):
@@ -73,36 +77,22 @@ class PredictionOut(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="what the model did not see as it was trained")
 
 
-def file_to_wire(spec: ImageSpec | SensorSpec | TextSpec, data: bytes) -> Any:
+def file_to_wire(spec: ModalitySpec, data: bytes) -> Any:
     """A file's bytes -> the JSON value `/predict` takes for its modality, decoded and checked as ingest
     decodes landed files (BadInputError otherwise): an image stays base64 of its own bytes, a sensor CSV
     becomes rows, a text file a string."""
-    value = decode(data, spec).value
-    if isinstance(spec, ImageSpec):
-        return base64.b64encode(data).decode("ascii")
-    if isinstance(spec, SensorSpec):
-        return value.tolist()  # type: ignore[union-attr]
-    return str(value)
+    return kind_of(spec).to_wire(data, decode(data, spec).value, spec)
 
 
-def wire_to_file(spec: ImageSpec | SensorSpec | TextSpec, value: Any) -> tuple[bytes, str]:
+def wire_to_file(spec: ModalitySpec, value: Any) -> tuple[bytes, str]:
     """The inverse of `file_to_wire`: a record's JSON value -> (file bytes, suffix) as a site would land it
     (an image's own bytes, a sensor CSV with timestamps at the declared rate, UTF-8 text)."""
-    import numpy as np
-
-    from mmops.modalities import sensor_csv_bytes
-
-    if isinstance(spec, ImageSpec):
-        data = base64.b64decode(value, validate=True)
-        return data, ".jpg" if data[:3] == b"\xff\xd8\xff" else ".png"
-    if isinstance(spec, SensorSpec):
-        return sensor_csv_bytes(np.asarray(value, dtype=np.float64), list(spec.channels), spec.sample_rate_hz), ".csv"
-    return str(value).encode("utf-8"), ".txt"
+    return kind_of(spec).to_file(value, spec)
 
 
 def record_warnings(pack: DomainPack, record: RecordIn, values: dict[str, Any]) -> list[str]:
-    """What a client should know about how its record was read: missing modalities, sensor series that were
-    padded or cut to the trained length, PHI redacted from text."""
+    """What a client should know about how its record was read: missing modalities, and what each kind
+    says (sensor series padded or cut to the trained length, PHI redacted from text)."""
     out = []
     missing = [m for m in pack.modality_names if m not in values]
     if missing:
@@ -110,11 +100,7 @@ def record_warnings(pack: DomainPack, record: RecordIn, values: dict[str, Any]) 
                    "alone")
     for name, value in values.items():
         spec = pack.modality(name)
-        if isinstance(spec, SensorSpec) and len(value) != spec.length:
-            how = "zero-padded and masked" if len(value) < spec.length else "only the first ones are read"
-            out.append(f"{name}: {len(value)} samples, the model reads {spec.length} ({how})")
-        elif isinstance(spec, TextSpec) and value != record.inputs[name]:  # check_text redacted it
-            out.append(f"{name}: PHI redacted before the model and the log saw the text")
+        out.extend(kind_of(spec).warnings(spec, value, record.inputs[name]))
     return out
 
 
@@ -131,26 +117,7 @@ def decode_record(pack: DomainPack, record: RecordIn | dict[str, Any]) -> tuple[
         spec = pack.modality(name)
         where = f"record {rec.id!r}, {name}"
         try:
-            if isinstance(spec, ImageSpec):
-                if not isinstance(raw, str):
-                    raise BadInputError("expected a base64 string")
-                if len(raw) > MAX_IMAGE_B64_CHARS:
-                    raise BadInputError(f"image payload over {MAX_IMAGE_B64_CHARS} characters")
-                try:
-                    data = base64.b64decode(raw, validate=True)
-                except (binascii.Error, ValueError):
-                    raise BadInputError("not valid base64") from None
-                values[name] = decode_image(data, spec).value
-            elif isinstance(spec, SensorSpec):
-                if isinstance(raw, str):
-                    raise BadInputError("expected a list of rows of numbers")
-                if any(len(row) != len(spec.channels) for row in raw):
-                    raise BadInputError(f"every row needs {len(spec.channels)} values ({list(spec.channels)})")
-                values[name] = check_sensor_array(raw, spec)
-            elif isinstance(spec, TextSpec):
-                if not isinstance(raw, str):
-                    raise BadInputError("expected a string")
-                values[name] = check_text(raw, spec)
+            values[name] = kind_of(spec).from_wire(raw, spec)
         except BadInputError as exc:
             raise BadInputError(f"{where}: {exc}") from None
         except (ValueError, TypeError, OverflowError) as exc:  # numbers no float holds, ragged rows

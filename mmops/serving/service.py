@@ -25,12 +25,13 @@ from bentoml.exceptions import BentoMLException, NotFound
 from pydantic import Field
 
 from mmops import faults
+from mmops.card import ModelCard
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
+from mmops.modalities.image import MAX_IMAGE_B64_CHARS
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
 from mmops.serving.predlog import PredictionLog, log_name, to_line
 from mmops.serving.schemas import (
-    MAX_IMAGE_B64_CHARS,
     MAX_RECORDS,
     MODEL_TAG,
     ErrorOut,
@@ -82,7 +83,7 @@ class ModelRunner:
 
         bento_model = bentoml.models.get(tag)
         predictor = Predictor.load(Path(bento_model.path))
-        meta = {"model_version": str(bento_model.tag), "checkpoint_sha256": predictor.card["checkpoint_sha256"],
+        meta = {"model_version": str(bento_model.tag), "checkpoint_sha256": predictor.card.checkpoint_sha256,
                 "classes": predictor.classes}
         self._current = (predictor, meta)  # one assignment: a batch in flight keeps the pair it started with
         log.info("serving %s", meta["model_version"])
@@ -124,12 +125,12 @@ class ModelRunner:
 class Svc:
     runner = bentoml.depends(ModelRunner)
     pack: DomainPack
-    card: dict[str, Any]
+    card: ModelCard
     version: str
 
     def __init__(self) -> None:
+        from mmops.card import read_card
         from mmops.config import get_settings
-        from mmops.inference import read_card
 
         bento_model = served_model()
         self._describe(read_card(Path(bento_model.path)), str(bento_model.tag))
@@ -138,8 +139,8 @@ class Svc:
         self._in_flight = 0  # model calls awaiting an answer (one event loop: no lock needed)
         _LIVE["svc"] = self
 
-    def _describe(self, card: dict[str, Any], version: str) -> None:
-        self.card, self.pack, self.version = card, DomainPack.model_validate(card["domain_pack"]), version
+    def _describe(self, card: ModelCard, version: str) -> None:
+        self.card, self.pack, self.version = card, card.pack, version
 
     @bentoml.on_shutdown
     def _close_log(self) -> None:
@@ -193,7 +194,7 @@ class Svc:
     async def reload(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "") -> dict[str, Any]:
         """Swap in a new model without a restart: the model service loads it first, then requests go to it;
         requests already in flight finish on the old one. Behind the bearer token when one is set."""
-        from mmops.inference import read_card
+        from mmops.card import read_card
 
         try:
             new = bentoml.models.get(tag or model_tag())
@@ -202,12 +203,12 @@ class Svc:
         except (ValueError, BentoMLException) as exc:  # not a tag (RequestCheck refuses most before here)
             return cast(dict[str, Any], refuse(400, f"{tag!r} is not a model tag: {exc}"))
         card = read_card(Path(new.path))
-        if card["domain"] != self.pack.name:
+        if card.domain != self.pack.name:
             return cast(dict[str, Any], refuse(
-                400, f"{new.tag} is a {card['domain']} model; this service serves {self.pack.name}"))
+                400, f"{new.tag} is a {card.domain} model; this service serves {self.pack.name}"))
         # Requests validated against the old inputs may reach the new model while it swaps in: only a model
         # that takes the same inputs may be hot-swapped; one that does not needs a rolling restart.
-        changed = input_spec_changes(self.pack, DomainPack.model_validate(card["domain_pack"]))
+        changed = input_spec_changes(self.pack, card.pack)
         if changed:
             return cast(dict[str, Any], refuse(
                 409, f"{new.tag} takes other inputs than the served model ({'; '.join(changed)}): deploy it with "
@@ -254,8 +255,8 @@ class Svc:
         card = self.card
         return {
             "service": "mmops", "domain": self.pack.name, "model_version": self.version,
-            "checkpoint_sha256": card["checkpoint_sha256"], "dataset_version": card.get("dataset_version"),
-            "val_metrics": card.get("val_metrics"), "classes": list(self.pack.classes),
+            "checkpoint_sha256": card.checkpoint_sha256, "dataset_version": card.dataset_version,
+            "val_metrics": card.val_metrics, "classes": list(self.pack.classes),
             "modalities": [m.model_dump(mode="json") for m in self.pack.modalities],
             "limits": {"max_records": MAX_RECORDS, "max_image_base64_chars": MAX_IMAGE_B64_CHARS},
             "auth": "bearer" if os.environ.get("MMOPS_API_TOKEN") else "none",

@@ -11,10 +11,8 @@ import inspect
 import json
 from typing import Any
 
+from mmops.modalities import kind_of
 from mmops.serving.middleware import DEFAULT_MAX_BODY_BYTES, OPEN_PATHS
-from mmops.serving.schemas import MAX_IMAGE_B64_CHARS
-
-FLOAT32_MAX = 3.4028234663852886e38  # sensor values are float32 in the model
 
 DESCRIPTION = """One service per domain (`mmops serve --domain D`, or the bento `mmops-D`) answers for that domain's
 champion model. A record is any subset of the domain's modalities: images as base64 of their PNG/JPEG bytes,
@@ -32,29 +30,10 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
 
 
-def _modality_schema(spec: Any) -> dict[str, Any]:
-    """What one modality's value is on the wire, as exactly as JSON Schema can say it (that an image's bytes
-    decode, or what a sensor CSV holds, it cannot: those are 400s with a reason)."""
-    from mmops.domains import ImageSpec, SensorSpec
-
-    if isinstance(spec, ImageSpec):
-        return {"type": "string", "format": "byte", "maxLength": MAX_IMAGE_B64_CHARS,
-                "description": f"base64 of a PNG/JPEG/DICOM image (the model sees {spec.size[0]}x{spec.size[1]})"}
-    if isinstance(spec, SensorSpec):
-        n = len(spec.channels)
-        return {"type": "array", "minItems": 2, "maxItems": spec.max_rows,
-                "description": f"rows of {list(spec.channels)} at {spec.sample_rate_hz:g} Hz; the model reads "
-                               f"{spec.length} (shorter: padded and masked)",
-                "items": {"type": "array", "minItems": n, "maxItems": n, "items": {
-                    "type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}}}
-    return {"type": "string", "minLength": max(spec.min_chars, 1), "maxLength": spec.max_chars,
-            "pattern": "^[^\\u0000]*\\S[^\\u0000]*$", "description": "UTF-8 text, not blank"}
-
-
 def _for_domain(spec: dict[str, Any], pack: Any) -> None:
     """The inputs of `pack`'s records and uploads, in place of the generic ones."""
     schemas = spec["components"]["schemas"]
-    inputs = {m.name: _modality_schema(m) for m in pack.modalities}
+    inputs = {m.name: kind_of(m).wire_schema(m) for m in pack.modalities}
     schemas["RecordIn"]["properties"]["inputs"] = {
         "type": "object", "title": "Inputs", "properties": inputs, "additionalProperties": False,
         "minProperties": 1, "description": f"any of {pack.name}'s modalities {pack.modality_names}"}

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from mmops import audit, faults
 from mmops.catalog import DatasetVersion, ValidationRun, locked_session, session_scope
-from mmops.context import artifacts, load_manifest, manifest_path
+from mmops.context import artifacts, load_manifest, manifest_path, version_manifest_path
 from mmops.errors import ValidationFailedError
 from mmops.stages.common import one_at_a_time, resolve
 
@@ -85,8 +85,12 @@ def build(domain: str) -> dict[str, Any]:
                                   params.build.test_size, params.build.val_size, params.seed)
         path = manifest_path(domain, settings)
         manifest.write(path)
+        kept = version_manifest_path(domain, manifest.id, settings)  # by id: what train(dataset_version) reads
+        if not kept.exists():
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            manifest.write(kept)
         if session.get(DatasetVersion, manifest.id) is None:
-            session.add(DatasetVersion(id=manifest.id, domain=domain, manifest_path=str(path),
+            session.add(DatasetVersion(id=manifest.id, domain=domain, manifest_path=str(kept),
                                        n_samples=len(manifest.records), split_counts=manifest.split_counts,
                                        validation_run_id=gate.id))
             audit.record(session, "dataset_built", domain, f"dataset:{manifest.id}", n_samples=len(manifest.records),

@@ -20,14 +20,14 @@ def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
     """Save the evaluated model to the BentoML model store and build the domain's bento."""
     settings, _, _ = resolve(domain)
     bentoml_env(settings)
-    from mmops.inference import read_card
+    from mmops.card import read_card
     from mmops.serving.packaging import build_bento as _build
     from mmops.serving.packaging import save_to_model_store
 
     model_dir = artifacts(domain, settings) / "model"
     card = read_card(model_dir)
     with session_scope(settings.catalog_url) as session:
-        mv = model_version(session, domain, card["checkpoint_sha256"])
+        mv = model_version(session, domain, card.checkpoint_sha256)
         if mv is None:
             raise NotFoundError(f"the model in {model_dir} is not registered; run `mmops evaluate` first")
         mv_id, version, metrics = mv.id, mv.version, mv.metrics

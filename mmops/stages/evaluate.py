@@ -12,56 +12,59 @@ from sqlalchemy import select
 
 from mmops import audit
 from mmops.catalog import TrainingRun, locked_session, session_scope
+from mmops.config import Settings
 from mmops.context import artifacts, load_manifest
 from mmops.domains import DomainPack
 from mmops.errors import MmopsError, NotFoundError, ValidationFailedError
 from mmops.stages.common import one_at_a_time, resolve
+from mmops.tasks import task_of
 
 log = logging.getLogger(__name__)
 
 
 @one_at_a_time
-def evaluate(domain: str) -> dict[str, Any]:
-    """Test-split metrics (overall, per class, per single modality), confusion matrix, registry update."""
-    import numpy as np
+def evaluate(domain: str, training_run: int | None = None) -> dict[str, Any]:
+    """Test-split metrics (overall, per class, per single modality), confusion matrix, registry update.
 
+    training_run: the run whose model to evaluate (the training DAG hands it on), on the dataset version it
+    trained on; a model a later training replaced is refused. Default: the latest model, on the current
+    dataset version."""
     from mmops.datasets.tensors import load_split
-    from mmops.evaluation import classification_metrics, plot_confusion, plot_roc, write_metrics
+    from mmops.evaluation import write_metrics
     from mmops.inference import Predictor
     from mmops.monitoring import SKETCH, build_reference_sketch
     from mmops.registry import get_alias, register, store_model, store_path
 
     settings, params, pack = resolve(domain)
-    manifest = load_manifest(domain, settings)
     out = artifacts(domain, settings)
     predictor = Predictor.load(out / "model")
-    if predictor.card["dataset_version"] != manifest.id:
-        raise ValidationFailedError(f"the model in {out / 'model'} was trained on {predictor.card['dataset_version']}"
+    version = _trained_on(domain, training_run, predictor.card.checkpoint_sha256, out / "model", settings)
+    manifest = load_manifest(domain, settings, version)
+    if predictor.card.dataset_version != manifest.id:
+        raise ValidationFailedError(f"the model in {out / 'model'} was trained on {predictor.card.dataset_version}"
                                     f", not on the current dataset {manifest.id}; run `mmops train`")
+    task = task_of(pack.task)
     rows = manifest.split("test")
     values = load_split(pack, settings.data_dir, rows)
-    y = np.array([pack.classes.index(r["label"]) for r in rows])
-    probs = predictor.predict_proba(values)
-    metrics = classification_metrics(y, probs, list(pack.classes))
+    y = task.targets(pack, rows)
+    outputs = task.outputs(predictor, values)
+    metrics = task.metrics(y, outputs, list(pack.classes))
     if len(pack.modalities) > 1:
         metrics["single_modality"] = {}
         for m in pack.modality_names:
             idx = [i for i, v in enumerate(values) if m in v]
             if idx:
-                only = [{m: values[i][m]} for i in idx]
-                sm = classification_metrics(y[idx], predictor.predict_proba(only), list(pack.classes))
-                metrics["single_modality"][m] = {k: sm[k] for k in ("n", "accuracy", "macro_f1", "auroc")}
+                sm = task.metrics(y[idx], task.outputs(predictor, [{m: values[i][m]} for i in idx]),
+                                  list(pack.classes))
+                metrics["single_modality"][m] = {k: sm[k] for k in task.registry_metrics if k != "ece"}
     metrics["dataset_version"] = manifest.id
     write_metrics(metrics, out / "metrics.json")
-    plot_confusion(metrics["confusion_matrix"], list(pack.classes),
-                   f"{domain}: test accuracy {metrics['accuracy']:.3f}", out / "confusion_matrix.png")
-    plot_roc(y, probs, list(pack.classes), f"{domain}: test ROC" + (
-        f" (AUROC {metrics['auroc']:.3f})" if metrics["auroc"] is not None else ""), out / "roc.png")
-    sha = predictor.card["checkpoint_sha256"]
+    plots = task.report(metrics, y, outputs, list(pack.classes), domain, out)
+    sha = predictor.card.checkpoint_sha256
     # what the model learnt from, summarised for drift checks (packaged with the model)
     build_reference_sketch(pack, manifest, settings.data_dir, out / "model", out / SKETCH)
     shutil.copy2(out / SKETCH, store_model(out / "model", settings.var_dir, domain, sha) / SKETCH)
-    keep = ("accuracy", "macro_f1", "auroc", "ece", "n")
+    keep = task.registry_metrics
     # version numbers and aliases: one registration at a time per domain, across processes and machines
     with locked_session(f"registry-{domain}", settings.catalog_url) as session:
         run = session.scalar(select(TrainingRun).where(
@@ -78,10 +81,24 @@ def evaluate(domain: str) -> dict[str, Any]:
         audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id,
                      checkpoint_sha256=sha, promoted=reg.promoted, reason=reg.reason,
                      metrics={k: metrics[k] for k in keep})
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "auroc": metrics["auroc"],
-            "ece": metrics["ece"], "model_version": reg.version,
-            "promoted": reg.promoted, "reason": reg.reason, "metrics": str(out / "metrics.json"),
-            "confusion_matrix": str(out / "confusion_matrix.png"), "roc": str(out / "roc.png")}
+    return {**{k: metrics[k] for k in keep if k != "n"}, "model_version": reg.version, "promoted": reg.promoted,
+            "reason": reg.reason, "metrics": str(out / "metrics.json"), **plots}
+
+
+def _trained_on(domain: str, training_run: int | None, checkpoint_sha256: str, model_dir: Path,
+               settings: Settings) -> str | None:
+    """The dataset version training run `training_run` trained on, checking that its model is the one in
+    model_dir; None without a run (the current version)."""
+    if training_run is None:
+        return None
+    with session_scope(settings.catalog_url) as session:
+        run = session.get(TrainingRun, training_run)
+        if run is None or run.domain != domain:
+            raise NotFoundError(f"no training run {training_run} of {domain}")
+        if run.checkpoint_sha256 != checkpoint_sha256:
+            raise ValidationFailedError(f"the model of training run {training_run} is no longer the one in "
+                                        f"{model_dir} (a later training replaced it); evaluate that one instead")
+        return run.dataset_version_id
 
 
 def registry(domain: str) -> dict[str, Any]:
@@ -108,7 +125,6 @@ def promote(domain: str, version: int, reason: str, actor: str | None = None) ->
 
 def _rescore(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]], y: Any) -> dict[str, Any] | None:
     """A stored model's metrics on this holdout, or None when it cannot be scored here."""
-    from mmops.evaluation import classification_metrics
     from mmops.inference import Predictor
 
     try:
@@ -118,4 +134,5 @@ def _rescore(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]], y:
         return None
     if old.classes != list(pack.classes) or set(old.pack.modality_names) != set(pack.modality_names):
         return None
-    return classification_metrics(y, old.predict_proba(values), list(pack.classes))
+    task = task_of(pack.task)
+    return task.metrics(y, task.outputs(old, values), list(pack.classes))

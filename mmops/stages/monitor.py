@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mmops.card import ModelCard
 from mmops.catalog import DriftReport, session_scope
 from mmops.config import Settings
 from mmops.context import artifacts, load_manifest
@@ -42,7 +43,7 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
     default: the last `monitor.window_hours`); the verdict goes to the catalog. The reference is the dataset
     version the model was trained on (its card says which), whatever was built since. progress(rows, done)
     after each streamed chunk, and once more (done=True) before the report is written."""
-    from mmops.inference import read_card
+    from mmops.card import read_card
     from mmops.monitoring import (
         check_drift,
         iter_prediction_log,
@@ -64,7 +65,7 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
         dims = {g: len(e.mean) for g, e in sketch.embeddings.items()}
         if since is None and params.monitor.window_hours > 0:
             since = time.time() - params.monitor.window_hours * 3600
-        chunks = iter_prediction_log(logs, card["checkpoint_sha256"], dims, since)
+        chunks = iter_prediction_log(logs, card.checkpoint_sha256, dims, since)
     window = "" if since is None or current != "log" else f" since {datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} UTC"
     if progress is not None:
         chunks = _counted(chunks, progress)
@@ -76,7 +77,7 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
     truth, truth_problems = read_ground_truth(ground_truth_files(domain, settings))
     performance: dict[str, Any] = {"n_labeled": 0, "accuracy": None, "macro_f1": None}
     if current == "log":
-        performance = served_performance(logs, card["checkpoint_sha256"], since, truth)
+        performance = served_performance(logs, card.checkpoint_sha256, since, truth)
     performance["unreadable_files"] = truth_problems
     report = _record(domain, current, card, result, performance, params.monitor, settings)
     dashboard = _add_to_dashboard(domain, pack, report, result.snapshots, settings)
@@ -85,7 +86,7 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
             "prediction_drifted": bool(verdict.columns.get("prediction") and verdict.columns["prediction"].drifted),
             "n_reference": result.n_reference, "n_current": verdict.n_current,
             "skipped_lines": result.skipped_lines, "performance": performance, "dashboard": dashboard,
-            "reference_dataset_version": card["dataset_version"],
+            "reference_dataset_version": card.dataset_version,
             "html": str(result.html_path), "json": str(result.json_path),
             "embedding_html": {g: r["html"] for g, r in report.get("evidently_embeddings", {}).items() if "html" in r}}
 
@@ -106,7 +107,7 @@ def _checked_model(domain: str, current: str, logs: list[Path], settings: Settin
     return _model_dir(domain, sha, settings)
 
 
-def _reference_sketch(pack: DomainPack, manifest: Manifest, card: dict[str, Any], model_dir: Path,
+def _reference_sketch(pack: DomainPack, manifest: Manifest, card: ModelCard, model_dir: Path,
                       sketch_path: Path, settings: Settings) -> Any:
     """The model's reference sketch; a missing one (or one of another model) is rebuilt from the dataset
     version the model was trained on, which must still be the current one: never from other data."""
@@ -114,22 +115,22 @@ def _reference_sketch(pack: DomainPack, manifest: Manifest, card: dict[str, Any]
     from mmops.monitoring import build_reference_sketch
 
     sketch = ReferenceSketch.load(sketch_path) if sketch_path.exists() else None
-    if sketch is not None and sketch.meta.get("checkpoint_sha256") == card["checkpoint_sha256"]:
+    if sketch is not None and sketch.meta.get("checkpoint_sha256") == card.checkpoint_sha256:
         return sketch
-    if manifest.id != card["dataset_version"]:
+    if manifest.id != card.dataset_version:
         raise NotFoundError(f"{sketch_path} is missing or of another model, and the model's dataset version "
-                            f"{card['dataset_version']} is no longer the current one ({manifest.id}): rebuild "
+                            f"{card.dataset_version} is no longer the current one ({manifest.id}): rebuild "
                             "the sketch from that version (`dvc checkout` it, then `mmops evaluate`)")
     log.warning("%s is missing or of another model; building it from dataset version %s", sketch_path, manifest.id)
     return build_reference_sketch(pack, manifest, settings.data_dir, model_dir, sketch_path)
 
 
-def _record(domain: str, current: str, card: dict[str, Any], result: Any, performance: dict[str, Any],
+def _record(domain: str, current: str, card: ModelCard, result: Any, performance: dict[str, Any],
             limits: Any, settings: Settings) -> dict[str, Any]:
     """The verdict and the served performance (against the model's tested accuracy) into the report file
     and the catalog; the report as written."""
     with session_scope(settings.catalog_url) as session:
-        mv = model_version(session, domain, card["checkpoint_sha256"])
+        mv = model_version(session, domain, card.checkpoint_sha256)
         tested = (mv.metrics or {}).get("accuracy") if mv else None
         performance["test_accuracy"] = tested
         performance["degraded"] = bool(
@@ -139,7 +140,7 @@ def _record(domain: str, current: str, card: dict[str, Any], result: Any, perfor
         report = _add_performance(result.json_path, performance)
         verdict = result.verdict
         session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,
-                                reference_dataset_version_id=card["dataset_version"], current_source=current,
+                                reference_dataset_version_id=card.dataset_version, current_source=current,
                                 n_reference=result.n_reference, n_current=verdict.n_current,
                                 drift_share=verdict.drift_share, drifted=verdict.drifted,
                                 drifted_columns=verdict.drifted_columns + [
@@ -170,12 +171,12 @@ def _add_to_dashboard(domain: str, pack: DomainPack, report: dict[str, Any], sam
 
 def _model_dir(domain: str, sha: str, settings: Settings) -> tuple[Path, Path]:
     """(model directory, reference sketch path) of a checkpoint: the pipeline's model, or the registry's copy."""
-    from mmops.inference import read_card
+    from mmops.card import read_card
     from mmops.monitoring import SKETCH
     from mmops.registry import store_path
 
     here = artifacts(domain, settings)
-    if (here / "model" / "model_card.json").exists() and read_card(here / "model")["checkpoint_sha256"] == sha:
+    if (here / "model" / "model_card.json").exists() and read_card(here / "model").checkpoint_sha256 == sha:
         return here / "model", here / SKETCH
     stored = store_path(settings.var_dir, domain, sha)
     if (stored / "model_card.json").exists():

@@ -55,20 +55,22 @@ class Nodes:
 
 @one_at_a_time
 def train(domain: str, progress: Progress = None, resume: bool | str = False,
-          nodes: Nodes | None = None) -> dict[str, Any]:
-    """Train on the current dataset version.
+          nodes: Nodes | None = None, dataset_version: str | None = None) -> dict[str, Any]:
+    """Train on a dataset version: the one named (build's `dataset_version`, as the training DAG hands it
+    on), else the current one.
 
     resume: continue from the last epoch checkpoint of the same run ("auto": if there is one of this dataset
     and these params, else start over, as a task's retry does). nodes: distributed data parallel over
     `nodes.nproc` torchrun workers (gloo on CPU, NCCL on GPUs), on several machines with this one as node 0
     (the others run `join_training`); default one process."""
-    from mmops.training import TrainResult, train_model
+    from mmops.tasks import task_of
+    from mmops.training import TrainResult
 
     nodes = nodes or Nodes()
     if nodes.node_rank != 0:
         raise ConfigError("only node 0 records a training run; the other nodes join it (join_training)")
     settings, params, pack = resolve(domain)
-    manifest = load_manifest(domain, settings)
+    manifest = load_manifest(domain, settings, dataset_version)
     with session_scope(settings.catalog_url) as session:
         dv = session.get(DatasetVersion, manifest.id)
         if dv is None or dv.validation_run_id is None:
@@ -80,9 +82,9 @@ def train(domain: str, progress: Progress = None, resume: bool | str = False,
     out = artifacts(domain, settings) / "model"
     try:
         if nodes.distributed:
-            result = TrainResult(**_train_distributed(domain, nodes, resume, settings))
+            result = TrainResult(**_train_distributed(domain, nodes, resume, settings, manifest.id))
         else:
-            result = train_model(pack, manifest, settings.data_dir, params.train, params.seed, out, progress,
+            result = task_of(pack.task).train(pack, manifest, settings.data_dir, params.train, params.seed, out, progress,
                                  resume=resume)
     except BaseException as exc:
         with session_scope(settings.catalog_url) as session:
@@ -99,10 +101,11 @@ def train(domain: str, progress: Progress = None, resume: bool | str = False,
         audit.record(session, "trained", domain, f"training_run:{run.id}", dataset_version=manifest.id,
                      checkpoint_sha256=result.checkpoint_sha256, device=result.device, params_hash=result.params_hash,
                      git_commit=row.git_commit, workers=nodes.nproc * nodes.nnodes, nodes=nodes.nnodes)
-    return {"training_run": run.id, **jsonable(result)}
+    return {"training_run": run.id, "dataset_version": manifest.id, **jsonable(result)}
 
 
-def _train_distributed(domain: str, nodes: Nodes, resume: bool | str, settings: Settings) -> dict[str, Any]:
+def _train_distributed(domain: str, nodes: Nodes, resume: bool | str, settings: Settings,
+                       dataset_version: str | None = None) -> dict[str, Any]:
     """Run the trainer under torchrun; rank 0 hands its TrainResult back through a JSON file."""
     import sys
     import tempfile
@@ -111,7 +114,8 @@ def _train_distributed(domain: str, nodes: Nodes, resume: bool | str, settings: 
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", *nodes.torchrun_args(),
                "-m", "mmops.training", "--domain", domain, "--result", str(result)] + (
-                   ["--resume", "auto"] if resume == "auto" else ["--resume"] if resume else [])
+                   ["--resume", "auto"] if resume == "auto" else ["--resume"] if resume else []) + (
+                   ["--dataset", dataset_version] if dataset_version else [])
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         proc = subprocess.run(cmd, cwd=settings.root, env=env)
         if nodes.node_rank != 0:

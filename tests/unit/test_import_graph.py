@@ -115,3 +115,22 @@ def test_the_service_imports_from_the_bentos_files_alone(tmp_path: Path) -> None
                          cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert not (tmp_path / "mmops" / "cli.py").exists() and not (tmp_path / "mmops" / "stages").exists()
+
+
+def test_modules_and_functions_stay_readable() -> None:
+    """Each module of mmops reads on its own: at most 400 lines, and no function over 80 (docs/concepts.md)."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[2]
+    too_long = []
+    for path in sorted((repo / "mmops").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        rel = path.relative_to(repo).as_posix()
+        if len(text.splitlines()) > 400:
+            too_long.append(f"{rel}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = (node.end_lineno or node.lineno) - node.lineno + 1
+                if n > 80:
+                    too_long.append(f"{rel}: {node.name} is {n} lines")
+    assert too_long == []

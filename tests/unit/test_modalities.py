@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmops.domains import ImageSpec, SensorSpec, TextSpec
 from mmops.errors import BadInputError
-from mmops.modalities import decode, text_tensor
+from mmops.modalities import decode
+from mmops.modalities.image import ImageSpec
+from mmops.modalities.sensor import SensorSpec
+from mmops.modalities.text import TextSpec, text_tensor
 from tests.images import encoded, png_header_claiming
 
 IMG = ImageSpec(name="cam", size=(16, 16), channels=3, max_pixels=4000 * 4000)
@@ -113,3 +115,28 @@ def test_parquet_sensor_and_utf16_text_when_allowed() -> None:
     with pytest.raises(BadInputError, match="UTF-16"):
         decode(utf16, TEXT)
     assert decode(utf16, TextSpec(name="note", encodings=("utf-8", "utf-16"))).value == "Température élevée"
+
+
+def test_kinds_are_registered_and_a_pack_names_a_bad_one_clearly() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from mmops.domains import DomainPack
+    from mmops.errors import ConfigError
+    from mmops.modalities import ModalityKind, kind_of, kinds, register
+
+    assert {"sensor", "image", "text"} <= set(kinds())
+    assert kind_of(SensorSpec(name="a", channels=("x",), length=10, sample_rate_hz=1)).name == "sensor"
+    pack = {"name": "p", "description": "d", "classes": ["a", "b"]}
+    with pytest.raises(ValidationError, match="unknown modality kind 'sonar'; registered: .*'sensor'"):
+        DomainPack.model_validate({**pack, "modalities": [{"name": "s", "kind": "sonar"}]})
+    with pytest.raises(ValidationError, match="modality 'ecg' \\(sensor\\): .*length"):
+        DomainPack.model_validate({**pack, "modalities": [{"name": "ecg", "kind": "sensor", "channels": ["x"],
+                                                           "length": 1, "sample_rate_hz": 1}]})
+
+    class Impostor(ModalityKind):  # another class under a bundled kind's name
+        name, spec = "text", TextSpec
+
+    with pytest.raises(ConfigError, match="registered twice"):
+        register(Impostor())
+    assert type(kind_of("text")).__name__ == "TextKind"

@@ -195,7 +195,8 @@ def test_minilm_fine_tunes_when_unfrozen(tmp_path) -> None:
     from safetensors.torch import load_file
 
     from mmops.config import TrainParams
-    from mmops.domains import DomainPack, TextSpec
+    from mmops.domains import DomainPack
+    from mmops.modalities.text import TextSpec
     from mmops.models.text import MiniLMBackbone
     from mmops.training import TrainData, fit
 

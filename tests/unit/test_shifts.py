@@ -10,8 +10,11 @@ import pytest
 
 from mmops.domains import load_domain
 from mmops.modalities import decode
+from mmops.modalities.image import shift_image
+from mmops.modalities.sensor import shift_sensor
+from mmops.modalities.text import shift_text
 from mmops.serving.schemas import RecordIn, decode_record
-from mmops.shifts import shift_image, shift_record, shift_sensor, shift_text
+from mmops.shifts import shift_record
 
 
 def _png(arr: np.ndarray) -> str:

@@ -114,3 +114,36 @@ def test_a_newer_build_does_not_change_the_models_drift_reference(use_project: P
         sketch.write_bytes(original_sketch)
         with session_scope() as s:
             s.delete(s.get(DatasetVersion, newer))
+
+
+def test_train_and_evaluate_take_the_ids_handed_to_them_not_the_latest_build(use_project: Path) -> None:
+    """A training DAG run hands its build's dataset version to train and train's run to evaluate (XCom). A
+    build made meanwhile (`mmops build` by hand, another run) makes a newer current version: it must not
+    change what the run trains or what its model is evaluated on."""
+    from mmops import orchestration
+    from mmops.card import read_card
+    from mmops.errors import ValidationFailedError
+
+    art = use_project / "artifacts" / "security"
+    built = pipeline.build("security")  # this run's build task
+    version = built["dataset_version"]
+    assert (art / "dataset_versions" / f"{version}.json").is_file()  # kept by id, whatever is built later
+    manifest = art / "dataset" / "manifest.json"
+    original = manifest.read_text()
+    newer = "security-" + "e" * 16
+    with session_scope() as s:
+        gate = s.get(DatasetVersion, version).validation_run_id
+        s.add(DatasetVersion(id=newer, domain="security", manifest_path=str(manifest), n_samples=1,
+                             split_counts={}, validation_run_id=gate))
+    try:
+        manifest.write_text(original.replace(f'"id": "{version}"', f'"id": "{newer}"'))  # a build meanwhile
+        trained = orchestration.run_stage_named("train")("security", built)  # the run's train task
+        assert trained["dataset_version"] == version and read_card(art / "model").dataset_version == version
+        with pytest.raises(ValidationFailedError, match="not on the current dataset"):
+            pipeline.evaluate("security")  # without the id: the newest build, which this model never saw
+        evaluated = orchestration.run_stage_named("evaluate")("security", trained)
+        assert evaluated["macro_f1"] > 0.5
+    finally:
+        manifest.write_text(original)
+        with session_scope() as s:
+            s.delete(s.get(DatasetVersion, newer))

@@ -55,7 +55,7 @@ def test_missing_class_fails_the_gate_and_names_the_expectation(project: Path) -
 def test_blank_camera_frames_fail_the_gate(project: Path) -> None:
     import numpy as np
 
-    from mmops.datasets.packs import png_bytes
+    from mmops.modalities.image import png_bytes
 
     pipeline.pull_domain("security")
     cam = project / "landing" / "security" / "camera"

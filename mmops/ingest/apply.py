@@ -1,0 +1,165 @@
+"""Applying prepared files to the catalog, one transaction per batch under the domain's writer lock: new
+records and files, links between identical contents, and quarantine (a copy of the bytes and the reason)
+for every file that cannot be taken, never a silent drop."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mmops.catalog import Sample, SampleFile
+from mmops.domains import DomainPack
+from mmops.ingest.prepare import Prepared
+from mmops.ingest.store import write_atomic
+from mmops.quarantine import copy_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestSummary:
+    domain: str
+    seen: int = 0
+    ingested: int = 0  # new files stored (duplicates included)
+    skipped: int = 0  # already processed by an earlier run (ingested, quarantined or purged)
+    duplicates: int = 0  # ingested files whose content another file already had (stored once, linked)
+    quarantined: int = 0
+    new_records: int = 0  # records that got their first file in this run
+    batches: int = 0
+    reasons: dict[str, str] = field(default_factory=dict)  # source path -> reason
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time: list, process (read..store), commit
+
+    def _tick(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - since, 4)
+        return now
+
+
+class DomainState:
+    """What the catalog knows about a domain, loaded once per run, kept current as rows are added and
+    refreshed with what other writers committed (incrementally, by id)."""
+
+    def __init__(self, session: Session, domain: str):
+        self.domain = domain
+        self.samples: dict[str, Sample] = {}
+        self.pairs: dict[tuple[str, str], SampleFile] = {}
+        self.slots: dict[tuple[str, str], str] = {}  # (record key, modality) -> source path of its file
+        self.twins: dict[tuple[str, str], SampleFile] = {}  # (modality, content hash) -> first file stored
+        self.last_file = self.last_sample = 0
+        self.added: list[SampleFile | Sample] = []
+        self.refresh(session)
+
+    def refresh(self, session: Session) -> None:
+        """Take in rows committed since the last look (call it under the domain's writer lock)."""
+        for sample in session.scalars(select(Sample).where(Sample.domain == self.domain,
+                                                           Sample.id > self.last_sample)):
+            self.samples.setdefault(sample.sample_key, sample)
+            self.last_sample = max(self.last_sample, sample.id)
+        rows = session.execute(
+            select(SampleFile, Sample.sample_key).outerjoin(Sample, SampleFile.sample_id == Sample.id)
+            .where(SampleFile.domain == self.domain, SampleFile.id > self.last_file).order_by(SampleFile.id)
+        )
+        for row, key in rows:
+            self.note(row, key)
+            self.last_file = max(self.last_file, row.id)
+
+    def note(self, row: SampleFile, key: str | None) -> None:
+        self.pairs[(row.source_path, row.sha256)] = row
+        if row.status == "ok" and key is not None and row.modality is not None:
+            self.slots[(key, row.modality)] = row.source_path
+            if row.duplicate_of is None and row.content_sha256:
+                self.twins.setdefault((row.modality, row.content_sha256), row)
+
+    def committed(self) -> None:
+        """After a commit: our own new rows have ids now; no writer committed between our refresh and it."""
+        for obj in self.added:
+            if isinstance(obj, Sample):
+                self.last_sample = max(self.last_sample, obj.id)
+            else:
+                self.last_file = max(self.last_file, obj.id)
+        self.added.clear()
+
+
+def _quarantine(session: Session, state: DomainState, prep: Prepared, reason: str, quarantine_root: Path,
+                summary: IngestSummary) -> None:
+    rel = prep.entry.rel
+    copy = None
+    if prep.read:
+        copy = copy_path(quarantine_root, state.domain, prep.sha256, rel)
+        write_atomic(copy, prep.data)
+    row = SampleFile(
+        domain=state.domain, modality=prep.modality, source_path=rel, sha256=prep.sha256,
+        size_bytes=prep.entry.size, source_version=prep.entry.version, blob_path=None, status="quarantined",
+        reason=reason if copy is not None else f"{reason} (not read, so not copied; the original stays in the "
+        "landing area)", stats={},
+    )
+    session.add(row)
+    state.added.append(row)
+    state.note(row, None)
+    summary.quarantined += 1
+    summary.reasons[rel] = reason
+    log.warning("quarantined %s/%s: %s", state.domain, rel, reason)
+
+
+def apply(session: Session, pack: DomainPack, state: DomainState, prep: Prepared, data_root: Path,
+           quarantine_root: Path, summary: IngestSummary) -> None:
+    rel = prep.entry.rel
+    known = state.pairs.get((rel, prep.sha256))
+    if known is not None:  # same path, same bytes, new mtime (touched, copied again): nothing to do
+        if prep.wrote_blob and (prep.modality, prep.content) not in state.twins:
+            (data_root / prep.blob).unlink(missing_ok=True)  # it was quarantined before: keep data/ clean
+        known.source_version = prep.entry.version
+        summary.skipped += 1
+        return
+    if prep.reason is not None or prep.decoded is None or prep.key is None or prep.modality is None:
+        _quarantine(session, state, prep, prep.reason or "could not be decoded", quarantine_root, summary)
+        return
+    content = prep.content
+    holder = state.slots.get((prep.key, prep.modality))
+    sample = state.samples.get(prep.key)
+    conflict = None
+    if holder is not None:
+        conflict = f"record {prep.key} already has a {prep.modality} file ({holder}); release or purge one of them"
+    elif sample is not None and prep.split is not None and sample.split not in (None, prep.split):
+        conflict = (f"record {prep.key} is in the {sample.split!r} split; this file sits in the {prep.split!r} "
+                    "split's folder")
+    if conflict is not None:
+        if prep.wrote_blob and (prep.modality, content) not in state.twins:
+            (data_root / prep.blob).unlink(missing_ok=True)  # nothing refers to it: no orphan left in data/
+        _quarantine(session, state, prep, conflict, quarantine_root, summary)
+        return
+    twin = state.twins.get((prep.modality, content))
+    if twin is not None and twin.blob_path:
+        blob = twin.blob_path
+        if twin.id is None:
+            session.flush()
+    else:
+        blob = prep.blob
+        if not prep.wrote_blob and not (data_root / blob).exists():
+            # another ingest wrote these bytes, then dropped them when its file went to quarantine
+            write_atomic(data_root / blob, prep.stored)
+    if sample is None:
+        sample = state.samples[prep.key] = Sample(domain=pack.name, sample_key=prep.key, split=prep.split)
+        session.add(sample)
+        state.added.append(sample)
+        summary.new_records += 1
+    notes = prep.decoded.notes
+    # Same content under another record (a template report, a re-used frame) is stored once and linked to
+    # both; the link is recorded so that validation and audits can see it.
+    row = SampleFile(
+        sample=sample, domain=pack.name, modality=prep.modality, source_path=rel, sha256=prep.sha256,
+        content_sha256=content, size_bytes=prep.entry.size, source_version=prep.entry.version, blob_path=blob,
+        status="ok", duplicate_of=twin.id if twin is not None else None,
+        reason=f"same content as {twin.source_path}" if twin is not None else None,
+        stats=prep.decoded.stats, notes=notes or None,
+    )
+    session.add(row)
+    state.added.append(row)
+    state.note(row, prep.key)
+    summary.ingested += 1
+    summary.duplicates += twin is not None

@@ -1,0 +1,68 @@
+"""Task kinds: what a domain's model is trained to do with a record, and how it is judged. A domain pack names
+its task (`task: classification`, the default); training, evaluation and the registry call the task kind, so
+that a new task (anomaly detection trained on normal records, cross-modal search) is one module here and one
+registration, beside the stages rather than inside them.
+
+A task kind trains a model on a dataset version (`train`), turns a model's answers on records into the
+outputs it is judged on (`outputs`), scores them against the truth (`metrics`, which include every name in
+`registry_metrics`: what the registry keeps and promotes on), and draws its report (`report`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mmops.errors import ConfigError
+
+_BUNDLED = {"classification": "mmops.tasks.classification:Classification"}
+_TASKS: dict[str, TaskKind] = {}
+
+
+class TaskKind:
+    name: ClassVar[str]
+    registry_metrics: ClassVar[tuple[str, ...]]  # kept by the registry with each version; promote.metric is one
+
+    def train(self, pack: Any, manifest: Any, data_root: Path, params: Any, seed: int, out_dir: Path,
+              progress: Any = None, resume: bool | str = False) -> Any:
+        """Train on the version's train split, select on its val split; returns a TrainResult."""
+        raise NotImplementedError
+
+    def targets(self, pack: Any, rows: list[Any]) -> np.ndarray:
+        """The truth of manifest rows, as `metrics` takes it."""
+        raise NotImplementedError
+
+    def outputs(self, predictor: Any, values: list[dict[str, Any]]) -> np.ndarray:
+        """A model's outputs on decoded records (one row per record)."""
+        raise NotImplementedError
+
+    def metrics(self, y: np.ndarray, outputs: np.ndarray, classes: list[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
+               out_dir: Path) -> dict[str, str]:
+        """Plots of the evaluation, by name -> path."""
+        return {}
+
+
+def register(task: TaskKind) -> TaskKind:
+    _TASKS[task.name] = task
+    return task
+
+
+def task_kinds() -> list[str]:
+    return sorted({*_BUNDLED, *_TASKS})
+
+
+def task_of(name: str) -> TaskKind:
+    """The registered task kind `name` (a domain pack's `task`)."""
+    if name not in _TASKS and name in _BUNDLED:
+        module, cls = _BUNDLED[name].split(":")
+        register(getattr(importlib.import_module(module), cls)())
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown task {name!r}; choose from {task_kinds()}") from None

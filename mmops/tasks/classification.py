@@ -1,0 +1,45 @@
+"""Classification: one label per record out of the domain's classes, trained with a class-weighted cross-entropy
+(mmops.training), judged on accuracy, macro-F1, AUROC and calibration (ECE), with a confusion matrix and ROC
+curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmops.tasks import TaskKind
+
+
+class Classification(TaskKind):
+    name = "classification"
+    registry_metrics = ("accuracy", "macro_f1", "auroc", "ece", "n")
+
+    def train(self, pack: Any, manifest: Any, data_root: Path, params: Any, seed: int, out_dir: Path,
+              progress: Any = None, resume: bool | str = False) -> Any:
+        from mmops.training import train_model
+
+        return train_model(pack, manifest, data_root, params, seed, out_dir, progress, resume=resume)
+
+    def targets(self, pack: Any, rows: list[Any]) -> np.ndarray:
+        return np.array([pack.classes.index(r["label"]) for r in rows])
+
+    def outputs(self, predictor: Any, values: list[dict[str, Any]]) -> np.ndarray:
+        return np.asarray(predictor.predict_proba(values))
+
+    def metrics(self, y: np.ndarray, outputs: np.ndarray, classes: list[str]) -> dict[str, Any]:
+        from mmops.evaluation import classification_metrics
+
+        return classification_metrics(y, outputs, classes)
+
+    def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
+               out_dir: Path) -> dict[str, str]:
+        from mmops.evaluation import plot_confusion, plot_roc
+
+        plots = {"confusion_matrix": out_dir / "confusion_matrix.png", "roc": out_dir / "roc.png"}
+        plot_confusion(metrics["confusion_matrix"], classes, f"{title}: test accuracy {metrics['accuracy']:.3f}",
+                       plots["confusion_matrix"])
+        auroc = f" (AUROC {metrics['auroc']:.3f})" if metrics["auroc"] is not None else ""
+        plot_roc(y, outputs, classes, f"{title}: test ROC{auroc}", plots["roc"])
+        return {k: str(v) for k, v in plots.items()}
