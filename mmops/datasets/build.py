@@ -7,9 +7,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, cast
 
 from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from mmops.errors import BadInputError, ValidationFailedError, one_line
 from mmops.records import Record
