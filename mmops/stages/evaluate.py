@@ -37,9 +37,10 @@ def evaluate(domain: str, training_run: int | None = None) -> dict[str, Any]:
 
     settings, params, pack = resolve(domain)
     out = artifacts(domain, settings)
+    current = load_manifest(domain, settings) if training_run is None else None  # no dataset: say so first
     predictor = Predictor.load(out / "model")
-    version = _trained_on(domain, training_run, predictor.card.checkpoint_sha256, out / "model", settings)
-    manifest = load_manifest(domain, settings, version)
+    manifest = current or load_manifest(domain, settings, _trained_on(
+        domain, training_run or 0, predictor.card.checkpoint_sha256, out / "model", settings))
     if predictor.card.dataset_version != manifest.id:
         raise ValidationFailedError(f"the model in {out / 'model'} was trained on {predictor.card.dataset_version}"
                                     f", not on the current dataset {manifest.id}; run `mmops train`")
@@ -85,12 +86,10 @@ def evaluate(domain: str, training_run: int | None = None) -> dict[str, Any]:
             "reason": reg.reason, "metrics": str(out / "metrics.json"), **plots}
 
 
-def _trained_on(domain: str, training_run: int | None, checkpoint_sha256: str, model_dir: Path,
-               settings: Settings) -> str | None:
+def _trained_on(domain: str, training_run: int, checkpoint_sha256: str, model_dir: Path,
+               settings: Settings) -> str:
     """The dataset version training run `training_run` trained on, checking that its model is the one in
-    model_dir; None without a run (the current version)."""
-    if training_run is None:
-        return None
+    model_dir."""
     with session_scope(settings.catalog_url) as session:
         run = session.get(TrainingRun, training_run)
         if run is None or run.domain != domain:
