@@ -81,7 +81,7 @@ def test_a_plugin_kind_goes_from_landing_to_a_served_prediction(tmp_path: Path) 
             records = [{"id": "n", "inputs": {"vec": [0.0] * DIM}}, {"id": "f", "inputs": {"vec": [2.0] * DIM}}]
             answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=60)
             assert answer.status_code == 200, answer.text
-            assert [p["label"] for p in answer.json()["predictions"]] == ["normal", "fault"]
+            assert [p["label"] for p in answer.json()] == ["normal", "fault"]
             wrong = httpx.post(f"{url}/predict", json={"records": [{"inputs": {"vec": [1.0, True]}}]}, timeout=60)
             assert wrong.status_code == 400 and "JSON list of numbers" in wrong.json()["error"], wrong.text
         finally:
