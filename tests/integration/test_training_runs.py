@@ -232,13 +232,14 @@ def test_the_amp_training_step_runs_autocast_and_the_gradient_scaler(built: Path
     import torch
     from safetensors.torch import load_file
 
-    from mmops import pipeline, training
+    from mmops import pipeline
     from mmops.config import get_settings, load_params
     from mmops.domains import load_domain
+    from mmops.training import loop
 
     monkeypatch.setenv("MMOPS_HOME", str(built))
     dtype = getattr(torch, dtype_name)
-    monkeypatch.setattr(training, "amp_policy", lambda device, wanted: (True, dtype))
+    monkeypatch.setattr(loop, "amp_policy", lambda device, wanted: (True, dtype))
     updates: list[tuple[bool, float]] = []
     original = torch.amp.GradScaler.update
 
@@ -256,8 +257,8 @@ def test_the_amp_training_step_runs_autocast_and_the_gradient_scaler(built: Path
     hook = torch.nn.modules.module.register_module_forward_hook(record)
     try:
         params = load_params().train.model_copy(update={"epochs": 8, "patience": 8, "device": "cpu"})
-        result = training.train_model(load_domain("industrial"), pipeline.load_manifest("industrial"),
-                                      get_settings().data_dir, params, 0, tmp_path / "model")
+        result = loop.train_model(load_domain("industrial"), pipeline.load_manifest("industrial"),
+                                  get_settings().data_dir, params, 0, tmp_path / "model")
     finally:
         hook.remove()
     assert dtype in seen  # the layers really ran in reduced precision
