@@ -147,3 +147,27 @@ def test_train_and_evaluate_take_the_ids_handed_to_them_not_the_latest_build(use
         manifest.write_text(original)
         with session_scope() as s:
             s.delete(s.get(DatasetVersion, newer))
+
+
+def test_a_model_card_is_checked_where_it_is_read(use_project: Path, tmp_path: Path) -> None:
+    """The card is typed (mmops.card.ModelCard): packaging and serving refuse a card with a missing field, a
+    malformed checkpoint hash or classes its pack does not have, naming the file, instead of failing later
+    on a missing key."""
+    import shutil
+
+    from mmops.card import read_card
+    from mmops.errors import BadInputError
+    from mmops.serving.packaging import save_to_model_store
+
+    model = tmp_path / "model"
+    shutil.copytree(use_project / "artifacts" / "security" / "model", model)
+    good = json.loads((model / "model_card.json").read_text())
+    assert read_card(model).pack.name == "security"
+    for broken, why in [({k: v for k, v in good.items() if k != "arch"}, "arch"),
+                        ({**good, "checkpoint_sha256": "not-a-hash"}, "checkpoint_sha256"),
+                        ({**good, "classes": ["a", "b"]}, "not its pack's")]:
+        (model / "model_card.json").write_text(json.dumps(broken))
+        with pytest.raises(BadInputError, match=why):
+            save_to_model_store("security", model, {})
+        with pytest.raises(BadInputError, match=why):
+            Predictor.load(model)
