@@ -9,6 +9,7 @@ clear error at the first of those, never a KeyError in a request.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,9 +54,10 @@ class ModelCard(BaseModel):
                              f"({pack.name}, {list(pack.classes)})")
         return self
 
-    @property
+    @cached_property
     def pack(self) -> DomainPack:
-        """The domain pack the model was trained on (its modalities are the model's inputs)."""
+        """The domain pack the model was trained on (its modalities are the model's inputs); parsed once, when
+        the card is checked."""
         return DomainPack.model_validate(self.domain_pack)
 
     def write(self, model_dir: Path) -> Path:

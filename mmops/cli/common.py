@@ -123,7 +123,7 @@ def progress_train(domain: str, resume: bool = False, nodes: Any = None, dataset
     from mmops import pipeline
 
     if nodes is not None and nodes.node_rank > 0:
-        return pipeline.join_training(domain, nodes, resume)
+        return pipeline.join_training(domain, nodes, resume, dataset)
     with ProgressLine(f"train {domain}") as bar:
 
         def step(epoch: int, total: int, row: dict[str, float]) -> None:

@@ -87,9 +87,8 @@ def parse_spec(raw: Any) -> ModalitySpec:
         return raw
     if not isinstance(raw, dict) or "kind" not in raw:
         raise ValueError("a modality needs a `kind` (" + ", ".join(sorted(kinds())) + ")")
-    name = str(raw["kind"])
-    known = kinds()
-    if name not in known:
-        raise ValueError(f"unknown modality kind {name!r}; registered: {sorted(known)} (a plug-in's module goes "
-                         "in MMOPS_PLUGINS)")
-    return known[name].spec.model_validate(raw)
+    try:
+        kind = kind_of(str(raw["kind"]))
+    except ConfigError as exc:  # pydantic reports a ValueError with the pack's location
+        raise ValueError(str(exc)) from None
+    return kind.spec.model_validate(raw)

@@ -239,6 +239,9 @@ def shift_sensor(rows: list[list[float]], gain: float = 3.0, offset: float = 2.0
     return (np.asarray(rows, dtype=np.float64) * gain + offset).tolist()
 
 
+_NUMBERS = (int, float)  # what JSON numbers decode to
+
+
 def _strict_rows(raw: Any, width: int, channels: list[str]) -> None:
     """A request's rows: lists of `width` JSON numbers (`true` or "1.5" is a client's mistake, not a 1.0)."""
     if not isinstance(raw, list) or not all(isinstance(row, list) for row in raw):
@@ -246,7 +249,7 @@ def _strict_rows(raw: Any, width: int, channels: list[str]) -> None:
     for row in raw:
         if len(row) != width:
             raise BadInputError(f"every row needs {width} values ({channels})")
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in row):
+        if not all(type(v) in _NUMBERS for v in row):  # a bool is an int to isinstance, not here
             raise BadInputError("every value must be a JSON number")
 
 

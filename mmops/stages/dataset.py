@@ -87,7 +87,6 @@ def build(domain: str) -> dict[str, Any]:
         manifest.write(path)
         kept = version_manifest_path(domain, manifest.id, settings)  # by id: what train(dataset_version) reads
         if not kept.exists():
-            kept.parent.mkdir(parents=True, exist_ok=True)
             manifest.write(kept)
         if session.get(DatasetVersion, manifest.id) is None:
             session.add(DatasetVersion(id=manifest.id, domain=domain, manifest_path=str(kept),

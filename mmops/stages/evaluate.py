@@ -37,10 +37,13 @@ def evaluate(domain: str, training_run: int | None = None) -> dict[str, Any]:
 
     settings, params, pack = resolve(domain)
     out = artifacts(domain, settings)
-    current = load_manifest(domain, settings) if training_run is None else None  # no dataset: say so first
-    predictor = Predictor.load(out / "model")
-    manifest = current or load_manifest(domain, settings, _trained_on(
-        domain, training_run or 0, predictor.card.checkpoint_sha256, out / "model", settings))
+    if training_run is None:
+        manifest = load_manifest(domain, settings)  # no dataset is said before no model
+        predictor = Predictor.load(out / "model")
+    else:
+        predictor = Predictor.load(out / "model")
+        manifest = load_manifest(domain, settings, _trained_on(
+            domain, training_run, predictor.card.checkpoint_sha256, out / "model", settings))
     if predictor.card.dataset_version != manifest.id:
         raise ValidationFailedError(f"the model in {out / 'model'} was trained on {predictor.card.dataset_version}"
                                     f", not on the current dataset {manifest.id}; run `mmops train`")
@@ -57,7 +60,7 @@ def evaluate(domain: str, training_run: int | None = None) -> dict[str, Any]:
             if idx:
                 sm = task.metrics(y[idx], task.outputs(predictor, [{m: values[i][m]} for i in idx]),
                                   list(pack.classes))
-                metrics["single_modality"][m] = {k: sm[k] for k in task.registry_metrics if k != "ece"}
+                metrics["single_modality"][m] = {k: sm[k] for k in task.modality_metrics}
     metrics["dataset_version"] = manifest.id
     write_metrics(metrics, out / "metrics.json")
     plots = task.report(metrics, y, outputs, list(pack.classes), domain, out)
@@ -82,7 +85,7 @@ def evaluate(domain: str, training_run: int | None = None) -> dict[str, Any]:
         audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id,
                      checkpoint_sha256=sha, promoted=reg.promoted, reason=reg.reason,
                      metrics={k: metrics[k] for k in keep})
-    return {**{k: metrics[k] for k in keep if k != "n"}, "model_version": reg.version, "promoted": reg.promoted,
+    return {**{k: metrics[k] for k in task.headline_metrics}, "model_version": reg.version, "promoted": reg.promoted,
             "reason": reg.reason, "metrics": str(out / "metrics.json"), **plots}
 
 

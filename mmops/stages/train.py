@@ -84,8 +84,8 @@ def train(domain: str, progress: Progress = None, resume: bool | str = False,
         if nodes.distributed:
             result = TrainResult(**_train_distributed(domain, nodes, resume, settings, manifest.id))
         else:
-            result = task_of(pack.task).train(pack, manifest, settings.data_dir, params.train, params.seed, out, progress,
-                                 resume=resume)
+            result = task_of(pack.task).train(pack, manifest, settings.data_dir, params.train, params.seed, out,
+                                              progress, resume=resume)
     except BaseException as exc:
         with session_scope(settings.catalog_url) as session:
             session.get(TrainingRun, run.id).status = "failed"  # type: ignore[union-attr]
@@ -130,13 +130,13 @@ def _train_distributed(domain: str, nodes: Nodes, resume: bool | str, settings: 
     return raw
 
 
-def join_training(domain: str, nodes: Nodes, resume: bool = False) -> dict[str, Any]:
+def join_training(domain: str, nodes: Nodes, resume: bool = False, dataset_version: str | None = None) -> dict[str, Any]:
     """Node 1.. of a multi-node training: run this machine's workers until node 0's run ends. They read this
     machine's copy of the dataset (`dvc pull`, or a shared filesystem) and write nothing: node 0 records the
     run and writes the model. Every rank checks that all hold the same dataset version and parameters."""
     if nodes.node_rank == 0 or nodes.nnodes < 2:
         raise ConfigError("join_training is for nodes 1.. of a multi-node run; node 0 runs `mmops train`")
     settings, _, _ = resolve(domain)
-    load_manifest(domain, settings)  # no dataset here: say so before the others wait for this node
-    _train_distributed(domain, nodes, resume, settings)
+    load_manifest(domain, settings, dataset_version)  # no dataset here: say so before the others wait for this node
+    _train_distributed(domain, nodes, resume, settings, dataset_version)
     return {"domain": domain, "node_rank": nodes.node_rank, "nnodes": nodes.nnodes, "workers": nodes.nproc}

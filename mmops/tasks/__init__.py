@@ -25,6 +25,8 @@ _TASKS: dict[str, TaskKind] = {}
 class TaskKind:
     name: ClassVar[str]
     registry_metrics: ClassVar[tuple[str, ...]]  # kept by the registry with each version; promote.metric is one
+    headline_metrics: ClassVar[tuple[str, ...]]  # what `evaluate` answers with
+    modality_metrics: ClassVar[tuple[str, ...]]  # per single modality, in metrics.json
 
     def train(self, pack: Any, manifest: Any, data_root: Path, params: Any, seed: int, out_dir: Path,
               progress: Any = None, resume: bool | str = False) -> Any:

@@ -15,6 +15,8 @@ from mmops.tasks import TaskKind
 class Classification(TaskKind):
     name = "classification"
     registry_metrics = ("accuracy", "macro_f1", "auroc", "ece", "n")
+    headline_metrics = ("accuracy", "macro_f1", "auroc", "ece")
+    modality_metrics = ("n", "accuracy", "macro_f1", "auroc")
 
     def train(self, pack: Any, manifest: Any, data_root: Path, params: Any, seed: int, out_dir: Path,
               progress: Any = None, resume: bool | str = False) -> Any:

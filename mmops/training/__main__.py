@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from mmops.context import Context
-from mmops.training.loop import train_model
+from mmops.tasks import task_of
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,8 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx = Context.resolve(args.domain)
-    result = train_model(ctx.pack, ctx.manifest(args.dataset), ctx.settings.data_dir, ctx.params.train,
-                         ctx.params.seed, ctx.artifacts / "model", resume=args.resume)
+    result = task_of(ctx.pack.task).train(ctx.pack, ctx.manifest(args.dataset), ctx.settings.data_dir,
+                                          ctx.params.train, ctx.params.seed, ctx.artifacts / "model",
+                                          resume=args.resume)
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
