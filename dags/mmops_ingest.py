@@ -44,17 +44,17 @@ without starting training.
     def ingest_dag():
         @task
         def plan() -> list[list[str]]:
-            return run_stage("plan_ingest", domain)["batches"]
+            return run_stage("plan_ingest", domain).to_json()["batches"]
 
         @task(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True,
               max_active_tis_per_dagrun=parallel_batches())
         def ingest(paths: list[str]) -> dict:
             summary = run_stage("ingest", domain, paths=paths)
-            return {k: summary[k] for k in ("seen", "ingested", "duplicates", "quarantined", "new_records", "seconds")}
+            return summary.to_json(include={"seen", "ingested", "duplicates", "quarantined", "new_records", "seconds"})
 
         @task(trigger_rule="none_failed")
         def label() -> dict:
-            result = run_stage("label", domain)
+            result = run_stage("label", domain).to_json()
             return {"changed": sum(f.get("imported", 0) + f.get("updated", 0)
                                    for f in result["files"] + result["annotations"]),
                     "trusted": result["trusted"], "conflicts": result["conflicts"]}

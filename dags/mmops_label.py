@@ -43,7 +43,7 @@ A manual run with **export** off re-ranks the queue without writing new tasks.
     def label_dag():
         @task
         def import_annotations() -> dict:
-            result = run_stage("label", domain)
+            result = run_stage("label", domain).to_json()
             return {"changed": sum(a.get("imported", 0) + a.get("updated", 0) for a in result["annotations"]),
                     "conflicts": result["conflicts"]}
 
@@ -53,7 +53,7 @@ A manual run with **export** off re-ranks the queue without writing new tasks.
 
         @task
         def prelabel() -> dict:
-            result = run_stage("prelabel", domain, export=False)
+            result = run_stage("prelabel", domain, export=False).to_json()
             return {"model": (result["model"] or {}).get("model_version"), "queue": result["queue"]}
 
         @task
@@ -62,7 +62,7 @@ A manual run with **export** off re-ranks the queue without writing new tasks.
                 from airflow.sdk.exceptions import AirflowSkipException
 
                 raise AirflowSkipException("export is off for this run")
-            return run_stage("export_tasks", domain)
+            return run_stage("export_tasks", domain).to_json()
 
         imported = import_annotations()
         announce_labels(imported)

@@ -46,7 +46,7 @@ def mmops_monitor():
         def monitor(d: str = domain, *, params=None) -> dict:
             # a run with since=<epoch seconds or ISO time> (a param: the trigger form or the run's conf) checks
             # the log from then on; otherwise the last monitor.window_hours of it
-            return run_stage("monitor", d, since=monitor_since(dict(params or {})))
+            return run_stage("monitor", d, since=monitor_since(dict(params or {}))).to_json()
 
         @task(task_id=f"signal_drift_{domain}", outlets=[drift_asset(domain)])
         def signal(result: dict, d: str = domain, *, outlet_events=None) -> dict:

@@ -3,7 +3,7 @@ training DAGs, one task group per domain."""
 
 from airflow.sdk import TaskGroup, dag
 
-from mmops.orchestration import configure, dag_defaults, dag_params, domains, project_root, retrain_tasks
+from mmops.orchestration import RetrainingTasks, configure, dag_defaults, dag_params, domains, project_root
 
 ROOT = project_root(__file__)
 configure(ROOT)
@@ -27,7 +27,11 @@ Catches slow changes that stay under the drift thresholds, and labels that arriv
 def mmops_retrain_weekly():
     for domain in domains(ROOT):
         with TaskGroup(group_id=domain):
-            retrain_tasks(domain)
+            step = RetrainingTasks(domain)
+            gathered, validated, built = step.gather(), step.validate(), step.build()
+            evaluated = step.evaluate(step.train(built))  # ids flow forward: build -> train -> evaluate (XCom)
+            gathered >> validated >> built
+            evaluated >> step.package() >> step.deploy(evaluated)
 
 
 mmops_retrain_weekly()

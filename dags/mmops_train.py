@@ -5,6 +5,7 @@ better) -> package (BentoML) -> deploy (hot reload of the running service, when 
 from airflow.sdk import dag
 
 from mmops.orchestration import (
+    RetrainingTasks,
     configure,
     dag_defaults,
     dag_params,
@@ -12,7 +13,6 @@ from mmops.orchestration import (
     drift_asset,
     labeled_asset,
     project_root,
-    retrain_tasks,
 )
 
 ROOT = project_root(__file__)
@@ -46,7 +46,11 @@ last interrupted training of the same dataset and params (a retried train task d
 """,
     )
     def train_dag():
-        retrain_tasks(domain)
+        step = RetrainingTasks(domain)
+        gathered, validated, built = step.gather(), step.validate(), step.build()
+        evaluated = step.evaluate(step.train(built))  # ids flow forward: build -> train -> evaluate (XCom)
+        gathered >> validated >> built
+        evaluated >> step.package() >> step.deploy(evaluated)
 
     return train_dag()
 

@@ -24,6 +24,7 @@ from mmops.serving.client import (
     wait_logged,
     wait_ready,
 )
+from mmops.stages.results import Validated
 
 
 @contextmanager
@@ -67,38 +68,40 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
         pull = pipeline.pull_domain(d)
         console.print(f"landed {pull['records']} records of {pull['pack']} in {pull['landing']}")
         ing = pipeline.ingest(d)
-        console.print(f"ingested {ing['ingested']} files, {ing['duplicates']} shared content, "
-                      f"{ing['quarantined']} quarantined")
+        console.print(f"ingested {ing.ingested} files, {ing.duplicates} shared content, {ing.quarantined} quarantined")
         lab = pipeline.label(d)
-        rejected = sum(len(f["rejected"]) for f in lab["files"])
-        rules = lab["rules"]
-        console.print(f"labels: {lab['by_kind']} chosen by kind, {rejected} rows rejected, {lab['conflicts']} "
-                      f"conflicts" + (f"; rules voted on {rules['voted']} of {rules['records']}" if rules["rules"] else ""))
+        rejected = sum(len(f["rejected"]) for f in lab.files)
+        rules = lab.rules or {}
+        console.print(f"labels: {lab.by_kind} chosen by kind, {rejected} rows rejected, {lab.conflicts} "
+                      f"conflicts" + (f"; rules voted on {rules['voted']} of {rules['records']}" if rules.get("rules")
+                                      else ""))
         gate = pipeline.validate(d)
-        console.print(f"validation gate: passed {gate['n_expectations']} expectations, {len(gate['warnings'])} warnings")
+        assert isinstance(gate, Validated)
+        console.print(f"validation gate: passed {gate.n_expectations} expectations, {len(gate.warnings)} warnings")
         ds = pipeline.build(d)
-        console.print(f"dataset {ds['dataset_version']}: {ds['split_counts']}")
+        console.print(f"dataset {ds.dataset_version}: {ds.split_counts}")
         tr = pipeline.train(d)
-        console.print(f"trained on {tr['device']}: {tr['epochs_run']} epochs, best val macro-F1 "
-                      f"{tr['val_metrics']['macro_f1']:.3f}")
+        console.print(f"trained on {tr.device}: {tr.epochs_run} epochs, best val macro-F1 "
+                      f"{tr.val_metrics['macro_f1']:.3f}")
         ev = pipeline.evaluate(d)
-        verdict = "promoted to champion" if ev["promoted"] else ev["reason"]
-        auc = f"{ev['auroc']:.3f}" if ev["auroc"] is not None else "n/a"
-        console.print(f"test accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}, AUROC {auc}, "
-                      f"ECE {ev['ece']:.3f}; model v{ev['model_version']}: {verdict}")
+        m = ev.headline
+        verdict = "promoted to champion" if ev.promoted else ev.reason
+        auc = f"{m['auroc']:.3f}" if m["auroc"] is not None else "n/a"
+        console.print(f"test accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, AUROC {auc}, "
+                      f"ECE {m['ece']:.3f}; model v{ev.model_version}: {verdict}")
         pre = pipeline.prelabel(d)
-        console.print(f"pre-labeled {pre['model']['records']} records with {pre['model']['model_version']}; "
-                      f"on {pre['disagreements']} the model or the rules contradict the label (candidates for "
-                      f"review: artifacts/{d}/label_conflicts.json); review queue {pre['queue']['queued']}")
+        model = pre.model or {}
+        console.print(f"pre-labeled {model.get('records', 0)} records with {model.get('model_version')}; "
+                      f"on {pre.disagreements} the model or the rules contradict the label (candidates for "
+                      f"review: artifacts/{d}/label_conflicts.json); review queue {pre.queue['queued']}")
         pk = pipeline.package(d)
-        console.print(f"packaged {pk['model_tag']} -> bento {pk['bento_tag']}")
+        console.print(f"packaged {pk.model_tag} -> bento {pk.bento_tag}")
         served = serve_and_send(d, port, n_requests)
         console.print(f"served {served['sent']} held-out records over HTTP, accuracy {served['served_accuracy']:.3f}")
         mon = pipeline.monitor(d, "log")
-        console.print(f"drift: share {mon['drift_share']:.2f} ({'DRIFT' if mon['drifted'] else 'no drift'}) "
-                      f"-> {mon['html']}")
-        rows.append((d, ds["dataset_version"], f"{ev['accuracy']:.3f}", f"{ev['macro_f1']:.3f}",
-                     pk["bento_tag"], f"{mon['drift_share']:.2f}"))
+        console.print(f"drift: share {mon.drift_share:.2f} ({'DRIFT' if mon.drifted else 'no drift'}) -> {mon.html}")
+        rows.append((d, ds.dataset_version, f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}", str(pk.bento_tag),
+                     f"{mon.drift_share:.2f}"))
     table = Table(title=f"mmops demo ({time.monotonic() - start:.0f} s)")
     for col in ("domain", "dataset version", "test acc", "macro-F1", "bento", "drift share"):
         table.add_column(col)

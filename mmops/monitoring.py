@@ -22,7 +22,7 @@ import numpy as np
 from mmops.datasets.build import Manifest
 from mmops.domains import DomainPack
 from mmops.drift import EMBEDDING_SAMPLE, DriftCheck, DriftVerdict, ReferenceSketch
-from mmops.serving.predlog import flatten_features
+from mmops.serving.predlog import flatten_features, read_line
 
 log = logging.getLogger(__name__)
 
@@ -131,20 +131,16 @@ def iter_prediction_log(paths: Path | list[Path], model_sha: str | None, dims: d
     embs: list[dict] = []
     bad = 0
     for line in _lines(paths):
-        try:
-            entry = json.loads(line)
-            features = entry.get("features", {})
-            if not isinstance(features, dict):
-                raise ValueError("features is not an object")
-        except (json.JSONDecodeError, ValueError, AttributeError):
+        entry = read_line(line)
+        if entry is None:
             bad += 1
             continue
-        if model_sha and entry.get("checkpoint_sha256") != model_sha:
+        if model_sha and entry.checkpoint_sha256 != model_sha:
             continue
-        if since is not None and not (isinstance(entry.get("ts"), int | float) and entry["ts"] >= since):
+        if since is not None and not (entry.ts is not None and entry.ts >= since):
             continue
-        rows.append({**features, "prediction": entry.get("prediction")})
-        embs.append(entry.get("embeddings") or {})
+        rows.append({**entry.features, "prediction": entry.prediction})
+        embs.append(entry.embeddings)
         if len(rows) >= chunk_rows:
             yield (*chunk(rows, embs), bad)
             rows, embs, bad = [], [], 0
@@ -178,18 +174,14 @@ def served_performance(paths: Path | list[Path], model_sha: str | None, since: f
 
     answered: dict[str, tuple[float, str]] = {}
     for line in _lines(paths) if truth else ():
-        try:
-            entry = json.loads(line)
-            rid, pred, ts = entry.get("record_id"), entry.get("prediction"), entry.get("ts")
-        except (json.JSONDecodeError, AttributeError):
+        entry = read_line(line)
+        if entry is None or entry.record_id not in truth or (model_sha and entry.checkpoint_sha256 != model_sha):
             continue
-        if rid not in truth or (model_sha and entry.get("checkpoint_sha256") != model_sha):
-            continue
-        ts = float(ts) if isinstance(ts, int | float) else float("-inf")
+        rid, ts = entry.record_id, entry.ts if entry.ts is not None else float("-inf")
         if since is not None and ts < since:
             continue
         if rid not in answered or ts >= answered[rid][0]:
-            answered[rid] = (ts, str(pred))
+            answered[rid] = (ts, str(entry.prediction))
     if not answered:
         return {"n_labeled": 0, "accuracy": None, "macro_f1": None}
     y_true = [truth[r] for r in answered]
@@ -209,15 +201,11 @@ def last_logged_model(paths: Path | list[Path], tail_bytes: int = 1 << 20) -> st
             fh.seek(max(0, path.stat().st_size - tail_bytes))
             lines = fh.read().decode("utf-8", errors="replace").splitlines()
         for line in reversed(lines):
-            try:
-                entry = json.loads(line)
-                sha, ts = entry.get("checkpoint_sha256"), entry.get("ts")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-            if isinstance(sha, str) and sha:
-                ts = float(ts) if isinstance(ts, int | float) else float("-inf")
+            entry = read_line(line)
+            if entry is not None and entry.checkpoint_sha256 is not None:
+                ts = entry.ts if entry.ts is not None else float("-inf")
                 if newest is None or ts > newest[0]:
-                    newest = (ts, sha)
+                    newest = (ts, entry.checkpoint_sha256)
                 break
     return newest[1] if newest else None
 

@@ -1,15 +1,18 @@
 """What the Airflow DAGs call: a stage by name, with mmops errors translated into Airflow's terms.
 
 Data-validation failures fail the task without retries (retrying cannot fix the data); anything else raises
-as-is so that Airflow's retries apply to transient errors. Tasks exchange small JSON summaries (ids, paths,
-counts) through XCom, never data.
+as-is so that Airflow's retries apply to transient errors. Tasks exchange their stage's typed result as JSON
+(ids, paths, counts) through XCom, never data; the next task reads it back into the type.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mmops.stages.results import StageResult
 
 
 def project_root(dag_file: str) -> Path:
@@ -28,7 +31,7 @@ def domains(root: Path) -> list[str]:
     return load_params(root / "params.yaml").domains
 
 
-def run_stage(stage: str, domain: str, **kwargs: Any) -> dict[str, Any]:
+def run_stage(stage: str, domain: str, **kwargs: Any) -> StageResult:
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     from mmops import pipeline
@@ -147,12 +150,14 @@ def signal_drift(domain: str, result: dict[str, Any], outlet_events: Any = None)
     the served model's accuracy on ground truth that came in has dropped (`monitor.accuracy_drop`)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    degraded = bool((result.get("performance") or {}).get("degraded"))
-    if not result.get("drifted") and not degraded:
-        raise AirflowSkipException(f"{domain}: no drift (drift share {result.get('drift_share', 0):.2f}) and no "
+    from mmops.stages.results import Monitored
+
+    checked = Monitored.model_validate(result)
+    if not checked.drifted and not checked.degraded:
+        raise AirflowSkipException(f"{domain}: no drift (drift share {checked.drift_share:.2f}) and no "
                                    "performance drop; nothing to retrain")
-    summary = {k: result.get(k) for k in ("drifted", "drifted_groups", "drifted_embeddings", "drifted_columns",
-                                          "drift_share", "n_current", "performance", "json")}
+    summary = checked.to_json(include={"drifted", "drifted_groups", "drifted_embeddings", "drifted_columns",
+                                       "drift_share", "n_current", "performance", "json_path"})
     if outlet_events is not None:
         outlet_events[drift_asset(domain)].extra = summary
     return summary
@@ -187,11 +192,13 @@ def deploy_champion(domain: str, evaluated: dict[str, Any], params: dict[str, An
     from airflow.sdk.exceptions import AirflowSkipException
 
     from mmops import pipeline
+    from mmops.stages.results import Evaluated
 
     if not (params or {}).get("deploy", True):
         raise AirflowSkipException("deploy is off for this run: the new champion serves from the next deploy")
-    if not evaluated.get("promoted"):
-        raise AirflowSkipException(f"not promoted ({evaluated.get('reason')}): the champion keeps serving")
+    decision = Evaluated.from_json(evaluated)
+    if not decision.promoted:
+        raise AirflowSkipException(f"not promoted ({decision.reason}): the champion keeps serving")
     url = service_url(domain)
     if url is None:
         raise AirflowSkipException(f"no running service to reload (MMOPS_SERVICE_URL_{domain.upper()} unset): "
@@ -201,29 +208,49 @@ def deploy_champion(domain: str, evaluated: dict[str, Any], params: dict[str, An
 
 def gather(domain: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Newly landed records (field captures) and the labels that came in since the last run."""
-    ingested = run_stage("ingest", domain)
-    labeled = run_stage("label", domain)
-    return {"ingested": ingested.get("ingested"), "quarantined": ingested.get("quarantined"),
-            "labeled": labeled.get("labeled"), "by_kind": labeled.get("by_kind")}
+    from mmops.stages.results import Ingested, Labeled
+
+    ingested, labeled = run_stage("ingest", domain), run_stage("label", domain)
+    assert isinstance(ingested, Ingested) and isinstance(labeled, Labeled)
+    return {"ingested": ingested.ingested, "quarantined": ingested.quarantined, "labeled": labeled.labeled,
+            "by_kind": labeled.by_kind}
 
 
-def retrain_tasks(domain: str) -> None:
-    """Inside a DAG (or task group) definition: gather newly landed and labeled data -> validate -> build ->
-    train a challenger -> evaluate (promoted only if it beats the champion) -> package -> deploy if promoted.
+class RetrainingTasks:
+    """The tasks of a domain's retraining, for a DAG file to wire into its own graph: gather newly landed
+    and labeled data, validate, build, train a challenger, evaluate (promoted only if it beats the champion),
+    package, deploy (reload the service if promoted). Called inside a DAG (or task group) definition.
 
-    Ids flow forward through XCom: train takes the dataset version that this run's build returned (a build
-    made meanwhile by hand or by another run does not change what it trains), evaluate the training run."""
-    from datetime import timedelta
+    Ids flow forward through XCom: train takes what build returned, evaluate what train returned, so a
+    build made meanwhile by hand or by another run changes neither what this run trains nor what it
+    evaluates."""
 
-    gathered = stage_task("gather", domain, gather)
-    validated = stage_task("validate", domain, run_stage_named("validate"))
-    built = stage_task("build", domain, run_stage_named("build"))
-    trained = stage_task("train", domain, run_stage_named("train"), built, execution_timeout=timedelta(hours=6),
-                         **training_task_args())
-    evaluated = stage_task("evaluate", domain, run_stage_named("evaluate"), trained)
-    packaged = stage_task("package", domain, run_stage_named("package"))
-    gathered >> validated >> built
-    evaluated >> packaged >> stage_task("deploy", domain, deploy_champion, evaluated, retries=0)
+    def __init__(self, domain: str) -> None:
+        self.domain = domain
+
+    def gather(self) -> Any:
+        return stage_task("gather", self.domain, gather)
+
+    def validate(self) -> Any:
+        return stage_task("validate", self.domain, run_stage_named("validate"))
+
+    def build(self) -> Any:
+        return stage_task("build", self.domain, run_stage_named("build"))
+
+    def train(self, built: Any) -> Any:
+        from datetime import timedelta
+
+        return stage_task("train", self.domain, run_stage_named("train"), built,
+                          execution_timeout=timedelta(hours=6), **training_task_args())
+
+    def evaluate(self, trained: Any) -> Any:
+        return stage_task("evaluate", self.domain, run_stage_named("evaluate"), trained)
+
+    def package(self) -> Any:
+        return stage_task("package", self.domain, run_stage_named("package"))
+
+    def deploy(self, evaluated: Any) -> Any:
+        return stage_task("deploy", self.domain, deploy_champion, evaluated, retries=0)
 
 
 def stage_task(task_id: str, domain: str, call: Any, *upstream: Any, **task_kwargs: Any) -> Any:
@@ -241,18 +268,20 @@ def run_stage_named(name: str) -> Any:
     """A task body: the named pipeline stage for a domain, given what the upstream task returned (build's
     result to train, train's to evaluate). A retry of a training task (its worker died, the task timed
     out) continues from the last epoch checkpoint of the same dataset and params."""
+    from mmops.stages.results import Built, Trained
+
     def call(domain: str, upstream: dict[str, Any] | None = None,
              params: dict[str, Any] | None = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         if name == "train" and upstream:
-            kwargs["dataset_version"] = upstream["dataset_version"]
+            kwargs["dataset_version"] = Built.model_validate(upstream).dataset_version
         if name == "evaluate" and upstream:
-            kwargs["training_run"] = upstream["training_run"]
+            kwargs["training_run"] = Trained.model_validate(upstream).training_run
         if name == "train" and (params or {}).get("resume"):
             kwargs["resume"] = True
         elif name == "train" and _try_number() > 1:
             kwargs["resume"] = "auto"
-        return run_stage(name, domain, **kwargs)
+        return run_stage(name, domain, **kwargs).to_json()
 
     return call
 

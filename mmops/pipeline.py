@@ -7,7 +7,6 @@ that the faces use (CLI commands, dvc stages, Airflow tasks) to them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from mmops.context import artifacts, load_manifest, manifest_path
 from mmops.stages.common import Progress
@@ -17,16 +16,17 @@ from mmops.stages.deploy import audit_log, package, record_deploy, reload_servic
 from mmops.stages.evaluate import evaluate, promote, registry
 from mmops.stages.labels import export_tasks, import_annotations, label, prelabel
 from mmops.stages.monitor import monitor
+from mmops.stages.results import StageResult
 from mmops.stages.train import Nodes, join_training, train
 
 __all__ = [
-    "STAGES", "Nodes", "Progress", "artifacts", "audit_log", "build", "evaluate", "export_tasks",
+    "STAGES", "Nodes", "Progress", "StageResult", "artifacts", "audit_log", "build", "evaluate", "export_tasks",
     "ground_truth_files", "import_annotations", "ingest", "join_training", "label", "load_manifest",
     "manifest_path", "monitor", "package", "plan_ingest", "prelabel", "profile_suites", "promote",
     "pull_data", "pull_domain", "record_deploy", "registry", "reload_service", "train", "validate",
 ]
 
-STAGES: dict[str, Callable[..., dict[str, Any]]] = {
+STAGES: dict[str, Callable[..., StageResult]] = {
     "ingest": ingest, "plan_ingest": plan_ingest, "label": label, "prelabel": prelabel, "export_tasks": export_tasks,
     "validate": validate, "build": build, "train": train,
     "evaluate": evaluate, "package": package, "monitor": monitor,

@@ -51,10 +51,13 @@ def guarded(fn: Callable[[], Any], as_json: bool = False, title: str = "") -> An
     except MmopsError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    from mmops.stages.results import StageResult  # pydantic: not on `mmops --help`'s path
+
+    shown = result.to_json() if isinstance(result, StageResult) else result
     if as_json:
-        out.print_json(json.dumps(result, default=str))
+        out.print_json(json.dumps(shown, default=str))
     elif title:
-        out.print(f"[bold]{title}[/bold] " + ", ".join(f"{k}={short(v)}" for k, v in result.items()),
+        out.print(f"[bold]{title}[/bold] " + ", ".join(f"{k}={short(v)}" for k, v in shown.items()),
                   highlight=False, soft_wrap=True)
     return result
 

@@ -1,5 +1,6 @@
 """The prediction log: its format, owned here for the service that writes it and the monitor that reads it
-(the files' names, one line's fields), and its writer, which keeps it off the request path.
+(the files' names, one line's fields: `Entry` written by `to_line`, read back by `read_line`), and its
+writer, which keeps it off the request path.
 
 A service appends to `<domain>.jsonl`, or to `<domain>@<replica>.jsonl` when MMOPS_REPLICA names it;
 `mmops monitor` reads them all as one stream. One line per answered record: `ts`, `record_id`,
@@ -26,7 +27,7 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger("mmops.serving")
 
@@ -51,15 +52,55 @@ def flatten_features(per_modality: dict[str, dict[str, float]]) -> dict[str, flo
     return {f"{m}.{k}": float(v) for m, stats in sorted(per_modality.items()) for k, v in sorted(stats.items())}
 
 
-Entry = tuple[float, "str | None", str, str, dict, str, list[float], dict[str, list[float]]]
+class Entry(NamedTuple):
+    """One answered record, as the service hands it to the writer (serialized off the request path)."""
+
+    ts: float  # epoch seconds
+    record_id: str | None
+    model_version: str
+    checkpoint_sha256: str
+    stats: dict[str, dict[str, float]]  # the input's statistics per modality
+    prediction: str
+    probabilities: list[float]
+    embeddings: dict[str, list[float]]  # per modality
 
 
 def to_line(entry: Entry) -> str:
     """One answered record as a log line (without its newline)."""
-    ts, record_id, version, sha, stats, label, probs, embeddings = entry
-    return json.dumps({"ts": ts, "record_id": record_id, "model_version": version, "checkpoint_sha256": sha,
-                       "features": flatten_features(stats), "prediction": label,
-                       "probabilities": [round(p, 5) for p in probs], "embeddings": embeddings})
+    return json.dumps({"ts": entry.ts, "record_id": entry.record_id, "model_version": entry.model_version,
+                       "checkpoint_sha256": entry.checkpoint_sha256, "features": flatten_features(entry.stats),
+                       "prediction": entry.prediction, "probabilities": [round(p, 5) for p in entry.probabilities],
+                       "embeddings": entry.embeddings})
+
+
+class Logged(NamedTuple):
+    """What the monitor reads back from a line. Fields a line lacks (lines of older versions, hand-written
+    ones) are None or empty."""
+
+    ts: float | None
+    record_id: str | None
+    checkpoint_sha256: str | None
+    features: dict[str, Any]  # `<modality>.<stat>` -> value
+    prediction: str | None
+    embeddings: dict[str, Any]  # modality -> vector
+
+
+def read_line(line: str) -> Logged | None:
+    """A log line read back, or None when it is not one (torn by a killed writer, corrupt, or of another
+    shape): the caller counts it and goes on."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    features, embeddings = entry.get("features", {}), entry.get("embeddings") or {}
+    if not isinstance(features, dict) or not isinstance(embeddings, dict):
+        return None
+    ts, rid, sha, pred = (entry.get(k) for k in ("ts", "record_id", "checkpoint_sha256", "prediction"))
+    return Logged(float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None,
+                  rid if isinstance(rid, str) else None, sha if isinstance(sha, str) and sha else None,
+                  features, None if pred is None else str(pred), embeddings)
 
 
 class PredictionLog:

@@ -30,7 +30,7 @@ from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.modalities.image import MAX_IMAGE_B64_CHARS
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
-from mmops.serving.predlog import PredictionLog, log_name, to_line
+from mmops.serving.predlog import Entry, PredictionLog, log_name, to_line
 from mmops.serving.schemas import (
     MAX_RECORDS,
     MODEL_TAG,
@@ -247,8 +247,8 @@ class Svc:
              answers: list[dict[str, Any]]) -> None:
         if self.log is not None:  # serialized by the log's writer thread (predlog.to_line), not here
             now = time.time()
-            self.log.put([(now, r.id, o.model_version, a["checkpoint_sha256"], s, o.label, a["probabilities"],
-                           a.get("embeddings", {}))
+            self.log.put([Entry(now, r.id, o.model_version, a["checkpoint_sha256"], s, o.label, a["probabilities"],
+                                a.get("embeddings", {}))
                           for r, s, o, a in zip(records, stats, out, answers, strict=True)])
 
     def metadata(self) -> dict[str, Any]:

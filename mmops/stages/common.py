@@ -40,7 +40,7 @@ def write_summary(path: Path, summary: Any) -> dict[str, Any]:
     return data
 
 
-_Stage = TypeVar("_Stage", bound=Callable[..., dict[str, Any]])
+_Stage = TypeVar("_Stage", bound=Callable[..., Any])
 
 
 def one_at_a_time(stage: _Stage) -> _Stage:
@@ -50,7 +50,7 @@ def one_at_a_time(stage: _Stage) -> _Stage:
     its holder is killed."""
 
     @functools.wraps(stage)
-    def locked(domain: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def locked(domain: str, *args: Any, **kwargs: Any) -> Any:
         from mmops.locks import file_lock
 
         path = get_settings().var_dir / "locks" / f"model-{domain}.lock"

@@ -13,6 +13,7 @@ from mmops.config import Settings, get_settings
 from mmops.context import artifacts
 from mmops.errors import BadInputError, NotFoundError
 from mmops.stages.common import Progress, jsonable, resolve, write_summary
+from mmops.stages.results import Ingested, Planned
 
 
 def pull_data(pack: str) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def _session_factory(settings: Settings) -> Callable[[], Any]:
     return sessionmaker(get_engine(settings.catalog_url), expire_on_commit=False)
 
 
-def ingest(domain: str, progress: Progress = None, paths: list[str] | None = None) -> dict[str, Any]:
+def ingest(domain: str, progress: Progress = None, paths: list[str] | None = None) -> Ingested:
     """Ingest what is new in the domain's landing area (or exactly `paths`: one planned batch)."""
     from mmops.ingest import Landing, ingest_domain
 
@@ -68,7 +69,7 @@ def ingest(domain: str, progress: Progress = None, paths: list[str] | None = Non
                          seen=summary.seen, ingested=summary.ingested, duplicates=summary.duplicates,
                          quarantined=summary.quarantined, new_records=summary.new_records)
     seconds = result.pop("seconds")  # wall times stay out of the file: it is a DVC output, kept deterministic
-    return {**write_summary(artifacts(domain, settings) / name, result), "seconds": seconds}
+    return Ingested(**write_summary(artifacts(domain, settings) / name, result), seconds=seconds)
 
 
 def _digest(items: list[str]) -> str:
@@ -77,14 +78,14 @@ def _digest(items: list[str]) -> str:
     return hashlib.sha256("\n".join(items).encode()).hexdigest()[:12]
 
 
-def plan_ingest(domain: str) -> dict[str, Any]:
+def plan_ingest(domain: str) -> Planned:
     """The new or changed landed files, in batches of params `ingest.batch_files` (paths only)."""
     from mmops.ingest import Landing, plan_batches
 
     settings, params, pack = resolve(domain)
     with session_scope(settings.catalog_url) as session:
         batches = plan_batches(session, pack, Landing(settings.landing(domain)), params.ingest.batch_files)
-    return {"domain": domain, "batches": batches, "files": sum(len(b) for b in batches)}
+    return Planned(domain=domain, batches=batches, files=sum(len(b) for b in batches))
 
 
 def landed_file(settings: Settings, domain: str, name: str) -> Path | None:

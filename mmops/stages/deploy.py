@@ -13,10 +13,11 @@ from mmops.errors import MmopsError, NotFoundError
 from mmops.registry import champion_model_tag
 from mmops.serving import bentoml_env
 from mmops.stages.common import model_version, one_at_a_time, resolve, write_summary
+from mmops.stages.results import Packaged
 
 
 @one_at_a_time
-def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
+def package(domain: str, build_bento: bool = True) -> Packaged:
     """Save the evaluated model to the BentoML model store and build the domain's bento."""
     settings, _, _ = resolve(domain)
     bentoml_env(settings)
@@ -39,8 +40,8 @@ def package(domain: str, build_bento: bool = True) -> dict[str, Any]:
         assert row is not None
         row.bento_model_tag, row.bento_tag = tag, bento or row.bento_tag
         audit.record(session, "packaged", domain, f"model:v{version}", model_tag=tag, bento_tag=bento)
-    return write_summary(artifacts(domain, settings) / "package.json",
-                          {"model_tag": tag, "bento_tag": bento, "model_version": version})
+    return Packaged(**write_summary(artifacts(domain, settings) / "package.json",
+                                    {"model_tag": tag, "bento_tag": bento, "model_version": version}))
 
 
 def reload_service(domain: str, url: str, tag: str | None = None) -> dict[str, Any]:

@@ -17,13 +17,14 @@ from mmops.context import artifacts, load_manifest
 from mmops.domains import DomainPack
 from mmops.errors import MmopsError, NotFoundError, ValidationFailedError
 from mmops.stages.common import one_at_a_time, resolve
+from mmops.stages.results import Evaluated
 from mmops.tasks import task_of
 
 log = logging.getLogger(__name__)
 
 
 @one_at_a_time
-def evaluate(domain: str, training_run: int | None = None) -> dict[str, Any]:
+def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
     """Test-split metrics (overall, per class, per single modality), confusion matrix, registry update.
 
     training_run: the run whose model to evaluate (the training DAG hands it on), on the dataset version it
@@ -85,8 +86,8 @@ def evaluate(domain: str, training_run: int | None = None) -> dict[str, Any]:
         audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id,
                      checkpoint_sha256=sha, promoted=reg.promoted, reason=reg.reason,
                      metrics={k: metrics[k] for k in keep})
-    return {**{k: metrics[k] for k in task.headline_metrics}, "model_version": reg.version, "promoted": reg.promoted,
-            "reason": reg.reason, "metrics": str(out / "metrics.json"), **plots}
+    return Evaluated(headline={k: metrics[k] for k in task.headline_metrics}, model_version=reg.version,
+                     promoted=reg.promoted, reason=reg.reason, metrics=str(out / "metrics.json"), plots=plots)
 
 
 def _trained_on(domain: str, training_run: int, checkpoint_sha256: str, model_dir: Path,

@@ -14,11 +14,12 @@ from mmops.context import artifacts
 from mmops.errors import NotFoundError
 from mmops.stages.common import jsonable, resolve, write_summary
 from mmops.stages.data import ground_truth_files, landed_file, landed_folder
+from mmops.stages.results import Exported, Labeled, Prelabeled
 
 log = logging.getLogger(__name__)
 
 
-def label(domain: str) -> dict[str, Any]:
+def label(domain: str) -> Labeled:
     """Labels from every source that needs no model: the labels file (CSV or JSON), ground truth that came in
     after serving (landing/<domain>/ground_truth/), Label Studio exports dropped in landing/<domain>/annotations/,
     and the domain's labeling functions. Writes the resolution
@@ -56,7 +57,7 @@ def label(domain: str) -> dict[str, Any]:
     if resolution["conflicts"]:
         log.warning("%s: %d records have conflicting labels; see %s", domain, len(resolution["conflicts"]),
                     artifacts(domain, settings) / "label_conflicts.json")
-    return write_summary(artifacts(domain, settings) / "labels.json", result)
+    return Labeled(**write_summary(artifacts(domain, settings) / "labels.json", result))
 
 
 def _label_report(session: Any, domain: str, settings: Settings) -> dict[str, Any]:
@@ -70,7 +71,7 @@ def _label_report(session: Any, domain: str, settings: Settings) -> dict[str, An
     return resolution
 
 
-def prelabel(domain: str, export: bool = True) -> dict[str, Any]:
+def prelabel(domain: str, export: bool = True) -> Prelabeled:
     """Model-assisted labeling: the champion's predictions on records no human labeled (as `model` labels),
     the review queue re-ranked by uncertainty, and the top of it exported as Label Studio tasks to
     artifacts/<domain>/labelstudio/. Without a model yet, the queue is ranked by the rules' confidence."""
@@ -79,7 +80,7 @@ def prelabel(domain: str, export: bool = True) -> dict[str, Any]:
     from mmops.registry import champion_or_latest
 
     settings, params, pack = resolve(domain)
-    result: dict[str, Any] = {"domain": domain, "model": None}
+    result: dict[str, Any] = {"domain": domain, "model": None, "export": None}
     with locked_session(f"labels-{domain}", settings.catalog_url) as session:
         try:
             mv = champion_or_latest(session, domain)
@@ -94,18 +95,18 @@ def prelabel(domain: str, export: bool = True) -> dict[str, Any]:
         # records whose chosen label the model (or the rules) contradicts: likely label errors, worth a look
         result["disagreements"] = len(resolution["disagreements"])
     if export:
-        result["export"] = export_tasks(domain)
-    return write_summary(artifacts(domain, settings) / "prelabel.json", result)
+        result["export"] = export_tasks(domain).to_json()
+    return Prelabeled(**write_summary(artifacts(domain, settings) / "prelabel.json", result))
 
 
-def export_tasks(domain: str) -> dict[str, Any]:
+def export_tasks(domain: str) -> Exported:
     """The most uncertain queued records as Label Studio tasks in artifacts/<domain>/labelstudio/."""
     from mmops.labeling.labelstudio import export_tasks as _export
 
     settings, params, pack = resolve(domain)
     with session_scope(settings.catalog_url) as session:
-        return _export(session, pack, settings.data_dir, artifacts(domain, settings) / "labelstudio",
-                       params.label.export_limit)
+        return Exported(**_export(session, pack, settings.data_dir, artifacts(domain, settings) / "labelstudio",
+                                  params.label.export_limit))
 
 
 def import_annotations(domain: str, path: str) -> dict[str, Any]:

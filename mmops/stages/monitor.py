@@ -19,8 +19,9 @@ from mmops.datasets.build import Manifest
 from mmops.domains import DomainPack
 from mmops.errors import NotFoundError
 from mmops.serving.predlog import log_files
-from mmops.stages.common import Progress, model_version, resolve
+from mmops.stages.common import Progress, jsonable, model_version, resolve
 from mmops.stages.data import ground_truth_files
+from mmops.stages.results import Monitored
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _counted(chunks: Iterator[tuple[Any, Any, int]], progress: Callable[..., Non
 
 
 def monitor(domain: str, current: str = "log", since: float | None = None, progress: Progress = None,
-            ) -> dict[str, Any]:
+            ) -> Monitored:
     """Drift of what the served model sees against what it learnt from: the model's reference sketch (its
     training and validation splits) vs the service's prediction log (`log`) or the held-out test split run
     through the model (`test`, a no-drift baseline). The log is streamed, from `since` (epoch seconds;
@@ -81,14 +82,14 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
     performance["unreadable_files"] = truth_problems
     report = _record(domain, current, card, result, performance, params.monitor, settings)
     dashboard = _add_to_dashboard(domain, pack, report, result.snapshots, settings)
-    return {"drift_share": verdict.drift_share, "drifted": verdict.drifted, "drifted_groups": verdict.drifted_groups,
-            "drifted_columns": verdict.drifted_columns, "drifted_embeddings": verdict.drifted_embeddings,
-            "prediction_drifted": bool(verdict.columns.get("prediction") and verdict.columns["prediction"].drifted),
-            "n_reference": result.n_reference, "n_current": verdict.n_current,
-            "skipped_lines": result.skipped_lines, "performance": performance, "dashboard": dashboard,
-            "reference_dataset_version": card.dataset_version,
-            "html": str(result.html_path), "json": str(result.json_path),
-            "embedding_html": {g: r["html"] for g, r in report.get("evidently_embeddings", {}).items() if "html" in r}}
+    return Monitored(
+        drift_share=verdict.drift_share, drifted=verdict.drifted, drifted_groups=verdict.drifted_groups,
+        drifted_columns=verdict.drifted_columns, drifted_embeddings=verdict.drifted_embeddings,
+        prediction_drifted=bool(verdict.columns.get("prediction") and verdict.columns["prediction"].drifted),
+        n_reference=result.n_reference, n_current=verdict.n_current, skipped_lines=result.skipped_lines,
+        performance=jsonable(performance), dashboard=jsonable(dashboard), reference_dataset_version=card.dataset_version,
+        html=str(result.html_path), json_path=str(result.json_path),
+        embedding_html={g: r["html"] for g, r in report.get("evidently_embeddings", {}).items() if "html" in r})
 
 
 def _checked_model(domain: str, current: str, logs: list[Path], settings: Settings) -> tuple[Path, Path]:

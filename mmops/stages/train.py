@@ -18,6 +18,7 @@ from mmops.context import artifacts, load_manifest
 from mmops.errors import ConfigError, MmopsError, ValidationFailedError
 from mmops.provenance import git_commit
 from mmops.stages.common import Progress, jsonable, one_at_a_time, resolve
+from mmops.stages.results import Trained
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Nodes:
 
 @one_at_a_time
 def train(domain: str, progress: Progress = None, resume: bool | str = False,
-          nodes: Nodes | None = None, dataset_version: str | None = None) -> dict[str, Any]:
+          nodes: Nodes | None = None, dataset_version: str | None = None) -> Trained:
     """Train on a dataset version: the one named (build's `dataset_version`, as the training DAG hands it
     on), else the current one.
 
@@ -101,7 +102,7 @@ def train(domain: str, progress: Progress = None, resume: bool | str = False,
         audit.record(session, "trained", domain, f"training_run:{run.id}", dataset_version=manifest.id,
                      checkpoint_sha256=result.checkpoint_sha256, device=result.device, params_hash=result.params_hash,
                      git_commit=row.git_commit, workers=nodes.nproc * nodes.nnodes, nodes=nodes.nnodes)
-    return {"training_run": run.id, "dataset_version": manifest.id, **jsonable(result)}
+    return Trained(training_run=run.id, dataset_version=manifest.id, **jsonable(result))
 
 
 def _train_distributed(domain: str, nodes: Nodes, resume: bool | str, settings: Settings,

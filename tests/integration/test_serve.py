@@ -160,8 +160,8 @@ def test_monitor_streams_the_prediction_log_against_the_models_sketch(service: t
     accelerometer's columns and not in the gyroscope's."""
     url, root = service
     baseline = pipeline.monitor("industrial", "test")
-    assert not baseline["drifted"] and baseline["drifted_embeddings"] == [], baseline
-    report = json.loads(Path(baseline["json"]).read_text())
+    assert not baseline.drifted and baseline.drifted_embeddings == [], baseline
+    report = json.loads(Path(baseline.json_path).read_text())
     assert report["columns"]["prediction"]["method"] == "chisquare"
     assert report["columns"]["accel.x_mean"]["method"] == "ks"
     assert report["embeddings"]["gyro"]["method"].startswith("distance")
@@ -177,18 +177,18 @@ def test_monitor_streams_the_prediction_log_against_the_models_sketch(service: t
     logged(url, before + 48)
     seen: list[tuple[int, bool]] = []
     result = pipeline.monitor("industrial", "log", progress=lambda rows, done: seen.append((rows, done)))
-    assert result["n_current"] >= 48 and result["skipped_lines"] == 0
+    assert result.n_current >= 48 and result.skipped_lines == 0
     # progress as the log streams in, then once more when every record is in (before the report is written)
-    assert seen[-1] == (result["n_current"], True) and all(not done for _, done in seen[:-1])
+    assert seen[-1] == (result.n_current, True) and all(not done for _, done in seen[:-1])
     assert [rows for rows, _ in seen] == sorted(rows for rows, _ in seen)
-    verdict = json.loads(Path(result["json"]).read_text())
-    assert result["drifted"] and verdict["drifted_groups"] == ["accel"], verdict["group_shares"]
+    verdict = json.loads(Path(result.json_path).read_text())
+    assert result.drifted and verdict["drifted_groups"] == ["accel"], verdict["group_shares"]
     assert verdict["group_shares"]["accel"] >= 0.5 > verdict["group_shares"]["gyro"], verdict["group_shares"]
     # the accelerometer's embedding moved further than the gyroscope's (whether that passes the no-drift
     # threshold depends on the 16-record validation split the reference has here)
     emb = verdict["embeddings"]
     assert emb["accel"]["score"] / emb["accel"]["threshold"] > emb["gyro"]["score"] / emb["gyro"]["threshold"]
-    html = Path(result["html"]).read_text()
+    html = Path(result.html).read_text()
     assert "accel.x_mean" in html and "a sample of" in html and len(html) > 100_000  # Evidently's widgets
     # the packaged model carries the same sketch, for whoever monitors it elsewhere
     import bentoml

@@ -124,6 +124,37 @@ def test_the_prediction_log_is_read_in_chunks_by_model_and_window(tmp_path) -> N
     assert last_logged_model(tmp_path / "none.jsonl") is None
 
 
+def test_a_log_line_reads_back_as_written_and_a_line_of_another_shape_is_none() -> None:
+    """The log's one format: what the service writes (to_line) the monitor reads back (read_line); a line of
+    the wrong shape is None (counted by the monitor), never a crash in the middle of a check."""
+    from mmops.serving.predlog import Entry, read_line, to_line
+
+    entry = Entry(1700000000.5, "r1", "v3", "a" * 64, {"accel": {"x_mean": 0.25}}, "walking", [0.123456, 0.876544],
+                  {"accel": [1.0, 2.0]})
+    back = read_line(to_line(entry))
+    assert back is not None and back.ts == entry.ts and back.record_id == "r1"
+    assert back.checkpoint_sha256 == "a" * 64 and back.prediction == "walking"
+    assert back.features == {"accel.x_mean": 0.25} and back.embeddings == {"accel": [1.0, 2.0]}
+    legacy = read_line('{"features": {"accel.x_mean": 1}, "prediction": "idle"}')  # no ts, id or model
+    assert legacy is not None and legacy.ts is None and legacy.checkpoint_sha256 is None
+    for bad in ("{torn", "[1, 2]", '"text"', '{"features": [1, 2]}', '{"features": {}, "embeddings": [0.1]}'):
+        assert read_line(bad) is None, bad
+    odd = read_line('{"record_id": ["r1"], "ts": true, "checkpoint_sha256": ""}')  # wrong types: unknown
+    assert odd is not None and odd.record_id is None and odd.ts is None and odd.checkpoint_sha256 is None
+
+
+def test_a_record_id_of_the_wrong_type_does_not_break_the_accuracy_join(tmp_path) -> None:
+    import json
+
+    from mmops.monitoring import served_performance
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(x) for x in [
+        {"ts": 1, "record_id": ["r1"], "prediction": "a"},  # a list as an id: before, an unhashable-type crash
+        {"ts": 2, "record_id": "r1", "prediction": "a"}, {"ts": 3, "record_id": "r2", "prediction": "a"}]) + "\n")
+    assert served_performance(log, None, None, {"r1": "a", "r2": "b"})["accuracy"] == 0.5
+
+
 def test_the_logs_of_several_replicas_are_read_as_one_stream(tmp_path, monkeypatch) -> None:
     """Replicas on a shared volume each append to <domain>@<replica>.jsonl (MMOPS_REPLICA); the monitor reads
     them all: the newest line of any replica names the served model, the latest answer per record counts."""

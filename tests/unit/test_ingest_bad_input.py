@@ -106,8 +106,8 @@ def test_every_bad_input_lands_in_quarantine_and_the_good_files_go_in(plant: Pat
     (plant / "labels.csv").write_text("sample_id,label\ncycle0,ok\ncycle1,fault\nghost,ok\ncycle2,unknown\n")
 
     summary = pipeline.ingest("plant")
-    assert summary["ingested"] == 18  # 6 cycles x 3 modalities, all of them
-    assert summary["quarantined"] == len(BAD_CASES) + 2
+    assert summary.ingested == 18  # 6 cycles x 3 modalities, all of them
+    assert summary.quarantined == len(BAD_CASES) + 2
     with session_scope() as s:
         rows = {r.source_path: r for r in s.scalars(select(SampleFile).where(SampleFile.status == "quarantined"))}
     for rel, (data, reason) in BAD_CASES.items():
@@ -118,13 +118,13 @@ def test_every_bad_input_lands_in_quarantine_and_the_good_files_go_in(plant: Pat
     assert "symbolic link" in rows["imu/linked_dir"].reason
     assert not list((plant.parents[1] / "data").rglob("outside*"))
 
-    labels = pipeline.label("plant")["files"][0]
+    labels = pipeline.label("plant").files[0]
     assert labels["imported"] == 2
     assert "no such record" in labels["rejected"]["ghost"]
     assert "not a class" in labels["rejected"]["cycle2"]
 
     again = pipeline.ingest("plant")  # nothing new: nothing read, nothing added
-    assert again["ingested"] == again["quarantined"] == 0 and again["skipped"] == summary["seen"]
+    assert again.ingested == again.quarantined == 0 and again.skipped == summary.seen
 
 
 def project_quarantine(landing: Path) -> Path:
@@ -146,7 +146,7 @@ def test_hostile_paths_from_an_object_store_are_refused(plant: Path, monkeypatch
     monkeypatch.setenv("MMOPS_LANDING_URL", f"memory://{root}")
     try:
         summary = pipeline.ingest("plant")
-        assert summary["ingested"] == 18
+        assert summary.ingested == 18
         with session_scope() as s:
             reasons = dict(s.execute(select(SampleFile.source_path, SampleFile.reason)
                                      .where(SampleFile.status == "quarantined")).all())
@@ -154,22 +154,22 @@ def test_hostile_paths_from_an_object_store_are_refused(plant: Path, monkeypatch
         assert "escapes the landing folder" in reasons["../cycle8.png"]
         assert any("absolute path" in r or "empty part" in r for p, r in reasons.items() if "abs.png" in p)
         again = pipeline.ingest("plant")
-        assert again["ingested"] == again["quarantined"] == 0
+        assert again.ingested == again.quarantined == 0
         # labels and Label Studio exports are read from the same remote landing area
         fs.pipe(f"{root}/plant/labels.csv", b"sample_id,label\ncycle0,ok\ncycle1,ok\n")
         fs.pipe(f"{root}/plant/annotations/export.json", json.dumps([{"data": {"sample_key": "cycle1"}, "annotations": [
             {"completed_by": {"email": "op@plant"}, "result": [
                 {"from_name": "label", "type": "choices", "value": {"choices": ["fault"]}}]}]}]).encode())
         labels = pipeline.label("plant")
-        assert labels["files"][0]["imported"] == 2 and labels["annotations"][0]["imported"] == 1
-        assert labels["by_kind"] == {"file": 1, "human": 1} and labels["conflicts"] == 1
+        assert labels.files[0]["imported"] == 2 and labels.annotations[0]["imported"] == 1
+        assert labels.by_kind == {"file": 1, "human": 1} and labels.conflicts == 1
     finally:
         fs.rm(root, recursive=True)
 
 
 def test_a_scheduled_batch_naming_hostile_paths_is_refused(plant: Path) -> None:
     summary = pipeline.ingest("plant", paths=["camera/cycle0.png", "../../etc/passwd", "/etc/passwd"])
-    assert summary["ingested"] == 1 and summary["quarantined"] == 2
+    assert summary.ingested == 1 and summary.quarantined == 2
     assert not (plant.parents[1] / "quarantine" / "plant").exists() or not any(
         "passwd" in p.name for p in (plant.parents[1] / "quarantine" / "plant").iterdir())
 
@@ -186,14 +186,14 @@ def test_reingest_skips_unchanged_files_without_reading_them(plant: Path, monkey
         return original(self, rel, limit)
 
     monkeypatch.setattr(Landing, "read", counting)
-    assert pipeline.ingest("plant")["skipped"] == first["seen"] and reads == []
+    assert pipeline.ingest("plant").skipped == first.seen and reads == []
     os.utime(plant / "camera" / "cycle0.png", ns=(1, 1))  # touched, same bytes: read once, no new row
     (plant / "note" / "cycle1.txt").write_text("cycle 1: bearing noise", encoding="utf-8")  # changed
     third = pipeline.ingest("plant")
     assert sorted(reads) == ["camera/cycle0.png", "note/cycle1.txt"]
-    assert third["ingested"] == 0 and third["quarantined"] == 1  # the record already has a note
+    assert third.ingested == 0 and third.quarantined == 1  # the record already has a note
     reads.clear()
-    assert pipeline.ingest("plant")["skipped"] == first["seen"] and reads == []
+    assert pipeline.ingest("plant").skipped == first.seen and reads == []
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(SampleFile)) == 19
 
@@ -209,7 +209,7 @@ def test_record_pattern_groups_files_named_by_the_site(project: Path) -> None:
     (land / "door4_camera.png").write_bytes(png(1))  # a record without a note
     (land / "door4-imu.csv").write_bytes(csv(good_series(0)))
     summary = pipeline.ingest("plant")
-    assert summary["ingested"] == 3 and summary["new_records"] == 2 and summary["quarantined"] == 1
+    assert summary.ingested == 3 and summary.new_records == 2 and summary.quarantined == 1
     from mmops.records import load_records
 
     with session_scope() as s:
@@ -240,7 +240,7 @@ def test_transient_read_errors_are_retried_then_raised_for_the_scheduler(
         assert s.scalar(select(func.count()).select_from(SampleFile)) == 0  # the failed batch left nothing
     failures["note/cycle3.txt"] = 1  # the network recovers
     summary = pipeline.ingest("plant")  # what the scheduler's retry does
-    assert summary["ingested"] == 18 and summary["quarantined"] == 0
+    assert summary.ingested == 18 and summary.quarantined == 0
 
 
 def test_decoding_in_worker_processes_gives_the_same_catalog(plant: Path, project: Path) -> None:
@@ -250,7 +250,7 @@ def test_decoding_in_worker_processes_gives_the_same_catalog(plant: Path, projec
     params["ingest"] = {"executor": "process", "workers": 2, "batch_files": 5}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     summary = pipeline.ingest("plant")
-    assert summary["ingested"] == 18 and summary["quarantined"] == 1 and summary["batches"] == 4
+    assert summary.ingested == 18 and summary.quarantined == 1 and summary.batches == 4
     with session_scope() as s:
         rows = {r.source_path: r for r in s.scalars(select(SampleFile))}
     assert "NaN" in rows["imu/nan.csv"].reason

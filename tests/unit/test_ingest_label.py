@@ -30,8 +30,8 @@ def test_corrupt_files_are_quarantined_and_the_rest_ingested(project: Path, tmp_
     os.symlink(secret, land / "camera" / "escape.png")
 
     summary = pipeline.ingest("security")
-    assert summary["ingested"] == 200
-    assert summary["quarantined"] == 5
+    assert summary.ingested == 200
+    assert summary.quarantined == 5
     reasons = _quarantined("security")
     assert "not a readable image" in reasons["camera/truncated.png"]
     assert "empty file" in reasons["camera/empty.png"]
@@ -44,7 +44,7 @@ def test_corrupt_files_are_quarantined_and_the_rest_ingested(project: Path, tmp_
     assert len(list((project / "data" / "raw" / "security").rglob("*.png"))) == 200
 
     again = pipeline.ingest("security")  # idempotent
-    assert again["ingested"] == 0 and again["skipped"] == 205 and again["quarantined"] == 0
+    assert again.ingested == 0 and again.skipped == 205 and again.quarantined == 0
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(SampleFile)) == 205
 
@@ -54,7 +54,7 @@ def test_same_content_under_two_samples_is_stored_once(project: Path) -> None:
     cam = project / "landing" / "security" / "camera"
     (cam / "copy_of_lfw000.png").write_bytes((cam / "lfw000.png").read_bytes())
     summary = pipeline.ingest("security")
-    assert summary["ingested"] == 201 and summary["duplicates"] == 1
+    assert summary.ingested == 201 and summary.duplicates == 1
     assert len(list((project / "data").rglob("*.png"))) == 200
     # the copy, landed later, is the duplicate, although its name comes first in the listing
     with session_scope() as s:
@@ -70,11 +70,11 @@ def test_labels_import_rejects_unknown_samples_and_classes(project: Path) -> Non
     assert "flying" in text
     labels.write_text(text + "ghost_sample,walking\n")
     pipeline.ingest("industrial")
-    res = pipeline.label("industrial")["files"][0]
+    res = pipeline.label("industrial").files[0]
     assert res["imported"] == 79
     assert "no such record" in res["rejected"]["ghost_sample"]
     assert "not a class" in res["rejected"]["bm_test_000"]
-    again = pipeline.label("industrial")["files"][0]
+    again = pipeline.label("industrial").files[0]
     assert again["imported"] == 0 and again["unchanged"] == 79
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Label).where(Label.kind == "file")) == 79

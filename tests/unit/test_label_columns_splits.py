@@ -47,23 +47,23 @@ def test_file_label_split_columns_are_read_and_the_build_keeps_the_test_set(proj
     _write(project / "landing" / "industrial" / "labels.csv", ["file", "label", "split"],
            [[f"accel/{r['sample_id']}.csv", r["label"], _published_split(r["sample_id"])] for r in rows])
     pipeline.ingest("industrial")
-    result = pipeline.label("industrial")["files"][0]
+    result = pipeline.label("industrial").files[0]
     assert result["imported"] == 80 and result["rejected"] == {}
     assert result["splits"] == {"train": 40, "test": 40}
     with session_scope() as s:
         assert {k: v for k, v in s.query(Sample.sample_key, Sample.split)} == {
             r["sample_id"]: _published_split(r["sample_id"]) for r in rows}
-    assert pipeline.validate("industrial")["success"]
+    assert pipeline.validate("industrial").success
     built = pipeline.build("industrial")
     # test is exactly the published test set; validation is carved from the published training set
-    assert built["split_counts"] == {"train": 32, "val": 8, "test": 40}
-    manifest = json.loads(Path(built["manifest"]).read_text())
+    assert built.split_counts == {"train": 32, "val": 8, "test": 40}
+    manifest = json.loads(Path(built.manifest).read_text())
     assert {r["key"] for r in manifest["records"] if r["split"] == "test"} == {
         r["sample_id"] for r in rows if r["sample_id"].startswith("bm_test_")}
     assert manifest["params"]["split"] == "predefined" and manifest["params"]["val_from_train"] is True
     val = [r["label"] for r in manifest["records"] if r["split"] == "val"]
     assert sorted(set(val)) == ["badminton", "running", "standing", "walking"]  # stratified
-    assert pipeline.build("industrial")["dataset_version"] == built["dataset_version"]  # reproducible
+    assert pipeline.build("industrial").dataset_version == built.dataset_version  # reproducible
 
 
 def test_id_and_class_headers_and_bare_file_names_work_too(project: Path) -> None:
@@ -72,10 +72,10 @@ def test_id_and_class_headers_and_bare_file_names_work_too(project: Path) -> Non
     _write(project / "landing" / "industrial" / "labels.csv", ["id", "class"],
            [[f"{r['sample_id']}.csv", r["label"]] for r in rows])
     pipeline.ingest("industrial")
-    result = pipeline.label("industrial")["files"][0]
+    result = pipeline.label("industrial").files[0]
     assert result["imported"] == 80 and result["splits"] == {}
     pipeline.validate("industrial")
-    assert pipeline.build("industrial")["split_counts"] == {"train": 48, "val": 16, "test": 16}  # ours
+    assert pipeline.build("industrial").split_counts == {"train": 48, "val": 16, "test": 16}  # ours
 
 
 def test_a_pack_names_its_own_columns_and_an_unknown_header_says_what_it_expected(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_a_folder_per_split_is_read_from_the_record_pattern(project: Path) -> No
     shutil.copy(land / "test" / "accel" / "bm_test_000.csv", land / "extra" / "accel" / "bm_extra.csv")
     shutil.move(land / "test" / "gyro" / "bm_test_001.csv", land / "train" / "gyro" / "bm_test_001.csv")
     summary = pipeline.ingest("industrial")
-    assert summary["ingested"] == 159 and summary["quarantined"] == 2
+    assert summary.ingested == 159 and summary.quarantined == 2
     with session_scope() as s:
         splits = {k: v for k, v in s.query(Sample.sample_key, Sample.split)}
         reasons = dict(s.execute(select(SampleFile.source_path, SampleFile.reason)
@@ -117,10 +117,10 @@ def test_a_folder_per_split_is_read_from_the_record_pattern(project: Path) -> No
     assert "is in the 'test' split; this file sits in the 'train' split's folder" in reasons[
         "train/gyro/bm_test_001.csv"]
     shutil.move(land / "train" / "gyro" / "bm_test_001.csv", land / "test" / "gyro" / "bm_test_001.csv")
-    assert pipeline.ingest("industrial")["ingested"] == 1  # where it belongs
+    assert pipeline.ingest("industrial").ingested == 1  # where it belongs
     pipeline.label("industrial")
     pipeline.validate("industrial")
-    assert pipeline.build("industrial")["split_counts"] == {"train": 32, "val": 8, "test": 40}
+    assert pipeline.build("industrial").split_counts == {"train": 32, "val": 8, "test": 40}
 
 
 def test_given_val_and_test_are_kept_and_a_split_without_test_is_refused() -> None:

@@ -59,9 +59,9 @@ def _landed_industrial(project: Path, unlabeled: int = 20) -> list[str]:
 def test_rules_label_what_files_do_not_and_training_ignores_them_by_default(project: Path) -> None:
     missing = _landed_industrial(project)
     result = pipeline.label("industrial")
-    assert result["rules"]["voted"] > 40 and result["rules"]["abstained"] > 0
-    assert set(result["rules"]["fired"]) == {"still", "gait", "fast_gait", "swings"}
-    assert result["by_kind"]["file"] == 60 and result["trusted"] == 60
+    assert result.rules["voted"] > 40 and result.rules["abstained"] > 0
+    assert set(result.rules["fired"]) == {"still", "gait", "fast_gait", "swings"}
+    assert result.by_kind["file"] == 60 and result.trusted == 60
     with session_scope() as s:
         records = {r.key: r.label for r in load_records(s, "industrial")}
         with_rules = {r.key: r.label for r in load_records(s, "industrial", ("human", "file", "rule"))}
@@ -75,7 +75,7 @@ def test_rules_label_what_files_do_not_and_training_ignores_them_by_default(proj
         files = dict(s.execute(select(Label.sample_id, Label.label).where(Label.kind == "file")).all())
     both = [sid for sid in by_id if sid in files]
     assert len(both) > 30 and sum(by_id[i] == files[i] for i in both) / len(both) > 0.8
-    assert pipeline.label("industrial")["rules"]["imported"] == 0  # a rerun changes nothing
+    assert pipeline.label("industrial").rules["imported"] == 0  # a rerun changes nothing
 
 
 def _annotate(task: dict, choice: str, who: str, when: str, cancelled: bool = False) -> dict:
@@ -91,9 +91,9 @@ def test_label_studio_round_trip_changes_labels_and_their_provenance(project: Pa
     missing = _landed_industrial(project)
     pipeline.label("industrial")
     pre = pipeline.prelabel("industrial")  # no model yet: the queue is ranked by the rules' confidence
-    assert pre["model"] is None and pre["queue"]["queued"] == 20
-    assert set(pre["queue"]["by_method"]) <= {"rule_margin", "none"}
-    export = Path(pre["export"]["path"])
+    assert pre.model is None and pre.queue["queued"] == 20
+    assert set(pre.queue["by_method"]) <= {"rule_margin", "none"}
+    export = Path(pre.export.path)
     tasks = json.loads(export.read_text())
     assert sorted(t["data"]["sample_key"] for t in tasks) == sorted(missing)
     scores = [t["meta"]["uncertainty"] for t in tasks]
@@ -123,10 +123,10 @@ def test_label_studio_round_trip_changes_labels_and_their_provenance(project: Pa
     (drop / "project-1-export.json").write_text(json.dumps([a, b, c, audit, ghost]))
 
     result = pipeline.label("industrial")
-    ann = result["annotations"][0]
+    ann = result.annotations[0]
     assert ann["imported"] == 4 and ann["cancelled"] == 1 and "nope" in ann["rejected"]["1000"]
-    assert result["by_kind"]["human"] == 3
-    assert result["conflicts"] == 2  # alice vs bob on one record; carol vs the labels file on another
+    assert result.by_kind["human"] == 3
+    assert result.conflicts == 2  # alice vs bob on one record; carol vs the labels file on another
 
     with session_scope() as s:
         resolved = {r.key: r for r in resolve(s, "industrial").values()}
@@ -147,14 +147,14 @@ def test_label_studio_round_trip_changes_labels_and_their_provenance(project: Pa
     a["annotations"][0]["result"][0]["value"]["choices"] = ["walking"]
     a["annotations"][0]["updated_at"] = "2026-11-22T09:00:00Z"
     (drop / "project-1-export.json").write_text(json.dumps([a]))
-    again = pipeline.label("industrial")["annotations"][0]
+    again = pipeline.label("industrial").annotations[0]
     assert again["updated"] == 1 and again["unchanged"] == 1
     with session_scope() as s:
         history = s.scalars(select(Label).join(Sample).where(
             Sample.sample_key == a["data"]["sample_key"], Label.source == "human:alice@plant.example")
             .order_by(Label.id)).all()
     assert [(h.label, h.superseded_at is not None) for h in history] == [("running", True), ("walking", False)]
-    assert pipeline.label("industrial")["conflicts"] == 1  # alice and bob now agree
+    assert pipeline.label("industrial").conflicts == 1  # alice and bob now agree
 
 
 def test_model_prelabels_rank_the_queue_by_entropy(use_project: Path) -> None:
@@ -203,8 +203,8 @@ def test_export_fills_missing_modalities_so_label_studio_can_render_every_task(p
     pipeline.pull_data("medical-cxr")
     pipeline.ingest("medical")
     pre = pipeline.prelabel("medical")  # nothing labeled, no model, no rule votes yet: all queued, equal rank
-    assert pre["queue"]["by_method"] == {"none": 600}
-    tasks = json.loads(Path(pre["export"]["path"]).read_text())
+    assert pre.queue["by_method"] == {"none": 600}
+    tasks = json.loads(Path(pre.export.path).read_text())
     assert len(tasks) == 100  # params label.export_limit
     config = config_xml(load_domain("medical"))
     for task in tasks:

@@ -7,19 +7,37 @@ import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
 from mmops.orchestration import deploy_champion, drift_asset, signal_drift
+from mmops.stages.results import Evaluated, Monitored
 
 
 class _Event:
     extra: dict | None = None
 
 
+def _monitored(**verdict: object) -> dict:
+    """A monitor task's XCom: its stage's result as JSON."""
+    fields = {"drift_share": 0.0, "drifted": False, "drifted_groups": [], "drifted_columns": [],
+              "drifted_embeddings": [], "prediction_drifted": False, "n_reference": 100, "n_current": 48,
+              "skipped_lines": 0, "performance": {"n_labeled": 0, "accuracy": None}, "dashboard": {},
+              "reference_dataset_version": "industrial-abc", "html": "x", "json": "drift_report.json",
+              "embedding_html": {}}
+    return Monitored.model_validate({**fields, **verdict}).to_json()
+
+
+def _evaluated(promoted: bool, reason: str = "first model") -> dict:
+    """An evaluate task's XCom."""
+    return Evaluated(headline={"accuracy": 0.9, "macro_f1": 0.9, "auroc": None, "ece": 0.05}, model_version=2,
+                     promoted=promoted, reason=reason, metrics="metrics.json",
+                     plots={"confusion_png": "confusion.png"}).to_json()
+
+
 def test_drift_emits_the_asset_with_the_verdict_and_no_drift_emits_nothing() -> None:
     events = {drift_asset("industrial"): _Event()}
     with pytest.raises(AirflowSkipException, match="no drift"):
-        signal_drift("industrial", {"drifted": False, "drift_share": 0.1}, events)
+        signal_drift("industrial", _monitored(drifted=False, drift_share=0.1), events)
     assert events[drift_asset("industrial")].extra is None
-    verdict = {"drifted": True, "drifted_groups": ["accel"], "drifted_embeddings": [], "drift_share": 0.4,
-               "drifted_columns": ["accel.x_mean"], "n_current": 48, "json": "drift_report.json", "html": "x"}
+    verdict = _monitored(drifted=True, drifted_groups=["accel"], drifted_embeddings=[], drift_share=0.4,
+                         drifted_columns=["accel.x_mean"], n_current=48, json="drift_report.json", html="x")
     out = signal_drift("industrial", verdict, events)
     assert events[drift_asset("industrial")].extra == out
     assert out["drifted_groups"] == ["accel"] and "html" not in out
@@ -27,8 +45,8 @@ def test_drift_emits_the_asset_with_the_verdict_and_no_drift_emits_nothing() -> 
 
 def test_a_performance_drop_on_late_labels_emits_the_asset_without_drift() -> None:
     events = {drift_asset("medical"): _Event()}
-    steady = {"drifted": False, "drift_share": 0.0, "performance": {"n_labeled": 40, "accuracy": 0.9,
-                                                                     "degraded": False}}
+    steady = _monitored(drifted=False, drift_share=0.0, performance={"n_labeled": 40, "accuracy": 0.9,
+                                                                      "degraded": False})
     with pytest.raises(AirflowSkipException, match="no performance drop"):
         signal_drift("medical", steady, events)
     dropped = {**steady, "performance": {"n_labeled": 40, "accuracy": 0.6, "test_accuracy": 0.9, "degraded": True}}
@@ -43,11 +61,11 @@ def test_deploy_only_a_promoted_model_and_only_where_a_service_runs(monkeypatch:
     monkeypatch.setattr(pipeline, "reload_service", lambda d, url: calls.append((d, url)) or {"model_version": "v2"})
     monkeypatch.delenv("MMOPS_SERVICE_URL_SECURITY", raising=False)
     with pytest.raises(AirflowSkipException, match="champion keeps serving"):
-        deploy_champion("security", {"promoted": False, "reason": "macro_f1 0.90 <= champion 0.95"})
+        deploy_champion("security", _evaluated(False, "macro_f1 0.90 <= champion 0.95"))
     with pytest.raises(AirflowSkipException, match="MMOPS_SERVICE_URL_SECURITY"):
-        deploy_champion("security", {"promoted": True})
+        deploy_champion("security", _evaluated(True))
     monkeypatch.setenv("MMOPS_SERVICE_URL_SECURITY", "http://127.0.0.1:3001")
-    assert deploy_champion("security", {"promoted": True}) == {"model_version": "v2"}
+    assert deploy_champion("security", _evaluated(True)) == {"model_version": "v2"}
     assert calls == [("security", "http://127.0.0.1:3001")]
 
 
@@ -57,12 +75,12 @@ def test_manual_run_params_switch_off_deploy_announce_and_select_resume(monkeypa
 
     monkeypatch.setenv("MMOPS_SERVICE_URL_SECURITY", "http://127.0.0.1:3001")
     with pytest.raises(AirflowSkipException, match="deploy is off"):
-        deploy_champion("security", {"promoted": True}, params={"deploy": False})
+        deploy_champion("security", _evaluated(True), params={"deploy": False})
     with pytest.raises(AirflowSkipException, match="announce is off"):
         announce(new_records=5, label_changes=0, enabled=False)
     assert announce(new_records=5, label_changes=0) == {"new_records": 5, "label_changes": 0}
     calls = []
-    monkeypatch.setattr(orchestration, "run_stage", lambda name, d, **kw: calls.append((name, kw)) or {})
+    monkeypatch.setattr(orchestration, "run_stage", lambda name, d, **kw: calls.append((name, kw)) or _Result())
     monkeypatch.setattr(orchestration, "_try_number", lambda: 1)
     train = run_stage_named("train")
     train("security", params={"resume": True})
@@ -70,6 +88,28 @@ def test_manual_run_params_switch_off_deploy_announce_and_select_resume(monkeypa
     monkeypatch.setattr(orchestration, "_try_number", lambda: 3)
     train("security", params={"resume": False})
     assert calls == [("train", {"resume": True}), ("train", {}), ("train", {"resume": "auto"})]
+
+
+class _Result:
+    def to_json(self) -> dict:
+        return {}
+
+
+def test_a_task_reads_what_the_last_one_handed_on_back_into_its_type() -> None:
+    """XCom carries a stage's result as JSON; the next task reads it back into the type, so a result of the
+    wrong shape fails there, saying which field, not as a KeyError tasks later."""
+    from pydantic import ValidationError
+
+    from mmops.orchestration import run_stage_named
+
+    handed = _evaluated(True)
+    assert handed["accuracy"] == 0.9 and handed["confusion_png"] == "confusion.png"  # flat, as --json shows it
+    assert Evaluated.from_json(handed) == Evaluated.from_json(_evaluated(True))
+    assert Evaluated.from_json(handed).headline["accuracy"] == 0.9
+    with pytest.raises(ValidationError, match="dataset_version"):
+        run_stage_named("train")("security", {"n_samples": 80, "split_counts": {}, "manifest": "m.json"})
+    with pytest.raises(ValidationError, match="n_current"):
+        signal_drift("industrial", {"drifted": True, "drift_share": 0.4}, {})
 
 
 def test_a_monitor_run_takes_its_window_from_the_trigger_config() -> None:

@@ -53,7 +53,7 @@ def test_medical_ingest_deidentifies_dicom_and_redacts_reports(project: Path, ca
     originals = {n: pydicom.dcmread(io.BytesIO(_dcm(n))) for n in ("CT_small.dcm", "waveform_ecg.dcm")}
     with caplog.at_level(logging.DEBUG):
         summary = pipeline.ingest("medical")
-    assert summary["ingested"] == 3 and summary["quarantined"] == 1
+    assert summary.ingested == 3 and summary.quarantined == 1
 
     with session_scope() as s:
         rows = {r.source_path: r for r in s.scalars(select(SampleFile))}

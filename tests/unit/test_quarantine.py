@@ -33,7 +33,7 @@ def test_release_gives_a_fixed_file_another_ingest(project: Path) -> None:
         assert release(s, [rows["camera/late.png"].id], project / "landing", project / "quarantine") == [
             "security/camera/late.png"]
     summary = pipeline.ingest("security")
-    assert summary["ingested"] == 1 and summary["quarantined"] == 0
+    assert summary.ingested == 1 and summary.quarantined == 0
     with session_scope() as s:
         assert [r.source_path for r in list_quarantined(s)] == ["camera/junk.png"]
 
@@ -46,7 +46,7 @@ def test_released_file_that_is_still_bad_returns_to_quarantine(project: Path) ->
         junk = next(r for r in list_quarantined(s) if r.source_path == "camera/junk.png")
         release(s, [junk.id], project / "landing", project / "quarantine")
     assert (cam / "junk.png").read_bytes() == b"not an image"
-    assert pipeline.ingest("security")["quarantined"] == 1
+    assert pipeline.ingest("security").quarantined == 1
 
 
 def test_purge_keeps_the_decision_on_record(project: Path) -> None:
@@ -56,7 +56,7 @@ def test_purge_keeps_the_decision_on_record(project: Path) -> None:
         assert purge(s, None, project / "quarantine", "security") == 2
         assert list_quarantined(s) == []
     assert list((project / "quarantine" / "security").iterdir()) == []
-    assert pipeline.ingest("security")["skipped"] == 202  # purged files are not ingested again
+    assert pipeline.ingest("security").skipped == 202  # purged files are not ingested again
     purged = [e for e in pipeline.audit_log("security") if e["action"] == "quarantine_purged"]
     assert sorted(e["detail"]["source_path"] for e in purged) == ["camera/junk.png", "camera/late.png"]
     assert all("not a readable image" in e["detail"]["reason"] for e in purged)

@@ -97,7 +97,7 @@ def test_control_files_that_are_symlinks_out_of_landing_are_refused(project: Pat
     assert proc.returncode == 1 and "escapes the landing folder" in proc.stderr
     assert "Traceback" not in proc.stderr
     (landing / "ground_truth").unlink()
-    assert pipeline.label("security")["labeled"] == 200
+    assert pipeline.label("security").labeled == 200
 
 
 def test_a_hostile_label_studio_export_imports_the_good_task_and_rejects_the_rest(ingested: Path,

@@ -69,7 +69,7 @@ def test_training_is_deterministic_on_cpu(use_project: Path) -> None:
     card = use_project / "artifacts" / "security" / "model" / "model_card.json"
     before = json.loads(card.read_text())["checkpoint_sha256"]
     again = pipeline.train("security")
-    assert again["checkpoint_sha256"] == before
+    assert again.checkpoint_sha256 == before
 
 
 def test_evaluate_refuses_a_model_from_another_dataset(use_project: Path, tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_a_newer_build_does_not_change_the_models_drift_reference(use_project: P
     try:
         manifest.write_text(original.replace(f'"id": "{trained_on}"', f'"id": "{newer}"'))
         out = pipeline.monitor("security", current="test")
-        assert out["reference_dataset_version"] == trained_on
+        assert out.reference_dataset_version == trained_on
         with session_scope() as s:
             report = s.scalars(select(DriftReport).order_by(DriftReport.id.desc())).first()
             assert report is not None and report.reference_dataset_version_id == trained_on
@@ -126,7 +126,7 @@ def test_train_and_evaluate_take_the_ids_handed_to_them_not_the_latest_build(use
 
     art = use_project / "artifacts" / "security"
     built = pipeline.build("security")  # this run's build task
-    version = built["dataset_version"]
+    version = built.dataset_version
     assert (art / "dataset_versions" / f"{version}.json").is_file()  # kept by id, whatever is built later
     manifest = art / "dataset" / "manifest.json"
     original = manifest.read_text()

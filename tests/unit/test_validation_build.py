@@ -16,17 +16,17 @@ def test_good_batch_passes_and_builds_a_reproducible_version(project: Path) -> N
     _ingested("industrial")
     pipeline.label("industrial")
     gate = pipeline.validate("industrial")
-    assert gate["success"] and gate["n_expectations"] > 10
+    assert gate.success and gate.n_expectations > 10
     # Great Expectations Data Docs: an HTML site with the suites and this run's results
-    index = Path(gate["data_docs"].removeprefix("file://"))
+    index = Path(gate.data_docs.removeprefix("file://"))
     assert index == project / "artifacts" / "industrial" / "data_docs" / "index.html"
     pages = {p.relative_to(index.parent).parts[0] for p in index.parent.rglob("*.html")}
     assert {"index.html", "expectations", "validations"} <= pages
     assert "industrial.accel" in index.read_text() and "<html" in index.read_text().lower()
     a = pipeline.build("industrial")
     b = pipeline.build("industrial")
-    assert a["dataset_version"] == b["dataset_version"]
-    assert a["split_counts"] == {"train": 48, "val": 16, "test": 16}
+    assert a.dataset_version == b.dataset_version
+    assert a.split_counts == {"train": 48, "val": 16, "test": 16}
 
 
 def test_build_refuses_without_a_passing_gate(project: Path) -> None:
@@ -77,14 +77,14 @@ def test_profiled_suites_are_a_reviewable_file_that_the_gate_then_uses(project: 
     schema_gate = pipeline.validate("industrial")
     pipeline.build("industrial")
     out = pipeline.validate("industrial", profile=True)
-    path = Path(out["suites_file"])
-    assert path == project / "expectations" / "industrial.yaml" and out["reference"].startswith("industrial-")
+    path = Path(out.suites_file)
+    assert path == project / "expectations" / "industrial.yaml" and out.reference.startswith("industrial-")
     text = path.read_text()
     assert text.startswith("# Validation suites of the industrial domain") and "x_flat_share" in text
 
     gate = pipeline.validate("industrial")  # the same data passes its own profile, without warnings
-    assert gate["success"] and gate["warnings"] == []
-    assert gate["n_expectations"] == out["expectations"] > schema_gate["n_expectations"]
+    assert gate.success and gate.warnings == []
+    assert gate.n_expectations == out.expectations > schema_gate.n_expectations
 
     doc = yaml.safe_load(text)  # a reviewer tightens the file: the gate follows it
     doc["suites"]["labels"].append({"expectation": "ExpectTableRowCountToBeBetween",
