@@ -71,24 +71,37 @@ def test_dvcs_train_stage_depends_on_every_module_that_training_runs() -> None:
     assert missing == [], f"dvc.yaml's train stage does not depend on {missing}"
 
 
+def _bento_include(repo: Path):
+    """Whether `bentoml build` copies a path: bentofile.yaml's include and exclude, matched as BentoML matches
+    them (gitwildmatch: `*` stops at a slash, unlike fnmatch)."""
+    import yaml
+    from pathspec import PathSpec
+
+    config = yaml.safe_load((repo / "bentofile.yaml").read_text())
+    include = PathSpec.from_lines("gitwildmatch", config["include"])
+    exclude = PathSpec.from_lines("gitwildmatch", config.get("exclude", []))
+    return lambda rel: include.match_file(rel) and not exclude.match_file(rel)
+
+
 def test_the_bento_carries_every_module_the_service_imports() -> None:
     """bentofile.yaml lists what a deployment needs; a module the service imports but the bento leaves out
     would fail only when the bento starts, far from here."""
-    import fnmatch
-
-    import yaml
+    from mmops.modalities.registry import _BUNDLED
 
     repo = Path(__file__).resolve().parents[2]
-    include = yaml.safe_load((repo / "bentofile.yaml").read_text())["include"]
+    included = _bento_include(repo)
+
     graph = grimp.build_graph("mmops", cache_dir=None)
     service = "mmops.serving.service"
-    needed = graph.find_upstream_modules(service) | {service}
+    # the bundled modality kinds are imported by name when the registry loads (not an import statement)
+    roots = {service, *(ref.split(":")[0] for ref in _BUNDLED)}
+    needed = set(roots).union(*(graph.find_upstream_modules(m) for m in roots))
     needed |= {m.rsplit(".", i)[0] for m in needed for i in range(1, m.count(".") + 1)}  # their packages
     missing = []
     for module in sorted(needed):
         path = Path(*module.split("."))
         rel = (path / "__init__.py" if (repo / path).is_dir() else path.with_suffix(".py")).as_posix()
-        if not any(fnmatch.fnmatch(rel, pattern) for pattern in include):
+        if not included(rel):
             missing.append(rel)
     assert missing == [], f"bentofile.yaml's include leaves out {missing}"
 
@@ -96,21 +109,20 @@ def test_the_bento_carries_every_module_the_service_imports() -> None:
 def test_the_service_imports_from_the_bentos_files_alone(tmp_path: Path) -> None:
     """The files bentofile.yaml includes, copied alone, import the service (as `bentoml serve mmops-D` does
     from the bento's src/ folder), with nothing taken from the source tree."""
-    import fnmatch
     import shutil
     import subprocess
 
-    import yaml
-
     repo = Path(__file__).resolve().parents[2]
-    include = yaml.safe_load((repo / "bentofile.yaml").read_text())["include"]
+    included = _bento_include(repo)
     for path in (repo / "mmops").rglob("*"):
         rel = path.relative_to(repo).as_posix()
-        if path.is_file() and "__pycache__" not in rel and any(fnmatch.fnmatch(rel, p) for p in include):
+        if path.is_file() and "__pycache__" not in rel and included(rel):
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, tmp_path / rel)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import mmops.serving.service as s; "
-            "assert s.__file__.startswith(sys.argv[1]), s.__file__")
+            "assert s.__file__.startswith(sys.argv[1]), s.__file__; "
+            "from mmops.modalities.registry import kinds; import inspect; "
+            "assert all(inspect.getfile(type(k)).startswith(sys.argv[1]) for k in kinds().values()), kinds()")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                          cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
