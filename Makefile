@@ -88,6 +88,7 @@ bench: setup  ## speed targets as same-process ratios, then docs/benchmarks.md f
 	-$(BIN)/python benchmarks/bench_train.py
 	-$(BIN)/python benchmarks/bench_serve.py
 	-$(BIN)/python benchmarks/bench_drift.py
+	-$(BIN)/python benchmarks/bench_audio.py
 	-$(BIN)/python benchmarks/bench_soak.py --minutes 3
 	$(BIN)/python benchmarks/record.py
 

@@ -30,6 +30,8 @@ TITLES = {  # in the page's order
                          "off, prediction log on vs off (medians of rounds)"),
     "drift": ("Drift", "the streamed reference-sketch check vs Evidently's DataDriftPreset on the same "
                        "columns, at growing row counts"),
+    "audio": ("Audio front end", "log-mel spectrograms of real speech on one thread, in seconds of audio per "
+                                 "second of compute, beside librosa on the same clips"),
     "soak": ("Soak", "the service under steady load with hot reloads: memory, descriptors and p99 latency "
                      "over time"),
 }
