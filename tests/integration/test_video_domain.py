@@ -1,0 +1,110 @@
+"""The video kind through every stage: camera tampering on a real surveillance scene (opencv-doc's vtest.avi,
+Apache-2.0/BSD-3). Clips are 4 s windows of it; a tampered clip is the same window frozen on one frame (a
+replayed still) or covered (the lens blocked: dark and flat). Each `mmops` command runs as a process of its
+own, then a real `bentoml serve` answers clips over HTTP, naming the frames it used."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from mmops.datasets.debian import debian_file
+from mmops.modalities.video.decode import encode_clip
+from mmops.processes import stop_group
+from mmops.serving.client import serve_command, wait_ready
+from tests.conftest import free_port, make_project, run_mmops
+
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
+
+SOURCE_FPS, WINDOW_S = 10, 4
+PACK = {
+    "name": "camera_watch",
+    "description": "Camera tampering on a real surveillance scene (composed from opencv-doc's vtest.avi, "
+                   "Apache-2.0/BSD-3): a normal clip vs one frozen on a still or with the lens covered",
+    "classes": ["normal", "tampered"],
+    "modalities": [{"name": "cam", "kind": "video", "fps": 2.0, "frames": 8, "size": [48, 64], "required": True}],
+}
+
+
+def _frames() -> np.ndarray:
+    with av.open(io.BytesIO(debian_file("opencv-doc", "usr/share/doc/opencv-doc/examples/data/vtest.avi")
+                            .read_bytes())) as container:
+        return np.stack([np.asarray(f.to_image().resize((192, 144), Image.Resampling.BILINEAR))
+                         for f in container.decode(video=0)])
+
+
+def _land(root: Path, per_class: int = 12) -> dict[str, str]:
+    rng = np.random.default_rng(0)
+    frames = _frames()
+    folder = root / "landing" / "camera_watch" / "cam"
+    folder.mkdir(parents=True)
+    labels = {}
+    n = SOURCE_FPS * WINDOW_S
+    for i in range(2 * per_class):
+        start = int(rng.integers(0, len(frames) - n))
+        clip = frames[start:start + n].copy()
+        label = ("normal", "tampered")[i % 2]
+        if label == "tampered" and i % 4 == 1:
+            clip[:] = clip[int(rng.integers(0, n))]  # frozen on one frame
+        elif label == "tampered":
+            clip = (clip * 0.15 + rng.normal(8, 2, clip.shape)).clip(0, 255).astype(np.uint8)  # covered lens
+        key = f"c{i:03d}"
+        (folder / f"{key}.mp4").write_bytes(encode_clip(clip, SOURCE_FPS))
+        labels[key] = label
+    (folder / "c999.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)  # an MP4 with nothing inside
+    (root / "landing" / "camera_watch" / "labels.csv").write_text(
+        "sample_id,label\n" + "".join(f"{k},{v}\n" for k, v in labels.items()))
+    return labels
+
+
+def test_a_video_domain_goes_from_landing_to_a_served_prediction(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "proj", {"camera_watch": None})
+    (root / "domains").mkdir()
+    (root / "domains" / "camera_watch.yaml").write_text(yaml.safe_dump(PACK, sort_keys=False))
+    labels = _land(root)
+
+    results = {}
+    for stage in ("ingest", "label", "validate", "build", "train", "evaluate", "package"):
+        done = run_mmops(root, stage, "--domain", "camera_watch", "--json")
+        assert done.returncode == 0, f"{stage}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
+        results[stage] = json.loads(done.stdout)
+    assert results["ingest"]["ingested"] == len(labels) and results["ingest"]["quarantined"] == 1
+    assert "c999.mp4" in str(results["ingest"]["reasons"])
+    assert results["evaluate"]["macro_f1"] >= 0.75, results["evaluate"]
+
+    port = free_port()
+    env = {**os.environ, "MMOPS_DOMAIN": "camera_watch", "MMOPS_HOME": str(root),
+           "MMOPS_MODEL_TAG": results["package"]["model_tag"]}
+    env.pop("MMOPS_API_TOKEN", None)
+    folder = root / "landing" / "camera_watch" / "cam"
+    test_keys = [r["key"] for r in json.loads(Path(results["build"]["manifest"]).read_text())["records"]
+                 if r["split"] == "test"]
+    with (root / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(serve_command(port), env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, proc, timeout=600)
+            records = [{"id": k, "inputs": {"cam": base64.b64encode((folder / f"{k}.mp4").read_bytes()).decode()}}
+                       for k in test_keys]
+            answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=120)
+            assert answer.status_code == 200, answer.text
+            right = sum(p["label"] == labels[p["id"]] for p in answer.json())
+            assert right >= 0.75 * len(records), answer.json()
+            assert answer.json()[0]["warnings"] == ["cam: frames at 0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5 s of 4.0 s"]
+            bad = httpx.post(f"{url}/predict", json={"records": [{"inputs": {
+                "cam": base64.b64encode(b"%PDF-1.4 " * 40).decode()}}]}, timeout=60)
+            assert bad.status_code == 400 and "not a readable video file" in bad.text, bad.text
+        finally:
+            stop_group(proc)
