@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from mmops.datasets.debian import debian_file
+from mmops.datasets.sources import debian_file
 from mmops.modalities.audio.decode import resample
 from mmops.modalities.audio.features import log_mel
 

@@ -158,6 +158,7 @@ class TrainParams(_Frozen):
     # lr * backbone_lr_mult (discriminative learning rates); -1 keeps them frozen (features computed once)
     freeze_epochs: int = Field(3, ge=-1)
     text_freeze_epochs: int = Field(-1, ge=-1)  # MiniLM: fine-tuning 22M parameters wants a GPU
+    video_freeze_epochs: int = Field(-1, ge=-1)  # per-frame image backbone: fine-tuning it costs frames x images
     backbone_lr_mult: float = Field(0.1, gt=0, le=1)
     # a local safetensors backbone checkpoint per modality (name or kind: image, sensor, text), e.g. your
     # own ImageNet/medical backbone or the output of `mmops pretrain`; loaded strictly
@@ -204,7 +205,7 @@ class ServeParams(_Frozen):
 
 
 BUNDLED_PACKS: dict[str, str | None] = {"medical": "medical-cxr", "security": "security-faces",
-                                        "industrial": "industrial-imu"}
+                                        "industrial": "industrial-imu", "surveillance": "surveillance-av"}
 
 
 class Params(_Frozen):

@@ -9,6 +9,7 @@ Sources (read offline from installed packages, never downloaded):
 - ``industrial-imu``: sktime ``BasicMotions`` - a wrist-worn smart watch, 3-axis accelerometer and 3-axis
   gyroscope, 10 s at 10 Hz, four activities (80 recordings). Real signals, real labels; every record
   carries two real modalities recorded together.
+- ``surveillance-av``: COMPOSED, a camera and a microphone (mmops/datasets/scenes.py says how).
 - ``medical-cxr``: COMPOSED from separate real sources. Each case is one real chest X-ray report from the
   Indiana University collection (torchxrayvision's ``NLMCXR_reports.tgz``, CC BY-NC-ND 4.0: non-commercial
   use only), labelled normal/abnormal from its own MeSH terms. To that report we attach, by class, a real
@@ -20,19 +21,18 @@ Sources (read offline from installed packages, never downloaded):
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from mmops.atomic import write_atomic
+from mmops.datasets.landing import finish
+from mmops.datasets.scenes import write_surveillance_av
+from mmops.datasets.sources import package_file
 from mmops.errors import ConfigError, NotFoundError
 from mmops.modalities.image import png_bytes
 from mmops.modalities.sensor import sensor_csv_bytes
@@ -59,43 +59,6 @@ class PullResult:
     class_counts: dict[str, int]
 
 
-def package_file(dist: str, relpath: str) -> Path:
-    """Path of a data file shipped inside an installed distribution, found without importing it."""
-    try:
-        path = Path(str(metadata.distribution(dist).locate_file(relpath)))
-    except metadata.PackageNotFoundError as exc:
-        raise NotFoundError(f"the data source needs the package {dist!r}; run `make setup`") from exc
-    if not path.is_file():
-        raise NotFoundError(f"{dist} is installed but lacks {relpath}")
-    return path
-
-
-def _write_bytes(path: Path, data: bytes) -> bool:
-    """Write atomically, only when the content differs (keeps mtimes stable for re-pulls)."""
-    if path.exists() and path.read_bytes() == data:
-        return False
-    write_atomic(path, data)
-    return True
-
-
-def labels_csv_bytes(labels: dict[str, str]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["sample_id", "label"])
-    for key in sorted(labels):
-        writer.writerow([key, labels[key]])
-    return buf.getvalue().encode("utf-8")
-
-
-def _finish(root: Path, files: dict[str, bytes], labels: dict[str, str]) -> dict[str, int]:
-    files["labels.csv"] = labels_csv_bytes(labels)
-    written = sum(_write_bytes(root / rel, data) for rel, data in sorted(files.items()))
-    counts: dict[str, int] = {}
-    for label in labels.values():
-        counts[label] = counts.get(label, 0) + 1
-    return {"records": len(labels), "files_written": written, **{f"class:{k}": v for k, v in counts.items()}}
-
-
 # --- security-faces -------------------------------------------------------------------------------------
 
 
@@ -108,7 +71,7 @@ def _write_security_faces(root: Path, seed: int) -> dict[str, int]:
         key = f"lfw{i:03d}"
         files[f"camera/{key}.png"] = png_bytes(np.round(img * 255).astype(np.uint8))
         labels[key] = "face" if i < 100 else "non_face"
-    return _finish(root, files, labels)
+    return finish(root, files, labels)
 
 
 # --- industrial-imu -------------------------------------------------------------------------------------
@@ -144,7 +107,7 @@ def _write_industrial_imu(root: Path, seed: int) -> dict[str, int]:
             files[f"accel/{key}.csv"] = sensor_csv_bytes(x[0:3].T, ["x", "y", "z"], 10.0)
             files[f"gyro/{key}.csv"] = sensor_csv_bytes(x[3:6].T, ["x", "y", "z"], 10.0)
             labels[key] = label.lower()
-    return _finish(root, files, labels)
+    return finish(root, files, labels)
 
 
 # --- medical-cxr (composed) ----------------------------------------------------------------------------
@@ -235,7 +198,7 @@ def _write_medical_cxr(root: Path, seed: int, per_class: int = 300) -> dict[str,
         gray = img_pool[label].pop()
         if rng.random() >= 0.15:
             files[f"fundus/{key}.png"] = png_bytes(np.repeat(gray[:, :, None], 3, axis=2))
-    return _finish(root, files, labels)
+    return finish(root, files, labels)
 
 
 PACKS: dict[str, Pack] = {
@@ -250,6 +213,11 @@ PACKS: dict[str, Pack] = {
              "(600 records)",
              "CXR reports CC BY-NC-ND 4.0 (non-commercial); MIT-BIH ODC-By; scikit-image BSD-3",
              _write_medical_cxr),
+        Pack("surveillance-av", "surveillance",
+             "COMPOSED: 4 s clips of a real surveillance scene + real room noise, voices and impact sounds, "
+             "labels from the placement: normal, tampering, break_in (120 records)",
+             "vtest.avi Apache-2.0/BSD-3 (opencv-doc); alsa-utils recordings GPL-2; pygame sounds LGPL",
+             write_surveillance_av),
     )
 }
 

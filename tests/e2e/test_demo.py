@@ -1,4 +1,4 @@
-"""The README's main command, end to end on the bundled real data of all three domains (fast training), with
+"""The README's main command, end to end on the bundled real data of all four domains (fast training), with
 a case full of protected health information landed beside the real ones: none of it may reach the catalog,
 data/, logs, reports, the model store or the monitoring store."""
 
@@ -15,7 +15,8 @@ from tests.conftest import HANG_S, catalog_backend, catalog_sql, free_port, make
 
 pytestmark = pytest.mark.slow
 
-DOMAINS = {"medical": "medical-cxr", "security": "security-faces", "industrial": "industrial-imu"}
+DOMAINS = {"medical": "medical-cxr", "security": "security-faces", "industrial": "industrial-imu",
+           "surveillance": "surveillance-av"}
 
 
 # PHI of a made-up patient: distinctive, so that a hit anywhere is this case and nothing else
@@ -117,6 +118,8 @@ def test_demo_runs_every_stage_for_every_domain(tmp_path: Path) -> None:
     assert (root / "quarantine" / "security").is_dir()
     modalities = {m for (m,) in catalog_sql(root, "select distinct modality from files where domain='medical'")}
     assert modalities == {"report", "ecg", "fundus"}
+    modalities = {m for (m,) in catalog_sql(root, "select distinct modality from files where domain='surveillance'")}
+    assert modalities == {"camera", "microphone"}  # a clip and its sound, decoded and checked
 
     # PHI end to end: the planted case was ingested (redacted, de-identified), pre-labeled and exported for
     # annotators; its report was sent to the service; the monitor read the log. None of its PHI is anywhere.

@@ -17,8 +17,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from mmops.datasets.debian import debian_file
-from mmops.datasets.packs import package_file
+from mmops.datasets.sources import debian_file, package_file
 from mmops.modalities.audio.decode import resample
 from mmops.modalities.sensor import sensor_csv_bytes
 from mmops.processes import stop_group

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from mmops.datasets.debian import debian_file
+from mmops.datasets.sources import debian_file
 from mmops.modalities.video.decode import encode_clip
 from mmops.processes import stop_group
 from mmops.serving.client import serve_command, wait_ready

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mmops.datasets.debian import debian_file
-from mmops.datasets.packs import package_file
+from mmops.datasets.sources import debian_file, package_file
 from mmops.errors import BadInputError
 from mmops.modalities.audio import AudioKind, AudioSpec, decode_audio
 from mmops.modalities.audio.features import frame_sizes, log_mel, mel_filterbank, mfcc

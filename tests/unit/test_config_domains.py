@@ -24,7 +24,7 @@ def test_params_defaults_and_bounds(tmp_path: Path) -> None:
 
 def test_repository_params_are_valid() -> None:
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    assert params.domains == ["medical", "security", "industrial"]
+    assert params.domains == ["medical", "security", "industrial", "surveillance"]
 
 
 def test_database_url_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -114,4 +114,4 @@ def test_add_domain_keeps_params_comments_and_refuses_what_it_cannot_edit(projec
     assert path.read_text() == flow
     path.write_text("seed: 3\n")  # no packs block: the defaults stay listed, with the new domain
     add_domain("plugs", path)
-    assert load_params(path).domains == ["medical", "security", "industrial", "plugs"]
+    assert load_params(path).domains == ["medical", "security", "industrial", "surveillance", "plugs"]

@@ -120,7 +120,7 @@ def test_mobilenet_v2_imagenet_weights_load_strictly_and_separate_faces() -> Non
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    from mmops.datasets.packs import package_file
+    from mmops.datasets.sources import package_file
 
     faces = np.load(package_file("scikit-image", "skimage/data/lfw_subset.npy"))  # (200, 25, 25) in [0, 1]
     y = np.r_[np.ones(100), np.zeros(100)]

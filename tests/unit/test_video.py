@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from mmops.datasets.debian import debian_file
+from mmops.datasets.sources import debian_file
 from mmops.errors import BadInputError
 from mmops.modalities.registry import kind_of, parse_spec
 from mmops.modalities.video import VideoKind, VideoSpec, decode_video

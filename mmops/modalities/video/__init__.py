@@ -101,6 +101,11 @@ class VideoKind(ModalityKind):
         return Encoder(FramePooling(frames), f"imagenet:{name}" if name in PRETRAINED_IMAGE and pretrained else None,
                        True)
 
+    def freeze_epochs(self, params: Any) -> int:
+        # every frame goes through the backbone, so fine-tuning it costs `frames` images' backward passes per
+        # clip: a pretrained one stays frozen by default (params' train.video_freeze_epochs; a GPU affords 3)
+        return int(params.video_freeze_epochs)
+
     def wire_schema(self, spec: VideoSpec) -> dict[str, Any]:
         return {"type": "string", "format": "byte", "maxLength": MAX_VIDEO_B64_CHARS,
                 "description": f"base64 of a short clip (MP4, AVI, MKV, MOV, WebM); the model sees the first "

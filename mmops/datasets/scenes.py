@@ -1,0 +1,114 @@
+"""``surveillance-av``: a shop's camera and microphone after hours, COMPOSED from real recordings the way
+URBAN-SED was composed with Scaper: real events placed at random offsets and levels over real backgrounds,
+each label following from the placement.
+
+- camera: 4 s windows of a real pedestrian surveillance scene (opencv-doc's ``vtest.avi``, 768x576 at
+  10 fps, Apache-2.0/BSD-3), scaled to 160x120 and written as MP4 (MPEG-4 Part 2).
+- microphone: real noise (alsa-utils' ``Noise.wav``, GPL-2) as the room, sometimes one of alsa-utils' 8
+  real spoken phrases (one speaker), and for a break-in one of pygame's real impact sounds (``boom``,
+  ``punch``, ``car_door``, ``whiff``; LGPL) at 10 to 20 dB over the room; WAV or FLAC at 16 kHz.
+
+Classes: ``normal`` (the scene as filmed); ``tampering`` (the camera frozen on one frame of its window, or
+its lens covered: dark and flat); ``break_in`` (an impact in the audio, the picture unchanged). The camera
+alone cannot tell a break-in from a normal night, nor the microphone a tampered camera: the task needs both.
+Voices occur in every class and tell nothing. About 8 % of records lack the microphone, whatever the class.
+Pairings are synthetic: the sounds were not recorded in that scene.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from mmops.datasets.landing import finish
+from mmops.datasets.sources import debian_file, package_file
+
+RATE, SECONDS, SOURCE_FPS = 16_000, 4.0, 10
+SIZE = (160, 120)  # width, height of the written clips
+CLASSES = ("normal", "tampering", "break_in")
+VOICES = ("Front_Center", "Front_Left", "Front_Right", "Rear_Center", "Rear_Left", "Rear_Right", "Side_Left",
+          "Side_Right")
+IMPACTS = ("boom.wav", "punch.wav", "car_door.wav", "whiff.wav")
+ALSA = "usr/share/sounds/alsa"
+
+
+def _sound(data: bytes) -> np.ndarray:
+    import soundfile as sf
+
+    from mmops.modalities.audio.decode import resample
+
+    x, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return resample(x.mean(axis=1), rate, RATE).astype(np.float64)
+
+
+def _scene_frames() -> np.ndarray:
+    import av
+    from PIL import Image
+
+    path = debian_file("opencv-doc", "usr/share/doc/opencv-doc/examples/data/vtest.avi")
+    with av.open(str(path)) as container:
+        return np.stack([np.asarray(f.to_image().resize(SIZE, Image.Resampling.BILINEAR))
+                         for f in container.decode(video=0)])
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x * x))) or 1e-12
+
+
+def _place(clip: np.ndarray, event: np.ndarray, ratio_db: float, rng: np.random.Generator) -> None:
+    """Add `event` at a random offset, `ratio_db` over the clip's level (in place)."""
+    event = event[: len(clip)]
+    at = int(rng.integers(0, len(clip) - len(event) + 1))
+    clip[at:at + len(event)] += event * (_rms(clip) * 10 ** (ratio_db / 20) / _rms(event))
+
+
+def _audio(room: np.ndarray, label: str, voices: list[np.ndarray], impacts: list[np.ndarray],
+           rng: np.random.Generator) -> np.ndarray:
+    n = int(RATE * SECONDS)
+    start = int(rng.integers(0, len(room) - n))
+    clip = room[start:start + n] * 10 ** (rng.uniform(-40, -30) / 20) / _rms(room)
+    if rng.random() < 0.5:
+        _place(clip, voices[int(rng.integers(len(voices)))], rng.uniform(5, 15), rng)
+    if label == "break_in":
+        _place(clip, impacts[int(rng.integers(len(impacts)))], rng.uniform(10, 20), rng)
+    return (clip / max(1.0, float(np.abs(clip).max()) / 0.95)).astype(np.float32)
+
+
+def _video(frames: np.ndarray, label: str, rng: np.random.Generator) -> np.ndarray:
+    n = int(SOURCE_FPS * SECONDS)
+    start = int(rng.integers(0, len(frames) - n))
+    clip = frames[start:start + n].copy()
+    if label == "tampering" and rng.random() < 0.5:
+        clip[:] = clip[int(rng.integers(n))]  # frozen: a replayed still
+    elif label == "tampering":  # covered: a hand or a cloth over the lens
+        clip = (clip * rng.uniform(0.05, 0.2) + rng.normal(6, 2, clip.shape)).clip(0, 255).astype(np.uint8)
+    return clip
+
+
+def write_surveillance_av(root: Path, seed: int, per_class: int = 40) -> dict[str, int]:
+    import soundfile as sf
+
+    from mmops.modalities.video.decode import encode_clip
+
+    rng = np.random.default_rng(seed)
+    frames = _scene_frames()
+    noise = _sound(debian_file("alsa-utils", f"{ALSA}/Noise.wav").read_bytes())
+    room = np.tile(noise, int(np.ceil(3 * RATE * SECONDS / len(noise))))
+    voices = [_sound(debian_file("alsa-utils", f"{ALSA}/{v}.wav").read_bytes()) for v in VOICES]
+    impacts = [_sound(package_file("pygame", f"pygame/examples/data/{e}").read_bytes()) for e in IMPACTS]
+    files: dict[str, bytes] = {}
+    labels: dict[str, str] = {}
+    for i in range(per_class * len(CLASSES)):
+        label = CLASSES[i % len(CLASSES)]
+        key = f"av{i:03d}"
+        labels[key] = label
+        files[f"camera/{key}.mp4"] = encode_clip(_video(frames, label, rng), SOURCE_FPS)
+        sound = _audio(room, label, voices, impacts, rng)
+        if rng.random() >= 0.08:
+            fmt = "FLAC" if i % 4 == 0 else "WAV"
+            buf = io.BytesIO()
+            sf.write(buf, sound, RATE, format=fmt, subtype="PCM_16")
+            files[f"microphone/{key}.{fmt.lower()}"] = buf.getvalue()
+    return finish(root, files, labels)
