@@ -8,6 +8,8 @@ validation gate, training, the model, the service, the drift demo and the labeli
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -22,6 +24,20 @@ NAME = r"[a-z][a-z0-9_]*"  # domains, modalities and rules: lowercase letters, d
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 Expectation = tuple[str, dict[str, Any], str]  # (GX expectation class, kwargs, severity)
+
+
+def file_from_wire(raw: Any, max_chars: int, what: str) -> bytes:
+    """A request's base64 string of a file (an image, audio, a clip) -> its bytes; BadInputError otherwise."""
+    from mmops.errors import BadInputError
+
+    if not isinstance(raw, str):
+        raise BadInputError(f"expected a base64 string of {what}")
+    if len(raw) > max_chars:
+        raise BadInputError(f"{what} payload over {max_chars} characters")
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInputError("not valid base64") from None
 
 
 class ModalitySpec(BaseModel):

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import re
 from collections.abc import Mapping, Sequence
@@ -15,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from mmops.errors import BadInputError
-from mmops.modalities.base import Decoded, Encoder, Expectation, ModalityKind, ModalitySpec
+from mmops.modalities.base import Decoded, Encoder, Expectation, ModalityKind, ModalitySpec, file_from_wire
 from mmops.phi import deidentify_dicom, is_dicom, read_dicom, write_dicom
 
 MAX_IMAGE_B64_CHARS = 8 * 1024 * 1024  # an image in a request, base64
@@ -251,15 +250,7 @@ class ImageKind(ModalityKind):
                 "description": f"base64 of a PNG/JPEG/DICOM image (the model sees {spec.size[0]}x{spec.size[1]})"}
 
     def from_wire(self, raw: Any, spec: ImageSpec) -> np.ndarray:
-        if not isinstance(raw, str):
-            raise BadInputError("expected a base64 string")
-        if len(raw) > MAX_IMAGE_B64_CHARS:
-            raise BadInputError(f"image payload over {MAX_IMAGE_B64_CHARS} characters")
-        try:
-            data = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadInputError("not valid base64") from None
-        return decode_image(data, spec).value
+        return decode_image(file_from_wire(raw, MAX_IMAGE_B64_CHARS, "an image"), spec).value
 
     def to_wire(self, data: bytes, value: np.ndarray, spec: ImageSpec) -> Any:
         return base64.b64encode(data).decode("ascii")  # the image's own bytes

@@ -7,22 +7,17 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import yaml
 
 from mmops.datasets.sources import debian_file, package_file
 from mmops.modalities.audio.decode import resample
 from mmops.modalities.sensor import sensor_csv_bytes
-from mmops.processes import stop_group
-from mmops.serving.client import serve_command, wait_ready
-from tests.conftest import free_port, make_project, run_mmops
+from tests.domain_run import held_out_keys, project_with_pack, run_stages, served
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -89,48 +84,29 @@ def _land(root: Path, per_class: int = 20) -> dict[str, str]:
 
 
 def test_an_audio_domain_goes_from_landing_to_a_served_prediction(tmp_path: Path) -> None:
-    root = make_project(tmp_path / "proj", {"plant_sound": None})
-    (root / "domains").mkdir()
-    (root / "domains" / "plant_sound.yaml").write_text(yaml.safe_dump(PACK, sort_keys=False))
+    root = project_with_pack(tmp_path, PACK)
     labels = _land(root)
 
-    results = {}
-    for stage in ("ingest", "label", "validate", "build", "train", "evaluate", "package"):
-        done = run_mmops(root, stage, "--domain", "plant_sound", "--json")
-        assert done.returncode == 0, f"{stage}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
-        results[stage] = json.loads(done.stdout)
+    results = run_stages(root, "plant_sound")
     assert results["ingest"]["ingested"] == 2 * len(labels) and results["ingest"]["quarantined"] == 1
     assert "not a readable audio file" in str(results["ingest"]["reasons"])
     assert results["evaluate"]["macro_f1"] >= 0.75, results["evaluate"]
     metrics = json.loads((root / "artifacts" / "plant_sound" / "metrics.json").read_text())
     assert metrics["single_modality"]["mic"]["auroc"] >= 0.8, metrics["single_modality"]  # audio alone ranks
 
-    tag = results["package"]["model_tag"]
-    port = free_port()
-    env = {**os.environ, "MMOPS_DOMAIN": "plant_sound", "MMOPS_HOME": str(root), "MMOPS_MODEL_TAG": tag}
-    env.pop("MMOPS_API_TOKEN", None)
     landed = root / "landing" / "plant_sound"
-    test_keys = [r["key"] for r in json.loads(Path(results["build"]["manifest"]).read_text())["records"]
-                 if r["split"] == "test"]
-    with (root / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(serve_command(port), env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, proc, timeout=600)
-            spec = httpx.get(f"{url}/docs.json", timeout=30).json()
-            assert spec["components"]["schemas"]["RecordIn"]["properties"]["inputs"]["properties"]["mic"]["format"] \
-                == "byte"
-            records = [{"id": k, "inputs": {
-                "mic": base64.b64encode(next((landed / "mic").glob(f"{k}.*")).read_bytes()).decode(),
-                "vib": np.loadtxt(landed / "vib" / f"{k}.csv", delimiter=",", skiprows=1)[:, 1:].tolist()}}
-                for k in test_keys]
-            answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=120)
-            assert answer.status_code == 200, answer.text
-            right = sum(p["label"] == labels[p["id"]] for p in answer.json())
-            assert right >= 0.75 * len(records), answer.json()
-            bad = httpx.post(f"{url}/predict", json={"records": [{"inputs": {
-                "mic": base64.b64encode(b"RIFF not really a wave file").decode()}}]}, timeout=60)
-            assert bad.status_code == 400 and "not a readable audio file" in bad.text, bad.text
-        finally:
-            stop_group(proc)
+    with served(root, "plant_sound", results["package"]["model_tag"]) as url:
+        spec = httpx.get(f"{url}/docs.json", timeout=30).json()
+        assert spec["components"]["schemas"]["RecordIn"]["properties"]["inputs"]["properties"]["mic"]["format"] \
+            == "byte"
+        records = [{"id": k, "inputs": {
+            "mic": base64.b64encode(next((landed / "mic").glob(f"{k}.*")).read_bytes()).decode(),
+            "vib": np.loadtxt(landed / "vib" / f"{k}.csv", delimiter=",", skiprows=1)[:, 1:].tolist()}}
+            for k in held_out_keys(results["build"])]
+        answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        right = sum(p["label"] == labels[p["id"]] for p in answer.json())
+        assert right >= 0.75 * len(records), answer.json()
+        bad = httpx.post(f"{url}/predict", json={"records": [{"inputs": {
+            "mic": base64.b64encode(b"RIFF not really a wave file").decode()}}]}, timeout=60)
+        assert bad.status_code == 400 and "not a readable audio file" in bad.text, bad.text

@@ -5,18 +5,14 @@ answers for it over HTTP. This is what "adding a kind is one module and one regi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import yaml
 
-from mmops.processes import stop_group
-from mmops.serving.client import serve_command, wait_ready
-from tests.conftest import REPO, free_port, make_project, run_mmops
+from tests.conftest import REPO, run_mmops
+from tests.domain_run import project_with_pack, run_stages, served
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -47,42 +43,26 @@ def _land(root: Path, n: int = 48) -> dict[str, str]:
 
 
 def test_a_plugin_kind_goes_from_landing_to_a_served_prediction(tmp_path: Path) -> None:
-    root = make_project(tmp_path / "proj", {"toy": None})
-    (root / "domains").mkdir()
-    (root / "domains" / "toy.yaml").write_text(yaml.safe_dump(PACK, sort_keys=False))
+    root = project_with_pack(tmp_path, PACK)
     labels = _land(root)
 
     without = run_mmops(root, "ingest", "--domain", "toy")
     assert without.returncode != 0 and "unknown modality kind 'vector'" in without.stdout + without.stderr
 
-    results = {}
-    for stage in ("ingest", "label", "validate", "build", "train", "evaluate", "package"):
-        done = run_mmops(root, stage, "--domain", "toy", "--json", **PLUGIN)
-        assert done.returncode == 0, f"{stage}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
-        results[stage] = json.loads(done.stdout)
+    results = run_stages(root, "toy", **PLUGIN)
     assert results["ingest"]["quarantined"] == 1 and results["ingest"]["ingested"] == len(labels), results["ingest"]
     assert "vector has 3 values, expected 8" in str(results["ingest"]["reasons"])
     assert results["evaluate"]["macro_f1"] >= 0.8, results["evaluate"]  # the classes lie 2.9 deviations apart
 
     tag = json.loads((root / "artifacts" / "toy" / "package.json").read_text())["model_tag"]
-    port = free_port()
-    env = {**os.environ, "MMOPS_DOMAIN": "toy", "MMOPS_HOME": str(root), "MMOPS_MODEL_TAG": tag, **PLUGIN}
-    env.pop("MMOPS_API_TOKEN", None)
-    with (root / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(serve_command(port), env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, proc, timeout=600)
-            spec = httpx.get(f"{url}/docs.json", timeout=30).json()
-            assert spec["components"]["schemas"]["RecordIn"]["properties"]["inputs"]["properties"]["vec"] == {
-                "type": "array", "minItems": DIM, "maxItems": DIM,
-                "items": {"type": "number", "minimum": -1e6, "maximum": 1e6}}
-            records = [{"id": "n", "inputs": {"vec": [0.0] * DIM}}, {"id": "f", "inputs": {"vec": [2.0] * DIM}}]
-            answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=60)
-            assert answer.status_code == 200, answer.text
-            assert [p["label"] for p in answer.json()] == ["normal", "fault"]
-            wrong = httpx.post(f"{url}/predict", json={"records": [{"inputs": {"vec": [1.0, True]}}]}, timeout=60)
-            assert wrong.status_code == 400 and "JSON list of numbers" in wrong.json()["error"], wrong.text
-        finally:
-            stop_group(proc)
+    with served(root, "toy", tag, **PLUGIN) as url:
+        spec = httpx.get(f"{url}/docs.json", timeout=30).json()
+        assert spec["components"]["schemas"]["RecordIn"]["properties"]["inputs"]["properties"]["vec"] == {
+            "type": "array", "minItems": DIM, "maxItems": DIM,
+            "items": {"type": "number", "minimum": -1e6, "maximum": 1e6}}
+        records = [{"id": "n", "inputs": {"vec": [0.0] * DIM}}, {"id": "f", "inputs": {"vec": [2.0] * DIM}}]
+        answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert [p["label"] for p in answer.json()] == ["normal", "fault"]
+        wrong = httpx.post(f"{url}/predict", json={"records": [{"inputs": {"vec": [1.0, True]}}]}, timeout=60)
+        assert wrong.status_code == 400 and "JSON list of numbers" in wrong.json()["error"], wrong.text

@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import av
 import httpx
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from mmops.datasets.sources import debian_file
 from mmops.modalities.video.decode import encode_clip
-from mmops.processes import stop_group
-from mmops.serving.client import serve_command, wait_ready
-from tests.conftest import free_port, make_project, run_mmops
+from tests.conftest import FAST_TRAIN
+from tests.domain_run import held_out_keys, project_with_pack, run_stages, served
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -69,42 +64,24 @@ def _land(root: Path, per_class: int = 12) -> dict[str, str]:
 
 
 def test_a_video_domain_goes_from_landing_to_a_served_prediction(tmp_path: Path) -> None:
-    root = make_project(tmp_path / "proj", {"camera_watch": None})
-    (root / "domains").mkdir()
-    (root / "domains" / "camera_watch.yaml").write_text(yaml.safe_dump(PACK, sort_keys=False))
+    # the frame backbone stays frozen (ImageNet features): the epochs are cheap, and the head needs some
+    root = project_with_pack(tmp_path, PACK, {**FAST_TRAIN, "epochs": 20, "batch_size": 8})
     labels = _land(root)
 
-    results = {}
-    for stage in ("ingest", "label", "validate", "build", "train", "evaluate", "package"):
-        done = run_mmops(root, stage, "--domain", "camera_watch", "--json")
-        assert done.returncode == 0, f"{stage}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
-        results[stage] = json.loads(done.stdout)
+    results = run_stages(root, "camera_watch")
     assert results["ingest"]["ingested"] == len(labels) and results["ingest"]["quarantined"] == 1
     assert "c999.mp4" in str(results["ingest"]["reasons"])
     assert results["evaluate"]["macro_f1"] >= 0.75, results["evaluate"]
 
-    port = free_port()
-    env = {**os.environ, "MMOPS_DOMAIN": "camera_watch", "MMOPS_HOME": str(root),
-           "MMOPS_MODEL_TAG": results["package"]["model_tag"]}
-    env.pop("MMOPS_API_TOKEN", None)
     folder = root / "landing" / "camera_watch" / "cam"
-    test_keys = [r["key"] for r in json.loads(Path(results["build"]["manifest"]).read_text())["records"]
-                 if r["split"] == "test"]
-    with (root / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(serve_command(port), env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, proc, timeout=600)
-            records = [{"id": k, "inputs": {"cam": base64.b64encode((folder / f"{k}.mp4").read_bytes()).decode()}}
-                       for k in test_keys]
-            answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=120)
-            assert answer.status_code == 200, answer.text
-            right = sum(p["label"] == labels[p["id"]] for p in answer.json())
-            assert right >= 0.75 * len(records), answer.json()
-            assert answer.json()[0]["warnings"] == ["cam: frames at 0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5 s of 4.0 s"]
-            bad = httpx.post(f"{url}/predict", json={"records": [{"inputs": {
-                "cam": base64.b64encode(b"%PDF-1.4 " * 40).decode()}}]}, timeout=60)
-            assert bad.status_code == 400 and "not a readable video file" in bad.text, bad.text
-        finally:
-            stop_group(proc)
+    with served(root, "camera_watch", results["package"]["model_tag"]) as url:
+        records = [{"id": k, "inputs": {"cam": base64.b64encode((folder / f"{k}.mp4").read_bytes()).decode()}}
+                   for k in held_out_keys(results["build"])]
+        answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        right = sum(p["label"] == labels[p["id"]] for p in answer.json())
+        assert right >= 0.75 * len(records), answer.json()
+        assert answer.json()[0]["warnings"] == ["cam: frames at 0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5 s of 4.0 s"]
+        bad = httpx.post(f"{url}/predict", json={"records": [{"inputs": {
+            "cam": base64.b64encode(b"%PDF-1.4 " * 40).decode()}}]}, timeout=60)
+        assert bad.status_code == 400 and "not a readable video file" in bad.text, bad.text

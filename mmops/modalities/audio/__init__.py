@@ -9,7 +9,6 @@ default encoder (encoder.py), and here the spec and everything else the platform
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -17,10 +16,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from mmops.errors import BadInputError
 from mmops.modalities.audio.decode import audio_stats, decode_samples, suffix_of, wav_bytes
 from mmops.modalities.audio.features import N_MELS, log_mel_array, n_frames
-from mmops.modalities.base import Decoded, Encoder, Expectation, ModalityKind, ModalitySpec
+from mmops.modalities.base import Decoded, Encoder, Expectation, ModalityKind, ModalitySpec, file_from_wire
 
 MAX_AUDIO_B64_CHARS = 16 * 1024 * 1024  # an audio file in a request, base64
 
@@ -136,15 +134,7 @@ class AudioKind(ModalityKind):
                                f"hears the first {spec.clip_seconds:g} s, mono at {spec.sample_rate_hz} Hz)"}
 
     def from_wire(self, raw: Any, spec: AudioSpec) -> np.ndarray:
-        if not isinstance(raw, str):
-            raise BadInputError("expected a base64 string of an audio file")
-        if len(raw) > MAX_AUDIO_B64_CHARS:
-            raise BadInputError(f"audio payload over {MAX_AUDIO_B64_CHARS} characters")
-        try:
-            data = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadInputError("not valid base64") from None
-        value: np.ndarray = decode_audio(data, spec).value
+        value: np.ndarray = decode_audio(file_from_wire(raw, MAX_AUDIO_B64_CHARS, "an audio file"), spec).value
         return value
 
     def to_wire(self, data: bytes, value: np.ndarray, spec: AudioSpec) -> Any:

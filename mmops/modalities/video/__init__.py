@@ -9,15 +9,13 @@ everything else the platform asks of a kind.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from mmops.errors import BadInputError
-from mmops.modalities.base import Decoded, Encoder, Expectation, ModalityKind, ModalitySpec
+from mmops.modalities.base import Decoded, Encoder, Expectation, ModalityKind, ModalitySpec, file_from_wire
 from mmops.modalities.video.decode import Clip, clip_stats, decode_clip, encode_clip, suffix_of
 
 MAX_VIDEO_B64_CHARS = 24 * 1024 * 1024  # a clip in a request, base64
@@ -112,15 +110,7 @@ class VideoKind(ModalityKind):
                                f"{spec.frames} frames sampled at {spec.fps:g} per second"}
 
     def from_wire(self, raw: Any, spec: VideoSpec) -> Clip:
-        if not isinstance(raw, str):
-            raise BadInputError("expected a base64 string of a video file")
-        if len(raw) > MAX_VIDEO_B64_CHARS:
-            raise BadInputError(f"video payload over {MAX_VIDEO_B64_CHARS} characters")
-        try:
-            data = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadInputError("not valid base64") from None
-        clip: Clip = decode_video(data, spec).value
+        clip: Clip = decode_video(file_from_wire(raw, MAX_VIDEO_B64_CHARS, "a video file"), spec).value
         return clip
 
     def to_wire(self, data: bytes, value: Clip, spec: VideoSpec) -> Any:
