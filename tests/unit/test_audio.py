@@ -168,3 +168,16 @@ def test_the_field_shift_is_quieter_duller_and_noisier() -> None:
     assert after["rms_dbfs"] < before["rms_dbfs"] - 3  # the level halved, the filter takes more
     assert after["silence_share"] < before["silence_share"]  # noise fills the pauses
     assert kind.shift(raw) == kind.shift(raw)  # the same shift each time (seeded noise)
+
+
+def test_silero_finds_the_speech_in_a_real_phrase_and_none_in_real_noise() -> None:
+    spec = AudioSpec(name="mic", speech_detector="silero", min_speech_share=0.3)
+    phrase = decode_audio(speech(), spec).stats["speech_share"]
+    noise = decode_audio(debian_file("alsa-utils", "usr/share/sounds/alsa/Noise.wav").read_bytes(), spec)
+    assert phrase > 0.5 and noise.stats["speech_share"] < 0.05
+    assert AudioKind().stats(noise.value, spec)["speech_share"] == noise.stats["speech_share"]  # served = ingested
+    assert ("ExpectColumnValuesToBeBetween", {"column": "speech_share", "min_value": 0.3, "mostly": 0.9},
+            "warning") in AudioKind().expectations(spec)
+    assert "speech_share" not in decode_audio(speech(), SPEC).stats  # off unless a pack asks
+    with pytest.raises(ValueError, match="min_speech_share needs speech_detector"):
+        parse_spec({"name": "mic", "kind": "audio", "min_speech_share": 0.2})

@@ -32,12 +32,17 @@ class AudioSpec(ModalitySpec):
     n_mels: int = Field(N_MELS, ge=8, le=256)
     max_clip_share: float = Field(0.01, ge=0, le=1)  # samples at full scale: a level set too hot
     max_silence_share: float = Field(0.9, ge=0, le=1)  # 25 ms frames under -50 dBFS: a dead microphone
+    # `silero`: the statistics get `speech_share` (silero-vad's pretrained detector; ~0.1 s per 4 s clip)
+    speech_detector: Literal["silero"] | None = None
+    min_speech_share: float | None = Field(None, ge=0, le=1)  # recordings that must hold speech (the gate warns)
     extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
 
     @model_validator(mode="after")
     def _durations(self) -> AudioSpec:
         if not self.min_seconds <= self.clip_seconds <= self.max_seconds:
             raise ValueError(f"{self.name}: needs min_seconds <= clip_seconds <= max_seconds")
+        if self.min_speech_share is not None and self.speech_detector is None:
+            raise ValueError(f"{self.name}: min_speech_share needs speech_detector: silero")
         return self
 
     @property
@@ -51,7 +56,16 @@ class AudioSpec(ModalitySpec):
 
 def decode_audio(data: bytes, spec: AudioSpec) -> Decoded:
     samples, source = decode_samples(data, spec.sample_rate_hz, spec.max_seconds)
-    return Decoded(samples, {**audio_stats(samples, spec.sample_rate_hz), **source})
+    return Decoded(samples, {**clip_stats(samples, spec), **source})
+
+
+def clip_stats(samples: np.ndarray, spec: AudioSpec) -> dict[str, float]:
+    stats = audio_stats(samples, spec.sample_rate_hz)
+    if spec.speech_detector == "silero":
+        from mmops.modalities.audio.speech import speech_share
+
+        stats["speech_share"] = speech_share(samples, spec.sample_rate_hz)
+    return stats
 
 
 def audio_tensor(samples: np.ndarray, spec: AudioSpec, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -83,10 +97,13 @@ class AudioKind(ModalityKind):
         return decode_audio(data, spec)
 
     def stats(self, value: np.ndarray, spec: AudioSpec) -> dict[str, float]:
-        return audio_stats(value, spec.sample_rate_hz)
+        return clip_stats(value, spec)
 
     def expectations(self, spec: AudioSpec) -> list[Expectation]:
-        return [
+        speech: list[Expectation] = [] if spec.min_speech_share is None else [
+            ("ExpectColumnValuesToBeBetween", {"column": "speech_share", "min_value": spec.min_speech_share,
+                                               "mostly": 0.9}, "warning")]
+        return speech + [
             ("ExpectColumnValuesToBeBetween", {"column": "duration_s", "min_value": spec.min_seconds,
                                                "max_value": spec.max_seconds}, "critical"),
             ("ExpectColumnValuesToBeBetween", {"column": "sample_rate_hz", "min_value": spec.sample_rate_hz,
