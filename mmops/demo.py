@@ -30,8 +30,9 @@ from mmops.stages.results import Validated
 @contextmanager
 def serving(domain: str, port: int) -> Iterator[str]:
     """`bentoml serve` of the domain's champion on localhost for the duration of the block (its log in
-    var/logs/serve-<domain>.log); yields its URL."""
+    var/logs/serve-<domain>.log); yields its URL. Port 0: one the system has free now."""
     settings = get_settings()
+    port = port or _free_port()
     log_path = settings.var_dir / "logs" / f"serve-{domain}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
@@ -43,6 +44,14 @@ def serving(domain: str, port: int) -> Iterator[str]:
             yield url
         finally:
             stop_group(proc)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def airflow_standalone(
 @app.command()
 def demo(
     domain: Annotated[list[str] | None, typer.Option("--domain", "-d")] = None,
-    port: Annotated[int | None, typer.Option(help="default: params.yaml serve.port")] = None,
+    port: Annotated[int | None, typer.Option(help="default: params.yaml serve.port; 0: any free port, per domain")] = None,
     requests: Annotated[int, typer.Option(help="held-out records sent to each service")] = 60,
 ) -> None:
     """The whole path on real data: pull, every stage, serve, real requests, drift report."""
@@ -43,7 +43,7 @@ def demo(
     from mmops.demo import run_demo
 
     try:
-        run_demo(list(domain or listed_domains()), port or load_params().serve.port, requests, out)
+        run_demo(list(domain or listed_domains()), load_params().serve.port if port is None else port, requests, out)
     except MmopsError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

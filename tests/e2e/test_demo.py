@@ -93,7 +93,9 @@ def test_demo_runs_every_stage_for_every_domain(tmp_path: Path) -> None:
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # a PNG signature and nothing else
 
     env = {**os.environ, "MMOPS_HOME": str(root), "COLUMNS": "160"}
-    out = subprocess.run([venv_bin("mmops"), "demo", "--port", str(free_port()), "--requests", "12"],
+    # port 0: each domain's service on a port free at its start (one fixed port, free between domains, can be
+    # taken meanwhile by another test's server)
+    out = subprocess.run([venv_bin("mmops"), "demo", "--port", "0", "--requests", "12"],
                          cwd=root, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Where to look" in out.stdout
