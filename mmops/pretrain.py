@@ -62,7 +62,7 @@ def domain_windows(domain: str, modality: str) -> tuple[np.ndarray, int, float]:
     from mmops.catalog import SampleFile, session_scope
     from mmops.config import get_settings
     from mmops.domains import load_domain
-    from mmops.modalities import decode
+    from mmops.modalities import read_value
     from mmops.modalities.sensor import SensorSpec
 
     pack = load_domain(domain)
@@ -77,7 +77,7 @@ def domain_windows(domain: str, modality: str) -> tuple[np.ndarray, int, float]:
     for blob in blobs:
         if blob is None:
             continue
-        x = decode(read_blob(settings.data_dir, blob), spec).value[: spec.length]
+        x = read_value(read_blob(settings.data_dir, blob), spec)[: spec.length]
         pad = np.zeros((spec.length, len(spec.channels)), dtype=np.float32)
         pad[: len(x)] = x
         out.append(pad.T)

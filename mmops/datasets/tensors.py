@@ -12,7 +12,7 @@ import numpy as np
 
 from mmops.blobs import read_blob
 from mmops.domains import DomainPack
-from mmops.modalities import ModalitySpec, decode, kind_of
+from mmops.modalities import ModalitySpec, kind_of, read_value
 
 
 @dataclass
@@ -89,6 +89,6 @@ def load_split(pack: DomainPack, data_root: Path, rows: Sequence[Mapping[str, An
     for row in rows:
         rec = {}
         for modality, ref in row["files"].items():
-            rec[modality] = decode(read_blob(data_root, ref["blob"]), pack.modality(modality)).value
+            rec[modality] = read_value(read_blob(data_root, ref["blob"]), pack.modality(modality))
         out.append(rec)
     return out

@@ -29,7 +29,7 @@ from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.labeling.queue import top
 from mmops.labeling.store import put_label
-from mmops.modalities import decode, kind_of
+from mmops.modalities import kind_of, read_value
 
 CHOICE = "label"  # the from_name of the classification question
 
@@ -45,7 +45,7 @@ def config_xml(pack: DomainPack) -> str:
 
 
 def _media(spec: Any, data: bytes) -> Any:
-    return kind_of(spec).labelstudio_value(spec, decode(data, spec).value)
+    return kind_of(spec).labelstudio_value(spec, read_value(data, spec))
 
 
 def _model_name(session: Session, item: ReviewItem) -> str:

@@ -16,7 +16,7 @@ from mmops.modalities.base import MAX_FILE_BYTES, Decoded, Encoder, Expectation,
 from mmops.modalities.registry import kind_of, kinds, parse_spec, register
 
 __all__ = ["MAX_FILE_BYTES", "Decoded", "Encoder", "Expectation", "ModalityKind", "ModalitySpec", "decode",
-           "kind_of", "kinds", "parse_spec", "register", "summary_stats"]
+           "kind_of", "read_value", "kinds", "parse_spec", "register", "summary_stats"]
 
 
 def decode(data: bytes, spec: ModalitySpec, phi_key: bytes | None = None) -> Decoded:
@@ -28,6 +28,13 @@ def decode(data: bytes, spec: ModalitySpec, phi_key: bytes | None = None) -> Dec
     if len(data) > MAX_FILE_BYTES:
         raise BadInputError(f"file is {len(data)} bytes, over the {MAX_FILE_BYTES}-byte limit")
     return kind_of(spec).decode(data, spec, phi_key)
+
+
+def read_value(data: bytes, spec: ModalitySpec) -> Any:
+    """A stored or sent file's decoded, checked value, without its statistics (see ModalityKind.read)."""
+    if len(data) > MAX_FILE_BYTES:
+        raise BadInputError(f"file is {len(data)} bytes, over the {MAX_FILE_BYTES}-byte limit")
+    return kind_of(spec).read(data, spec)
 
 
 def summary_stats(value: Any, spec: ModalitySpec) -> dict[str, float]:

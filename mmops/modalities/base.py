@@ -90,6 +90,12 @@ class ModalityKind:
         With `phi_key` (ingest), identifying data is removed and `stored` holds the bytes to keep."""
         raise NotImplementedError
 
+    def read(self, data: bytes, spec: Any) -> Any:
+        """The decoded, checked value alone, as training, serving and the labeling tool read a stored or sent
+        file again (the statistics were taken at ingest). A kind whose statistics cost more than decoding
+        (audio's speech detector) overrides it to skip them."""
+        return self.decode(data, spec).value
+
     def stats(self, value: Any, spec: Any) -> dict[str, float]:
         """Summary statistics of a decoded value: validation, labeling rules and drift read these."""
         raise NotImplementedError

@@ -155,11 +155,11 @@ def image_stats(arr: np.ndarray) -> dict[str, float]:
         "brightness": float(gray.mean()),
         "contrast": float(gray.std()),
         "sharpness": float(np.sqrt(gx**2 + gy**2).mean()),
-        "blur": _laplacian_variance(gray * 255.0),
+        "blur": laplacian_variance(gray * 255.0),
     }
 
 
-def _laplacian_variance(gray: np.ndarray) -> float:
+def laplacian_variance(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian (in grey levels): low means out of focus or featureless."""
     if min(gray.shape) < 3:
         return 0.0

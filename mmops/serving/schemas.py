@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
-from mmops.modalities import ModalitySpec, decode, kind_of, summary_stats
+from mmops.modalities import ModalitySpec, kind_of, read_value, summary_stats
 
 MAX_RECORDS = 256
 MAX_ERRORS_SHOWN = 5  # of a request's validation errors, the first few are named; the rest are counted
@@ -81,7 +81,7 @@ def file_to_wire(spec: ModalitySpec, data: bytes) -> Any:
     """A file's bytes -> the JSON value `/predict` takes for its modality, decoded and checked as ingest
     decodes landed files (BadInputError otherwise): an image stays base64 of its own bytes, a sensor CSV
     becomes rows, a text file a string."""
-    return kind_of(spec).to_wire(data, decode(data, spec).value, spec)
+    return kind_of(spec).to_wire(data, read_value(data, spec), spec)
 
 
 def wire_to_file(spec: ModalitySpec, value: Any) -> tuple[bytes, str]:

@@ -181,3 +181,25 @@ def test_silero_finds_the_speech_in_a_real_phrase_and_none_in_real_noise() -> No
     assert "speech_share" not in decode_audio(speech(), SPEC).stats  # off unless a pack asks
     with pytest.raises(ValueError, match="min_speech_share needs speech_detector"):
         parse_spec({"name": "mic", "kind": "audio", "min_speech_share": 0.2})
+
+
+def test_a_served_file_has_the_statistics_it_had_at_ingest_and_reading_it_runs_no_detector(monkeypatch) -> None:
+    """The monitor compares what the service logs (the kind's `stats` of the value it read) with what ingest
+    recorded: for the same file they agree. Training and serving read files again without the statistics,
+    so the speech detector runs once per file at ingest and once per served record, never more."""
+    import mmops.modalities.audio.speech as speech_module
+    from mmops.modalities import read_value
+
+    spec = AudioSpec(name="mic", speech_detector="silero")
+    kind = AudioKind()
+    for data in (speech(), effect("house_lo.mp3"), effect("secosmic_lo.wav")):  # 48 kHz and 11 kHz sources
+        ingested = decode_audio(data, spec).stats
+        served = kind.stats(kind.from_wire(base64.b64encode(data).decode(), spec), spec)
+        assert served == {k: v for k, v in ingested.items() if k in served}
+        assert set(ingested) - set(served) == {"source_rate_hz", "channels", "downmixed", "nonfinite_share"}
+    calls = []
+    real = speech_module.speech_share
+    monkeypatch.setattr(speech_module, "speech_share", lambda *a: calls.append(1) or real(*a))
+    np.testing.assert_array_equal(read_value(speech(), spec), decode_audio(speech(), spec).value)
+    kind.from_wire(base64.b64encode(speech()).decode(), spec)
+    assert len(calls) == 1  # decode_audio's, at "ingest"; read_value and from_wire ran none

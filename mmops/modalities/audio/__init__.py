@@ -96,6 +96,9 @@ class AudioKind(ModalityKind):
     def decode(self, data: bytes, spec: AudioSpec, phi_key: bytes | None = None) -> Decoded:
         return decode_audio(data, spec)
 
+    def read(self, data: bytes, spec: AudioSpec) -> np.ndarray:
+        return decode_samples(data, spec.sample_rate_hz, spec.max_seconds)[0]  # no speech detector run
+
     def stats(self, value: np.ndarray, spec: AudioSpec) -> dict[str, float]:
         return clip_stats(value, spec)
 
@@ -151,8 +154,7 @@ class AudioKind(ModalityKind):
                                f"hears the first {spec.clip_seconds:g} s, mono at {spec.sample_rate_hz} Hz)"}
 
     def from_wire(self, raw: Any, spec: AudioSpec) -> np.ndarray:
-        value: np.ndarray = decode_audio(file_from_wire(raw, MAX_AUDIO_B64_CHARS, "an audio file"), spec).value
-        return value
+        return self.read(file_from_wire(raw, MAX_AUDIO_B64_CHARS, "an audio file"), spec)
 
     def to_wire(self, data: bytes, value: np.ndarray, spec: AudioSpec) -> Any:
         return base64.b64encode(data).decode("ascii")  # the file's own bytes

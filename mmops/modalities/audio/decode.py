@@ -89,13 +89,10 @@ def decode_samples(data: bytes, target_rate: int, max_seconds: float) -> tuple[n
     if raw.shape[0] > max_seconds * rate:
         raise BadInputError(f"audio is longer than the limit of {max_seconds:g} s")
     finite = np.isfinite(raw)
-    clean = np.where(finite, raw, 0.0)
-    mono = clean.mean(axis=1).astype(np.float32)
-    out = resample(mono, rate, target_rate)
-    # clipping is a property of the recording: counted before resampling's filter rounds its edges off
-    return out, {"source_rate_hz": float(rate), "channels": float(channels), "downmixed": float(channels > 1),
-                 "nonfinite_share": float(1.0 - finite.mean()),
-                 "clip_share": float(np.mean(np.abs(clean).max(axis=1) >= CLIP_LEVEL))}
+    mono = np.where(finite, raw, 0.0).mean(axis=1).astype(np.float32)
+    return resample(mono, rate, target_rate), {"source_rate_hz": float(rate), "channels": float(channels),
+                                               "downmixed": float(channels > 1),
+                                               "nonfinite_share": float(1.0 - finite.mean())}
 
 
 def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:

@@ -32,8 +32,12 @@ class VideoSpec(ModalitySpec):
     extensions: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 
+def read_clip(data: bytes, spec: VideoSpec) -> Clip:
+    return decode_clip(data, spec.fps, spec.frames, spec.size, spec.max_pixels, spec.max_seconds)
+
+
 def decode_video(data: bytes, spec: VideoSpec) -> Decoded:
-    clip = decode_clip(data, spec.fps, spec.frames, spec.size, spec.max_pixels, spec.max_seconds)
+    clip = read_clip(data, spec)
     return Decoded(clip, clip_stats(clip))
 
 
@@ -47,7 +51,7 @@ def video_tensor(clip: Clip, spec: VideoSpec) -> np.ndarray:
 
 def shift_video(b64: str, spec: VideoSpec, brightness: float = 0.45) -> str:
     """A darker scene and a softer lens (the sampled frames, darkened and box-blurred, re-encoded)."""
-    clip = decode_video(base64.b64decode(b64), spec).value
+    clip = read_clip(base64.b64decode(b64), spec)
     x = clip.frames.astype(np.float32) * brightness
     x = (x + np.roll(x, 1, axis=1) + np.roll(x, -1, axis=1) + np.roll(x, 1, axis=2) + np.roll(x, -1, axis=2)) / 5
     return base64.b64encode(encode_clip(x.clip(0, 255).astype(np.uint8), spec.fps)).decode("ascii")
@@ -60,6 +64,9 @@ class VideoKind(ModalityKind):
 
     def decode(self, data: bytes, spec: VideoSpec, phi_key: bytes | None = None) -> Decoded:
         return decode_video(data, spec)
+
+    def read(self, data: bytes, spec: VideoSpec) -> Clip:
+        return read_clip(data, spec)
 
     def stats(self, value: Clip, spec: VideoSpec) -> dict[str, float]:
         return clip_stats(value)
@@ -110,8 +117,7 @@ class VideoKind(ModalityKind):
                                f"{spec.frames} frames sampled at {spec.fps:g} per second"}
 
     def from_wire(self, raw: Any, spec: VideoSpec) -> Clip:
-        clip: Clip = decode_video(file_from_wire(raw, MAX_VIDEO_B64_CHARS, "a video file"), spec).value
-        return clip
+        return read_clip(file_from_wire(raw, MAX_VIDEO_B64_CHARS, "a video file"), spec)
 
     def to_wire(self, data: bytes, value: Clip, spec: VideoSpec) -> Any:
         return base64.b64encode(data).decode("ascii")

@@ -10,7 +10,6 @@ off.
 from __future__ import annotations
 
 import io
-import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mmops.errors import BadInputError
+from mmops.modalities.image import laplacian_variance
 
 BLACK_LEVEL = 0.06  # a frame darker than this on average is black
 FROZEN_LEVEL = 0.5 / 255  # consecutive sampled frames closer than this are the same picture
@@ -138,8 +138,6 @@ def clip_stats(clip: Clip) -> dict[str, float]:
     gray = clip.frames.astype(np.float32).mean(axis=3) / 255.0  # (T, H, W)
     means = gray.reshape(len(gray), -1).mean(axis=1)
     diffs = np.abs(np.diff(gray, axis=0)).reshape(len(gray) - 1, -1).mean(axis=1) if len(gray) > 1 else np.zeros(0)
-    lap = (gray[:, :-2, 1:-1] + gray[:, 2:, 1:-1] + gray[:, 1:-1, :-2] + gray[:, 1:-1, 2:]
-           - 4.0 * gray[:, 1:-1, 1:-1]) * 255.0
     return {
         "fps": clip.source_fps, "width": float(clip.width), "height": float(clip.height),
         "frame_count": float(clip.declared_frames), "duration_s": clip.duration_s,
@@ -147,7 +145,7 @@ def clip_stats(clip: Clip) -> dict[str, float]:
         "brightness": float(means.mean()), "contrast": float(gray.std()),
         "black_share": float((means < BLACK_LEVEL).mean()),
         "frozen_share": float((diffs < FROZEN_LEVEL).mean()) if len(diffs) else 0.0,
-        "blur": float(lap.reshape(len(gray), -1).var(axis=1).mean()) if lap.size else 0.0,
+        "blur": float(np.mean([laplacian_variance(g * 255.0) for g in gray])),
         "motion": float(diffs.mean()) if len(diffs) else 0.0,
     }
 
@@ -176,6 +174,3 @@ def suffix_of(data: bytes) -> str:
         return ".mkv"
     return ".mp4"
 
-
-def frames_needed(seconds: float, fps: float) -> int:
-    return max(1, math.ceil(seconds * fps))
