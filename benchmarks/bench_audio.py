@@ -8,35 +8,25 @@ Run: `make bench` (or `.venv/bin/python benchmarks/bench_audio.py [--clips 200]`
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from mmops.datasets.sources import debian_file
-from mmops.modalities.audio.decode import resample
+from mmops.datasets import scenes
 from mmops.modalities.audio.features import log_mel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import save  # noqa: E402
 
-RATE, CLIP_S = 16_000, 10.0
-PHRASES = ["Front_Center", "Front_Left", "Front_Right", "Rear_Center", "Rear_Left", "Rear_Right", "Side_Left",
-           "Side_Right"]
+RATE, CLIP_S = scenes.RATE, 10.0
 
 
 def clips(n: int) -> np.ndarray:
     """(n, 10 s) of real speech: the phrases end to end, each clip starting at another offset."""
-    speech = []
-    for name in PHRASES:
-        x, rate = sf.read(io.BytesIO(debian_file("alsa-utils", f"usr/share/sounds/alsa/{name}.wav").read_bytes()),
-                          dtype="float32")
-        speech.append(resample(x, rate, RATE))
-    joined = np.concatenate(speech)
+    joined = np.concatenate(scenes.sounds()[1]).astype(np.float32)  # alsa-utils' 8 phrases at 16 kHz
     size = int(RATE * CLIP_S)
     joined = np.tile(joined, size * 2 // len(joined) + 2)
     offsets = np.random.default_rng(0).integers(0, len(joined) - size, n)

@@ -34,7 +34,8 @@ IMPACTS = ("boom.wav", "punch.wav", "car_door.wav", "whiff.wav")
 ALSA = "usr/share/sounds/alsa"
 
 
-def _sound(data: bytes) -> np.ndarray:
+def load_sound(data: bytes) -> np.ndarray:
+    """An audio file's samples, mono at the scenes' rate (float64)."""
     import soundfile as sf
 
     from mmops.modalities.audio.decode import resample
@@ -43,7 +44,18 @@ def _sound(data: bytes) -> np.ndarray:
     return resample(x.mean(axis=1), rate, RATE).astype(np.float64)
 
 
-def _scene_frames() -> np.ndarray:
+def sounds() -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """The real recordings scenes are made of: the room (alsa-utils' noise, looped to three clips' length),
+    the 8 spoken phrases, the 4 impacts."""
+    noise = load_sound(debian_file("alsa-utils", f"{ALSA}/Noise.wav").read_bytes())
+    room = np.tile(noise, int(np.ceil(3 * RATE * SECONDS / len(noise))))
+    voices = [load_sound(debian_file("alsa-utils", f"{ALSA}/{v}.wav").read_bytes()) for v in VOICES]
+    impacts = [load_sound(package_file("pygame", f"pygame/examples/data/{e}").read_bytes()) for e in IMPACTS]
+    return room, voices, impacts
+
+
+def scene_frames() -> np.ndarray:
+    """Every frame of the surveillance scene, scaled to the written size: (795, 120, 160, 3) uint8."""
     import av
     from PIL import Image
 
@@ -57,32 +69,44 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x * x))) or 1e-12
 
 
-def _place(clip: np.ndarray, event: np.ndarray, ratio_db: float, rng: np.random.Generator) -> None:
+def room_clip(room: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A clip's length of the room at a random offset, at -40 to -30 dBFS."""
+    n = int(RATE * SECONDS)
+    start = int(rng.integers(0, len(room) - n))
+    return room[start:start + n] * 10 ** (rng.uniform(-40, -30) / 20) / _rms(room)
+
+
+def place(clip: np.ndarray, event: np.ndarray, ratio_db: float, rng: np.random.Generator) -> None:
     """Add `event` at a random offset, `ratio_db` over the clip's level (in place)."""
     event = event[: len(clip)]
     at = int(rng.integers(0, len(clip) - len(event) + 1))
     clip[at:at + len(event)] += event * (_rms(clip) * 10 ** (ratio_db / 20) / _rms(event))
 
 
-def _audio(room: np.ndarray, label: str, voices: list[np.ndarray], impacts: list[np.ndarray],
-           rng: np.random.Generator) -> np.ndarray:
-    n = int(RATE * SECONDS)
-    start = int(rng.integers(0, len(room) - n))
-    clip = room[start:start + n] * 10 ** (rng.uniform(-40, -30) / 20) / _rms(room)
-    if rng.random() < 0.5:
-        _place(clip, voices[int(rng.integers(len(voices)))], rng.uniform(5, 15), rng)
-    if label == "break_in":
-        _place(clip, impacts[int(rng.integers(len(impacts)))], rng.uniform(10, 20), rng)
+def finished(clip: np.ndarray) -> np.ndarray:
+    """float32, scaled down if needed so that no sample goes past 0.95."""
     return (clip / max(1.0, float(np.abs(clip).max()) / 0.95)).astype(np.float32)
 
 
-def _video(frames: np.ndarray, label: str, rng: np.random.Generator) -> np.ndarray:
+def _audio(room: np.ndarray, label: str, voices: list[np.ndarray], impacts: list[np.ndarray],
+           rng: np.random.Generator) -> np.ndarray:
+    clip = room_clip(room, rng)
+    if rng.random() < 0.5:
+        place(clip, voices[int(rng.integers(len(voices)))], rng.uniform(5, 15), rng)
+    if label == "break_in":
+        place(clip, impacts[int(rng.integers(len(impacts)))], rng.uniform(10, 20), rng)
+    return finished(clip)
+
+
+def window(frames: np.ndarray, tampered: bool, rng: np.random.Generator) -> np.ndarray:
+    """A clip's length of the scene at a random offset; tampered: frozen on one of its frames (a replayed
+    still) or covered (a hand or a cloth over the lens: dark and flat), one or the other at random."""
     n = int(SOURCE_FPS * SECONDS)
     start = int(rng.integers(0, len(frames) - n))
     clip = frames[start:start + n].copy()
-    if label == "tampering" and rng.random() < 0.5:
-        clip[:] = clip[int(rng.integers(n))]  # frozen: a replayed still
-    elif label == "tampering":  # covered: a hand or a cloth over the lens
+    if tampered and rng.random() < 0.5:
+        clip[:] = clip[int(rng.integers(n))]
+    elif tampered:
         clip = (clip * rng.uniform(0.05, 0.2) + rng.normal(6, 2, clip.shape)).clip(0, 255).astype(np.uint8)
     return clip
 
@@ -93,18 +117,15 @@ def write_surveillance_av(root: Path, seed: int, per_class: int = 40) -> dict[st
     from mmops.modalities.video.decode import encode_clip
 
     rng = np.random.default_rng(seed)
-    frames = _scene_frames()
-    noise = _sound(debian_file("alsa-utils", f"{ALSA}/Noise.wav").read_bytes())
-    room = np.tile(noise, int(np.ceil(3 * RATE * SECONDS / len(noise))))
-    voices = [_sound(debian_file("alsa-utils", f"{ALSA}/{v}.wav").read_bytes()) for v in VOICES]
-    impacts = [_sound(package_file("pygame", f"pygame/examples/data/{e}").read_bytes()) for e in IMPACTS]
+    frames = scene_frames()
+    room, voices, impacts = sounds()
     files: dict[str, bytes] = {}
     labels: dict[str, str] = {}
     for i in range(per_class * len(CLASSES)):
         label = CLASSES[i % len(CLASSES)]
         key = f"av{i:03d}"
         labels[key] = label
-        files[f"camera/{key}.mp4"] = encode_clip(_video(frames, label, rng), SOURCE_FPS)
+        files[f"camera/{key}.mp4"] = encode_clip(window(frames, label == "tampering", rng), SOURCE_FPS)
         sound = _audio(room, label, voices, impacts, rng)
         if rng.random() >= 0.08:
             fmt = "FLAC" if i % 4 == 0 else "WAV"

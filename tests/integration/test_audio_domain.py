@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mmops.datasets.sources import debian_file, package_file
-from mmops.modalities.audio.decode import resample
+from mmops.datasets import scenes
+from mmops.datasets.sources import debian_file
 from mmops.modalities.sensor import sensor_csv_bytes
 from tests.domain_run import held_out_keys, project_with_pack, run_stages, served
 
@@ -32,15 +32,6 @@ PACK = {
         {"name": "vib", "kind": "sensor", "channels": ["z"], "length": 100, "sample_rate_hz": 50.0},
     ],
 }
-VOICES = ["Front_Center", "Front_Left", "Front_Right", "Rear_Center", "Rear_Left", "Rear_Right", "Side_Left",
-          "Side_Right"]
-IMPACTS = ["boom.wav", "punch.wav", "car_door.wav", "whiff.wav"]
-
-
-def _load(data: bytes) -> np.ndarray:
-    x, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return resample(x.mean(axis=1), rate, RATE)
-
 
 def _compose(event: np.ndarray, background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The event at a random offset and a random event-to-background ratio (6 to 12 dB) over a random stretch
@@ -58,11 +49,11 @@ def _compose(event: np.ndarray, background: np.ndarray, rng: np.random.Generator
 
 def _land(root: Path, per_class: int = 20) -> dict[str, str]:
     rng = np.random.default_rng(0)
-    noise = _load(debian_file("alsa-utils", "usr/share/sounds/alsa/Noise.wav").read_bytes())
+    # the surveillance pack's recordings (alsa-utils' noise and phrases, pygame's impacts), in 2 s clips here
+    noise = scenes.load_sound(debian_file("alsa-utils", f"{scenes.ALSA}/Noise.wav").read_bytes())
     background = np.tile(noise, int(np.ceil(RATE * SECONDS * 3 / len(noise))))
-    events = {"voice": [_load(debian_file("alsa-utils", f"usr/share/sounds/alsa/{v}.wav").read_bytes())
-                        for v in VOICES],
-              "impact": [_load(package_file("pygame", f"pygame/examples/data/{e}").read_bytes()) for e in IMPACTS]}
+    _, voices, impacts = scenes.sounds()
+    events = {"voice": voices, "impact": impacts}
     (root / "landing" / "plant_sound" / "mic").mkdir(parents=True)
     (root / "landing" / "plant_sound" / "vib").mkdir(parents=True)
     labels = {}

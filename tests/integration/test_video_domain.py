@@ -6,23 +6,19 @@ own, then a real `bentoml serve` answers clips over HTTP, naming the frames it u
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
-import av
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
-from mmops.datasets.sources import debian_file
+from mmops.datasets import scenes
 from mmops.modalities.video.decode import encode_clip
 from tests.conftest import FAST_TRAIN
 from tests.domain_run import held_out_keys, project_with_pack, run_stages, served
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
-SOURCE_FPS, WINDOW_S = 10, 4
 PACK = {
     "name": "camera_watch",
     "description": "Camera tampering on a real surveillance scene (composed from opencv-doc's vtest.avi, "
@@ -32,30 +28,17 @@ PACK = {
 }
 
 
-def _frames() -> np.ndarray:
-    with av.open(io.BytesIO(debian_file("opencv-doc", "usr/share/doc/opencv-doc/examples/data/vtest.avi")
-                            .read_bytes())) as container:
-        return np.stack([np.asarray(f.to_image().resize((192, 144), Image.Resampling.BILINEAR))
-                         for f in container.decode(video=0)])
-
-
 def _land(root: Path, per_class: int = 12) -> dict[str, str]:
     rng = np.random.default_rng(0)
-    frames = _frames()
+    frames = scenes.scene_frames()
     folder = root / "landing" / "camera_watch" / "cam"
     folder.mkdir(parents=True)
     labels = {}
-    n = SOURCE_FPS * WINDOW_S
     for i in range(2 * per_class):
-        start = int(rng.integers(0, len(frames) - n))
-        clip = frames[start:start + n].copy()
         label = ("normal", "tampered")[i % 2]
-        if label == "tampered" and i % 4 == 1:
-            clip[:] = clip[int(rng.integers(0, n))]  # frozen on one frame
-        elif label == "tampered":
-            clip = (clip * 0.15 + rng.normal(8, 2, clip.shape)).clip(0, 255).astype(np.uint8)  # covered lens
+        clip = scenes.window(frames, label == "tampered", rng)  # 4 s of the scene; frozen or covered if tampered
         key = f"c{i:03d}"
-        (folder / f"{key}.mp4").write_bytes(encode_clip(clip, SOURCE_FPS))
+        (folder / f"{key}.mp4").write_bytes(encode_clip(clip, scenes.SOURCE_FPS))
         labels[key] = label
     (folder / "c999.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)  # an MP4 with nothing inside
     (root / "landing" / "camera_watch" / "labels.csv").write_text(
