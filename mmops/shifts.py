@@ -18,5 +18,5 @@ from mmops.modalities import kind_of
 
 def shift_record(pack: DomainPack, payload: dict[str, Any]) -> dict[str, Any]:
     """The same record as the field would send it after the shift (its id marked)."""
-    inputs = {name: kind_of(pack.modality(name)).shift(value) for name, value in payload["inputs"].items()}
+    inputs = {name: kind_of(pack.modality(name)).shift(value, pack.modality(name)) for name, value in payload["inputs"].items()}
     return {**payload, "id": f"shifted-{payload.get('id')}", "inputs": inputs}

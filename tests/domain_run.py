@@ -58,3 +58,20 @@ def served(root: Path, domain: str, model_tag: str, **env: str) -> Iterator[str]
             yield url
         finally:
             stop_group(proc)
+
+
+def drift_after_shift(root: Path, url: str, domain: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Send the records as the field sends them after its kind's shift (`mmops.shifts`), then `mmops monitor`
+    over the whole prediction log: its verdict."""
+    import httpx
+
+    from mmops.domains import DomainPack
+    from mmops.shifts import shift_record
+
+    pack = DomainPack.model_validate(yaml.safe_load((root / "domains" / f"{domain}.yaml").read_text()))
+    shifted = [shift_record(pack, r) for r in records]
+    answer = httpx.post(f"{url}/predict", json={"records": shifted}, timeout=300)
+    assert answer.status_code == 200, answer.text
+    done = run_mmops(root, "monitor", "--domain", domain, "--hours", "0", "--json")
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+    return dict(json.loads(done.stdout))

@@ -162,8 +162,9 @@ class ModalityKind:
 
     shift_note: ClassVar[str] = ""  # what `shift` does, in a few words (the drift demo says it)
 
-    def shift(self, raw: Any) -> Any:
-        """The JSON value as the field sends it after a typical shift (the drift demo's); unchanged by default."""
+    def shift(self, raw: Any, spec: Any) -> Any:
+        """The JSON value as the field sends it after a typical shift (the drift demo's), for a modality of
+        this spec; unchanged by default."""
         return raw
 
     def labelstudio_tag(self, spec: Any) -> str:

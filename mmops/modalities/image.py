@@ -261,7 +261,7 @@ class ImageKind(ModalityKind):
 
     shift_note = "images darker and blurred"
 
-    def shift(self, raw: Any) -> Any:
+    def shift(self, raw: Any, spec: ImageSpec) -> Any:
         return shift_image(raw)
 
     def labelstudio_tag(self, spec: ImageSpec) -> str:

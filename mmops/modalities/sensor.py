@@ -339,7 +339,7 @@ class SensorKind(ModalityKind):
 
     shift_note = "sensors x3 gain, +2 offset"
 
-    def shift(self, raw: Any) -> Any:
+    def shift(self, raw: Any, spec: SensorSpec) -> Any:
         return shift_sensor(raw)
 
     def labelstudio_tag(self, spec: SensorSpec) -> str:

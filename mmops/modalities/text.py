@@ -182,5 +182,5 @@ class TextKind(ModalityKind):
 
     shift_note = "reports in another site's vocabulary"
 
-    def shift(self, raw: Any) -> Any:
+    def shift(self, raw: Any, spec: TextSpec) -> Any:
         return shift_text(raw)

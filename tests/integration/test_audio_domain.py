@@ -17,7 +17,7 @@ import soundfile as sf
 from mmops.datasets import scenes
 from mmops.datasets.sources import debian_file
 from mmops.modalities.sensor import sensor_csv_bytes
-from tests.domain_run import held_out_keys, project_with_pack, run_stages, served
+from tests.domain_run import drift_after_shift, held_out_keys, project_with_pack, run_stages, served
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -101,3 +101,12 @@ def test_an_audio_domain_goes_from_landing_to_a_served_prediction(tmp_path: Path
         bad = httpx.post(f"{url}/predict", json={"records": [{"inputs": {
             "mic": base64.b64encode(b"RIFF not really a wave file").decode()}}]}, timeout=60)
         assert bad.status_code == 400 and "not a readable audio file" in bad.text, bad.text
+
+        # the field changes (the mic duller, quieter, noisier; the vibration sensor miscalibrated): both drift
+        everyone = [{"id": k, "inputs": {
+            "mic": base64.b64encode(next((landed / "mic").glob(f"{k}.*")).read_bytes()).decode(),
+            "vib": np.loadtxt(landed / "vib" / f"{k}.csv", delimiter=",", skiprows=1)[:, 1:].tolist()}}
+            for k in labels]
+        verdict = drift_after_shift(root, url, "plant_sound", everyone)
+    assert verdict["drifted"] and verdict["drifted_groups"] == ["mic", "vib"], verdict
+    assert {"mic.rms_dbfs", "mic.spectral_centroid_hz"} <= set(verdict["drifted_columns"]), verdict

@@ -15,7 +15,7 @@ import pytest
 from mmops.datasets import scenes
 from mmops.modalities.video.decode import encode_clip
 from tests.conftest import FAST_TRAIN
-from tests.domain_run import held_out_keys, project_with_pack, run_stages, served
+from tests.domain_run import drift_after_shift, held_out_keys, project_with_pack, run_stages, served
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -68,3 +68,10 @@ def test_a_video_domain_goes_from_landing_to_a_served_prediction(tmp_path: Path)
         bad = httpx.post(f"{url}/predict", json={"records": [{"inputs": {
             "cam": base64.b64encode(b"%PDF-1.4 " * 40).decode()}}]}, timeout=60)
         assert bad.status_code == 400 and "not a readable video file" in bad.text, bad.text
+
+        # the field's camera changes (darker, softer): the monitor sees the camera drift
+        verdict = drift_after_shift(root, url, "camera_watch", [
+            {"id": k, "inputs": {"cam": base64.b64encode((folder / f"{k}.mp4").read_bytes()).decode()}}
+            for k in labels])
+    assert verdict["drifted"] and verdict["drifted_groups"] == ["cam"], verdict
+    assert {"cam.brightness", "cam.blur"} <= set(verdict["drifted_columns"]), verdict

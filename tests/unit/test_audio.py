@@ -164,10 +164,10 @@ def test_the_wire_takes_base64_audio_and_refuses_what_it_cannot_hear() -> None:
 def test_the_field_shift_is_quieter_duller_and_noisier() -> None:
     kind = AudioKind()
     raw = base64.b64encode(speech()).decode()
-    before, after = decode_audio(speech(), SPEC).stats, decode_audio(base64.b64decode(kind.shift(raw)), SPEC).stats
+    before, after = decode_audio(speech(), SPEC).stats, decode_audio(base64.b64decode(kind.shift(raw, SPEC)), SPEC).stats
     assert after["rms_dbfs"] < before["rms_dbfs"] - 3  # the level halved, the filter takes more
     assert after["silence_share"] < before["silence_share"]  # noise fills the pauses
-    assert kind.shift(raw) == kind.shift(raw)  # the same shift each time (seeded noise)
+    assert kind.shift(raw, SPEC) == kind.shift(raw, SPEC)  # the same shift each time (seeded noise)
 
 
 def test_silero_finds_the_speech_in_a_real_phrase_and_none_in_real_noise() -> None:

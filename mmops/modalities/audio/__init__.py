@@ -171,7 +171,7 @@ class AudioKind(ModalityKind):
 
     shift_note = "audio through a duller microphone, half the level, noise at 10 dB SNR"
 
-    def shift(self, raw: Any) -> Any:
+    def shift(self, raw: Any, spec: AudioSpec) -> Any:
         return shift_audio(raw)
 
     def labelstudio_tag(self, spec: AudioSpec) -> str:

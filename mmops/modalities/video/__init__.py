@@ -132,8 +132,8 @@ class VideoKind(ModalityKind):
 
     shift_note = "video darker and blurred"
 
-    def shift(self, raw: Any) -> Any:
-        return shift_video(raw, VideoSpec(name="shift"))
+    def shift(self, raw: Any, spec: VideoSpec) -> Any:
+        return shift_video(raw, spec)
 
     def labelstudio_tag(self, spec: VideoSpec) -> str:
         from xml.sax.saxutils import quoteattr
