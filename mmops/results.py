@@ -11,6 +11,7 @@ for the UCR sets (read offline from aeon's bundled files).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import tempfile
@@ -23,7 +24,7 @@ import numpy as np
 
 from mmops.config import TrainParams
 from mmops.domains import DomainPack
-from mmops.errors import NotFoundError
+from mmops.errors import ConfigError, NotFoundError
 from mmops.modalities.sensor import SensorSpec
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 UCR_SETS = ("GunPoint", "ItalyPowerDemand", "BasicMotions", "JapaneseVowels")
 UCR_EPOCHS, UCR_PATIENCE = 200, 50
 SSL_EPOCHS = 30
+SSL_TRAIN = "@train-split"  # init_weights: pretrained (self-supervised) on this split's training records
 # early classification on the all-sensor packs: the first seconds of each window, by repeated k-fold CV
 # (with the whole window every model of the industrial pack is at its ceiling, so nothing can be compared)
 EARLY_SECONDS, EARLY_REPEATS = (1.0, 2.0), 3
@@ -71,6 +73,14 @@ def domain_variants(pack: DomainPack, quick: bool) -> list[Variant]:
     if not quick and all(isinstance(m, SensorSpec) and len(m.channels) == 3 for m in pack.modalities):
         out.append(Variant("fusion: attention, sensor encoders SSL-pretrained on Daphnet gait, fine-tuned",
                            {"init_weights": {"sensor": "@daphnet"}}))
+    if not quick and "video" in kinds:  # the default: ImageNet frame backbone, frozen
+        out += [Variant(f"only {m.name}, frames through a small ResNet from scratch (fine-tuned)",
+                        {"pretrained": False, "image_encoder": "resnet"}, (m.name,))
+                for m in pack.modalities if m.kind == "video"]
+    if not quick and "audio" in kinds:  # the default: the log-mel CNN from scratch
+        out += [Variant(f"only {m.name}, log-mel CNN SSL-pretrained on the training clips, fine-tuned",
+                        {"init_weights": {m.name: SSL_TRAIN}}, (m.name,))
+                for m in pack.modalities if m.kind == "audio"]
     if not quick and ("image" in kinds or "text" in kinds):
         if "image" in kinds:
             out.append(Variant("EfficientNet-Lite0 (ImageNet), fine-tuned", {"image_encoder": "efficientnet_lite0"}))
@@ -159,6 +169,15 @@ def _split_rows(domain: str, pack: DomainPack, variants: list[Variant], vals: di
             if not w.exists():
                 pretrain("daphnet", domain, sub.modalities[0].name, p.sensor_encoder, w, SSL_EPOCHS, seed)
             p = p.model_copy(update={"init_weights": {"sensor": str(w)}})
+        for name, src in p.init_weights.items():
+            if src == SSL_TRAIN:  # the split's training clips, labels unused (never its val or test records)
+                from mmops.pretrain import pretrain_audio
+
+                w = work / f"ssl-{name}-{hashlib.sha256(dataset_id.encode()).hexdigest()[:12]}.safetensors"
+                if not w.exists():
+                    pretrain_audio([v[name] for v in pick["train"] if name in v], sub.modality(name), w,
+                                   SSL_EPOCHS, seed=seed, source=f"{domain} training split")
+                p = p.model_copy(update={"init_weights": {**p.init_weights, name: str(w)}})
         with tempfile.TemporaryDirectory(prefix="mmops-results-") as tmp:
             m, secs = _train_eval(sub, data, pick["test"], ys["test"][keep["test"]], p, seed, Path(tmp))
         note = "" if not variant.modalities else f"test records with {', '.join(variant.modalities)}"
@@ -348,29 +367,95 @@ def run(domains: list[str], quick: bool = False, ucr: tuple[str, ...] | None = N
     return rows
 
 
-def to_markdown(rows: list[Row], command: str) -> str:
+@dataclass(frozen=True)
+class Run:
+    """One `mmops results` run: its command, where and on what it ran, and the data sets whose rows it wrote."""
+
+    command: str
+    at: str
+    keys: tuple[str, ...]
+
+    def line(self) -> str:
+        return f"- `{self.command}` at {self.at}: {', '.join(self.keys)}"
+
+
+def row_key(dataset: str) -> str:
+    """The data set a row belongs to, as a run names it: the domain (`industrial, first 1 s (...)` ->
+    `industrial`) or `UCR`."""
+    return dataset.split(" ", 1)[0].rstrip(",")
+
+
+def this_run(command: str, rows: list[Row]) -> Run:
     import torch
 
     from mmops import __version__
-
-    def f(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
     from mmops.config import get_settings
     from mmops.provenance import source_state
 
+    at = (f"{source_state(get_settings().root)} on {time.strftime('%Y-%m-%d')} (mmops {__version__}, torch "
+          f"{torch.__version__}, {platform.machine()}, {'CUDA' if torch.cuda.is_available() else 'CPU'}, "
+          f"{TORCH_THREADS} torch thread)")
+    return Run(command, at, tuple(dict.fromkeys(row_key(r.dataset) for r in rows)))
+
+
+def merge(earlier: tuple[list[Run], list[Row]], run: Run, rows: list[Row]) -> tuple[list[Run], list[Row]]:
+    """An earlier table with this run's data sets replaced by its rows (the others kept, with their runs)."""
+    old_runs, old_rows = earlier
+    keep = [r for r in old_rows if row_key(r.dataset) not in run.keys]
+    runs = [Run(r.command, r.at, tuple(k for k in r.keys if k not in run.keys)) for r in old_runs]
+    # domains in the order they first appear, the UCR sets last
+    order = list(dict.fromkeys(row_key(r.dataset) for r in old_rows + rows))
+    order = [k for k in order if k != "UCR"] + ["UCR"]
+    merged = sorted(keep + rows, key=lambda r: order.index(row_key(r.dataset)))
+    return [r for r in runs if r.keys] + [run], merged
+
+
+def from_markdown(text: str) -> tuple[list[Run], list[Row]]:
+    """The runs and rows of a table `to_markdown` wrote."""
+    runs, rows = [], []
+    for line in text.splitlines():
+        if line.startswith("- `"):
+            command, rest = line[3:].split("` at ", 1)
+            at, keys = rest.rsplit(": ", 1)
+            runs.append(Run(command, at, tuple(keys.split(", "))))
+        elif line.startswith("| ") and not line.startswith(("| data set ", "| --- ")):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if len(cells) != 8:
+                raise ConfigError(f"not a results row: {line!r}")
+            d, m, acc, f1, auroc, n, secs, note = cells
+            rows.append(Row(d, m, float(acc), float(f1), None if auroc == "-" else float(auroc), int(n),
+                            float(secs), note))
+    if rows and not runs:
+        raise ConfigError("the table does not say which run wrote its rows; regenerate it whole (mmops results)")
+    return runs, rows
+
+
+def _composed_notes(keys: set[str]) -> list[str]:
+    """What each composed pack on the page is made of, with its sources' licences (as `mmops data list`)."""
+    from mmops.datasets.packs import PACKS
+
+    return [f"The {p.domain} pack is composed: {p.summary.removeprefix('COMPOSED: ')}; sources: {p.license}."
+            for p in PACKS.values() if p.domain in keys and "COMPOSED" in p.summary]
+
+
+def to_markdown(rows: list[Row], runs: list[Run]) -> str:
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    keys = {row_key(r.dataset) for r in rows}
     lines = [
         "# Results", "",
-        f"Regenerated by `{command}` at {source_state(get_settings().root)} on {time.strftime('%Y-%m-%d')} "
-        f"(mmops {__version__}, torch {torch.__version__}, {platform.machine()}, "
-        f"{'CUDA' if torch.cuda.is_available() else 'CPU'}, {TORCH_THREADS} torch thread: a model's figures "
-        "depend on the thread count, which changes the order of floating-point sums). Test-split figures; "
-        "every model of a data set sees the same split (or the same cross-validation folds), seed and epoch "
-        f"budget; on the UCR sets our models get {UCR_EPOCHS} epochs (patience {UCR_PATIENCE}).", "",
+        "Regenerated by `mmops results` (every data set) or `mmops results --merge -d <domain>` (that domain's "
+        "rows replaced, the others kept). Each data set's rows come from the run listed with it:", "",
+        *(r.line() for r in runs), "",
+        "Test-split figures; every model of a data set sees the same split (or the same cross-validation folds), "
+        f"seed and epoch budget; on the UCR sets our models get {UCR_EPOCHS} epochs (patience {UCR_PATIENCE}). "
+        "Training runs on one torch thread: a model's figures depend on the thread count, which changes the "
+        "order of floating-point sums.", "",
         "Notes: single-modality rows are scored on the test records that have that modality; the medical "
         "pack pairs modalities by class, not by patient (see `mmops data list`), so its fusion figures say "
-        "little about real clinical fusion. The chest X-ray reports are CC BY-NC-ND 4.0: non-commercial use "
-        "only.", "",
+        "little about real clinical fusion.", "",
+        *(n + "\n" for n in _composed_notes(keys)),
     ]
     if any(", first " in r.dataset for r in rows):
         lines += [

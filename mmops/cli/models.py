@@ -140,21 +140,24 @@ def audit(
 @app.command()
 def pretrain(
     domain: Domain,
-    modality: Annotated[str, typer.Option(help="the target sensor modality (its rate and length shape windows)")],
-    source: Annotated[str, typer.Option(help="daphnet (aeon's bundled gait recording) or a domain's own records")]
-    = "daphnet",
+    modality: Annotated[str, typer.Option(help="the target sensor or audio modality (its spec shapes the input)")],
+    source: Annotated[str, typer.Option(help="daphnet (aeon's bundled gait recording; sensors) or a domain's own "
+                                             "records (sensor or audio)")] = "daphnet",
     arch: Annotated[str | None, typer.Option(help="sensor encoder; default: params train.sensor_encoder")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 40,
     out_file: Annotated[Path | None, typer.Option("--out")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Self-supervised (contrastive) pretraining of a sensor encoder; fine-tune it with train.init_weights."""
+    """Self-supervised (contrastive) pretraining of a sensor or audio encoder; fine-tune it with
+    train.init_weights."""
     from mmops.config import get_settings, load_params
+    from mmops.domains import load_domain
     from mmops.pretrain import pretrain as run_pretrain
 
     def go() -> dict[str, Any]:
         params = load_params()
-        a = arch or params.train.sensor_encoder
+        a = arch or (params.train.sensor_encoder if load_domain(domain).modality(modality).kind == "sensor"
+                     else "logmel_cnn")
         name = f"{source}_{domain}_{modality}_{a}.safetensors"  # under the project's artifacts, wherever we run
         path = out_file or get_settings().artifacts_dir / "pretrained" / name
         return run_pretrain(source, domain, modality, a, path, epochs, params.seed)
@@ -170,17 +173,25 @@ def results(
     ucr: Annotated[list[str] | None, typer.Option(help="UCR/UEA sets bundled with aeon")] = None,
     folds: Annotated[int, typer.Option(min=1, help="cross-validation folds for the all-sensor packs")] = 5,
     out_file: Annotated[Path, typer.Option("--out", help="markdown table")] = Path("docs/results.md"),
+    merge: Annotated[bool, typer.Option(help="replace these domains' rows in the existing table, keep the others "
+                                              "(UCR sets only if --ucr names them)")] = False,
 ) -> None:
     """Regenerate the results table: single modality vs fusion, fine-tuned vs from scratch, UCR baselines."""
 
     from mmops.config import load_params
-    from mmops.results import run, to_markdown
+    from mmops.results import from_markdown, run, this_run, to_markdown
+    from mmops.results import merge as merged
 
     def go() -> dict[str, Any]:
         domains = domain or list(load_params().packs)
-        rows = run(domains, quick, tuple(ucr) if ucr else None, epochs, folds)
+        sets = tuple(ucr) if ucr else (() if merge else None)
+        rows = run(domains, quick, sets, epochs, folds)
+        now = this_run("mmops " + " ".join(sys.argv[1:]), rows)
+        runs, table = [now], rows
+        if merge and out_file.is_file():
+            runs, table = merged(from_markdown(out_file.read_text(encoding="utf-8")), now, rows)
         out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(to_markdown(rows, "mmops " + " ".join(sys.argv[1:])), encoding="utf-8")
-        return {"rows": len(rows), "table": str(out_file)}
+        out_file.write_text(to_markdown(table, runs), encoding="utf-8")
+        return {"rows": len(rows), "table": str(out_file), "rows_in_table": len(table)}
 
     guarded(go, title="results:")

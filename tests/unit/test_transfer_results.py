@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mmops.pretrain import daphnet_windows, pretrain_sensor
+from mmops.pretrain import daphnet_windows, pretrain_audio, pretrain_sensor
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def test_pretrain_then_fine_tune_with_freeze_then_unfreeze(project: Path, tmp_pa
 
 
 def test_results_table_puts_ucr_baselines_beside_our_models(project: Path, tmp_path: Path) -> None:
-    from mmops.results import run, to_markdown
+    from mmops.results import run, this_run, to_markdown
 
     rows = run(["industrial"], quick=True, ucr=("GunPoint",), epochs=2)
     models = [(r.dataset.split(" ")[0], r.model) for r in rows]
@@ -51,8 +51,9 @@ def test_results_table_puts_ucr_baselines_beside_our_models(project: Path, tmp_p
     assert all(0 <= r.accuracy <= 1 and r.n_test > 0 for r in rows)
     gunpoint_dtw = next(r for r in rows if r.dataset.startswith("UCR") and "DTW" in r.model)
     assert gunpoint_dtw.n_test == 150 and gunpoint_dtw.accuracy > 0.85  # the archive reports 0.907
-    md = to_markdown(rows, "mmops results --quick")
-    assert md.count("\n| ") == len(rows) + 2 and "non-commercial" in md  # header, rule, rows
+    md = to_markdown(rows, [this_run("mmops results --quick", rows)])
+    assert md.count("\n| ") == len(rows) + 2  # header, rule, rows
+    assert "` at " in md and md.count("\n- `mmops results --quick` at ") == 1 and ": industrial, UCR\n" in md
 
 
 def test_fusion_is_compared_with_the_best_single_modality_fold_by_fold() -> None:
@@ -88,7 +89,7 @@ def test_results_are_the_same_whatever_thread_count_the_machine_gives_torch(proj
     The page names the commit and the thread count it was made with."""
     import torch
 
-    from mmops.results import TORCH_THREADS, run, to_markdown
+    from mmops.results import TORCH_THREADS, run, this_run, to_markdown
 
     before = torch.get_num_threads()
     figures = []
@@ -100,5 +101,48 @@ def test_results_are_the_same_whatever_thread_count_the_machine_gives_torch(proj
     finally:
         torch.set_num_threads(before)
     assert figures[0] == figures[1] and len(figures[0]) == 2
-    md = to_markdown(rows, "mmops results --ucr JapaneseVowels")
+    md = to_markdown(rows, [this_run("mmops results --ucr JapaneseVowels", rows)])
     assert f"{TORCH_THREADS} torch thread" in md and ("at commit " in md or "at no git commit" in md)
+
+
+def test_merging_replaces_one_data_sets_rows_and_keeps_the_others_with_their_runs() -> None:
+    from mmops.results import Row, Run, from_markdown, merge, to_markdown
+
+    first = [Row("medical (m-1)", "fusion: attention", 0.9, 0.9, 0.95, 120, 10.0),
+             Row("industrial, first 1 s (10 samples, 80 records)", "only accel", 0.7, 0.6, None, 240, 2.0, "3x5-fold CV"),
+             Row("UCR GunPoint (50/150, 1 ch)", "1-NN DTW (aeon)", 0.907, 0.907, None, 150, 1.1, "UCR baseline")]
+    runs = [Run("mmops results", "abc123 on 2026-12-03 (mmops 0.1.0, torch 2.13.0+cpu, x86_64, CPU, 1 torch thread)",
+                ("medical", "industrial", "UCR"))]
+    table = from_markdown(to_markdown(first, runs))
+    assert table == (runs, first)  # the page reads back exactly
+
+    again = [Row("industrial (i-2, 80 records)", "fusion: gated", 1.0, 1.0, 1.0, 80, 5.0, "5-fold CV")]
+    new = Run("mmops results --merge -d industrial", "def456 on 2026-12-04 (...)", ("industrial",))
+    new_runs, rows = merge(table, new, again)
+    assert [r.model for r in rows] == ["fusion: attention", "fusion: gated", "1-NN DTW (aeon)"]  # UCR stays last
+    assert [r.keys for r in new_runs] == [("medical", "UCR"), ("industrial",)]
+    surveillance = [Row("surveillance (s-1)", "only camera", 0.5, 0.5, 0.6, 24, 3.0)]
+    md = to_markdown(*reversed(merge((new_runs, rows), Run("c", "d", ("surveillance",)), surveillance)))
+    assert "The surveillance pack is composed: 4 s clips" in md
+    assert "alsa-utils recordings GPL-2" in md and "CC BY-NC-ND 4.0 (non-commercial)" in md  # medical's
+    assert "industrial pack is composed" not in md  # a real recording, not composed
+    with pytest.raises(Exception, match="which run"):
+        from_markdown("| medical | x | 1.000 | 1.000 | - | 1 | 1.0 |  |\n")
+
+
+def test_audio_pretraining_learns_and_its_weights_load_strictly_into_the_kinds_encoder(tmp_path: Path) -> None:
+    from mmops.datasets import scenes
+    from mmops.modalities.audio import AudioKind, AudioSpec
+    from mmops.models.image import load_backbone_weights
+
+    room, voices, impacts = scenes.sounds()
+    spec = AudioSpec(name="mic", clip_seconds=1.0)
+    rate = spec.sample_rate_hz
+    clips = [c[:rate].astype("float32") for c in voices + impacts]
+    clips += [room[i * rate // 2:(i + 2) * rate // 2].astype("float32") for i in range(12)]
+    summary = pretrain_audio(clips, spec, tmp_path / "ssl.safetensors", epochs=6, batch_size=24, seed=0,
+                             source="test clips")
+    assert summary["clips"] == len(clips) == 24 and summary["frames"] == spec.frames
+    assert summary["last_loss"] < summary["first_loss"], summary
+    backbone = AudioKind().encoder(spec, {}, pretrained=False).backbone
+    load_backbone_weights(backbone, tmp_path / "ssl.safetensors")  # strict: every key matches
