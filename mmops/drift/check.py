@@ -20,6 +20,11 @@ from mmops.drift.sketch import (
 )
 from mmops.errors import BadInputError
 
+# Columns that count in no share: nothing to compare, or one and the same value in the reference and now (a
+# property of the source such as a camera's frame rate says nothing until it changes; counted, it would dilute
+# the share of a modality whose picture drifted)
+UNTESTED = ("none", "constant")
+
 
 @dataclass
 class _Current:
@@ -148,7 +153,7 @@ class DriftCheck:
 
     def verdict(self, drift_share: float = 0.5) -> DriftVerdict:
         columns = {c: self._test(c, sk) for c, sk in self.sketch.columns.items()}
-        tested = {c: d for c, d in columns.items() if d.method != "none"}
+        tested = {c: d for c, d in columns.items() if d.method not in UNTESTED}
         share = sum(d.drifted for d in tested.values()) / len(tested) if tested else 0.0
         group_shares = drift_by_group(tested)
         embeddings = {}
@@ -171,6 +176,8 @@ class DriftCheck:
             return ColumnDrift("none", float("nan"), float("nan"), False, cur.n, cur.missing)
         if method in ("chisquare", "z", "jensenshannon"):
             ref, now = self._categories(sk, cur)
+            if len(ref) == 1:  # one value on both sides (a camera's frame rate, an image size): nothing moved
+                return ColumnDrift("constant", 1.0, P_VALUE, False, cur.n, cur.missing)
             score = _category_test(method, ref, now)
         elif method == "ks":
             score = _ks_pvalue(sk, cur)
@@ -204,7 +211,7 @@ def drift_by_group(columns: Mapping[str, ColumnDrift]) -> dict[str, float]:
     by_group: dict[str, list[ColumnDrift]] = {}
     for c, d in columns.items():
         group = column_group(c)
-        if group is not None and d.method != "none":
+        if group is not None and d.method not in UNTESTED:
             by_group.setdefault(group, []).append(d)
 
     def drifted(d: ColumnDrift, n: int) -> bool:

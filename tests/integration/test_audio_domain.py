@@ -110,3 +110,4 @@ def test_an_audio_domain_goes_from_landing_to_a_served_prediction(tmp_path: Path
         verdict = drift_after_shift(root, url, "plant_sound", everyone)
     assert verdict["drifted"] and verdict["drifted_groups"] == ["mic", "vib"], verdict
     assert {"mic.rms_dbfs", "mic.spectral_centroid_hz"} <= set(verdict["drifted_columns"]), verdict
+    assert "mic" in verdict["drifted_embeddings"], verdict  # and what the model makes of it

@@ -75,3 +75,4 @@ def test_a_video_domain_goes_from_landing_to_a_served_prediction(tmp_path: Path)
             for k in labels])
     assert verdict["drifted"] and verdict["drifted_groups"] == ["cam"], verdict
     assert {"cam.brightness", "cam.blur"} <= set(verdict["drifted_columns"]), verdict
+    assert not {"cam.fps", "cam.frame_count", "cam.width"} & set(verdict["drifted_columns"]), verdict  # only the picture

@@ -266,3 +266,21 @@ def test_evidently_renders_embedding_drift_on_the_samples(tmp_path) -> None:
         # 16 reference rows: Evidently's bootstrap takes 16**2 / (16 + current) rows, so a smaller current sample
         assert (report["small"]["n_reference"], report["small"]["n_current"]) == (16, 16 * 16 // 2 - 16)
         assert result.verdict.embeddings["image"].drifted is (shift > 0)  # the streaming check agrees
+
+
+def test_a_source_property_constant_on_both_sides_does_not_dilute_its_modalitys_share() -> None:
+    """A camera's frame rate and frame size stay put while its picture darkens: the modality drifts on the
+    picture's statistics alone; the same property changing is a drift of its own."""
+    rng = np.random.default_rng(4)
+    n = 300
+    fixed = {f"cam.{c}": np.full(n, v) for c, v in (("fps", 10.0), ("width", 160.0), ("height", 120.0),
+                                                    ("frames", 40.0), ("sampled", 8.0), ("seconds", 4.0))}
+    ref = pd.DataFrame({**fixed, "cam.brightness": rng.normal(0.5, 0.05, n), "cam.blur": rng.normal(200, 20, n),
+                        "cam.motion": rng.normal(0.02, 0.005, n)})
+    darker = pd.DataFrame({**fixed, "cam.brightness": rng.normal(0.22, 0.05, n), "cam.blur": rng.normal(60, 20, n),
+                           "cam.motion": rng.normal(0.02, 0.005, n)})
+    v = check(ref, [darker])[1].verdict()
+    assert v.columns["cam.fps"].method == "constant" and not v.columns["cam.fps"].drifted
+    assert v.group_shares["cam"] == pytest.approx(2 / 3) and v.drifted_groups == ["cam"]  # of 3 tested, not 9
+    faster = darker.assign(**{"cam.fps": 25.0})
+    assert check(ref, [faster])[1].verdict().columns["cam.fps"].drifted  # a property that changed does drift

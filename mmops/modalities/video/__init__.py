@@ -50,11 +50,15 @@ def video_tensor(clip: Clip, spec: VideoSpec) -> np.ndarray:
 
 
 def shift_video(b64: str, spec: VideoSpec, brightness: float = 0.45) -> str:
-    """A darker scene and a softer lens (the sampled frames, darkened and box-blurred, re-encoded)."""
-    clip = read_clip(base64.b64decode(b64), spec)
-    x = clip.frames.astype(np.float32) * brightness
+    """A darker scene and a softer lens: every frame of the clip darkened and box-blurred, re-encoded at its
+    own rate and size (only the picture changes, not the frame rate or the frame count)."""
+    data = base64.b64decode(b64)
+    source = read_clip(data, spec)  # checks the file and says what it is
+    every = decode_clip(data, source.source_fps, round(spec.max_seconds * source.source_fps) + 1,
+                        (source.height, source.width), spec.max_pixels, spec.max_seconds)
+    x = every.frames.astype(np.float32) * brightness
     x = (x + np.roll(x, 1, axis=1) + np.roll(x, -1, axis=1) + np.roll(x, 1, axis=2) + np.roll(x, -1, axis=2)) / 5
-    return base64.b64encode(encode_clip(x.clip(0, 255).astype(np.uint8), spec.fps)).decode("ascii")
+    return base64.b64encode(encode_clip(x.clip(0, 255).astype(np.uint8), source.source_fps)).decode("ascii")
 
 
 class VideoKind(ModalityKind):
