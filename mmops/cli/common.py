@@ -28,7 +28,7 @@ app.add_typer(quarantine_app, name="quarantine")
 console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 120)  # logs and CI get full table rows
 
-Domain = Annotated[str, typer.Option("--domain", "-d", help="medical | security | industrial | your own pack")]
+Domain = Annotated[str, typer.Option("--domain", "-d", help="medical | security | industrial | surveillance | your own pack")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 
 

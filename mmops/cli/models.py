@@ -171,7 +171,7 @@ def results(
     quick: Annotated[bool, typer.Option(help="fewer variants and one UCR set (a smoke run)")] = False,
     epochs: Annotated[int | None, typer.Option(help="override train.epochs for every model")] = None,
     ucr: Annotated[list[str] | None, typer.Option(help="UCR/UEA sets bundled with aeon")] = None,
-    folds: Annotated[int, typer.Option(min=1, help="cross-validation folds for the all-sensor packs")] = 5,
+    folds: Annotated[int, typer.Option(min=1, help="cross-validation folds for the all-sensor packs and packs with a small test split")] = 5,
     out_file: Annotated[Path, typer.Option("--out", help="markdown table")] = Path("docs/results.md"),
     merge: Annotated[bool, typer.Option(help="replace these domains' rows in the existing table, keep the others "
                                               "(UCR sets only if --ucr names them)")] = False,
@@ -179,14 +179,15 @@ def results(
     """Regenerate the results table: single modality vs fusion, fine-tuned vs from scratch, UCR baselines."""
 
     from mmops.config import load_params
-    from mmops.results import from_markdown, run, this_run, to_markdown
+    from mmops.results import from_markdown, provenance, run, this_run, to_markdown
     from mmops.results import merge as merged
 
     def go() -> dict[str, Any]:
         domains = domain or list(load_params().packs)
         sets = tuple(ucr) if ucr else (() if merge else None)
+        at = provenance()  # the code that runs, before anyone edits it
         rows = run(domains, quick, sets, epochs, folds)
-        now = this_run("mmops " + " ".join(sys.argv[1:]), rows)
+        now = this_run("mmops " + " ".join(sys.argv[1:]), rows, at)
         runs, table = [now], rows
         if merge and out_file.is_file():
             runs, table = merged(from_markdown(out_file.read_text(encoding="utf-8")), now, rows)
