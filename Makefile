@@ -86,9 +86,11 @@ docs: setup  ## docs/api.md and docs/openapi.json from the service's OpenAPI spe
 
 bench: setup  ## speed targets as same-process ratios, then docs/benchmarks.md from their figures (a missed target shows as "Error 1 (ignored)")
 	-$(BIN)/python benchmarks/bench_ingest.py
+	-$(BIN)/python benchmarks/bench_ingest.py --packs surveillance
 	-$(BIN)/python benchmarks/bench_gate.py
 	-$(BIN)/python benchmarks/bench_train.py
 	-$(BIN)/python benchmarks/bench_serve.py
+	-$(BIN)/python benchmarks/bench_serve.py --domain surveillance --clients 1 8 32
 	-$(BIN)/python benchmarks/bench_drift.py
 	-$(BIN)/python benchmarks/bench_audio.py
 	-$(BIN)/python benchmarks/bench_soak.py --minutes 3

@@ -5,7 +5,8 @@ prediction log on and off, all in the same run.
 Targets (issue 6): zero errors at every concurrency; batched throughput >= unbatched everywhere (at one
 client, where the batcher is skipped and both settings run the same code, within 5 % noise) and >= 1.5x
 at 32 clients for the heaviest model (medical: MiniLM text encoder + MobileNetV2 + sensor encoder); logging
-on >= 0.9x logging off.
+on >= 0.9x logging off. `--domain surveillance` (issue 21: a 4 s video clip and a 4 s audio clip per record,
+base64) is recorded apart, in var/bench/serve-surveillance.json.
 
 Each domain's model is trained for one epoch with the default architecture (speed does not depend on how
 well it was trained) in a temporary project, then served by `bentoml serve`, one child process per setting
@@ -38,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import save  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-PACKS = {"industrial": "industrial-imu", "security": "security-faces", "medical": "medical-cxr"}
+DEFAULT = ["industrial", "security", "medical"]
+PACKS = {"industrial": "industrial-imu", "security": "security-faces", "medical": "medical-cxr",
+         "surveillance": "surveillance-av"}  # --domain surveillance: audio + video records (issue 21)
 
 
 async def predict_one(http: Any, url: str, rec: dict[str, Any]) -> float | str:
@@ -128,7 +131,7 @@ def prepare(root: Path, domains: list[str]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--domain", nargs="+", default=list(PACKS), choices=list(PACKS))
+    parser.add_argument("--domain", nargs="+", default=DEFAULT, choices=list(PACKS))
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32, 64])
     parser.add_argument("--requests-per-client", type=int, default=16, help="request budget: this x clients, >= 160")
     parser.add_argument("--max-seconds", type=float, default=45.0, help="time budget per level")
@@ -202,7 +205,7 @@ def report(table: list[dict[str, Any]], domains: list[str]) -> int:
         if d == "medical" and 32 in ratios:
             verdicts["medical (text encoder): batched >= 1.5x at 32 clients"] = ratios[32] >= 1.5
     print(json.dumps(verdicts, indent=2))
-    save("serve", {"runs": table}, verdicts)
+    save("serve" if domains == DEFAULT else "serve-" + "-".join(domains), {"runs": table}, verdicts)
     return 0 if all(verdicts.values()) else 1
 
 

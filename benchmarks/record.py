@@ -24,10 +24,15 @@ RESULTS = ROOT / "var" / "bench"
 TITLES = {  # in the page's order
     "ingest": ("Ingest", "ingest of the bundled packs vs hashing the same files (throughput), and a re-ingest "
                          "of unchanged files (skipped by hash)"),
+    "ingest-surveillance": ("Ingest of audio and video", "ingest of the surveillance-av pack (camera clips and "
+                            "microphone recordings) vs a plain loop that reads, hashes and fully decodes the same "
+                            "files"),
     "gate": ("Validation gate", "the Great Expectations suites vs plain pandas checks of the same rules"),
     "train": ("Training", "the trainer vs a hand-written torch loop on the same data and model"),
     "serve": ("Serving", "throughput and latency over HTTP at several client counts: adaptive batching on vs "
                          "off, prediction log on vs off (medians of rounds)"),
+    "serve-surveillance": ("Serving audio and video", "surveillance records (a 4 s camera clip and a 4 s "
+                           "microphone clip, base64) over HTTP: adaptive batching on vs off, log on vs off"),
     "drift": ("Drift", "the streamed reference-sketch check vs Evidently's DataDriftPreset on the same "
                        "columns, at growing row counts"),
     "audio": ("Audio front end", "log-mel spectrograms of real speech on one thread, in seconds of audio per "
