@@ -179,8 +179,9 @@ def results(
     """Regenerate the results table: single modality vs fusion, fine-tuned vs from scratch, UCR baselines."""
 
     from mmops.config import load_params
-    from mmops.results import from_markdown, provenance, run, this_run, to_markdown
-    from mmops.results import merge as merged
+    from mmops.results import run
+    from mmops.results_page import from_markdown, provenance, this_run, to_markdown
+    from mmops.results_page import merge as merged
 
     def go() -> dict[str, Any]:
         domains = domain or list(load_params().packs)

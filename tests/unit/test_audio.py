@@ -183,6 +183,26 @@ def test_silero_finds_the_speech_in_a_real_phrase_and_none_in_real_noise() -> No
         parse_spec({"name": "mic", "kind": "audio", "min_speech_share": 0.2})
 
 
+def test_the_one_call_sequence_detector_marks_what_silero_s_streaming_model_marks() -> None:
+    """speech_share runs silero-vad's sequence model (one ONNX call per clip); on the real recordings its
+    speech segments are exactly those of the package's reference streaming model (TorchScript, window by window)."""
+    import torch
+    from silero_vad import get_speech_timestamps, load_silero_vad
+
+    from mmops.datasets import scenes
+    from mmops.modalities.audio.speech import VAD_RATE, speech_share
+
+    room, voices, impacts = scenes.sounds()
+    streaming = load_silero_vad()
+    found = 0
+    for clip in [room[:4 * VAD_RATE], *voices, *impacts]:
+        x = np.ascontiguousarray(clip, dtype=np.float32)
+        stamps = get_speech_timestamps(torch.from_numpy(x), streaming, sampling_rate=VAD_RATE)
+        assert speech_share(x, VAD_RATE) == pytest.approx(sum(s["end"] - s["start"] for s in stamps) / len(x), abs=0)
+        found += bool(stamps)
+    assert found == len(voices)  # every phrase has speech, the room noise and the impacts none
+
+
 def test_a_served_file_has_the_statistics_it_had_at_ingest_and_reading_it_runs_no_detector(monkeypatch) -> None:
     """The monitor compares what the service logs (the kind's `stats` of the value it read) with what ingest
     recorded: for the same file they agree. Training and serving read files again without the statistics,

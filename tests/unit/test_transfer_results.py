@@ -42,7 +42,8 @@ def test_pretrain_then_fine_tune_with_freeze_then_unfreeze(project: Path, tmp_pa
 
 
 def test_results_table_puts_ucr_baselines_beside_our_models(project: Path, tmp_path: Path) -> None:
-    from mmops.results import run, this_run, to_markdown
+    from mmops.results import run
+    from mmops.results_page import this_run, to_markdown
 
     rows = run(["industrial"], quick=True, ucr=("GunPoint",), epochs=2)
     models = [(r.dataset.split(" ")[0], r.model) for r in rows]
@@ -89,7 +90,8 @@ def test_results_are_the_same_whatever_thread_count_the_machine_gives_torch(proj
     The page names the commit and the thread count it was made with."""
     import torch
 
-    from mmops.results import TORCH_THREADS, run, this_run, to_markdown
+    from mmops.results import TORCH_THREADS, run
+    from mmops.results_page import this_run, to_markdown
 
     before = torch.get_num_threads()
     figures = []
@@ -106,7 +108,8 @@ def test_results_are_the_same_whatever_thread_count_the_machine_gives_torch(proj
 
 
 def test_merging_replaces_one_data_sets_rows_and_keeps_the_others_with_their_runs() -> None:
-    from mmops.results import Row, Run, from_markdown, merge, to_markdown
+    from mmops.results import Row
+    from mmops.results_page import Run, from_markdown, merge, to_markdown
 
     first = [Row("medical (m-1)", "fusion: attention", 0.9, 0.9, 0.95, 120, 10.0),
              Row("industrial, first 1 s (10 samples, 80 records)", "only accel", 0.7, 0.6, None, 240, 2.0, "3x5-fold CV"),

@@ -32,7 +32,7 @@ class AudioSpec(ModalitySpec):
     n_mels: int = Field(N_MELS, ge=8, le=256)
     max_clip_share: float = Field(0.01, ge=0, le=1)  # samples at full scale: a level set too hot
     max_silence_share: float = Field(0.9, ge=0, le=1)  # 25 ms frames under -50 dBFS: a dead microphone
-    # `silero`: the statistics get `speech_share` (silero-vad's pretrained detector; ~0.1 s per 4 s clip)
+    # `silero`: the statistics get `speech_share` (silero-vad's pretrained detector; ~8 ms per 4 s clip)
     speech_detector: Literal["silero"] | None = None
     min_speech_share: float | None = Field(None, ge=0, le=1)  # recordings that must hold speech (the gate warns)
     extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
