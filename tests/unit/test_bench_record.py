@@ -40,4 +40,18 @@ def test_the_page_shows_every_run_its_figures_and_missed_targets(record, tmp_pat
     assert "| domain | clients | rps |" in page and "| industrial | 32 | 410 |" in page
     assert "| batched >= unbatched | **no** |" in page and "| GX agrees with pandas | yes |" in page
     assert "`python benchmarks/bench_gate.py --repeat 1`" in page
-    assert "Not in this run: ingest, ingest-surveillance, train, serve-surveillance, drift, audio, soak." in page
+    assert "Never measured: ingest, ingest-surveillance, train, serve-surveillance, drift, audio, soak." in page
+
+
+def test_a_benchmark_not_run_again_keeps_its_section_and_a_new_run_replaces_its_own(record, tmp_path: Path) -> None:
+    record.save("gate", {"gx_s": 1.25}, {"GX agrees with pandas": True})
+    record.save("drift", {"rows": 1000}, {})
+    before = record.render(tmp_path / "bench")
+    (tmp_path / "bench" / "gate.json").unlink()  # a fresh checkout: only this run's figures
+    record.save("drift", {"rows": 5000}, {})
+    record.save("audio", {"real_time_factor": 2500.0}, {"log-mel >= 1000x real time": True})
+    page = record.render(tmp_path / "bench", earlier=before)
+    assert "| gx_s | 1.25 |" in page and "| GX agrees with pandas | yes |" in page  # kept from the page before
+    assert "| rows | 5,000 |" in page and "| rows | 1,000 |" not in page  # replaced by the new run
+    assert page.index("## Validation gate") < page.index("## Drift") < page.index("## Audio front end")
+    assert page.count("## Validation gate") == 1 and "Never measured: ingest," in page
