@@ -137,6 +137,18 @@ class BuildParams(_Frozen):
     val_size: float = Field(0.2, gt=0, lt=0.5)
 
 
+class AnomalyParams(_Frozen):
+    """Packs whose task is anomaly detection (mmops/tasks/anomaly): the memory banks and the threshold."""
+
+    fpr: float = Field(0.05, gt=0, lt=0.5)  # the false-positive rate the threshold is calibrated at
+    coreset: float = Field(0.2, gt=0, le=1)  # share of the normal feature vectors a memory bank keeps
+    k: int = Field(1, ge=1, le=50)  # nearest neighbours a distance averages over
+    window: float = Field(0.5, gt=0, le=1)  # a sensor sub-window, as a share of the modality's length
+    bank_stride: int = Field(4, ge=1)  # samples between the sub-windows the bank keeps
+    score_stride: int = Field(4, ge=1)  # samples between the sub-windows a record is scored on
+    image_size: int = Field(128, ge=32, le=512)  # images are resized to this side for patch features
+
+
 class TrainParams(_Frozen):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -169,6 +181,7 @@ class TrainParams(_Frozen):
     proj_dim: int = Field(32, ge=0)  # width of the alignment projection heads
     temperature: float = Field(0.1, gt=0)
     channels_last: bool = True  # image tensors in NHWC memory layout (faster convolutions on GPUs)
+    anomaly: AnomalyParams = AnomalyParams()  # task: anomaly packs
 
 
 class IngestParams(_Frozen):

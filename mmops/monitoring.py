@@ -54,26 +54,23 @@ def reference_frame(manifest: Manifest, split: str = "train") -> Any:
                          for r in manifest.split(split)])
 
 
+ANSWER_COLUMNS = ("prediction", "anomaly_score")  # what task kinds' `observe` adds beside the ingest statistics
+
+
 def observe_split(pack: DomainPack, manifest: Manifest, data_dir: Path, model_dir: Path,
                   split: str) -> tuple[Any, dict[str, np.ndarray]]:
     """A split as the service would log it: ingest statistics, the model's predicted class, and each
     modality's embedding (NaN rows where a record lacks the modality)."""
     from mmops.datasets.tensors import load_split
-    from mmops.inference import Predictor
+    from mmops.tasks import task_of
 
-    predictor = Predictor.load(model_dir)
+    task = task_of(pack.task)
+    predictor = task.load(model_dir)
     rows = manifest.split(split)
-    values = load_split(pack, data_dir, rows)
-    probs, embs = predictor.predict(values, embeddings=True)
+    outputs, embeddings = task.observe(predictor, load_split(pack, data_dir, rows), list(pack.classes))
     frame = reference_frame(manifest, split)
-    frame["prediction"] = [pack.classes[i] for i in probs.argmax(axis=1)] if len(rows) else []
-    embeddings: dict[str, np.ndarray] = {}
-    if embs is None:  # an empty split
-        return frame, embeddings
-    for j, m in enumerate(pack.modality_names):
-        e = embs[:, j].astype(np.float64)
-        e[[i for i, v in enumerate(values) if m not in v]] = np.nan
-        embeddings[m] = e
+    for column, values in outputs.items():
+        frame[column] = values
     return frame, embeddings
 
 
@@ -88,13 +85,13 @@ def build_reference_sketch(pack: DomainPack, manifest: Manifest, data_dir: Path,
     from mmops.card import read_card
 
     val_frame, embeddings = observe_split(pack, manifest, data_dir, model_dir, "val")
-    features = pd.concat([reference_frame(manifest, "train"), val_frame.drop(columns="prediction")],
-                         ignore_index=True)
+    answers = [c for c in val_frame.columns if c in ANSWER_COLUMNS]
+    features = pd.concat([reference_frame(manifest, "train"), val_frame.drop(columns=answers)], ignore_index=True)
     card = read_card(model_dir)
     sketch = ReferenceSketch.build(features, meta={
         "features": "train + val splits", "outputs": "val split", "dataset_version": manifest.id,
         "checkpoint_sha256": card.checkpoint_sha256}, sample_rows=SAMPLE_ROWS)
-    outputs = ReferenceSketch.build(val_frame[["prediction"]], categorical=["prediction"], embeddings=embeddings)
+    outputs = ReferenceSketch.build(val_frame[answers], categorical=["prediction"], embeddings=embeddings)
     sketch.columns.update(outputs.columns)
     sketch.embeddings.update(outputs.embeddings)
     sketch.save(path)

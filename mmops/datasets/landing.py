@@ -18,17 +18,19 @@ def write_bytes(path: Path, data: bytes) -> bool:
     return True
 
 
-def labels_csv_bytes(labels: dict[str, str]) -> bytes:
+def labels_csv_bytes(labels: dict[str, str], splits: dict[str, str] | None = None) -> bytes:
+    """sample_id,label (and split, when the data set has its own)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["sample_id", "label"])
+    writer.writerow(["sample_id", "label", *(["split"] if splits else [])])
     for key in sorted(labels):
-        writer.writerow([key, labels[key]])
+        writer.writerow([key, labels[key], *([splits[key]] if splits else [])])
     return buf.getvalue().encode("utf-8")
 
 
-def finish(root: Path, files: dict[str, bytes], labels: dict[str, str]) -> dict[str, int]:
-    files["labels.csv"] = labels_csv_bytes(labels)
+def finish(root: Path, files: dict[str, bytes], labels: dict[str, str],
+           splits: dict[str, str] | None = None) -> dict[str, int]:
+    files["labels.csv"] = labels_csv_bytes(labels, splits)
     written = sum(write_bytes(root / rel, data) for rel, data in sorted(files.items()))
     counts: dict[str, int] = {}
     for label in labels.values():

@@ -9,6 +9,11 @@ Sources (read offline from installed packages, never downloaded):
 - ``industrial-imu``: sktime ``BasicMotions`` - a wrist-worn smart watch, 3-axis accelerometer and 3-axis
   gyroscope, 10 s at 10 Hz, four activities (80 recordings). Real signals, real labels; every record
   carries two real modalities recorded together.
+- ``cardiac-ecg``: sktime ``mitdb.csv`` - 21 s of one MIT-BIH record (lead MLII, 360 Hz) with one annotated
+  anomalous stretch, cut into 2 s records every 1/8 s; a record is ``anomaly`` when it holds at least half of
+  that stretch, ``normal`` when it holds none of it. The split follows time (the data set's own split
+  column): the first 8.3 s trains, the next 4.7 s calibrate, the rest (with the anomaly) tests, and no
+  record overlaps one of another split. Real signal, real annotation; for anomaly detection (task: anomaly).
 - ``surveillance-av``: COMPOSED, a camera and a microphone (mmops/datasets/scenes.py says how).
 - ``medical-cxr``: COMPOSED from separate real sources. Each case is one real chest X-ray report from the
   Indiana University collection (torchxrayvision's ``NLMCXR_reports.tgz``, CC BY-NC-ND 4.0: non-commercial
@@ -108,6 +113,30 @@ def _write_industrial_imu(root: Path, seed: int) -> dict[str, int]:
             files[f"gyro/{key}.csv"] = sensor_csv_bytes(x[3:6].T, ["x", "y", "z"], 10.0)
             labels[key] = label.lower()
     return finish(root, files, labels)
+
+
+# --- cardiac-ecg (anomaly detection) -------------------------------------------------------------------
+
+ECG_RATE, ECG_RECORD, ECG_STEP = 360.0, 720, 45
+
+
+def _write_cardiac_ecg(root: Path, seed: int) -> dict[str, int]:
+    raw = np.loadtxt(package_file("sktime", "sktime/datasets/data/mitdb/mitdb.csv"), delimiter=",", skiprows=1)
+    signal, anomalous = raw[:, :1], raw[:, 1].astype(bool)
+    bounds = {"train": (0, 3000), "val": (3000, 4700), "test": (4700, len(raw))}  # samples: 8.3 s, 4.7 s, 7.8 s
+    files: dict[str, bytes] = {}
+    labels: dict[str, str] = {}
+    splits: dict[str, str] = {}
+    for start in range(0, len(raw) - ECG_RECORD + 1, ECG_STEP):
+        end = start + ECG_RECORD
+        held = int(anomalous[start:end].sum())
+        split = next((name for name, (lo, hi) in bounds.items() if lo <= start and end <= hi), None)
+        if split is None or 0 < held < anomalous.sum() / 2:
+            continue  # it would overlap two splits, or it holds a sliver of the anomaly: neither
+        key = f"mitdb_{start:05d}"
+        files[f"ecg/{key}.csv"] = sensor_csv_bytes(signal[start:end], ["mlii"], ECG_RATE)
+        labels[key], splits[key] = ("anomaly" if held else "normal"), split
+    return finish(root, files, labels, splits)
 
 
 # --- medical-cxr (composed) ----------------------------------------------------------------------------
@@ -213,6 +242,8 @@ PACKS: dict[str, Pack] = {
              "(600 records)",
              "CXR reports CC BY-NC-ND 4.0 (non-commercial); MIT-BIH ODC-By; scikit-image BSD-3",
              _write_medical_cxr),
+        Pack("cardiac-ecg", "cardiac", "MIT-BIH ECG, 2 s records, normal vs the annotated anomaly; split by time "
+             "(anomaly detection)", "MIT-BIH ODC-By; sktime BSD-3", _write_cardiac_ecg),
         Pack("surveillance-av", "surveillance",
              "COMPOSED: 4 s clips of a real surveillance scene + real room noise, voices and impact sounds, "
              "labels from the placement: normal, tampering, break_in (120 records)",

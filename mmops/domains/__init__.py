@@ -88,6 +88,7 @@ class DomainPack(BaseModel):
     # each modality's spec is its kind's (mmops.modalities): `kind: sensor`, `image`, `text` or a plug-in's
     modalities: tuple[SerializeAsAny[ModalitySpec], ...] = Field(min_length=1)
     task: str = "classification"  # what its model does with a record (mmops.tasks)
+    task_options: dict[str, Any] = Field(default_factory=dict)  # the task kind's, checked by it (anomaly: normal_class)
     labels_file: str = "labels.csv"
     label_columns: LabelColumns = LabelColumns()
     # How a landed file's path (relative to landing/<domain>/) names its record and modality. Files with the
@@ -128,10 +129,11 @@ class DomainPack(BaseModel):
                 raise ValueError(f"label rule {rule.name}: {rule.label!r} is not a class of {self.name}")
             if rule.modality not in [m.name for m in self.modalities]:
                 raise ValueError(f"label rule {rule.name}: no modality {rule.modality!r}")
-        from mmops.tasks import task_kinds
+        from mmops.tasks import task_kinds, task_of
 
         if self.task not in task_kinds():
             raise ValueError(f"unknown task {self.task!r}; choose from {task_kinds()}")
+        task_of(self.task).check_pack(self)
         if self.train:
             from mmops.config import TrainParams
 

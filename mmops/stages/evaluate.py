@@ -32,23 +32,22 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
     dataset version."""
     from mmops.datasets.tensors import load_split
     from mmops.evaluation import write_metrics
-    from mmops.inference import Predictor
     from mmops.monitoring import SKETCH, build_reference_sketch
     from mmops.registry import get_alias, register, store_model, store_path
 
     settings, params, pack = resolve(domain)
+    task = task_of(pack.task)
     out = artifacts(domain, settings)
     if training_run is None:
         manifest = load_manifest(domain, settings)  # no dataset is said before no model
-        predictor = Predictor.load(out / "model")
+        predictor = task.load(out / "model")
     else:
-        predictor = Predictor.load(out / "model")
+        predictor = task.load(out / "model")
         manifest = load_manifest(domain, settings, _trained_on(
             domain, training_run, predictor.card.checkpoint_sha256, out / "model", settings))
     if predictor.card.dataset_version != manifest.id:
         raise ValidationFailedError(f"the model in {out / 'model'} was trained on {predictor.card.dataset_version}"
                                     f", not on the current dataset {manifest.id}; run `mmops train`")
-    task = task_of(pack.task)
     rows = manifest.split("test")
     values = load_split(pack, settings.data_dir, rows)
     y = task.targets(pack, rows)
@@ -81,8 +80,8 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
         if champion is not None and champion.checkpoint_sha256 != sha:
             champion_metrics = _rescore(store_path(settings.var_dir, domain, champion.checkpoint_sha256),
                                         pack, values, y)
-        reg = register(session, run, {k: metrics[k] for k in keep}, margin=params.promote.margin,
-                       metric=params.promote.metric, champion_metrics=champion_metrics, holdout=manifest.id)
+        metric = params.promote.metric if params.promote.metric in keep else task.promote_metric
+        reg = register(session, run, {k: metrics[k] for k in keep}, margin=params.promote.margin, metric=metric, champion_metrics=champion_metrics, holdout=manifest.id)
         audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id,
                      checkpoint_sha256=sha, promoted=reg.promoted, reason=reg.reason,
                      metrics={k: metrics[k] for k in keep})
@@ -128,14 +127,13 @@ def promote(domain: str, version: int, reason: str, actor: str | None = None) ->
 
 def _rescore(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]], y: Any) -> dict[str, Any] | None:
     """A stored model's metrics on this holdout, or None when it cannot be scored here."""
-    from mmops.inference import Predictor
-
+    task = task_of(pack.task)
     try:
-        old = Predictor.load(model_dir)
+        old = task.load(model_dir)
     except (MmopsError, OSError, KeyError, RuntimeError) as exc:
         log.warning("champion at %s cannot be re-scored: %s", model_dir, exc)
         return None
-    if old.classes != list(pack.classes) or set(old.pack.modality_names) != set(pack.modality_names):
+    if (list(old.pack.classes) != list(pack.classes) or old.pack.task != pack.task
+            or set(old.pack.modality_names) != set(pack.modality_names)):
         return None
-    task = task_of(pack.task)
     return task.metrics(y, task.outputs(old, values), list(pack.classes))

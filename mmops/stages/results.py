@@ -112,7 +112,7 @@ class Trained(StageResult):
     device: str
     epochs_run: int
     best_epoch: int
-    val_metrics: dict[str, float]
+    val_metrics: dict[str, float | None]  # None: undefined (no anomalous validation records for an AUROC)
     checkpoint_sha256: str
     params_hash: str
     samples_per_s: float

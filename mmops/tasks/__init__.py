@@ -3,9 +3,11 @@ its task (`task: classification`, the default); training, evaluation and the reg
 that a new task (anomaly detection trained on normal records, cross-modal search) is one module here and one
 registration, beside the stages rather than inside them.
 
-A task kind trains a model on a dataset version (`train`), turns a model's answers on records into the
-outputs it is judged on (`outputs`), scores them against the truth (`metrics`, which include every name in
-`registry_metrics`: what the registry keeps and promotes on), and draws its report (`report`).
+A task kind checks a pack that declares it (`check_pack`: its `task_options`), trains a model on a dataset
+version (`train`) and loads it back (`load`), turns a model's answers on records into the outputs it is
+judged on (`outputs`), scores them against the truth (`metrics`, which include every name in
+`registry_metrics`: what the registry keeps and promotes on), draws its report (`report`), and says what
+monitoring watches of its answers (`observe`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 
 from mmops.errors import ConfigError
 
-_BUNDLED = {"classification": "mmops.tasks.classification:Classification"}
+_BUNDLED = {"classification": "mmops.tasks.classification:Classification",
+            "anomaly": "mmops.tasks.anomaly:Anomaly"}
 _TASKS: dict[str, TaskKind] = {}
 
 
@@ -27,10 +30,20 @@ class TaskKind:
     registry_metrics: ClassVar[tuple[str, ...]]  # kept by the registry with each version; promote.metric is one
     headline_metrics: ClassVar[tuple[str, ...]]  # what `evaluate` answers with
     modality_metrics: ClassVar[tuple[str, ...]]  # per single modality, in metrics.json
+    promote_metric: ClassVar[str]  # what the registry promotes on when params.yaml's promote.metric is not one
+
+    def check_pack(self, pack: Any) -> None:
+        """Raise ValueError when a pack that declares this task cannot be trained for it."""
+        if pack.task_options:
+            raise ValueError(f"task {self.name} takes no task_options (got {sorted(pack.task_options)})")
 
     def train(self, pack: Any, manifest: Any, data_root: Path, params: Any, seed: int, out_dir: Path,
               progress: Any = None, resume: bool | str = False) -> Any:
         """Train on the version's train split, select on its val split; returns a TrainResult."""
+        raise NotImplementedError
+
+    def load(self, model_dir: Path, device: str = "auto") -> Any:
+        """The model `train` wrote to model_dir, ready for `outputs` and `observe`."""
         raise NotImplementedError
 
     def targets(self, pack: Any, rows: list[Any]) -> np.ndarray:
@@ -42,6 +55,12 @@ class TaskKind:
         raise NotImplementedError
 
     def metrics(self, y: np.ndarray, outputs: np.ndarray, classes: list[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def observe(self, predictor: Any, values: list[dict[str, Any]], classes: list[str]
+                ) -> tuple[dict[str, list[Any]], dict[str, np.ndarray]]:
+        """What monitoring compares with the reference, per record: output columns (always `prediction`,
+        categorical; others numeric) and per-modality embeddings (NaN rows where a record lacks one)."""
         raise NotImplementedError
 
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,

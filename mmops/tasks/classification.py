@@ -17,12 +17,18 @@ class Classification(TaskKind):
     registry_metrics = ("accuracy", "macro_f1", "auroc", "ece", "n")
     headline_metrics = ("accuracy", "macro_f1", "auroc", "ece")
     modality_metrics = ("n", "accuracy", "macro_f1", "auroc")
+    promote_metric = "macro_f1"
 
     def train(self, pack: Any, manifest: Any, data_root: Path, params: Any, seed: int, out_dir: Path,
               progress: Any = None, resume: bool | str = False) -> Any:
         from mmops.training import train_model
 
         return train_model(pack, manifest, data_root, params, seed, out_dir, progress, resume=resume)
+
+    def load(self, model_dir: Path, device: str = "auto") -> Any:
+        from mmops.inference import Predictor
+
+        return Predictor.load(model_dir, device)
 
     def targets(self, pack: Any, rows: list[Any]) -> np.ndarray:
         return np.array([pack.classes.index(r["label"]) for r in rows])
@@ -34,6 +40,17 @@ class Classification(TaskKind):
         from mmops.evaluation import classification_metrics
 
         return classification_metrics(y, outputs, classes)
+
+    def observe(self, predictor: Any, values: list[dict[str, Any]], classes: list[str]
+                ) -> tuple[dict[str, list[Any]], dict[str, np.ndarray]]:
+        probs, embs = predictor.predict(values, embeddings=True)
+        embeddings: dict[str, np.ndarray] = {}
+        if embs is not None:  # None: no records
+            for j, m in enumerate(predictor.pack.modality_names):
+                e = embs[:, j].astype(np.float64)
+                e[[i for i, v in enumerate(values) if m not in v]] = np.nan
+                embeddings[m] = e
+        return {"prediction": [classes[i] for i in probs.argmax(axis=1)]}, embeddings
 
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
                out_dir: Path) -> dict[str, str]:

@@ -45,7 +45,7 @@ class TrainResult:
     device: str
     epochs_run: int
     best_epoch: int
-    val_metrics: dict[str, float]
+    val_metrics: dict[str, float | None]
     checkpoint_sha256: str
     params_hash: str
     samples_per_s: float = 0.0  # training steps only (validation excluded)
@@ -127,7 +127,7 @@ def fit(pack: DomainPack, data: TrainData, params: TrainParams, seed: int, out_d
     model.load_state_dict(st.best_state)
     alignment = _alignment(model, val, device, cached)
     best = st.history[st.best_epoch - 1]
-    val_metrics = {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]}
+    val_metrics: dict[str, float | None] = {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]}
     ckpt_sha = ""
     if ctx.main:
         ckpt_sha = _write_weights(out_dir, st.best_state)

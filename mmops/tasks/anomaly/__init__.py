@@ -1,0 +1,87 @@
+"""Anomaly detection trained on normal records only: the second task kind (`task: anomaly` in a domain pack).
+
+Faults and incidents are rare and mostly unlabeled, so a model learns what normal looks like and flags what
+departs from it. The folder: memory_bank.py (normal feature vectors, nearest-neighbour distance, k-center
+coreset), features.py (what a bank remembers of each modality kind), calibration.py (a threshold at a
+false-positive rate on held-out normal records; modalities on one scale; the metrics), model.py (fit,
+score, save and load).
+
+A pack says which class is normal:
+
+    task: anomaly
+    task_options: {normal_class: normal}
+    classes: [normal, anomaly]   # any other classes are kinds of anomaly
+
+Records of other classes never reach a memory bank: known anomalies in the validation and test splits
+measure the detector (AUROC, AUPRC, F1, recall and the realized false-positive rate at the threshold).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmops.tasks import TaskKind
+
+PLOTS = ("scores", "roc", "pr")
+
+
+class Anomaly(TaskKind):
+    name = "anomaly"
+    registry_metrics = ("auroc", "auprc", "f1", "recall", "fpr", "n")
+    headline_metrics = ("auroc", "auprc", "f1", "recall", "fpr")
+    modality_metrics = ("n", "auroc", "auprc")
+    promote_metric = "auroc"
+
+    def check_pack(self, pack: Any) -> None:
+        from mmops.tasks.anomaly.features import KINDS
+
+        normal = pack.task_options.get("normal_class")
+        if normal is None or normal not in pack.classes:
+            raise ValueError(f"task anomaly needs task_options.normal_class, one of its classes {list(pack.classes)}: "
+                             "the class of normal records, the only ones a detector is fitted on")
+        unknown = set(pack.task_options) - {"normal_class"}
+        if unknown:
+            raise ValueError(f"task anomaly: unknown task_options {sorted(unknown)} (it takes normal_class)")
+        other = [f"{m.name} ({m.kind})" for m in pack.modalities if m.kind not in KINDS]
+        if other:
+            raise ValueError(f"task anomaly scores {', '.join(KINDS)} modalities; not yet {', '.join(other)}")
+
+    def train(self, pack: Any, manifest: Any, data_root: Path, params: Any, seed: int, out_dir: Path,
+              progress: Any = None, resume: bool | str = False) -> Any:
+        from mmops.tasks.anomaly.training import train_anomaly
+
+        return train_anomaly(pack, manifest, data_root, params, seed, out_dir)
+
+    def load(self, model_dir: Path, device: str = "auto") -> Any:
+        from mmops.tasks.anomaly.model import AnomalyModel
+
+        return AnomalyModel.load(model_dir)
+
+    def targets(self, pack: Any, rows: list[Any]) -> np.ndarray:
+        normal = pack.task_options["normal_class"]
+        return np.array([r["label"] != normal for r in rows], dtype=int)
+
+    def outputs(self, predictor: Any, values: list[dict[str, Any]]) -> np.ndarray:
+        return np.asarray(predictor.score(values).score, dtype=np.float64)
+
+    def metrics(self, y: np.ndarray, outputs: np.ndarray, classes: list[str]) -> dict[str, Any]:
+        from mmops.tasks.anomaly.calibration import anomaly_metrics
+
+        return anomaly_metrics(y.astype(bool), outputs, 1.0)  # scores are scaled: 1.0 is the threshold
+
+    def observe(self, predictor: Any, values: list[dict[str, Any]], classes: list[str]
+                ) -> tuple[dict[str, list[Any]], dict[str, np.ndarray]]:
+        scored = predictor.score(values)
+        normal = predictor.pack.task_options["normal_class"]
+        flagged = "anomalous" if normal != "anomalous" else "not normal"
+        return {"prediction": [flagged if f else normal for f in scored.is_anomaly],
+                "anomaly_score": [float(s) for s in scored.score]}, {}
+
+    def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
+               out_dir: Path) -> dict[str, str]:
+        from mmops.tasks.anomaly.plots import plot_anomaly
+
+        return plot_anomaly(metrics, y.astype(bool), outputs, title, out_dir)

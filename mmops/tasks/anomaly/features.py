@@ -1,0 +1,78 @@
+"""What the memory bank remembers of a record, per modality kind: a set of feature vectors, so that one
+unusual part of a record (a stretch of a series, a patch of an image) is enough to flag it.
+
+- sensor: every sub-window of the standardised series (a `window` share of the modality's length, every
+  `stride` samples), each centred on its own mean and flattened (channels x samples). A bank of such windows
+  from normal records holds every phase of a normal cycle, so a window's distance to its nearest neighbour
+  says how unlike any normal stretch it is (the discord of matrix-profile methods, on a bank).
+- image: PatchCore's locally aware patch features (Roth et al. 2022) from the ImageNet MobileNetV2 in this
+  repository: the stride-8 (32 channels) and stride-16 (96 channels) feature maps, each averaged over a 3x3
+  neighbourhood, the coarser one upsampled, concatenated: one 128-d vector per patch. Nothing is trained.
+
+Other kinds (text, audio, video) have no anomaly features yet: a pack that asks for them is refused when it
+is loaded, never scored with something meaningless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+KINDS = ("sensor", "image")
+PATCH_LAYERS = (7, 14)  # MobileNetV2 `features` prefixes ending at stride 8 (32 ch) and stride 16 (96 ch)
+
+
+def sensor_windows(tensor: np.ndarray, length: int, window: int, stride: int) -> np.ndarray:
+    """(P, C * window) sub-windows of a (C, L) tensor's first `length` samples, each centred per channel.
+    A record shorter than the window gives one window of its whole length, zero-padded."""
+    x = np.asarray(tensor[:, :max(length, 1)], dtype=np.float32)
+    if x.shape[1] < window:
+        x = np.pad(x, ((0, 0), (0, window - x.shape[1])))
+    starts = np.arange(0, x.shape[1] - window + 1, max(1, stride))
+    w = np.stack([x[:, s:s + window] for s in starts])  # (P, C, window)
+    return (w - w.mean(axis=2, keepdims=True)).reshape(len(starts), -1)
+
+
+@dataclass
+class ImagePatches:
+    """PatchCore patch features of (N, C, H, W) images in [0, 1], resized to `image_size` (a side of 128
+    gives 16 x 16 patches)."""
+
+    image_size: int = 128
+    _net: Any = None
+
+    def _load(self) -> Any:
+        if self._net is None:
+            from mmops.models.image import PretrainedBackbone
+
+            backbone = PretrainedBackbone("mobilenet_v2", self.image_size, imagenet=True).eval()
+            self._net = backbone
+        return self._net
+
+    def __call__(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, P, 128) patch features."""
+        import torch
+        import torch.nn.functional as F
+
+        net = self._load()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(images), batch_size):
+                x = torch.as_tensor(images[i:i + batch_size], dtype=torch.float32)
+                if x.shape[1] == 1:
+                    x = x.expand(-1, 3, -1, -1)
+                x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+                x = (x - net.mean) / net.std
+                maps = []
+                for layer in net.net[:PATCH_LAYERS[-1]]:
+                    x = layer(x)
+                    maps.append(x)
+                fine, coarse = maps[PATCH_LAYERS[0] - 1], maps[PATCH_LAYERS[1] - 1]
+                fine = F.avg_pool2d(fine, 3, stride=1, padding=1)
+                coarse = F.interpolate(F.avg_pool2d(coarse, 3, stride=1, padding=1), size=fine.shape[-2:],
+                                       mode="bilinear", align_corners=False)
+                patches = torch.cat([fine, coarse], dim=1)  # (n, 128, h, w)
+                out.append(patches.flatten(2).transpose(1, 2).numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0, 128), np.float32)

@@ -1,0 +1,107 @@
+"""The anomaly task kind: packs that declare it, a model fitted on real normal ECG records only, calibrated,
+saved and loaded back, and the errors a user meets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from mmops.config import AnomalyParams
+from mmops.datasets.sources import package_file
+from mmops.domains import DomainPack
+from mmops.errors import ValidationFailedError
+from mmops.tasks import task_of
+from mmops.tasks.anomaly.model import AnomalyModel
+from mmops.tasks.anomaly.training import train_anomaly
+
+RATE, RECORD = 360, 720  # MIT-BIH's rate; 2 s records
+
+PACK = {"name": "cardiac", "description": "MIT-BIH ECG, 2 s records", "classes": ["normal", "anomaly"],
+        "task": "anomaly", "task_options": {"normal_class": "normal"},
+        "modalities": [{"name": "ecg", "kind": "sensor", "channels": ["mlii"], "length": RECORD,
+                        "sample_rate_hz": RATE}]}
+
+
+@pytest.fixture(scope="module")
+def records() -> tuple[list[dict], np.ndarray]:
+    """2 s windows of sktime's mitdb.csv every 1/8 s: anomalous when one holds at least half of the annotated
+    stretch, normal when it holds none of it (in between: left out)."""
+    raw = np.loadtxt(package_file("sktime", "sktime/datasets/data/mitdb/mitdb.csv"), delimiter=",", skiprows=1)
+    signal, anomalous = raw[:, :1], raw[:, 1].astype(bool)
+    out, y = [], []
+    for s in range(0, len(raw) - RECORD, 45):
+        held = anomalous[s:s + RECORD].sum()
+        if held == 0 or held >= anomalous.sum() / 2:
+            out.append({"ecg": signal[s:s + RECORD].astype(np.float32)})
+            y.append(held > 0)
+    return out, np.array(y)
+
+
+def test_a_pack_declares_its_normal_class_and_only_kinds_the_task_scores() -> None:
+    assert DomainPack.model_validate(PACK).task_options == {"normal_class": "normal"}
+    for options, message in (({}, "needs task_options.normal_class"),
+                             ({"normal_class": "fine"}, "needs task_options.normal_class"),
+                             ({"normal_class": "normal", "scorer": "x"}, "unknown task_options")):
+        with pytest.raises(ValueError, match=message):
+            DomainPack.model_validate({**PACK, "task_options": options})
+    text = {**PACK, "modalities": [*PACK["modalities"], {"name": "notes", "kind": "text"}]}
+    with pytest.raises(ValueError, match=r"not yet notes \(text\)"):
+        DomainPack.model_validate(text)
+    with pytest.raises(ValueError, match="task classification takes no task_options"):
+        DomainPack.model_validate({**PACK, "task": "classification"})
+
+
+def test_fitted_on_normal_ecg_it_finds_the_anomaly_at_the_calibrated_rate(records, tmp_path: Path) -> None:
+    values, y = records
+    pack = DomainPack.model_validate(PACK)
+    normal = np.flatnonzero(~y)
+    fit, cal = normal[:60], normal[60:100]  # time order: the bank never sees what it is scored on
+    test = np.setdiff1d(np.arange(len(y)), np.concatenate([fit, cal]))
+    assert y[test].sum() >= 8 and (~y[test]).sum() >= 20
+    options = AnomalyParams(fpr=0.05)
+    model = AnomalyModel.fit(pack, [values[i] for i in fit], options)
+    calibration = model.calibrate([values[i] for i in cal])
+    assert calibration.n_normal == 40
+    scored = model.score([values[i] for i in test])
+    assert roc_auc_score(y[test], scored.score) > 0.9
+    assert scored.driver == ["ecg"] * len(test)
+    again = model.score([values[i] for i in cal])
+    assert again.is_anomaly.mean() <= 0.05  # the calibration normals: at most the target share flagged
+    np.testing.assert_array_equal(again.is_anomaly, again.score > 1.0)  # 1.0 is the threshold
+
+    task = task_of("anomaly")
+    model.save(tmp_path)
+    (tmp_path / "model_card.json").write_text("{}")  # no card: loading says so
+    with pytest.raises(Exception, match="model card"):
+        task.load(tmp_path)
+
+
+def test_too_few_normals_or_none_at_all_is_a_clear_error(records) -> None:
+    values, y = records
+    pack = DomainPack.model_validate(PACK)
+    with pytest.raises(ValidationFailedError, match="9 normal training records cannot describe normal operation"):
+        AnomalyModel.fit(pack, values[:9], AnomalyParams())
+    manifest = SimpleNamespace(split=lambda s: [{"label": "anomaly", "files": {}}] * 20)
+    with pytest.raises(ValidationFailedError, match="every training record of cardiac is labeled anomalous"):
+        train_anomaly(pack, manifest, Path("/nonexistent"), SimpleNamespace(anomaly=AnomalyParams()), 0, Path("x"))
+
+
+def test_the_cardiac_pack_splits_by_time_and_no_record_overlaps_another_split(tmp_path: Path) -> None:
+    import csv
+
+    from mmops.datasets.packs import ECG_RECORD, pull
+
+    result = pull("cardiac-ecg", tmp_path)
+    assert result.class_counts == {"normal": 107, "anomaly": 8}
+    rows = list(csv.DictReader((tmp_path / "cardiac" / "labels.csv").open()))
+    spans = {s: [(int(r["sample_id"].split("_")[1]), r["label"]) for r in rows if r["split"] == s]
+             for s in ("train", "val", "test")}
+    assert {label for _, label in spans["train"] + spans["val"]} == {"normal"}  # anomalies only measure
+    for earlier, later in (("train", "val"), ("val", "test")):
+        assert max(s for s, _ in spans[earlier]) + ECG_RECORD <= min(s for s, _ in spans[later])
+    ecg = np.loadtxt(tmp_path / "cardiac" / "ecg" / f"{rows[0]['sample_id']}.csv", delimiter=",", skiprows=1)
+    assert ecg.shape == (ECG_RECORD, 2)  # timestamp + lead MLII
