@@ -93,6 +93,7 @@ bench: setup  ## speed targets as same-process ratios, then docs/benchmarks.md f
 	-$(BIN)/python benchmarks/bench_serve.py --domain surveillance --clients 1 8 32
 	-$(BIN)/python benchmarks/bench_drift.py
 	-$(BIN)/python benchmarks/bench_audio.py
+	-$(BIN)/python benchmarks/bench_anomaly.py
 	-$(BIN)/python benchmarks/bench_soak.py --minutes 3
 	$(BIN)/python benchmarks/record.py
 

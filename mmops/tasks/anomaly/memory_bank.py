@@ -77,7 +77,7 @@ class MemoryBank:
         out = []
         for i in range(0, len(vectors), CHUNK):
             q = torch.as_tensor(vectors[i:i + CHUNK], dtype=torch.float32)
-            d = torch.cdist(q, bank, compute_mode="donot_use_mm_for_euclid_dist")
+            d = torch.cdist(q, bank)  # through a matrix product: ~10x faster, distances to ~1e-3 of their scale
             out.append(d.topk(self.k, dim=1, largest=False).values.mean(dim=1).numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
