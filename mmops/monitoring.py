@@ -136,7 +136,8 @@ def iter_prediction_log(paths: Path | list[Path], model_sha: str | None, dims: d
             continue
         if since is not None and not (entry.ts is not None and entry.ts >= since):
             continue
-        rows.append({**entry.features, "prediction": entry.prediction})
+        rows.append({**entry.features, "prediction": entry.prediction,
+                     **{k: v for k, v in entry.outputs.items() if k in ANSWER_COLUMNS[1:]}})
         embs.append(entry.embeddings)
         if len(rows) >= chunk_rows:
             yield (*chunk(rows, embs), bad)

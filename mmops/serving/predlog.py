@@ -63,14 +63,18 @@ class Entry(NamedTuple):
     prediction: str
     probabilities: list[float]
     embeddings: dict[str, list[float]]  # per modality
+    outputs: dict[str, float] | None = None  # the task's numbers monitoring watches (an anomaly score)
 
 
 def to_line(entry: Entry) -> str:
     """One answered record as a log line (without its newline)."""
-    return json.dumps({"ts": entry.ts, "record_id": entry.record_id, "model_version": entry.model_version,
-                       "checkpoint_sha256": entry.checkpoint_sha256, "features": flatten_features(entry.stats),
-                       "prediction": entry.prediction, "probabilities": [round(p, 5) for p in entry.probabilities],
-                       "embeddings": entry.embeddings})
+    line = {"ts": entry.ts, "record_id": entry.record_id, "model_version": entry.model_version,
+            "checkpoint_sha256": entry.checkpoint_sha256, "features": flatten_features(entry.stats),
+            "prediction": entry.prediction, "probabilities": [round(p, 5) for p in entry.probabilities],
+            "embeddings": entry.embeddings}
+    if entry.outputs:
+        line["outputs"] = entry.outputs
+    return json.dumps(line)
 
 
 class Logged(NamedTuple):
@@ -83,6 +87,7 @@ class Logged(NamedTuple):
     features: dict[str, Any]  # `<modality>.<stat>` -> value
     prediction: str | None
     embeddings: dict[str, Any]  # modality -> vector
+    outputs: dict[str, float]  # the task's numbers (an anomaly score); empty for a classifier
 
 
 def read_line(line: str) -> Logged | None:
@@ -98,9 +103,12 @@ def read_line(line: str) -> Logged | None:
     if not isinstance(features, dict) or not isinstance(embeddings, dict):
         return None
     ts, rid, sha, pred = (entry.get(k) for k in ("ts", "record_id", "checkpoint_sha256", "prediction"))
+    outputs = entry.get("outputs") or {}
+    outputs = {k: v for k, v in outputs.items() if isinstance(v, int | float) and not isinstance(v, bool)} if (
+        isinstance(outputs, dict)) else {}
     return Logged(float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None,
                   rid if isinstance(rid, str) else None, sha if isinstance(sha, str) and sha else None,
-                  features, None if pred is None else str(pred), embeddings)
+                  features, None if pred is None else str(pred), embeddings, outputs)
 
 
 class PredictionLog:

@@ -68,10 +68,24 @@ def validation_error(exc: ValidationError, what: str = "request body") -> ErrorO
                     detail=shown[:2000])
 
 
+class AnomalyOut(BaseModel):
+    """An anomaly detector's answer for one record (domains whose task is anomaly detection)."""
+
+    score: float = Field(description="the record's anomaly score, scaled so that the threshold is 1.0")
+    threshold: float = Field(1.0, description="calibrated on held-out normal records at the model's false-positive "
+                                              "rate (`fpr`)")
+    fpr: float = Field(description="the share of normal records the threshold is calibrated to flag")
+    is_anomaly: bool
+    driven_by: str | None = Field(description="the modality whose score is the record's (the most unusual one)")
+    modality_scores: dict[str, float] = Field(description="each present modality's own score (1.0: its threshold)")
+
+
 class PredictionOut(BaseModel):
     id: str | None
     label: str
-    probabilities: dict[str, float]
+    probabilities: dict[str, float] | None = Field(
+        None, description="per class (classification); none for an anomaly detector, whose answer is `anomaly`")
+    anomaly: AnomalyOut | None = None
     model_version: str
     missing_modalities: list[str]
     warnings: list[str] = Field(default_factory=list, description="what the model did not see as it was trained")

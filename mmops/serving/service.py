@@ -13,14 +13,12 @@ Start with `mmops serve --domain D` (or `bentoml serve mmops.serving.service:Svc
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, cast
 
 import bentoml
-import numpy as np
 from bentoml.exceptions import BentoMLException, NotFound
 from pydantic import Field
 
@@ -41,6 +39,7 @@ from mmops.serving.schemas import (
     file_to_wire,
     record_warnings,
 )
+from mmops.tasks import task_of
 
 log = logging.getLogger("mmops.serving")
 
@@ -79,13 +78,16 @@ class ModelRunner:
         self._load(model_tag())
 
     def _load(self, tag: str) -> dict[str, Any]:
-        from mmops.inference import Predictor
+        from mmops.card import read_card
+        from mmops.tasks import task_of
 
         bento_model = bentoml.models.get(tag)
-        predictor = Predictor.load(Path(bento_model.path))
-        meta = {"model_version": str(bento_model.tag), "checkpoint_sha256": predictor.card.checkpoint_sha256,
-                "classes": predictor.classes}
-        self._current = (predictor, meta)  # one assignment: a batch in flight keeps the pair it started with
+        card = read_card(Path(bento_model.path))
+        task = task_of(card.pack.task)
+        predictor = task.load(Path(bento_model.path))
+        meta = {"model_version": str(bento_model.tag), "checkpoint_sha256": card.checkpoint_sha256,
+                "classes": card.classes}
+        self._current = (task, predictor, meta)  # one assignment: a batch in flight keeps what it started with
         log.info("serving %s", meta["model_version"])
         return meta
 
@@ -103,16 +105,10 @@ class ModelRunner:
         return self._predict(records)
 
     def _predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        predictor, meta = self._current
+        task, predictor, meta = self._current
         # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
         values = [decode_record(predictor.pack, r)[0] for r in records]
-        probs, embs = predictor.predict(values, embeddings=LOGGING)
-        answers = [{"probabilities": p, **meta} for p in probs.tolist()]
-        if embs is not None:  # for the prediction log (embedding drift): each present modality's embedding
-            names = predictor.pack.modality_names
-            for a, v, e in zip(answers, values, np.round(embs, 4).tolist(), strict=True):
-                a["embeddings"] = {m: e[j] for j, m in enumerate(names) if m in v}
-        return answers
+        return [{**a, **meta} for a in task.serve(predictor, values, embeddings=LOGGING)]
 
     @bentoml.api
     def reload(self, tag: str = "") -> dict[str, Any]:
@@ -175,19 +171,18 @@ class Svc:
             stats.append(st)
             warnings.append(record_warnings(pack, rec, values))
         answers = await self._infer([r.model_dump() for r in records])
-        out = []
+        task = task_of(pack.task)
+        out, logged = [], []
         for rec, a, warn in zip(records, answers, warnings, strict=True):
-            p, classes = a["probabilities"], a["classes"]
-            if not all(math.isfinite(x) for x in p):  # inputs so far from the training data that float32 overflows
-                raise BadInputError(f"record {rec.id!r}: the model's output is not a number for these inputs "
-                                    "(values far outside what it was trained on)")
-            best = max(range(len(p)), key=p.__getitem__)
-            out.append(PredictionOut(
-                id=rec.id, label=classes[best], probabilities=dict(zip(classes, p, strict=True)),
-                model_version=a["model_version"],
-                missing_modalities=[m for m in pack.modality_names if m not in rec.inputs], warnings=warn,
-            ))
-        self._log(records, stats, out, answers)
+            try:
+                fields = task.answer(a, a["classes"])
+            except BadInputError as exc:
+                raise BadInputError(f"record {rec.id!r}: {exc}") from None
+            logged.append(fields.pop("outputs"))
+            out.append(PredictionOut(id=rec.id, model_version=a["model_version"], warnings=warn,
+                                     missing_modalities=[m for m in pack.modality_names if m not in rec.inputs],
+                                     **fields))
+        self._log(records, stats, out, answers, logged)
         return out
 
     @bentoml.api(route="/admin/reload")
@@ -244,12 +239,12 @@ class Svc:
         raise AssertionError("unreachable")
 
     def _log(self, records: list[RecordIn], stats: list[dict], out: list[PredictionOut],
-             answers: list[dict[str, Any]]) -> None:
+             answers: list[dict[str, Any]], outputs: list[dict[str, float]]) -> None:
         if self.log is not None:  # serialized by the log's writer thread (predlog.to_line), not here
             now = time.time()
-            self.log.put([Entry(now, r.id, o.model_version, a["checkpoint_sha256"], s, o.label, a["probabilities"],
-                                a.get("embeddings", {}))
-                          for r, s, o, a in zip(records, stats, out, answers, strict=True)])
+            self.log.put([Entry(now, r.id, o.model_version, a["checkpoint_sha256"], s, o.label,
+                                a.get("probabilities", []), a.get("embeddings", {}), n)
+                          for r, s, o, a, n in zip(records, stats, out, answers, outputs, strict=True)])
 
     def metadata(self) -> dict[str, Any]:
         card = self.card

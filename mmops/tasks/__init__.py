@@ -63,6 +63,17 @@ class TaskKind:
         categorical; others numeric) and per-modality embeddings (NaN rows where a record lacks one)."""
         raise NotImplementedError
 
+    def serve(self, predictor: Any, values: list[dict[str, Any]], embeddings: bool) -> list[dict[str, Any]]:
+        """The model's answers to decoded records, as JSON-able dicts (the service's model worker runs this);
+        with `embeddings`, each answer's "embeddings" (modality -> vector) for the prediction log."""
+        raise NotImplementedError
+
+    def answer(self, raw: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+        """One raw answer of `serve` -> the fields of the API's PredictionOut (label, probabilities, anomaly)
+        and "outputs" (numbers the prediction log keeps for monitoring); BadInputError when the model's
+        output is not a number (inputs far outside what it was fitted to)."""
+        raise NotImplementedError
+
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
                out_dir: Path) -> dict[str, str]:
         """Plots of the evaluation, by name -> path."""

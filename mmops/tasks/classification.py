@@ -4,6 +4,7 @@ curves."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,25 @@ class Classification(TaskKind):
                 e[[i for i, v in enumerate(values) if m not in v]] = np.nan
                 embeddings[m] = e
         return {"prediction": [classes[i] for i in probs.argmax(axis=1)]}, embeddings
+
+    def serve(self, predictor: Any, values: list[dict[str, Any]], embeddings: bool) -> list[dict[str, Any]]:
+        probs, embs = predictor.predict(values, embeddings=embeddings)
+        answers: list[dict[str, Any]] = [{"probabilities": p} for p in probs.tolist()]
+        if embs is not None:  # for the prediction log (embedding drift): each present modality's embedding
+            names = predictor.pack.modality_names
+            for a, v, e in zip(answers, values, np.round(embs, 4).tolist(), strict=True):
+                a["embeddings"] = {m: e[j] for j, m in enumerate(names) if m in v}
+        return answers
+
+    def answer(self, raw: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+        from mmops.errors import BadInputError
+
+        p = raw["probabilities"]
+        if not all(math.isfinite(x) for x in p):  # inputs so far from the training data that float32 overflows
+            raise BadInputError("the model's output is not a number for these inputs (values far outside what "
+                                "it was trained on)")
+        best = max(range(len(p)), key=p.__getitem__)
+        return {"label": classes[best], "probabilities": dict(zip(classes, p, strict=True)), "outputs": {}}
 
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
                out_dir: Path) -> dict[str, str]:

@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 
 from tests.conftest import make_project, run_mmops
+from tests.domain_run import held_out_keys, served
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serve]
 
 
 def _stage(root: Path, *args: str) -> dict:
@@ -24,8 +27,9 @@ def _stage(root: Path, *args: str) -> dict:
 def test_a_detector_fitted_on_normal_ecg_flags_the_annotated_anomaly(tmp_path: Path) -> None:
     root = make_project(tmp_path / "proj", {"cardiac": "cardiac-ecg"})
     assert run_mmops(root, "data", "pull", "--domain", "cardiac").returncode == 0
-    for stage in ("ingest", "label", "validate", "build"):
+    for stage in ("ingest", "label", "validate"):
         _stage(root, stage, "--domain", "cardiac")
+    built = _stage(root, "build", "--domain", "cardiac")
     trained = _stage(root, "train", "--domain", "cardiac")
     card = json.loads((root / "artifacts" / "cardiac" / "model" / "model_card.json").read_text())
     assert card["arch"]["task"] == "anomaly" and card["dataset_split_counts"]["train"] == 51
@@ -39,6 +43,33 @@ def test_a_detector_fitted_on_normal_ecg_flags_the_annotated_anomaly(tmp_path: P
         assert (root / "artifacts" / "cardiac" / plot).stat().st_size > 5000
     registry = _stage(root, "registry", "--domain", "cardiac")
     assert registry["versions"][0]["metrics"]["auroc"] == pytest.approx(evaluated["auroc"])
+
+    # served: each record's score (1.0 = the threshold), the decision and the modality that drove it
+    tag = _stage(root, "package", "--domain", "cardiac")["model_tag"]
+    landed = root / "landing" / "cardiac"
+    labels = dict(line.split(",")[:2] for line in (landed / "labels.csv").read_text().splitlines()[1:])
+    keys = held_out_keys(built)
+    records = [{"id": k, "inputs": {"ecg": np.loadtxt(landed / "ecg" / f"{k}.csv", delimiter=",",
+                                                      skiprows=1)[:, 1:].tolist()}} for k in keys]
+    with served(root, "cardiac", tag) as url:
+        answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        out = answer.json()
+        assert all(a["probabilities"] is None and a["anomaly"]["driven_by"] == "ecg" for a in out), out[0]
+        assert all(a["anomaly"]["threshold"] == 1.0 and a["anomaly"]["fpr"] == 0.05 for a in out)
+        assert all(a["anomaly"]["is_anomaly"] == (a["anomaly"]["score"] > 1.0) for a in out)
+        assert all(a["label"] == ("anomaly" if a["anomaly"]["is_anomaly"] else "normal") for a in out)
+        flagged = {a["id"] for a in out if a["anomaly"]["is_anomaly"]}
+        truth = {k for k in keys if labels[k] == "anomaly"}
+        assert len(flagged & truth) >= 6 and len(flagged - truth) <= 3, (flagged, truth)
+        spec = httpx.get(f"{url}/docs.json", timeout=30).json()
+        assert "AnomalyOut" in spec["components"]["schemas"]
+    done = run_mmops(root, "monitor", "--domain", "cardiac", "--hours", "0", "--json")
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+    verdict = json.loads(done.stdout)
+    # the score's distribution is watched beside the inputs': the test period, with the anomaly, is not the
+    # calibration period's normal rhythm
+    assert verdict["n_current"] == len(records) and "anomaly_score" in verdict["drifted_columns"], verdict
 
     # a pack that calls itself anomaly detection without a normal class is refused, in one line
     broken = (root / "domains")

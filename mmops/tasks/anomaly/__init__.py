@@ -28,6 +28,13 @@ from mmops.tasks import TaskKind
 PLOTS = ("scores", "roc", "pr")
 
 
+def flagged_label(classes: list[str], normal: str) -> str:
+    """What a flagged record is called: the pack's one other class when it has one (`anomaly`), else
+    "anomalous" (its other classes are kinds of anomaly a detector does not tell apart)."""
+    others = [c for c in classes if c != normal]
+    return others[0] if len(others) == 1 else "anomalous"
+
+
 class Anomaly(TaskKind):
     name = "anomaly"
     registry_metrics = ("auroc", "auprc", "f1", "recall", "fpr", "n")
@@ -76,9 +83,29 @@ class Anomaly(TaskKind):
                 ) -> tuple[dict[str, list[Any]], dict[str, np.ndarray]]:
         scored = predictor.score(values)
         normal = predictor.pack.task_options["normal_class"]
-        flagged = "anomalous" if normal != "anomalous" else "not normal"
+        flagged = flagged_label(list(predictor.pack.classes), normal)
         return {"prediction": [flagged if f else normal for f in scored.is_anomaly],
                 "anomaly_score": [float(s) for s in scored.score]}, {}
+
+    def serve(self, predictor: Any, values: list[dict[str, Any]], embeddings: bool) -> list[dict[str, Any]]:
+        scored = predictor.score(values)
+        fpr = predictor.calibration.fpr
+        normal = predictor.pack.task_options["normal_class"]
+        flagged = flagged_label(list(predictor.pack.classes), normal)
+        return [{"score": float(scored.score[i]), "is_anomaly": bool(scored.is_anomaly[i]), "fpr": fpr,
+                 "label": flagged if scored.is_anomaly[i] else normal,
+                 "driven_by": scored.driver[i],
+                 "modality_scores": {m: round(float(s[i]), 5) for m, s in scored.per_modality.items()
+                                     if not np.isnan(s[i])}} for i in range(len(values))]
+
+    def answer(self, raw: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+        from mmops.errors import BadInputError
+
+        if not np.isfinite(raw["score"]):
+            raise BadInputError("the anomaly score is not a number for these inputs")
+        anomaly = {k: raw[k] for k in ("score", "fpr", "is_anomaly", "driven_by", "modality_scores")}
+        return {"label": raw["label"], "probabilities": None, "anomaly": {**anomaly, "threshold": 1.0},
+                "outputs": {"anomaly_score": round(float(raw["score"]), 5)}}
 
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
                out_dir: Path) -> dict[str, str]:

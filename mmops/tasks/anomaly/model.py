@@ -4,7 +4,7 @@ its distances into one score per record (1.0 = the threshold) and a decision.
 Fitting sees normal records only: the training split's records of the pack's normal class (any other label
 in it is left out, never fitted). The validation split's normal records calibrate the threshold; its known
 anomalies, where there are some, only measure it. On disk (a model folder, as a classifier's): the banks in
-model.safetensors (no pickle), calibration.json, and the model card.
+model.safetensors (no pickle) with the calibration in its metadata, and the model card.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mmops.tasks.anomaly.calibration import Calibration
 from mmops.tasks.anomaly.features import ImagePatches, sensor_windows
 from mmops.tasks.anomaly.memory_bank import MemoryBank
 
-WEIGHTS, CALIBRATION = "model.safetensors", "calibration.json"
+WEIGHTS = "model.safetensors"
 MIN_NORMAL = 10  # normal training records a memory bank is fitted on at all
 
 
@@ -114,10 +114,11 @@ class AnomalyModel:
         from safetensors.numpy import save_file
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_file({f"bank.{m}": b.bank for m, b in sorted(self.banks.items())}, str(out_dir / WEIGHTS),
-                  metadata={"k": json.dumps({m: b.k for m, b in self.banks.items()})})
         assert self.calibration is not None
-        (out_dir / CALIBRATION).write_text(json.dumps(self.calibration.to_json(), indent=2), encoding="utf-8")
+        # the threshold is part of the model: a recalibrated model is another checkpoint (another hash)
+        save_file({f"bank.{m}": b.bank for m, b in sorted(self.banks.items())}, str(out_dir / WEIGHTS),
+                  metadata={"k": json.dumps({m: b.k for m, b in self.banks.items()}),
+                            "calibration": json.dumps(self.calibration.to_json())})
         return hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest()
 
     @classmethod
@@ -126,9 +127,12 @@ class AnomalyModel:
 
         card = read_card(model_dir)
         with safe_open(str(model_dir / WEIGHTS), framework="numpy") as fh:
-            k = json.loads((fh.metadata() or {}).get("k", "{}"))
+            meta = fh.metadata() or {}
+            k = json.loads(meta.get("k", "{}"))
             banks = {name.split(".", 1)[1]: MemoryBank(fh.get_tensor(name), int(k.get(name.split(".", 1)[1], 1)))
                      for name in fh.keys()}  # noqa: SIM118 (safe_open is not a mapping)
-        calibration = Calibration.from_json(json.loads((model_dir / CALIBRATION).read_text(encoding="utf-8")))
+        if "calibration" not in meta:
+            raise ValidationFailedError(f"{model_dir / WEIGHTS} holds no calibration: not an anomaly model")
+        calibration = Calibration.from_json(json.loads(meta["calibration"]))
         options = AnomalyParams.model_validate(card.arch["anomaly"])
         return cls(card.pack, Preprocessor.from_json(card.preprocessor), options, banks, calibration, card)

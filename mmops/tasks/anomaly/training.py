@@ -39,6 +39,7 @@ def train_anomaly(pack: DomainPack, manifest: Any, data_root: Path, params: Any,
         mmops_version=__version__, domain=pack.name, intended_use=pack.description, classes=list(pack.classes),
         domain_pack=pack.model_dump(mode="json"), input_spec={m.name: m.model_dump(mode="json") for m in pack.modalities},
         arch={"task": "anomaly", "anomaly": params.anomaly.model_dump(),
+              "calibration": model.calibration.to_json() if model.calibration else None,  # a copy to read
               "banks": {m: {"vectors": len(b.bank), "width": int(b.bank.shape[1])} for m, b in model.banks.items()}},
         init={m.name: ("imagenet:mobilenet_v2" if m.kind == "image" else "none") for m in pack.modalities},
         preprocessor=model.prep.to_json(), dataset_version=manifest.id, dataset_split_counts=manifest.split_counts,
