@@ -342,7 +342,7 @@ def run_ucr(name: str, params: TrainParams, seed: int, encoders: tuple[str, ...]
 
 
 def run(domains: list[str], quick: bool = False, ucr: tuple[str, ...] | None = None,
-        epochs: int | None = None, folds: int = 5) -> list[Row]:
+        epochs: int | None = None, folds: int = 5) -> list[Any]:
     """folds: cross-validation folds for the all-sensor packs (cheap to train) and for packs with a test split
     under MIN_TEST records; the others use their dataset version's split. Trains on TORCH_THREADS threads whatever the machine has, so that the figures
     come out the same on any machine with the same versions."""
@@ -353,9 +353,14 @@ def run(domains: list[str], quick: bool = False, ucr: tuple[str, ...] | None = N
 
     torch.set_num_threads(TORCH_THREADS)
 
-    rows: list[Row] = []
+    from mmops.tasks.anomaly.results import run_anomaly_domain
+
+    rows: list[Any] = []  # Row, and AnomalyRow for anomaly-detection packs
     for d in domains:
         pack = load_domain(d)
+        if pack.task == "anomaly":
+            rows += run_anomaly_domain(d)
+            continue
         cheap = all(isinstance(m, SensorSpec) for m in pack.modalities)
         rows += run_domain(d, quick, epochs, 1 if quick else folds)
         if cheap and not quick and len(pack.modalities) > 1 and folds > 1:

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 from mmops.errors import ConfigError
 from mmops.results import EARLY_REPEATS, EARLY_SECONDS, TORCH_THREADS, UCR_EPOCHS, UCR_PATIENCE, Row
+from mmops.tasks.anomaly.results import AnomalyRow
+
+AnyRow = Row | AnomalyRow
+ANOMALY_HEADER = "| data set | detector | AUROC | AUPRC | F1 | recall | FPR | n test | anomalous | seconds | note |"
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,11 @@ def provenance() -> str:
             f"{TORCH_THREADS} torch thread)")
 
 
-def this_run(command: str, rows: list[Row], at: str | None = None) -> Run:
+def this_run(command: str, rows: list[AnyRow], at: str | None = None) -> Run:
     return Run(command, at or provenance(), tuple(dict.fromkeys(row_key(r.dataset) for r in rows)))
 
 
-def merge(earlier: tuple[list[Run], list[Row]], run: Run, rows: list[Row]) -> tuple[list[Run], list[Row]]:
+def merge(earlier: tuple[list[Run], list[AnyRow]], run: Run, rows: list[AnyRow]) -> tuple[list[Run], list[AnyRow]]:
     """An earlier table with this run's data sets replaced by its rows (the others kept, with their runs)."""
     old_runs, old_rows = earlier
     keep = [r for r in old_rows if row_key(r.dataset) not in run.keys]
@@ -60,24 +64,41 @@ def merge(earlier: tuple[list[Run], list[Row]], run: Run, rows: list[Row]) -> tu
     return [r for r in runs if r.keys] + [run], merged
 
 
-def from_markdown(text: str) -> tuple[list[Run], list[Row]]:
-    """The runs and rows of a table `to_markdown` wrote."""
-    runs, rows = [], []
+def from_markdown(text: str) -> tuple[list[Run], list[AnyRow]]:
+    """The runs and rows of the tables `to_markdown` wrote."""
+    runs: list[Run] = []
+    rows: list[AnyRow] = []
+    anomaly = False  # which table the rows are of
     for line in text.splitlines():
         if line.startswith("- `"):
             command, rest = line[3:].split("` at ", 1)
             at, keys = rest.rsplit(": ", 1)
             runs.append(Run(command, at, tuple(keys.split(", "))))
-        elif line.startswith("| ") and not line.startswith(("| data set ", "| --- ")):
+        elif line.startswith("| data set "):
+            anomaly = line.startswith(ANOMALY_HEADER)
+        elif line.startswith("| ") and not line.startswith("| --- "):
             cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-            if len(cells) != 8:
+            if len(cells) != (11 if anomaly else 8):
                 raise ConfigError(f"not a results row: {line!r}")
-            d, m, acc, f1, auroc, n, secs, note = cells
-            rows.append(Row(d, m, float(acc), float(f1), None if auroc == "-" else float(auroc), int(n),
-                            float(secs), note))
+            rows.append(_anomaly_row(cells) if anomaly else _row(cells))
     if rows and not runs:
         raise ConfigError("the table does not say which run wrote its rows; regenerate it whole (mmops results)")
     return runs, rows
+
+
+def _num(cell: str) -> float | None:
+    return None if cell == "-" else float(cell)
+
+
+def _row(cells: list[str]) -> Row:
+    d, m, acc, f1, auroc, n, secs, note = cells
+    return Row(d, m, float(acc), float(f1), _num(auroc), int(n), float(secs), note)
+
+
+def _anomaly_row(cells: list[str]) -> AnomalyRow:
+    d, m, auroc, auprc, f1, recall, fpr, n, bad, secs, note = cells
+    return AnomalyRow(d, m, _num(auroc), _num(auprc), float(f1), float(recall), _num(fpr), int(n), int(bad),
+                      float(secs), note)
 
 
 def _composed_notes(keys: set[str]) -> list[str]:
@@ -88,7 +109,7 @@ def _composed_notes(keys: set[str]) -> list[str]:
             for p in PACKS.values() if p.domain in keys and "COMPOSED" in p.summary]
 
 
-def to_markdown(rows: list[Row], runs: list[Run]) -> str:
+def to_markdown(rows: list[AnyRow], runs: list[Run]) -> str:
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
@@ -120,6 +141,19 @@ def to_markdown(rows: list[Row], runs: list[Run]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
-        lines.append(f"| {r.dataset} | {r.model} | {f(r.accuracy)} | {f(r.macro_f1)} | {f(r.auroc)} | {r.n_test} "
-                     f"| {r.seconds:.1f} | {r.note} |")
+        if isinstance(r, Row):
+            lines.append(f"| {r.dataset} | {r.model} | {f(r.accuracy)} | {f(r.macro_f1)} | {f(r.auroc)} | "
+                         f"{r.n_test} | {r.seconds:.1f} | {r.note} |")
+    anomalies = [r for r in rows if isinstance(r, AnomalyRow)]
+    if anomalies:
+        lines += [
+            "", "## Anomaly detection", "",
+            "Detectors fitted on the normal training records only, each thresholded at the same false-positive "
+            "rate (params.yaml train.anomaly.fpr) on the same validation normals; F1, recall and the realized "
+            "FPR (on the test normals) at that threshold. Anchors: aeon's ROCKAD on the series, scikit-learn's "
+            "IsolationForest and LOF on the same standardised inputs (docs/anomaly-detection.md).", "",
+            ANOMALY_HEADER, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            *(f"| {r.dataset} | {r.model} | {f(r.auroc)} | {f(r.auprc)} | {f(r.f1)} | {f(r.recall)} | {f(r.fpr)} "
+              f"| {r.n_test} | {r.n_anomalous} | {r.seconds:.1f} | {r.note} |" for r in anomalies),
+        ]
     return "\n".join(lines) + "\n"

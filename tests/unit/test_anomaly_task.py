@@ -105,3 +105,45 @@ def test_the_cardiac_pack_splits_by_time_and_no_record_overlaps_another_split(tm
         assert max(s for s, _ in spans[earlier]) + ECG_RECORD <= min(s for s, _ in spans[later])
     ecg = np.loadtxt(tmp_path / "cardiac" / "ecg" / f"{rows[0]['sample_id']}.csv", delimiter=",", skiprows=1)
     assert ecg.shape == (ECG_RECORD, 2)  # timestamp + lead MLII
+
+
+def test_the_results_page_holds_anomaly_rows_in_their_own_table_and_reads_them_back() -> None:
+    from mmops.results import Row
+    from mmops.results_page import Run, from_markdown, merge, to_markdown
+    from mmops.tasks.anomaly.results import AnomalyRow
+
+    rows = [Row("medical (m-1)", "fusion: attention", 0.9, 0.9, 0.95, 120, 10.0),
+            AnomalyRow("cardiac (c-1, 42 test records)", "mmops memory bank, coreset 20%", 1.0, 1.0, 1.0, 1.0, 0.0,
+                       42, 8, 1.0, "vs best anchor (ROCKAD (aeon)): +0.000 AUROC"),
+            AnomalyRow("cardiac (c-1, 42 test records)", "LOF (scikit-learn)", 0.658, 0.386, 0.533, 0.5, 0.088, 42,
+                       8, 1.5, "anchor"),
+            Row("UCR GunPoint (50/150, 1 ch)", "1-NN DTW (aeon)", 0.907, 0.907, None, 150, 1.1, "UCR baseline")]
+    runs = [Run("mmops results", "abc on 2026-12-05 (...)", ("medical", "cardiac", "UCR"))]
+    md = to_markdown(rows, runs)
+    assert md.index("| data set | model |") < md.index("## Anomaly detection") < md.index("| data set | detector |")
+    assert "| cardiac (c-1, 42 test records) | LOF (scikit-learn) | 0.658 | 0.386 | 0.533 | 0.500 | 0.088 | 42 | 8 |" in md
+    assert from_markdown(md) == (runs, [rows[0], rows[3], rows[1], rows[2]])  # each table's rows, in order
+    again = [AnomalyRow("cardiac (c-2, 42 test records)", "ROCKAD (aeon)", 1.0, 1.0, 0.0, 0.0, 0.0, 42, 8, 1.5,
+                        "anchor")]
+    _, merged = merge(from_markdown(md), Run("mmops results --merge -d cardiac", "def", ("cardiac",)), again)
+    assert [r.model for r in merged] == ["fusion: attention", "ROCKAD (aeon)", "1-NN DTW (aeon)"]
+
+
+def test_anchors_run_on_the_same_normal_records_and_ours_beats_the_flat_ones(records) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from mmops.tasks.anomaly.anchors import anchor_scores
+
+    values, y = records
+    pack = DomainPack.model_validate(PACK)
+    normal = np.flatnonzero(~y)
+    fit, test = normal[:60], np.setdiff1d(np.arange(len(y)), normal[:100])
+    model = AnomalyModel.fit(pack, [values[i] for i in fit], AnomalyParams())
+    anchors = anchor_scores(pack, model.prep, [values[i] for i in fit], [[values[i] for i in test]], 0)
+    assert set(anchors) == {"IsolationForest (scikit-learn)", "LOF (scikit-learn)", "ROCKAD (aeon)"}
+    ours = roc_auc_score(y[test], model.modality_scores([values[i] for i in test])["ecg"])
+    for name, ((scores,), seconds) in anchors.items():
+        assert scores.shape == (len(test),) and np.isfinite(scores).all() and seconds > 0, name
+    flat = max(roc_auc_score(y[test], anchors[n][0][0]) for n in ("IsolationForest (scikit-learn)",
+                                                                  "LOF (scikit-learn)"))
+    assert ours > flat, (ours, flat)  # phase-aligned sub-windows vs whole records compared sample by sample

@@ -41,11 +41,16 @@ def coreset_indices(features: Any, ratio: float, seed: int = 0, projection_dim: 
     if x.shape[1] > projection_dim:
         x = x @ torch.randn(x.shape[1], projection_dim, generator=gen) / math.sqrt(projection_dim)
     chosen = [int(torch.randint(n, (1,), generator=gen))]
-    nearest = torch.linalg.vector_norm(x - x[chosen[0]], dim=1)
-    for _ in range(m - 1):
-        nxt = int(torch.argmax(nearest))
-        chosen.append(nxt)
-        nearest = torch.minimum(nearest, torch.linalg.vector_norm(x - x[nxt], dim=1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # m small steps: on a busy machine, threads cost 10x more than they give
+    try:
+        nearest = torch.linalg.vector_norm(x - x[chosen[0]], dim=1)
+        for _ in range(m - 1):
+            nxt = int(torch.argmax(nearest))
+            chosen.append(nxt)
+            nearest = torch.minimum(nearest, torch.linalg.vector_norm(x - x[nxt], dim=1))
+    finally:
+        torch.set_num_threads(threads)
     return np.asarray(chosen)
 
 
