@@ -41,8 +41,13 @@ def run_anomaly_domain(domain: str) -> list[AnomalyRow]:
     settings, params, pack = ctx.settings, ctx.params, ctx.pack
     try:
         manifest = pipeline.load_manifest(domain, settings)
-    except NotFoundError:
-        pipeline.pull_domain(domain)
+    except NotFoundError:  # the domain's bundled pack, also when params.yaml does not list the domain (yet)
+        from mmops.datasets.packs import PACKS
+
+        pack_name = params.packs.get(domain) or next((p.name for p in PACKS.values() if p.domain == domain), None)
+        if pack_name is None:
+            raise
+        pipeline.pull_data(pack_name)
         for stage in ("ingest", "label", "validate", "build"):
             pipeline.STAGES[stage](domain)
         manifest = pipeline.load_manifest(domain, settings)
