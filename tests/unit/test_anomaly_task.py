@@ -147,3 +147,37 @@ def test_anchors_run_on_the_same_normal_records_and_ours_beats_the_flat_ones(rec
     flat = max(roc_auc_score(y[test], anchors[n][0][0]) for n in ("IsolationForest (scikit-learn)",
                                                                   "LOF (scikit-learn)"))
     assert ours > flat, (ours, flat)  # phase-aligned sub-windows vs whole records compared sample by sample
+
+
+def test_an_image_and_a_sensor_scored_together_name_the_modality_that_is_unusual(records) -> None:
+    """Real brick-wall crops (scikit-image, BSD-3) beside real normal ECG windows; a COMPOSED defect (a
+    square of real gravel pasted on the wall) must flag its record and be named as the reason."""
+    from PIL import Image
+
+    brick = np.asarray(Image.open(package_file("scikit-image", "skimage/data/brick.png")))
+    gravel = np.asarray(Image.open(package_file("scikit-image", "skimage/data/gravel.png")))
+    rng = np.random.default_rng(0)
+
+    def crop(defect: bool) -> np.ndarray:
+        r, c = rng.integers(0, brick.shape[0] - 64, 2)
+        img = brick[r:r + 64, c:c + 64].copy()
+        if defect:
+            y, x = rng.integers(0, 48, 2)
+            img[y:y + 16, x:x + 16] = gravel[:16, :16]
+        return img[:, :, None]
+
+    values, y = records
+    ecg = [values[i]["ecg"] for i in np.flatnonzero(~y)]
+    pack = DomainPack.model_validate({**PACK, "modalities": [
+        *PACK["modalities"], {"name": "wall", "kind": "image", "size": [64, 64], "channels": 1}]})
+    normal = [{"ecg": ecg[i], "wall": crop(False)} for i in range(40)]
+    model = AnomalyModel.fit(pack, normal[:25], AnomalyParams())
+    model.calibrate(normal[25:])
+    test = [{"ecg": ecg[40 + i], "wall": crop(defect=i % 2 == 1)} for i in range(20)]
+    scored = model.score(test)
+    defects = np.arange(20) % 2 == 1
+    assert roc_auc_score(defects, scored.score) > 0.9
+    assert [d for d, f in zip(scored.driver, scored.is_anomaly, strict=True) if f] == ["wall"] * int(
+        scored.is_anomaly.sum()) and scored.is_anomaly[defects].mean() >= 0.7
+    only_ecg = model.score([{"ecg": ecg[60]}])  # a record without the image is scored on what it has
+    assert only_ecg.driver == ["ecg"] and np.isnan(only_ecg.per_modality["wall"][0])
