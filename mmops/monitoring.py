@@ -54,7 +54,10 @@ def reference_frame(manifest: Manifest, split: str = "train") -> Any:
                          for r in manifest.split(split)])
 
 
-ANSWER_COLUMNS = ("prediction", "anomaly_score")  # what task kinds' `observe` adds beside the ingest statistics
+# what task kinds' `observe` adds beside the ingest statistics: the prediction, and the numbers the service logs
+# as a record's `outputs` (an anomaly detector's score)
+LOGGED_OUTPUTS = ("anomaly_score",)
+ANSWER_COLUMNS = ("prediction", *LOGGED_OUTPUTS)
 
 
 def observe_split(pack: DomainPack, manifest: Manifest, data_dir: Path, model_dir: Path,
@@ -137,7 +140,7 @@ def iter_prediction_log(paths: Path | list[Path], model_sha: str | None, dims: d
         if since is not None and not (entry.ts is not None and entry.ts >= since):
             continue
         rows.append({**entry.features, "prediction": entry.prediction,
-                     **{k: v for k, v in entry.outputs.items() if k in ANSWER_COLUMNS[1:]}})
+                     **{k: v for k, v in entry.outputs.items() if k in LOGGED_OUTPUTS}})
         embs.append(entry.embeddings)
         if len(rows) >= chunk_rows:
             yield (*chunk(rows, embs), bad)

@@ -7,6 +7,7 @@ that the faces use (CLI commands, dvc stages, Airflow tasks) to them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mmops.context import artifacts, load_manifest, manifest_path
 from mmops.stages.common import Progress
@@ -19,11 +20,15 @@ from mmops.stages.monitor import monitor
 from mmops.stages.results import StageResult
 from mmops.stages.train import Nodes, join_training, train
 
+if TYPE_CHECKING:
+    from mmops.datasets.build import Manifest
+
 __all__ = [
     "STAGES", "Nodes", "Progress", "StageResult", "artifacts", "audit_log", "build", "evaluate", "export_tasks",
     "ground_truth_files", "import_annotations", "ingest", "join_training", "label", "load_manifest",
     "manifest_path", "monitor", "package", "plan_ingest", "prelabel", "profile_suites", "promote",
-    "pull_data", "pull_domain", "record_deploy", "registry", "reload_service", "train", "validate",
+    "built_manifest", "pull_data", "pull_domain", "record_deploy", "registry", "reload_service", "train",
+    "validate",
 ]
 
 STAGES: dict[str, Callable[..., StageResult]] = {
@@ -31,3 +36,26 @@ STAGES: dict[str, Callable[..., StageResult]] = {
     "validate": validate, "build": build, "train": train,
     "evaluate": evaluate, "package": package, "monitor": monitor,
 }
+
+
+def built_manifest(domain: str) -> Manifest:
+    """The domain's current dataset version (its Manifest). When it has none yet: its data landed (the pack
+    params.yaml assigns, or the bundled pack of a domain params.yaml does not list yet), ingested, labeled,
+    validated and built first."""
+    from mmops.config import get_settings, load_params
+    from mmops.datasets.packs import PACKS
+    from mmops.errors import NotFoundError
+
+    settings = get_settings()
+    try:
+        return load_manifest(domain, settings)
+    except NotFoundError:
+        pass
+    bundled = next((p.name for p in PACKS.values() if p.domain == domain), None)
+    if domain in load_params(settings.params_path).packs or bundled is None:
+        pull_domain(domain)  # says so when params.yaml does not list the domain
+    else:
+        pull_data(bundled)
+    for stage in ("ingest", "label", "validate", "build"):
+        STAGES[stage](domain)
+    return load_manifest(domain, settings)

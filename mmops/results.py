@@ -257,13 +257,7 @@ def run_domain(domain: str, quick: bool, epochs: int | None = None, folds: int =
 
     ctx = Context.resolve(domain)
     settings, params, pack = ctx.settings, ctx.params, ctx.pack
-    try:
-        manifest = pipeline.load_manifest(domain, settings)
-    except NotFoundError:
-        pipeline.pull_domain(domain)
-        for stage in ("ingest", "label", "validate", "build"):
-            pipeline.STAGES[stage](domain)
-        manifest = pipeline.load_manifest(domain, settings)
+    manifest = pipeline.built_manifest(domain)
     idx = {c: i for i, c in enumerate(pack.classes)}
     rows_by = {s: manifest.split(s) for s in ("train", "val", "test")}
     if folds > 1 and len(rows_by["test"]) >= MIN_TEST and not all(isinstance(m, SensorSpec) for m in pack.modalities):

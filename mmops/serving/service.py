@@ -79,7 +79,6 @@ class ModelRunner:
 
     def _load(self, tag: str) -> dict[str, Any]:
         from mmops.card import read_card
-        from mmops.tasks import task_of
 
         bento_model = bentoml.models.get(tag)
         card = read_card(Path(bento_model.path))

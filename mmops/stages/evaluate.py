@@ -81,7 +81,8 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
             champion_metrics = _rescore(store_path(settings.var_dir, domain, champion.checkpoint_sha256),
                                         pack, values, y)
         metric = params.promote.metric if params.promote.metric in keep else task.promote_metric
-        reg = register(session, run, {k: metrics[k] for k in keep}, margin=params.promote.margin, metric=metric, champion_metrics=champion_metrics, holdout=manifest.id)
+        reg = register(session, run, {k: metrics[k] for k in keep}, margin=params.promote.margin, metric=metric,
+                       champion_metrics=champion_metrics, holdout=manifest.id)
         audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id,
                      checkpoint_sha256=sha, promoted=reg.promoted, reason=reg.reason,
                      metrics={k: metrics[k] for k in keep})

@@ -33,28 +33,16 @@ def run_anomaly_domain(domain: str) -> list[AnomalyRow]:
     from mmops import pipeline
     from mmops.context import Context
     from mmops.datasets.tensors import load_split
-    from mmops.errors import NotFoundError
     from mmops.tasks.anomaly.anchors import anchor_scores
     from mmops.tasks.anomaly.model import MIN_NORMAL, AnomalyModel
 
     ctx = Context.resolve(domain)
     settings, params, pack = ctx.settings, ctx.params, ctx.pack
-    try:
-        manifest = pipeline.load_manifest(domain, settings)
-    except NotFoundError:  # the domain's bundled pack, also when params.yaml does not list the domain (yet)
-        from mmops.datasets.packs import PACKS
-
-        pack_name = params.packs.get(domain) or next((p.name for p in PACKS.values() if p.domain == domain), None)
-        if pack_name is None:
-            raise
-        pipeline.pull_data(pack_name)
-        for stage in ("ingest", "label", "validate", "build"):
-            pipeline.STAGES[stage](domain)
-        manifest = pipeline.load_manifest(domain, settings)
+    manifest = pipeline.built_manifest(domain)
     normal_class = pack.task_options["normal_class"]
     rows = {s: manifest.split(s) for s in ("train", "val", "test")}
-    normal = {s: [v for v, r in zip(load_split(pack, settings.data_dir, rows[s]), rows[s], strict=True)
-                  if r["label"] == normal_class] for s in ("train", "val")}
+    normal = {s: load_split(pack, settings.data_dir, [r for r in rows[s] if r["label"] == normal_class])
+              for s in ("train", "val")}
     test = load_split(pack, settings.data_dir, rows["test"])
     y = np.array([r["label"] != normal_class for r in rows["test"]])
     options = params.train.anomaly

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mmops import __version__
 from mmops.card import ModelCard
 from mmops.datasets.tensors import load_split
@@ -28,10 +30,10 @@ def train_anomaly(pack: DomainPack, manifest: Any, data_root: Path, params: Any,
     fit_rows = [r for r in train_rows if r["label"] == normal]
     model = AnomalyModel.fit(pack, load_split(pack, data_root, fit_rows), params.anomaly, seed)
     val_values = load_split(pack, data_root, val_rows)
-    is_anomaly = [r["label"] != normal for r in val_rows]
+    is_anomaly = np.array([r["label"] != normal for r in val_rows], dtype=bool)
     model.calibrate([v for v, a in zip(val_values, is_anomaly, strict=True) if not a])
     scored = model.score(val_values)
-    val = anomaly_metrics(is_anomaly, scored.score, 1.0)  # type: ignore[arg-type]
+    val = anomaly_metrics(is_anomaly, scored.score, 1.0)
     val_metrics = {k: val[k] for k in ("auroc", "auprc", "f1", "recall", "fpr")}
     sha = model.save(out_dir)
     p_dict = {"seed": seed, "anomaly": params.anomaly.model_dump()}
