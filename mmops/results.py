@@ -339,14 +339,21 @@ def run(domains: list[str], quick: bool = False, ucr: tuple[str, ...] | None = N
         epochs: int | None = None, folds: int = 5) -> list[Any]:
     """folds: cross-validation folds for the all-sensor packs (cheap to train) and for packs with a test split
     under MIN_TEST records; the others use their dataset version's split. Trains on TORCH_THREADS threads whatever the machine has, so that the figures
-    come out the same on any machine with the same versions."""
+    come out the same on any machine with the same versions; the caller's thread count is restored after."""
     import torch
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        return _rows(domains, quick, ucr, epochs, folds)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _rows(domains: list[str], quick: bool, ucr: tuple[str, ...] | None, epochs: int | None,
+          folds: int) -> list[Any]:
     from mmops.config import load_params
     from mmops.domains import load_domain
-
-    torch.set_num_threads(TORCH_THREADS)
-
     from mmops.tasks.anomaly.results import run_anomaly_domain
 
     rows: list[Any] = []  # Row, and AnomalyRow for anomaly-detection packs
