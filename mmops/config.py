@@ -147,6 +147,7 @@ class AnomalyParams(_Frozen):
     bank_stride: int = Field(4, ge=1)  # samples between the sub-windows the bank keeps
     score_stride: int = Field(4, ge=1)  # samples between the sub-windows a record is scored on
     image_size: int = Field(128, ge=32, le=512)  # images are resized to this side for patch features
+    frame_size: int = Field(64, ge=32, le=512)  # ... and video frames to this one (8 x 8 patches at 64)
 
 
 class TrainParams(_Frozen):

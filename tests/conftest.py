@@ -244,6 +244,20 @@ def _no_orphans(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail(f"{request.node.nodeid} left {len(left)} processes running (killed now): {left[:5]}")
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_kept(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test (or the code under it) that leaves torch on another thread count changes every later training
+    in the worker: a CPU checkpoint depends on it (tests compare checkpoints). Put it back and fail the test."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    if after != before:
+        torch.set_num_threads(before)
+        pytest.fail(f"{request.node.nodeid} left torch on {after} threads (it had {before}; put back now)")
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _DURATIONS[report.nodeid] = _DURATIONS.get(report.nodeid, 0.0) + report.duration  # setup + call + teardown
 

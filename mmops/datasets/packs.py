@@ -15,6 +15,8 @@ Sources (read offline from installed packages, never downloaded):
   column): the first 8.3 s trains, the next 4.7 s calibrate, the rest (with the anomaly) tests, and no
   record overlaps one of another split. Real signal, real annotation; for anomaly detection (task: anomaly).
 - ``surveillance-av``: COMPOSED, a camera and a microphone (mmops/datasets/scenes.py says how).
+- ``watch-av``: COMPOSED, the same scenes for anomaly detection (task: anomaly): 100 normal nights, 20 with
+  the camera tampered with, 20 with a break-in; the training split holds normal nights only.
 - ``medical-cxr``: COMPOSED from separate real sources. Each case is one real chest X-ray report from the
   Indiana University collection (torchxrayvision's ``NLMCXR_reports.tgz``, CC BY-NC-ND 4.0: non-commercial
   use only), labelled normal/abnormal from its own MeSH terms. To that report we attach, by class, a real
@@ -36,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from mmops.datasets.landing import finish
-from mmops.datasets.scenes import write_surveillance_av
+from mmops.datasets.scenes import write_surveillance_av, write_watch_av
 from mmops.datasets.sources import package_file
 from mmops.errors import ConfigError, NotFoundError
 from mmops.modalities.image import png_bytes
@@ -249,6 +251,11 @@ PACKS: dict[str, Pack] = {
              "labels from the placement: normal, tampering, break_in (120 records)",
              "vtest.avi Apache-2.0/BSD-3 (opencv-doc); alsa-utils recordings GPL-2; pygame sounds LGPL",
              write_surveillance_av),
+        Pack("watch-av", "watch",
+             "COMPOSED: the surveillance scenes, mostly normal nights; the training split holds only those "
+             "(anomaly detection, 140 records)",
+             "vtest.avi Apache-2.0/BSD-3 (opencv-doc); alsa-utils recordings GPL-2; pygame sounds LGPL",
+             write_watch_av),
     )
 }
 

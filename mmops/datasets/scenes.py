@@ -112,6 +112,26 @@ def window(frames: np.ndarray, tampered: bool, rng: np.random.Generator) -> np.n
 
 
 def write_surveillance_av(root: Path, seed: int, per_class: int = 40) -> dict[str, int]:
+    return write_scenes(root, seed, [CLASSES[i % len(CLASSES)] for i in range(per_class * len(CLASSES))])
+
+
+# ``watch-av`` (anomaly detection): mostly normal nights; known incidents only in validation and test
+WATCH_SPLITS = {"train": {"normal": 50}, "val": {"normal": 25, "tampering": 4, "break_in": 4},
+                "test": {"normal": 25, "tampering": 16, "break_in": 16}}
+
+
+def write_watch_av(root: Path, seed: int) -> dict[str, int]:
+    """The same scenes for a detector fitted on normal nights only: the training split holds normal records
+    alone, the validation split its normals (for the threshold) and a few incidents, the test split the rest."""
+    plan = [(split, label) for split, counts in WATCH_SPLITS.items() for label, n in counts.items()
+            for _ in range(n)]
+    order = np.random.default_rng(seed + 1).permutation(len(plan))  # classes interleaved in the file names
+    plan = [plan[i] for i in order]
+    return write_scenes(root, seed, [label for _, label in plan], [split for split, _ in plan])
+
+
+def write_scenes(root: Path, seed: int, labels_in_order: list[str],
+                 splits_in_order: list[str] | None = None) -> dict[str, int]:
     import soundfile as sf
 
     from mmops.modalities.video.decode import encode_clip
@@ -121,10 +141,12 @@ def write_surveillance_av(root: Path, seed: int, per_class: int = 40) -> dict[st
     room, voices, impacts = sounds()
     files: dict[str, bytes] = {}
     labels: dict[str, str] = {}
-    for i in range(per_class * len(CLASSES)):
-        label = CLASSES[i % len(CLASSES)]
+    splits: dict[str, str] = {}
+    for i, label in enumerate(labels_in_order):
         key = f"av{i:03d}"
         labels[key] = label
+        if splits_in_order is not None:
+            splits[key] = splits_in_order[i]
         files[f"camera/{key}.mp4"] = encode_clip(window(frames, label == "tampering", rng), SOURCE_FPS)
         sound = _audio(room, label, voices, impacts, rng)
         if rng.random() >= 0.08:
@@ -132,4 +154,4 @@ def write_surveillance_av(root: Path, seed: int, per_class: int = 40) -> dict[st
             buf = io.BytesIO()
             sf.write(buf, sound, RATE, format=fmt, subtype="PCM_16")
             files[f"microphone/{key}.{fmt.lower()}"] = buf.getvalue()
-    return finish(root, files, labels)
+    return finish(root, files, labels, splits or None)

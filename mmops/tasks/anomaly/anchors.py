@@ -55,10 +55,18 @@ def anchor_scores(pack: DomainPack, prep: Preprocessor, normal: list[dict[str, A
             return [np.asarray(model.predict(series(pack, prep, s)), dtype=np.float64) for s in scored]
 
         detectors["ROCKAD (aeon)"] = rockad
+    import torch
+
     out = {}
-    for name, run in detectors.items():
-        start = time.perf_counter()
-        out[name] = (run(), time.perf_counter() - start)
+    threads = torch.get_num_threads()
+    try:
+        for name, run in detectors.items():
+            start = time.perf_counter()
+            out[name] = (run(), time.perf_counter() - start)
+    finally:
+        # aeon's numba kernels reset the OpenMP thread count that torch shares: a later training in this
+        # process would run on another thread count and give another checkpoint
+        torch.set_num_threads(threads)
     return out
 
 

@@ -8,9 +8,16 @@ unusual part of a record (a stretch of a series, a patch of an image) is enough 
 - image: PatchCore's locally aware patch features (Roth et al. 2022) from the ImageNet MobileNetV2 in this
   repository: the stride-8 (32 channels) and stride-16 (96 channels) feature maps, each averaged over a 3x3
   neighbourhood, the coarser one upsampled, concatenated: one 128-d vector per patch. Nothing is trained.
+- audio: sub-windows of the standardised log-mel spectrogram, as a sensor series whose channels are the mel
+  bands (a window is `window` of the clip's frames): an impact, a siren, a grinding bearing are stretches
+  of sound unlike any stretch of the normal clips.
+- video: two views, each with its own bank and threshold. `frames`: the patch features of every sampled
+  frame (an object or a change of scene in one frame of the clip); `motion`: one vector per clip of what a
+  frame-by-frame view cannot see, the level and spread of frame-to-frame change, brightness and contrast
+  (a frozen or covered camera is normal in every single frame).
 
-Other kinds (text, audio, video) have no anomaly features yet: a pack that asks for them is refused when it
-is loaded, never scored with something meaningless.
+Text has no anomaly features yet: a pack that asks for them is refused when it is loaded, never scored with
+something meaningless.
 """
 
 from __future__ import annotations
@@ -20,19 +27,32 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("sensor", "image")
+KINDS = ("sensor", "image", "audio", "video")
 PATCH_LAYERS = (7, 14)  # MobileNetV2 `features` prefixes ending at stride 8 (32 ch) and stride 16 (96 ch)
 
 
-def sensor_windows(tensor: np.ndarray, length: int, window: int, stride: int) -> np.ndarray:
-    """(P, C * window) sub-windows of a (C, L) tensor's first `length` samples, each centred per channel.
+def sensor_windows(tensor: np.ndarray, length: int, window: int, stride: int, centre: bool = True) -> np.ndarray:
+    """(P, C * window) sub-windows of a (C, L) tensor's first `length` samples, each centred per channel
+    (unless not `centre`: a log-mel window's level is what tells an impact from the room).
     A record shorter than the window gives one window of its whole length, zero-padded."""
     x = np.asarray(tensor[:, :max(length, 1)], dtype=np.float32)
     if x.shape[1] < window:
         x = np.pad(x, ((0, 0), (0, window - x.shape[1])))
     starts = np.arange(0, x.shape[1] - window + 1, max(1, stride))
     w = np.stack([x[:, s:s + window] for s in starts])  # (P, C, window)
-    return (w - w.mean(axis=2, keepdims=True)).reshape(len(starts), -1)
+    return (w - w.mean(axis=2, keepdims=True) if centre else w).reshape(len(starts), -1)
+
+
+def motion_profile(clip: np.ndarray, frames: int) -> np.ndarray:
+    """(1, 9) of a (F, C, H, W) clip in [0, 1], its first `frames` frames: the mean, smallest and largest of
+    the log frame-to-frame change, of the brightness and of the log contrast. Order- and length-free, so
+    clips of any frame count compare. One frame has no change: it reads as a frozen camera."""
+    x = np.asarray(clip[:max(frames, 1)], dtype=np.float32).mean(axis=1)  # (F, H, W) gray
+    change = np.log(np.abs(np.diff(x, axis=0)).mean(axis=(1, 2)) + 1e-4) if len(x) > 1 else np.log([1e-4])
+    brightness = x.mean(axis=(1, 2))
+    contrast = np.log(x.std(axis=(1, 2)) + 1e-4)
+    return np.array([[f(v) for v in (change, brightness, contrast) for f in (np.mean, np.min, np.max)]],
+                    dtype=np.float32)
 
 
 @dataclass

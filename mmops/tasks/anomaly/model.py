@@ -10,7 +10,7 @@ model.safetensors (no pickle) with the calibration in its metadata, and the mode
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,17 @@ from mmops.domains import DomainPack
 from mmops.errors import ValidationFailedError
 from mmops.modalities import kind_of
 from mmops.tasks.anomaly.calibration import Calibration
-from mmops.tasks.anomaly.features import ImagePatches, sensor_windows
+from mmops.tasks.anomaly.features import ImagePatches, motion_profile, sensor_windows
 from mmops.tasks.anomaly.memory_bank import MemoryBank
 
 WEIGHTS = "model.safetensors"
 MIN_NORMAL = 10  # normal training records a memory bank is fitted on at all
+AUDIO_WINDOW = 0.1  # of a clip's log-mel frames: an impact is brief, and a long window dilutes it
+
+
+def modality_of(view: str) -> str:
+    """The modality a bank (a view) belongs to: `camera:motion` -> `camera`."""
+    return view.split(":", 1)[0]
 
 
 @dataclass
@@ -49,12 +55,13 @@ class AnomalyModel:
     banks: dict[str, MemoryBank]
     calibration: Calibration | None = None
     card: ModelCard | None = None
-    _patches: ImagePatches | None = None
+    _extractors: dict[int, ImagePatches] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, pack: DomainPack, normal: list[dict[str, Any]], options: AnomalyParams,
             seed: int = 0) -> AnomalyModel:
-        """Memory banks from normal records (modality -> decoded value); every modality needs MIN_NORMAL."""
+        """Memory banks from normal records (modality -> decoded value); every modality needs MIN_NORMAL.
+        One bank per view of a modality (views()); a view of one vector per record keeps all of them."""
         if len(normal) < MIN_NORMAL:
             raise ValidationFailedError(f"{len(normal)} normal training records cannot describe normal operation "
                                         f"(at least {MIN_NORMAL}); land more normal records")
@@ -64,8 +71,9 @@ class AnomalyModel:
         for m, vals in values.items():
             if len(vals) < MIN_NORMAL:
                 raise ValidationFailedError(f"{len(vals)} normal training records have {m} (at least {MIN_NORMAL})")
-            feats = model.features(m, vals, fitting=True)
-            model.banks[m] = MemoryBank.fit(feats, options.coreset, options.k, seed)
+            for key, feats in model.views(m, vals, fitting=True).items():
+                share = options.coreset if any(len(f) > 1 for f in feats) else 1.0
+                model.banks[key] = MemoryBank.fit(feats, share, options.k, seed)
         return model
 
     def calibrate(self, normal: list[dict[str, Any]]) -> Calibration:
@@ -73,29 +81,45 @@ class AnomalyModel:
         self.calibration = Calibration.fit(self.modality_scores(normal), self.options.fpr)
         return self.calibration
 
-    def features(self, modality: str, values: list[Any], fitting: bool = False) -> list[np.ndarray]:
+    def views(self, modality: str, values: list[Any], fitting: bool = False) -> dict[str, list[np.ndarray]]:
+        """Each view's feature vectors per record: the modality's name for its own, `<name>:motion` for a
+        video's second view (features.py says what each kind gives)."""
         spec = self.pack.modality(modality)
         kind = kind_of(spec)
         tensors = [self.prep.tensor(spec, v) for v in values]
         if spec.kind == "image":
-            if self._patches is None:
-                self._patches = ImagePatches(self.options.image_size)
-            return list(self._patches(np.stack(tensors))) if tensors else []
-        length = int(spec.length)  # type: ignore[attr-defined]
-        window = max(2, round(self.options.window * length))
+            return {modality: self._patches(tensors, self.options.image_size)}
+        if spec.kind == "video":
+            lengths = [max(1, kind.length(v, spec) or 1) for v in values]
+            frames = self._patches([f for t, n in zip(tensors, lengths, strict=True) for f in t[:n]],
+                                   self.options.frame_size)
+            at = np.cumsum([0, *lengths])
+            return {modality: [np.concatenate(frames[a:b]) for a, b in zip(at[:-1], at[1:], strict=True)],
+                    f"{modality}:motion": [motion_profile(t, n) for t, n in zip(tensors, lengths, strict=True)]}
+        series = [t[0] for t in tensors] if spec.kind == "audio" else tensors  # audio: (1, mels, frames)
+        length = int(spec.frames if spec.kind == "audio" else spec.length)  # type: ignore[attr-defined]
+        audio = spec.kind == "audio"
+        window = max(2, round((AUDIO_WINDOW if audio else self.options.window) * length))
         stride = self.options.bank_stride if fitting else self.options.score_stride
-        return [sensor_windows(t, kind.length(v, spec) or length, window, stride) for t, v in zip(tensors, values,
-                                                                                                 strict=True)]
+        return {modality: [sensor_windows(t, kind.length(v, spec) or length, window, stride, centre=not audio)
+                           for t, v in zip(series, values, strict=True)]}
+
+    def _patches(self, images: list[np.ndarray], size: int) -> list[np.ndarray]:
+        if size not in self._extractors:
+            self._extractors[size] = ImagePatches(size)
+        return list(self._extractors[size](np.stack(images))) if images else []
 
     def modality_scores(self, values: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Per modality, each record's memory-bank distance (NaN where the record lacks the modality)."""
+        """Per view (a bank), each record's memory-bank distance (NaN where the record lacks the modality)."""
         out = {}
-        for m, bank in self.banks.items():
+        for m in dict.fromkeys(modality_of(key) for key in self.banks):
             idx = [i for i, r in enumerate(values) if m in r]
-            scores = np.full(len(values), np.nan)
-            if idx:
-                scores[idx] = bank.score(self.features(m, [values[i][m] for i in idx]))
-            out[m] = scores
+            feats = self.views(m, [values[i][m] for i in idx]) if idx else {}
+            for key in (k for k in self.banks if modality_of(k) == m):
+                scores = np.full(len(values), np.nan)
+                if idx:
+                    scores[idx] = self.banks[key].score(feats[key])
+                out[key] = scores
         return out
 
     def score(self, values: list[dict[str, Any]]) -> Scored:
@@ -104,8 +128,11 @@ class AnomalyModel:
         per = self.modality_scores(values)
         combined, flagged, driver = self.calibration.decide(per)
         scaled = combined / self.calibration.threshold
-        per_scaled = {m: s / self.calibration.modality_thresholds[m] for m, s in per.items()}
-        return Scored(scaled, flagged, driver, per_scaled)
+        per_scaled: dict[str, np.ndarray] = {}
+        for key, s in per.items():  # a modality scores as its most unusual view
+            m, view = modality_of(key), s / self.calibration.modality_thresholds[key]
+            per_scaled[m] = np.fmax(per_scaled[m], view) if m in per_scaled else view
+        return Scored(scaled, flagged, [modality_of(d) if d else None for d in driver], per_scaled)
 
     def save(self, out_dir: Path) -> str:
         """Banks and calibration into out_dir; returns the sha256 of the banks' file."""

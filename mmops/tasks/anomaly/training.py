@@ -43,7 +43,7 @@ def train_anomaly(pack: DomainPack, manifest: Any, data_root: Path, params: Any,
         arch={"task": "anomaly", "anomaly": params.anomaly.model_dump(),
               "calibration": model.calibration.to_json() if model.calibration else None,  # a copy to read
               "banks": {m: {"vectors": len(b.bank), "width": int(b.bank.shape[1])} for m, b in model.banks.items()}},
-        init={m.name: ("imagenet:mobilenet_v2" if m.kind == "image" else "none") for m in pack.modalities},
+        init={m.name: ("imagenet:mobilenet_v2" if m.kind in ("image", "video") else "none") for m in pack.modalities},
         preprocessor=model.prep.to_json(), dataset_version=manifest.id, dataset_split_counts=manifest.split_counts,
         params=p_dict, params_hash=params_hash(p_dict), checkpoint_sha256=sha, best_epoch=1,
         val_metrics=val_metrics,
