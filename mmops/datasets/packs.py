@@ -15,6 +15,8 @@ Sources (read offline from installed packages, never downloaded):
   column): the first 8.3 s trains, the next 4.7 s calibrate, the rest (with the anomaly) tests, and no
   record overlaps one of another split. Real signal, real annotation; for anomaly detection (task: anomaly).
 - ``surveillance-av``: COMPOSED, a camera and a microphone (mmops/datasets/scenes.py says how).
+- ``inspection-brick``: COMPOSED, defects pasted into crops of a real brick wall for anomaly detection
+  (mmops/datasets/surfaces.py says how).
 - ``watch-av``: COMPOSED, the same scenes for anomaly detection (task: anomaly): 100 normal nights, 20 with
   the camera tampered with, 20 with a break-in; the training split holds normal nights only.
 - ``medical-cxr``: COMPOSED from separate real sources. Each case is one real chest X-ray report from the
@@ -40,6 +42,7 @@ import numpy as np
 from mmops.datasets.landing import finish
 from mmops.datasets.scenes import write_surveillance_av, write_watch_av
 from mmops.datasets.sources import package_file
+from mmops.datasets.surfaces import write_inspection_brick
 from mmops.errors import ConfigError, NotFoundError
 from mmops.modalities.image import png_bytes
 from mmops.modalities.sensor import sensor_csv_bytes
@@ -256,6 +259,10 @@ PACKS: dict[str, Pack] = {
              "(anomaly detection, 140 records)",
              "vtest.avi Apache-2.0/BSD-3 (opencv-doc); alsa-utils recordings GPL-2; pygame sounds LGPL",
              write_watch_av),
+        Pack("inspection-brick", "inspection",
+             "COMPOSED: 64x64 crops of a real brick wall, real gravel or grass pasted in as defects; the training "
+             "split holds normal crops only (anomaly detection, 162 records)",
+             "scikit-image brick.png, gravel.png, grass.png (BSD-3)", write_inspection_brick),
     )
 }
 

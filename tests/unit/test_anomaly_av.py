@@ -5,37 +5,22 @@ the clip's motion view can see it. A break-in changes only the sound."""
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from mmops.config import AnomalyParams
-from mmops.datasets.packs import pull
 from mmops.domains import load_domain
 from mmops.modalities import kind_of
 from mmops.tasks.anomaly.features import motion_profile
 from mmops.tasks.anomaly.model import AnomalyModel
+from tests.landed import landed_splits
 
 
 @pytest.fixture(scope="module")
 def watch(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
     """Per split, the decoded records (modality -> value) and their labels."""
-    landed = pull("watch-av", tmp_path_factory.mktemp("landing")).landing
-    pack = load_domain("watch")
-    records: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
-    labels: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    with (landed / "labels.csv").open() as fh:
-        for row in csv.DictReader(fh):
-            value = {}
-            for spec in pack.modalities:
-                found = list((landed / spec.name).glob(f"{row['sample_id']}.*"))
-                if found:
-                    value[spec.name] = kind_of(spec).decode(found[0].read_bytes(), spec).value
-            records[row["split"]].append(value)
-            labels[row["split"]].append(row["label"])
-    return records, labels
+    return landed_splits("watch-av", tmp_path_factory.mktemp("landing"))
 
 
 def test_the_training_split_holds_normal_nights_only(watch) -> None:
