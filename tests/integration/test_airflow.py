@@ -161,3 +161,26 @@ def test_ingest_then_train_dags_and_a_failing_gate(tmp_path: Path) -> None:
     # every record but the one a human labeled gets the champion's pre-label
     assert count("select count(*) from labels where kind='model'") == 199
     assert (root / "artifacts" / "security" / "labelstudio" / "config.xml").exists()
+
+
+def test_an_anomaly_domain_runs_through_the_same_dags(tmp_path: Path) -> None:
+    """The cardiac pack (task: anomaly) through the ingest and training DAGs: the detector is fitted on the
+    normal records, calibrated, registered on its AUROC and packaged, as a classifier would be."""
+    root = make_project(tmp_path / "proj", {"cardiac": "cardiac-ecg"}, with_code=True)
+    env = {**os.environ, "MMOPS_HOME": str(root)}
+    subprocess.run([venv_bin("mmops"), "data", "pull", "--domain", "cardiac"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    assert airflow(root, "db", "migrate").returncode == 0
+    airflow(root, "dags", "reserialize")
+    ingest = airflow(root, "dags", "test", "mmops_ingest_cardiac")
+    assert ingest.returncode == 0 and "state=success" in ingest.stdout + ingest.stderr, ingest.stderr[-3000:]
+    trained = airflow(root, "dags", "test", "mmops_train_cardiac", timeout=HANG_S)
+    assert "state=success" in trained.stdout + trained.stderr, trained.stderr[-3000:]
+    assert {s for (t, _), s in task_states(root, "mmops_train_cardiac").items() if t != "deploy"} == {"success"}
+    [(version, tag, metrics)] = catalog_sql(root, "select version, bento_tag, metrics from model_versions "
+                                                  "where domain='cardiac'")
+    metrics = json.loads(metrics) if isinstance(metrics, str) else metrics
+    assert version == 1 and tag.startswith("mmops-cardiac:")
+    assert metrics["auroc"] > 0.9 and 0 <= metrics["fpr"] <= 0.2, metrics
+    card = json.loads((root / "artifacts" / "cardiac" / "model" / "model_card.json").read_text())
+    assert card["arch"]["task"] == "anomaly" and set(card["arch"]["banks"]) == {"ecg"}
