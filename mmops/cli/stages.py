@@ -68,7 +68,7 @@ def import_annotations(
 @app.command("queue")
 def queue(domain: Domain, limit: Annotated[int, typer.Option(help="rows to show")] = 20,
           as_json: AsJson = False) -> None:
-    """The review queue: records waiting for a human label, most uncertain first."""
+    """The review queue: records waiting for a human label, the least sure (or the most anomalous) first."""
     from mmops.stages.labels import review_queue
 
     result = guarded(lambda: review_queue(domain, limit))
@@ -81,7 +81,7 @@ def queue(domain: Domain, limit: Annotated[int, typer.Option(help="rows to show"
         out.print(f"the {domain} review queue is empty: every record has a human or file label, or "
                   f"`mmops prelabel --domain {domain}` has not run yet", highlight=False)
         return
-    table = Table("record", "uncertainty", "method", "suggested", "status", title=f"{domain} review queue")
+    table = Table("record", "priority", "method", "suggested", "status", title=f"{domain} review queue")
     for r in result:
         table.add_row(r["key"], f"{r['score']:.3f}", r["method"], r["prediction"] or "-", r["status"])
     out.print(table)

@@ -79,7 +79,7 @@ def export_tasks(session: Session, pack: DomainPack, data_root: Path, out_dir: P
             # Label Studio needs every $variable of the config: a missing modality gets an explicit placeholder
             data[spec.name] = _media(spec, read_blob(data_root, blob)) if blob else _placeholder(spec)
         missing = [m for m in pack.modality_names if m not in present]
-        task: dict[str, Any] = {"data": data, "meta": {"uncertainty": item.score, "method": item.method,
+        task: dict[str, Any] = {"data": data, "meta": {"priority": item.score, "method": item.method,
                                                        "missing_modalities": missing}}
         if item.prediction is not None:
             score = (item.probabilities or {}).get(item.prediction)

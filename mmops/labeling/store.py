@@ -36,7 +36,7 @@ def put_label(session: Session, sample_id: int, label: str, kind: str, source: s
     current = session.scalar(select(Label).where(Label.sample_id == sample_id, Label.source == source,
                                                  Label.superseded_at.is_(None)))
     if current is not None and current.label == label:
-        if confidence is not None:
+        if confidence is not None or detail is not None:  # the same answer, its latest numbers
             current.confidence, current.detail = confidence, detail
         return "unchanged"
     now = at or datetime.now(UTC)

@@ -73,7 +73,7 @@ def _label_report(session: Any, domain: str, settings: Settings) -> dict[str, An
 
 def prelabel(domain: str, export: bool = True) -> Prelabeled:
     """Model-assisted labeling: the champion's predictions on records no human labeled (as `model` labels),
-    the review queue re-ranked by uncertainty, and the top of it exported as Label Studio tasks to
+    the review queue re-ranked (by the model's uncertainty, or a detector's anomaly score), and the top of it exported as Label Studio tasks to
     artifacts/<domain>/labelstudio/. Without a model yet, the queue is ranked by the rules' confidence."""
     from mmops.labeling.queue import prelabel as model_prelabel
     from mmops.labeling.queue import refresh_queue
@@ -85,12 +85,13 @@ def prelabel(domain: str, export: bool = True) -> Prelabeled:
         try:
             mv = champion_or_latest(session, domain)
         except NotFoundError:
-            mv, probs = None, None
+            mv, prelabels = None, None
         if mv is not None:
-            summary, probs = model_prelabel(session, pack, settings.data_dir, mv, params.train.device)
+            summary, prelabels = model_prelabel(session, pack, settings.data_dir, mv, params.train.device,
+                                                params.label.uncertainty)
             result["model"] = jsonable(summary)
         session.flush()
-        result["queue"] = refresh_queue(session, pack, probs, mv, params.label.uncertainty)
+        result["queue"] = refresh_queue(session, pack, prelabels, mv)
         resolution = _label_report(session, domain, settings)
         # records whose chosen label the model (or the rules) contradicts: likely label errors, worth a look
         result["disagreements"] = len(resolution["disagreements"])
@@ -125,7 +126,7 @@ def import_annotations(domain: str, path: str) -> dict[str, Any]:
 
 
 def review_queue(domain: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The records waiting for a human label, most uncertain first."""
+    """The records waiting for a human label, highest priority first (least sure, or most anomalous)."""
     from mmops.labeling.queue import top
 
     with session_scope(get_settings().catalog_url) as session:

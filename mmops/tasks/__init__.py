@@ -6,13 +6,15 @@ registration, beside the stages rather than inside them.
 A task kind checks a pack that declares it (`check_pack`: its `task_options`), trains a model on a dataset
 version (`train`) and loads it back (`load`), turns a model's answers on records into the outputs it is
 judged on (`outputs`), scores them against the truth (`metrics`, which include every name in
-`registry_metrics`: what the registry keeps and promotes on), draws its report (`report`), and says what
-monitoring watches of its answers (`observe`).
+`registry_metrics`: what the registry keeps and promotes on), draws its report (`report`), says what
+monitoring watches of its answers (`observe`), and pre-labels records for the review queue (`prelabel`:
+a classifier's least sure answers first, a detector's most anomalous).
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +25,18 @@ from mmops.errors import ConfigError
 _BUNDLED = {"classification": "mmops.tasks.classification:Classification",
             "anomaly": "mmops.tasks.anomaly:Anomaly"}
 _TASKS: dict[str, TaskKind] = {}
+
+
+@dataclass(frozen=True)
+class Prelabel:
+    """A model's label for a record no human has labeled yet, and the record's place in the review queue."""
+
+    label: str
+    confidence: float | None  # kept with the label (a classifier's top probability; None for a detector)
+    detail: dict[str, Any]  # kept with the label: probabilities, or the anomaly score and what drove it
+    priority: float  # the review queue's rank: higher is reviewed first
+    method: str  # how priority was reckoned (entropy, margin, anomaly_score)
+    scores: dict[str, float]  # shown beside the suggestion in the queue and in Label Studio
 
 
 class TaskKind:
@@ -72,6 +86,11 @@ class TaskKind:
         """One raw answer of `serve` -> the fields of the API's PredictionOut (label, probabilities, anomaly)
         and "outputs" (numbers the prediction log keeps for monitoring); BadInputError when the model's
         output is not a number (inputs far outside what it was fitted to)."""
+        raise NotImplementedError
+
+    def prelabel(self, predictor: Any, values: list[dict[str, Any]], method: str) -> list[Prelabel]:
+        """The model's label for each decoded record and its review priority (`method`: params.yaml's
+        label.uncertainty, where the task ranks by uncertainty)."""
         raise NotImplementedError
 
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,

@@ -10,7 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from mmops.tasks import TaskKind
+from mmops.tasks import Prelabel, TaskKind
+
+UNCERTAINTY = ("entropy", "margin")
+
+
+def uncertainty(probs: np.ndarray, method: str = "entropy") -> np.ndarray:
+    """(N, K) probabilities -> (N,) scores in [0, 1]; higher = less sure."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    if method == "entropy":
+        return -(p * np.log(p)).sum(axis=1) / math.log(p.shape[1])
+    if method == "margin":
+        top2 = np.sort(p, axis=1)[:, -2:]
+        return 1.0 - (top2[:, 1] - top2[:, 0])
+    raise ValueError(f"unknown uncertainty method {method!r}; use one of {UNCERTAINTY}")
 
 
 class Classification(TaskKind):
@@ -71,6 +84,21 @@ class Classification(TaskKind):
                                 "it was trained on)")
         best = max(range(len(p)), key=p.__getitem__)
         return {"label": classes[best], "probabilities": dict(zip(classes, p, strict=True)), "outputs": {}}
+
+    def prelabel(self, predictor: Any, values: list[dict[str, Any]], method: str) -> list[Prelabel]:
+        """The most probable class; the least sure answers (entropy of the probabilities, or the margin
+        between the top two) are reviewed first, where a label teaches the model most."""
+        probs = np.asarray(predictor.predict_proba(values))
+        if not len(probs):
+            return []
+        classes = list(predictor.pack.classes)
+        out = []
+        for p, rank in zip(probs, uncertainty(probs, method), strict=True):
+            best = int(p.argmax())
+            shown = {c: round(float(x), 4) for c, x in zip(classes, p, strict=True)}
+            out.append(Prelabel(classes[best], round(float(p[best]), 4), {"probabilities": shown}, float(rank),
+                                method, shown))
+        return out
 
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
                out_dir: Path) -> dict[str, str]:

@@ -6,6 +6,7 @@ command a process of its own."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import httpx
@@ -70,6 +71,28 @@ def test_a_detector_fitted_on_normal_ecg_flags_the_annotated_anomaly(tmp_path: P
     # the score's distribution is watched beside the inputs': the test period, with the anomaly, is not the
     # calibration period's normal rhythm
     assert verdict["n_current"] == len(records) and "anomaly_score" in verdict["drifted_columns"], verdict
+
+    # new records arrive unlabeled (copies of the held-out ones): the champion pre-labels them and the review
+    # queue puts the flagged ones first, the most anomalous leading
+    for k in keys:
+        shutil.copy(landed / "ecg" / f"{k}.csv", landed / "ecg" / f"arrival_{k}.csv")
+    _stage(root, "ingest", "--domain", "cardiac")
+    _stage(root, "label", "--domain", "cardiac")
+    pre = _stage(root, "prelabel", "--domain", "cardiac")
+    assert pre["queue"]["by_method"] == {"anomaly_score": len(keys)}, pre["queue"]
+    queue = _stage(root, "queue", "--domain", "cardiac", "--limit", "1000")
+    assert [q["key"] for q in queue] and all(q["key"].startswith("arrival_") for q in queue)
+    scores = [q["score"] for q in queue]
+    assert scores == sorted(scores, reverse=True)
+    flagged_first = [q["prediction"] for q in queue]
+    n_flagged = flagged_first.count("anomaly")
+    assert flagged_first == ["anomaly"] * n_flagged + ["normal"] * (len(queue) - n_flagged)
+    assert all((q["score"] > 1.0) == (q["prediction"] == "anomaly") for q in queue)
+    # the queue's flagged head is where the annotated anomaly is: as the service flagged them, so does prelabel
+    assert {q["key"].removeprefix("arrival_") for q in queue[:n_flagged]} == flagged
+    tasks = json.loads(Path(pre["export"]["path"]).read_text())
+    assert tasks[0]["meta"]["method"] == "anomaly_score" and tasks[0]["meta"]["priority"] == scores[0]
+    assert tasks[0]["predictions"][0]["result"][0]["value"]["choices"] == ["anomaly"]
 
     # a pack that calls itself anomaly detection without a normal class is refused, in one line
     broken = (root / "domains")

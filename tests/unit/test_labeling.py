@@ -12,9 +12,9 @@ from mmops import pipeline
 from mmops.catalog import Label, ReviewItem, Sample, session_scope
 from mmops.domains import LabelRule, load_domain
 from mmops.labeling import resolve
-from mmops.labeling.queue import uncertainty
 from mmops.labeling.rules import vote
 from mmops.records import load_records
+from mmops.tasks.classification import uncertainty
 
 RULES = (
     LabelRule(name="hot", kind="threshold", modality="imu", stat="x_std", above=2.0, label="fault", weight=2.0),
@@ -96,7 +96,7 @@ def test_label_studio_round_trip_changes_labels_and_their_provenance(project: Pa
     export = Path(pre.export.path)
     tasks = json.loads(export.read_text())
     assert sorted(t["data"]["sample_key"] for t in tasks) == sorted(missing)
-    scores = [t["meta"]["uncertainty"] for t in tasks]
+    scores = [t["meta"]["priority"] for t in tasks]
     assert scores == sorted(scores, reverse=True)  # most uncertain first
     first = tasks[0]["data"]
     assert len(first["accel"]["time"]) == len(first["accel"]["x"]) == 100 and set(first["gyro"]) == {"time", "x", "y", "z"}
@@ -172,9 +172,9 @@ def test_model_prelabels_rank_the_queue_by_entropy(use_project: Path) -> None:
         files = dict(session.execute(select(Label.sample_id, Label.label).where(Label.kind == "file")).all())
         session.execute(delete(Label).where(Label.kind == "file"))  # as if nobody had labeled anything yet
         mv = champion_or_latest(session, "security")
-        summary, probs = prelabel(session, pack, get_settings().data_dir, mv)
+        summary, prelabels = prelabel(session, pack, get_settings().data_dir, mv, method="entropy")
         session.flush()
-        queue = refresh_queue(session, pack, probs, mv, "entropy")
+        queue = refresh_queue(session, pack, prelabels, mv)
         session.flush()
         items = top(session, "security")
         model_labels = session.scalars(select(Label).where(Label.kind == "model")).all()

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from mmops.tasks import TaskKind
+from mmops.tasks import Prelabel, TaskKind
 
 PLOTS = ("scores", "roc", "pr")
+UNSCORED = 1e9  # the review priority of a record no bank could score: a person looks first
 
 
 def flagged_label(classes: list[str], normal: str) -> str:
@@ -106,6 +107,20 @@ class Anomaly(TaskKind):
         anomaly = {k: raw[k] for k in ("score", "fpr", "is_anomaly", "driven_by", "modality_scores")}
         return {"label": raw["label"], "probabilities": None, "anomaly": {**anomaly, "threshold": 1.0},
                 "outputs": {"anomaly_score": round(float(raw["score"]), 5)}}
+
+    def prelabel(self, predictor: Any, values: list[dict[str, Any]], method: str) -> list[Prelabel]:
+        """Flagged or normal at the calibrated threshold; the queue is ranked by the score (1.0 = the
+        threshold), so the flagged records come first and the most anomalous of them lead."""
+        flagged = flagged_label(list(predictor.pack.classes), predictor.pack.task_options["normal_class"])
+        out = []
+        for a in self.serve(predictor, values, embeddings=False):
+            finite = bool(np.isfinite(a["score"]))  # else no bank could score the record: flagged, first
+            score = round(a["score"], 5) if finite else UNSCORED
+            detail = {"score": score if finite else None, "threshold": 1.0, "driven_by": a["driven_by"],
+                      "modality_scores": a["modality_scores"]}
+            out.append(Prelabel(a["label"] if finite else flagged, None, detail, score, "anomaly_score",
+                                {"score": score, **a["modality_scores"]}))
+        return out
 
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
                out_dir: Path) -> dict[str, str]:
