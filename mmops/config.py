@@ -206,6 +206,9 @@ class MonitorParams(_Frozen):
     # whose labels came in, is more than accuracy_drop below the model's test accuracy
     accuracy_drop: float = Field(0.1, ge=0, le=1)
     min_labeled: int = Field(20, ge=1)
+    # anomaly detectors: alert when the flagged share departs from the calibrated false-positive rate
+    # (two-sided binomial test, p below this)
+    flagged_share_alpha: float = Field(0.01, gt=0, lt=1)
 
 
 class PromoteParams(_Frozen):

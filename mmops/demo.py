@@ -25,6 +25,13 @@ from mmops.serving.client import (
     wait_ready,
 )
 from mmops.stages.results import Validated
+from mmops.tasks import task_of
+
+
+def figures(metrics: dict[str, Any], names: tuple[str, ...]) -> str:
+    """`macro_f1 0.912, auroc n/a`: the named figures of a metrics dict, as the task kind headlines them."""
+    return ", ".join(f"{k} {metrics[k]:.3f}" if isinstance(metrics.get(k), float | int) else f"{k} n/a"
+                     for k in names)
 
 
 @contextmanager
@@ -63,7 +70,8 @@ def serve_and_send(domain: str, port: int, n_requests: int, batch: int = 8) -> d
     with serving(domain, port) as url:
         answers = predict(url, [record_payload(pack, settings.data_dir, r) for r in rows], batch=batch)
         logged = wait_logged(url, len(rows))  # the log is written off the request path
-    correct = sum(a["label"] == r["label"] for a, r in zip(answers, rows, strict=True))
+    task = task_of(pack.task)
+    correct = sum(task.agrees(pack, a["label"], r["label"]) for a, r in zip(answers, rows, strict=True))
     return {"sent": len(rows), "served_accuracy": correct / max(len(rows), 1), "logged": logged,
             "log": str(settings.var_dir / "logs" / f"serve-{domain}.log")}
 
@@ -89,15 +97,13 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
         console.print(f"validation gate: passed {gate.n_expectations} expectations, {len(gate.warnings)} warnings")
         ds = pipeline.build(d)
         console.print(f"dataset {ds.dataset_version}: {ds.split_counts}")
+        task = task_of(load_domain(d).task)
         tr = pipeline.train(d)
-        console.print(f"trained on {tr.device}: {tr.epochs_run} epochs, best val macro-F1 "
-                      f"{tr.val_metrics['macro_f1']:.3f}")
+        console.print(f"trained on {tr.device} (task {task.name}, {tr.epochs_run} epochs); validation "
+                      f"{figures(tr.val_metrics, (task.promote_metric,))}")
         ev = pipeline.evaluate(d)
-        m = ev.headline
         verdict = "promoted to champion" if ev.promoted else ev.reason
-        auc = f"{m['auroc']:.3f}" if m["auroc"] is not None else "n/a"
-        console.print(f"test accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, AUROC {auc}, "
-                      f"ECE {m['ece']:.3f}; model v{ev.model_version}: {verdict}")
+        console.print(f"test {figures(ev.headline, task.headline_metrics)}; model v{ev.model_version}: {verdict}")
         pre = pipeline.prelabel(d)
         model = pre.model or {}
         console.print(f"pre-labeled {model.get('records', 0)} records with {model.get('model_version')}; "
@@ -106,13 +112,14 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
         pk = pipeline.package(d)
         console.print(f"packaged {pk.model_tag} -> bento {pk.bento_tag}")
         served = serve_and_send(d, port, n_requests)
-        console.print(f"served {served['sent']} held-out records over HTTP, accuracy {served['served_accuracy']:.3f}")
+        console.print(f"served {served['sent']} held-out records over HTTP, {served['served_accuracy']:.3f} of the "
+                      "answers right")
         mon = pipeline.monitor(d, "log")
         console.print(f"drift: share {mon.drift_share:.2f} ({'DRIFT' if mon.drifted else 'no drift'}) -> {mon.html}")
-        rows.append((d, ds.dataset_version, f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}", str(pk.bento_tag),
-                     f"{mon.drift_share:.2f}"))
+        rows.append((d, task.name, ds.dataset_version, figures(ev.headline, task.headline_metrics[:2]),
+                     str(pk.bento_tag), f"{mon.drift_share:.2f}"))
     table = Table(title=f"mmops demo ({time.monotonic() - start:.0f} s)")
-    for col in ("domain", "dataset version", "test acc", "macro-F1", "bento", "drift share"):
+    for col in ("domain", "task", "dataset version", "test", "bento", "drift share"):
         table.add_column(col)
     for r in rows:
         table.add_row(*r)
@@ -120,13 +127,13 @@ def run_demo(domains: list[str], port: int, n_requests: int, console: Console) -
     root = settings.root
     console.print(f"""
 [bold]Where to look[/bold]
-  metrics and plots   {root}/artifacts/<domain>/metrics.json, confusion_matrix.png, roc.png, history.csv
+  metrics and plots   {root}/artifacts/<domain>/metrics.json, confusion_matrix.png (anomaly_scores.png), roc.png
   drift reports       {root}/artifacts/<domain>/drift/drift_report.html, embedding_drift_<modality>.html
   dashboards          make dashboard   (Evidently UI on http://127.0.0.1:8000, a project per domain)
   the drift loop      make drift-demo DOMAIN=industrial   (shifted traffic -> drift -> asset -> retraining)
   catalog (SQLite)    {settings.catalog_url}
   quarantine          mmops quarantine list   (copies in {root}/quarantine/<domain>/)
-  labeling            mmops queue --domain medical; Label Studio tasks in {root}/artifacts/<domain>/labelstudio/
+  labeling            mmops queue --domain medical (or cardiac: flagged first); Label Studio tasks in {root}/artifacts/<domain>/labelstudio/
   serve a model       mmops serve --domain security   then POST http://127.0.0.1:3000/predict
   Airflow UI          make airflow   (AIRFLOW_HOME={root}/var/airflow; login printed there)
   reproduce           .venv/bin/dvc repro

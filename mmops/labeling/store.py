@@ -12,7 +12,9 @@ label differing from the chosen one (often a label error worth reviewing).
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,10 +71,9 @@ class Resolved:
         """Human or file sources that disagree with each other."""
         return len({v.label for v in self.votes if v.kind in ("human", "file")}) > 1
 
-    @property
-    def disagreement(self) -> bool:
-        """A model or rule label that differs from the chosen one."""
-        return any(v.label != self.label for v in self.votes if v.kind in ("model", "rule"))
+    def disagreement(self, agrees: Callable[[str, str], bool] = operator.eq) -> bool:
+        """A model or rule label that `agrees` (vote, chosen) says contradicts the chosen one."""
+        return any(not agrees(v.label, self.label) for v in self.votes if v.kind in ("model", "rule"))
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "label": self.label, "kind": self.kind, "source": self.source,
@@ -118,10 +119,11 @@ def _aware(when: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def report(resolved: dict[int, Resolved]) -> dict[str, Any]:
-    """Counts per kind of the chosen labels, and the records whose sources disagree."""
+def report(resolved: dict[int, Resolved], agrees: Callable[[str, str], bool] = operator.eq) -> dict[str, Any]:
+    """Counts per kind of the chosen labels, and the records whose sources disagree (a model's or a rule's
+    label that `agrees` says contradicts the chosen one: the task kind's judgement, mmops.tasks)."""
     conflicts = [r.to_json() for r in resolved.values() if r.conflict]
-    disagreements = [r.to_json() for r in resolved.values() if r.disagreement and not r.conflict]
+    disagreements = [r.to_json() for r in resolved.values() if r.disagreement(agrees) and not r.conflict]
     return {
         "labeled": len(resolved),
         "by_kind": dict(Counter(r.kind for r in resolved.values())),

@@ -11,6 +11,7 @@ from mmops import audit
 from mmops.catalog import locked_session, session_scope
 from mmops.config import Settings, get_settings
 from mmops.context import artifacts
+from mmops.domains import DomainPack
 from mmops.errors import NotFoundError
 from mmops.stages.common import jsonable, resolve, write_summary
 from mmops.stages.data import ground_truth_files, landed_file, landed_folder
@@ -43,7 +44,7 @@ def label(domain: str) -> Labeled:
             if path is not None:
                 result["annotations"].append(jsonable(import_annotations(session, pack, path)))
         result["rules"] = jsonable(apply_rules(session, pack, settings.data_dir))
-        resolution = _label_report(session, domain, settings)
+        resolution = _label_report(session, pack, settings)
         audit.record(session, "labeled", domain, f"labels:{resolution['labeled']} records",
                      by_kind=resolution["by_kind"], conflicts=len(resolution["conflicts"]),
                      files=[f["source"] for f in result["files"]], ground_truth=len(result["ground_truth"]),
@@ -60,13 +61,15 @@ def label(domain: str) -> Labeled:
     return Labeled(**write_summary(artifacts(domain, settings) / "labels.json", result))
 
 
-def _label_report(session: Any, domain: str, settings: Settings) -> dict[str, Any]:
+def _label_report(session: Any, pack: DomainPack, settings: Settings) -> dict[str, Any]:
     """Resolve every record's label and write the records whose sources disagree to label_conflicts.json."""
     from mmops.labeling import report, resolve
+    from mmops.tasks import task_of
 
     session.flush()
-    resolution = report(resolve(session, domain))
-    write_summary(artifacts(domain, settings) / "label_conflicts.json",
+    task = task_of(pack.task)  # a detector's `anomalous` agrees with any kind of anomaly a file names
+    resolution = report(resolve(session, pack.name), lambda vote, chosen: task.agrees(pack, vote, chosen))
+    write_summary(artifacts(pack.name, settings) / "label_conflicts.json",
                    {k: resolution[k] for k in ("conflicts", "disagreements")})
     return resolution
 
@@ -92,7 +95,7 @@ def prelabel(domain: str, export: bool = True) -> Prelabeled:
             result["model"] = jsonable(summary)
         session.flush()
         result["queue"] = refresh_queue(session, pack, prelabels, mv)
-        resolution = _label_report(session, domain, settings)
+        resolution = _label_report(session, pack, settings)
         # records whose chosen label the model (or the rules) contradicts: likely label errors, worth a look
         result["disagreements"] = len(resolution["disagreements"])
     if export:

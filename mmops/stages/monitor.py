@@ -22,6 +22,7 @@ from mmops.serving.predlog import log_files
 from mmops.stages.common import Progress, jsonable, model_version, resolve
 from mmops.stages.data import ground_truth_files
 from mmops.stages.results import Monitored
+from mmops.tasks import task_of
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,15 @@ def _counted(chunks: Iterator[tuple[Any, Any, int]], progress: Callable[..., Non
         progress(rows, False)
         yield chunk
     progress(rows, True)
+
+
+def _tallied(chunks: Iterator[tuple[Any, Any, int]], tally: Callable[[Any], dict[str, int]],
+             counts: dict[str, int]) -> Iterator[tuple[Any, Any, int]]:
+    """The chunks as they are, adding each one's task-kind tally (mmops.tasks: `tally`) into counts."""
+    for chunk in chunks:
+        for k, v in tally(chunk[0]).items():
+            counts[k] = counts.get(k, 0) + v
+        yield chunk
 
 
 def monitor(domain: str, current: str = "log", since: float | None = None, progress: Progress = None,
@@ -68,6 +78,9 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
             since = time.time() - params.monitor.window_hours * 3600
         chunks = iter_prediction_log(logs, card.checkpoint_sha256, dims, since)
     window = "" if since is None or current != "log" else f" since {datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} UTC"
+    task = task_of(pack.task)
+    counts: dict[str, int] = {}
+    chunks = _tallied(chunks, task.tally, counts)
     if progress is not None:
         chunks = _counted(chunks, progress)
     result = check_drift(sketch, chunks, params.monitor.drift_share_threshold,
@@ -80,14 +93,18 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
     if current == "log":
         performance = served_performance(logs, card.checkpoint_sha256, since, truth)
     performance["unreadable_files"] = truth_problems
-    report = _record(domain, current, card, result, performance, params.monitor, settings)
+    alerts = task.alerts(counts, card, params.monitor)  # beyond drift: a detector's flagged share
+    for name, alert in alerts.items():
+        if alert.get("alert"):
+            log.warning("%s: %s alert: %s", domain, name, alert)
+    report = _record(domain, current, card, result, performance, alerts, params.monitor, settings)
     dashboard = _add_to_dashboard(domain, pack, report, result.snapshots, settings)
     return Monitored(
         drift_share=verdict.drift_share, drifted=verdict.drifted, drifted_groups=verdict.drifted_groups,
         drifted_columns=verdict.drifted_columns, drifted_embeddings=verdict.drifted_embeddings,
         prediction_drifted=bool(verdict.columns.get("prediction") and verdict.columns["prediction"].drifted),
         n_reference=result.n_reference, n_current=verdict.n_current, skipped_lines=result.skipped_lines,
-        performance=jsonable(performance), dashboard=jsonable(dashboard), reference_dataset_version=card.dataset_version,
+        performance=jsonable(performance), alerts=jsonable(alerts), dashboard=jsonable(dashboard), reference_dataset_version=card.dataset_version,
         html=str(result.html_path), json_path=str(result.json_path),
         embedding_html={g: r["html"] for g, r in report.get("evidently_embeddings", {}).items() if "html" in r})
 
@@ -127,9 +144,9 @@ def _reference_sketch(pack: DomainPack, manifest: Manifest, card: ModelCard, mod
 
 
 def _record(domain: str, current: str, card: ModelCard, result: Any, performance: dict[str, Any],
-            limits: Any, settings: Settings) -> dict[str, Any]:
-    """The verdict and the served performance (against the model's tested accuracy) into the report file
-    and the catalog; the report as written."""
+            alerts: dict[str, Any], limits: Any, settings: Settings) -> dict[str, Any]:
+    """The verdict, the served performance (against the model's tested accuracy) and the task's alerts into
+    the report file and the catalog; the report as written."""
     with session_scope(settings.catalog_url) as session:
         mv = model_version(session, domain, card.checkpoint_sha256)
         tested = (mv.metrics or {}).get("accuracy") if mv else None
@@ -138,7 +155,7 @@ def _record(domain: str, current: str, card: ModelCard, result: Any, performance
             performance["accuracy"] is not None and tested is not None
             and performance["n_labeled"] >= limits.min_labeled
             and performance["accuracy"] < tested - limits.accuracy_drop)
-        report = _add_performance(result.json_path, performance)
+        report = _add_performance(result.json_path, performance, alerts)
         verdict = result.verdict
         session.add(DriftReport(domain=domain, model_version_id=mv.id if mv else None,
                                 reference_dataset_version_id=card.dataset_version, current_source=current,
@@ -150,9 +167,9 @@ def _record(domain: str, current: str, card: ModelCard, result: Any, performance
     return report
 
 
-def _add_performance(json_path: Path, performance: dict[str, Any]) -> dict[str, Any]:
+def _add_performance(json_path: Path, performance: dict[str, Any], alerts: dict[str, Any]) -> dict[str, Any]:
     report: dict[str, Any] = json.loads(json_path.read_text(encoding="utf-8"))
-    report["performance"] = performance
+    report["performance"], report["alerts"] = performance, alerts
     json_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     return report
 

@@ -163,6 +163,7 @@ class Monitored(StageResult):
     n_current: int
     skipped_lines: int
     performance: Json  # accuracy on the ground truth that came in, and whether it dropped
+    alerts: Json = {}  # what the task kind watches beyond drift (a detector: its flagged share), each with `alert`
     dashboard: Json
     reference_dataset_version: str
     html: str

@@ -93,6 +93,20 @@ class TaskKind:
         label.uncertainty, where the task ranks by uncertainty)."""
         raise NotImplementedError
 
+    def tally(self, frame: Any) -> dict[str, int]:
+        """Counts of a chunk of monitored answers (output columns, as `observe` gives them) that `alerts`
+        judges once the whole window is in; summed over chunks."""
+        return {}
+
+    def alerts(self, counts: dict[str, int], card: Any, params: Any) -> dict[str, Any]:
+        """What the task watches in its answers beyond drift, by name -> a verdict with an `alert` flag
+        (params: params.yaml's monitor block)."""
+        return {}
+
+    def agrees(self, pack: Any, answer: str, truth: str) -> bool:
+        """Whether a served answer's label is right about a record of class `truth`."""
+        return answer == truth
+
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
                out_dir: Path) -> dict[str, str]:
         """Plots of the evaluation, by name -> path."""

@@ -10,7 +10,13 @@ from sklearn.metrics import roc_auc_score
 
 from mmops.datasets.sources import package_file
 from mmops.errors import ValidationFailedError
-from mmops.tasks.anomaly.calibration import Calibration, anomaly_metrics, combine, threshold_at_fpr
+from mmops.tasks.anomaly.calibration import (
+    Calibration,
+    anomaly_metrics,
+    combine,
+    flagged_share_check,
+    threshold_at_fpr,
+)
 from mmops.tasks.anomaly.memory_bank import MemoryBank, coreset_indices
 
 WIN = 360  # 1 s at 360 Hz: the annotated anomaly (0.98 s) fits in one window
@@ -134,3 +140,30 @@ def test_metrics_at_the_threshold() -> None:
     assert m["fpr"] == 0.25 and m["n_anomalous"] == 2 and m["flagged_share"] == pytest.approx(0.5)
     only_normal = anomaly_metrics(np.zeros(4, bool), np.arange(4.0), threshold=2.5)
     assert only_normal["auroc"] is None and only_normal["fpr"] == 0.25
+
+
+def test_the_flagged_share_alerts_when_it_departs_from_the_calibrated_rate_either_way() -> None:
+    # normal traffic: a detector calibrated at 5 % on 200 normals flags about 5 % of new normal records, give
+    # or take its threshold's own sampling error: no alert, whichever calibration set it had
+    rng = np.random.default_rng(0)
+    quiet = []
+    for _ in range(100):
+        normal = rng.standard_normal(1200)
+        t = threshold_at_fpr(normal[:200], 0.05)
+        quiet.append(flagged_share_check(int((normal[200:] > t).sum()), 1000, 0.05, 200, 0.01))
+    assert sum(q["alert"] for q in quiet) <= 3, [q["share"] for q in quiet if q["alert"]]
+    assert quiet[0]["expected"] == round(11 / 201, 4)
+    # incidents: 6 % of the records are far out, on top of the normal ones' false alarms
+    normal = rng.standard_normal(1200)
+    t = threshold_at_fpr(normal[:200], 0.05)
+    incidents = flagged_share_check(int((normal[200:1140] > t).sum()) + 60, 1000, 0.05, 200, 0.01)
+    assert incidents["alert"] and incidents["direction"] == "above"
+    # a blind detector (a dead sensor scores flat): nothing flagged in 300 records is as much an alert
+    blind = flagged_share_check(0, 300, 0.05, 200, 0.01)
+    assert blind["alert"] and blind["direction"] == "below"
+    # too few records to tell: no alert either way; nor a wide departure when the calibration had few normals
+    assert not flagged_share_check(0, 20, 0.05, 200, 0.01)["alert"]
+    assert not flagged_share_check(3, 20, 0.05, 200, 0.01)["alert"]
+    assert flagged_share_check(30, 300, 0.05, 10_000, 0.01)["alert"]
+    assert not flagged_share_check(30, 300, 0.05, 25, 0.01)["alert"]  # 25 normals: 1 in 26 or 1 in 5, who knows
+    assert flagged_share_check(0, 0, 0.05, 200, 0.01)["alert"] is False

@@ -24,7 +24,17 @@ def test_params_defaults_and_bounds(tmp_path: Path) -> None:
 
 def test_repository_params_are_valid() -> None:
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    assert params.domains == ["medical", "security", "industrial", "surveillance"]
+    assert params.domains == ["medical", "security", "industrial", "surveillance", "cardiac", "watch", "inspection"]
+    from mmops.domains import load_domain
+    from mmops.tasks import task_of
+
+    tasks = {}
+    for domain in params.domains:  # each loads, and its task kind accepts it
+        pack = load_domain(domain)
+        task_of(pack.task).check_pack(pack)
+        tasks[domain] = pack.task
+    # the anomaly task in each kind of deployment: medical, security, industrial
+    assert {d for d, t in tasks.items() if t == "anomaly"} == {"cardiac", "watch", "inspection"}
 
 
 def test_database_url_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -122,6 +122,24 @@ class Anomaly(TaskKind):
                                 {"score": score, **a["modality_scores"]}))
         return out
 
+    def tally(self, frame: Any) -> dict[str, int]:
+        scores = frame["anomaly_score"] if "anomaly_score" in frame else []
+        return {"n": int(len(scores)), "flagged": int((np.asarray(scores, dtype=np.float64) > 1.0).sum())}
+
+    def alerts(self, counts: dict[str, int], card: Any, params: Any) -> dict[str, Any]:
+        """The flagged share against the calibrated false-positive rate (calibration.flagged_share_check)."""
+        from mmops.tasks.anomaly.calibration import flagged_share_check
+
+        calibration = card.arch["calibration"]
+        return {"flagged_share": flagged_share_check(counts.get("flagged", 0), counts.get("n", 0),
+                                                     float(calibration["fpr"]), int(calibration["n_normal"]),
+                                                     params.flagged_share_alpha)}
+
+    def agrees(self, pack: Any, answer: str, truth: str) -> bool:
+        """Right when flagged exactly when the record is not normal (whatever kind of anomaly it is)."""
+        normal = pack.task_options["normal_class"]
+        return (answer == normal) == (truth == normal)
+
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
                out_dir: Path) -> dict[str, str]:
         from mmops.tasks.anomaly.plots import plot_anomaly

@@ -108,3 +108,27 @@ def anomaly_metrics(is_anomaly: np.ndarray, scores: np.ndarray, threshold: float
         "flagged_share": float(flagged.mean()) if len(y) else 0.0,
         "threshold": float(threshold),
     }
+
+
+def flagged_share_check(flagged: int, n: int, fpr: float, n_calibration: int, alpha: float) -> dict[str, Any]:
+    """Whether the share of records a detector flags departs from what normal traffic alone would give.
+
+    The threshold is an order statistic of n_calibration normal scores (threshold_at_fpr), so the share of
+    new normal records above it is itself uncertain: Beta(a + 1, n_calibration - a) with a = floor(fpr *
+    n_calibration) (exchangeability, as in conformal prediction), and the flagged count of n new normal
+    records is beta-binomial. A two-sided test of `flagged` against it (p = twice the smaller tail): above,
+    incidents, or normal operation has moved (a person decides: the flagged records may be real); below,
+    the detector has gone blind (a dead sensor, a covered camera, clipped inputs). `alert` when p < alpha."""
+    from scipy.stats import betabinom
+
+    allowed = int(np.floor(fpr * n_calibration))
+    expected = (allowed + 1) / (n_calibration + 1)
+    if n == 0:
+        return {"n": 0, "flagged": 0, "share": None, "expected": round(expected, 4), "p_value": None,
+                "alert": False, "direction": None}
+    null = betabinom(n, allowed + 1, n_calibration - allowed)
+    p = float(min(1.0, 2 * min(null.sf(flagged - 1), null.cdf(flagged))))
+    share = flagged / n
+    alert = p < alpha
+    return {"n": n, "flagged": flagged, "share": round(share, 4), "expected": round(expected, 4), "p_value": p,
+            "alert": alert, "direction": ("above" if share > expected else "below") if alert else None}
