@@ -91,6 +91,7 @@ bench: setup  ## speed targets as same-process ratios, then docs/benchmarks.md f
 	-$(BIN)/python benchmarks/bench_train.py
 	-$(BIN)/python benchmarks/bench_serve.py
 	-$(BIN)/python benchmarks/bench_serve.py --domain surveillance --clients 1 8 32
+	-$(BIN)/python benchmarks/bench_serve.py --domain cardiac inspection watch --clients 1 8 32
 	-$(BIN)/python benchmarks/bench_drift.py
 	-$(BIN)/python benchmarks/bench_audio.py
 	-$(BIN)/python benchmarks/bench_anomaly.py

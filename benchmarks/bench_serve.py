@@ -6,7 +6,9 @@ Targets (issue 6): zero errors at every concurrency; batched throughput >= unbat
 client, where the batcher is skipped and both settings run the same code, within 5 % noise) and >= 1.5x
 at 32 clients for the heaviest model (medical: MiniLM text encoder + MobileNetV2 + sensor encoder); logging
 on >= 0.9x logging off. `--domain surveillance` (issue 21: a 4 s video clip and a 4 s audio clip per record,
-base64) is recorded apart, in var/bench/serve-surveillance.json.
+base64) is recorded apart, in var/bench/serve-surveillance.json, and so is `--domain cardiac inspection watch`
+(issue 22: the anomaly detectors, memory-bank scoring; batched >= unbatched at every level) in
+var/bench/serve-anomaly.json.
 
 Each domain's model is trained for one epoch with the default architecture (speed does not depend on how
 well it was trained) in a temporary project, then served by `bentoml serve`, one child process per setting
@@ -40,8 +42,10 @@ from record import save  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = ["industrial", "security", "medical"]
+ANOMALY = ["cardiac", "inspection", "watch"]  # --domain cardiac inspection watch: the detectors (issue 22)
 PACKS = {"industrial": "industrial-imu", "security": "security-faces", "medical": "medical-cxr",
-         "surveillance": "surveillance-av"}  # --domain surveillance: audio + video records (issue 21)
+         "surveillance": "surveillance-av",  # --domain surveillance: audio + video records (issue 21)
+         "cardiac": "cardiac-ecg", "inspection": "inspection-brick", "watch": "watch-av"}
 
 
 async def predict_one(http: Any, url: str, rec: dict[str, Any]) -> float | str:
@@ -205,7 +209,8 @@ def report(table: list[dict[str, Any]], domains: list[str]) -> int:
         if d == "medical" and 32 in ratios:
             verdicts["medical (text encoder): batched >= 1.5x at 32 clients"] = ratios[32] >= 1.5
     print(json.dumps(verdicts, indent=2))
-    save("serve" if domains == DEFAULT else "serve-" + "-".join(domains), {"runs": table}, verdicts)
+    name = {tuple(DEFAULT): "serve", tuple(ANOMALY): "serve-anomaly"}.get(tuple(domains), "serve-" + "-".join(domains))
+    save(name, {"runs": table}, verdicts)
     return 0 if all(verdicts.values()) else 1
 
 

@@ -33,6 +33,8 @@ TITLES = {  # in the page's order
                          "off, prediction log on vs off (medians of rounds)"),
     "serve-surveillance": ("Serving audio and video", "surveillance records (a 4 s camera clip and a 4 s "
                            "microphone clip, base64) over HTTP: adaptive batching on vs off, log on vs off"),
+    "serve-anomaly": ("Serving the anomaly detectors", "the cardiac (ECG), inspection (image) and watch (video + "
+                      "audio) detectors over HTTP: adaptive batching on vs off, log on vs off"),
     "drift": ("Drift", "the streamed reference-sketch check vs Evidently's DataDriftPreset on the same "
                        "columns, at growing row counts"),
     "audio": ("Audio front end", "log-mel spectrograms of real speech on one thread, in seconds of audio per "

@@ -45,7 +45,8 @@ def test_a_pack_declares_its_normal_class_and_only_kinds_the_task_scores() -> No
     assert DomainPack.model_validate(PACK).task_options == {"normal_class": "normal"}
     for options, message in (({}, "needs task_options.normal_class"),
                              ({"normal_class": "fine"}, "needs task_options.normal_class"),
-                             ({"normal_class": "normal", "scorer": "x"}, "unknown task_options")):
+                             ({"normal_class": "normal", "scorer": "x"}, "unknown scorer 'x'"),
+                             ({"normal_class": "normal", "window": 3}, "unknown task_options")):
         with pytest.raises(ValueError, match=message):
             DomainPack.model_validate({**PACK, "task_options": options})
     text = {**PACK, "modalities": [*PACK["modalities"], {"name": "notes", "kind": "text"}]}
@@ -181,3 +182,37 @@ def test_an_image_and_a_sensor_scored_together_name_the_modality_that_is_unusual
         scored.is_anomaly.sum()) and scored.is_anomaly[defects].mean() >= 0.7
     only_ecg = model.score([{"ecg": ecg[60]}])  # a record without the image is scored on what it has
     assert only_ecg.driver == ["ecg"] and np.isnan(only_ecg.per_modality["wall"][0])
+
+
+def test_the_autoencoder_scorer_learns_normal_ecg_and_comes_back_the_same(records, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`scorer: autoencoder`: a learned embedding in a memory bank and a reconstruction error, each its own
+    view with its own threshold; the same normal windows give the same network; saved and loaded back, it
+    scores the same."""
+    values, y = records
+    pack = DomainPack.model_validate({**PACK, "task_options": {"normal_class": "normal", "scorer": "autoencoder"}})
+    normal = np.flatnonzero(~y)
+    fit, cal = normal[:60], normal[60:100]
+    test = np.setdiff1d(np.arange(len(y)), np.concatenate([fit, cal]))
+    model = AnomalyModel.fit(pack, [values[i] for i in fit], AnomalyParams(fpr=0.05))
+    model.calibrate([values[i] for i in cal])
+    assert set(model.banks) == {"ecg:embedding", "ecg:reconstruction"} and set(model.nets) == {"ecg"}
+    assert model.banks["ecg:embedding"].bank.shape[1] == 16  # the bottleneck, not the 360-sample window
+    per = model.modality_scores([values[i] for i in test])
+    for view, scores in per.items():  # each view alone tells the anomaly from normal rhythm
+        assert roc_auc_score(y[test], scores) > 0.9, view
+    scored = model.score([values[i] for i in test])
+    assert roc_auc_score(y[test], scored.score) > 0.9 and set(scored.driver) == {"ecg"}
+    assert scored.is_anomaly[y[test]].mean() >= 0.75 and scored.is_anomaly[~y[test]].mean() <= 0.15
+
+    # trained again as `mmops train` trains it (its card written), loaded back as the service loads it: the
+    # same normal windows and seed gave the same network, and it scores as the first one did
+    rows = {"train": [{"i": int(i), "label": "normal"} for i in fit],
+            "val": [{"i": int(i), "label": "normal"} for i in cal]}
+    manifest = SimpleNamespace(split=rows.__getitem__, id="cardiac-test", split_counts={"train": 60, "val": 40})
+    monkeypatch.setattr("mmops.tasks.anomaly.training.load_split",
+                        lambda pack, root, chosen: [values[r["i"]] for r in chosen])
+    train_anomaly(pack, manifest, tmp_path, SimpleNamespace(anomaly=AnomalyParams(fpr=0.05)), 0, tmp_path / "model")
+    loaded = task_of("anomaly").load(tmp_path / "model")
+    assert set(loaded.nets) == {"ecg"}
+    np.testing.assert_allclose(loaded.score([values[i] for i in test]).score, scored.score, rtol=1e-5)

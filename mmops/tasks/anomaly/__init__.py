@@ -2,14 +2,15 @@
 
 Faults and incidents are rare and mostly unlabeled, so a model learns what normal looks like and flags what
 departs from it. The folder: memory_bank.py (normal feature vectors, nearest-neighbour distance, k-center
-coreset), features.py (what a bank remembers of each modality kind), calibration.py (a threshold at a
+coreset), features.py (what a bank remembers of each modality kind), autoencoder.py (the learned scorer
+for series: an embedding and a reconstruction error), calibration.py (a threshold at a
 false-positive rate on held-out normal records; modalities on one scale; the metrics), model.py (fit,
 score, save and load).
 
 A pack says which class is normal:
 
     task: anomaly
-    task_options: {normal_class: normal}
+    task_options: {normal_class: normal}   # and, for series, scorer: memory_bank (default) or autoencoder
     classes: [normal, anomaly]   # any other classes are kinds of anomaly
 
 Records of other classes never reach a memory bank: known anomalies in the validation and test splits
@@ -26,6 +27,7 @@ import numpy as np
 from mmops.tasks import Prelabel, TaskKind
 
 PLOTS = ("scores", "roc", "pr")
+SCORERS = ("memory_bank", "autoencoder")  # for series (sensor, audio); images and video: memory banks always
 UNSCORED = 1e9  # the review priority of a record no bank could score: a person looks first
 
 
@@ -50,9 +52,13 @@ class Anomaly(TaskKind):
         if normal is None or normal not in pack.classes:
             raise ValueError(f"task anomaly needs task_options.normal_class, one of its classes {list(pack.classes)}: "
                              "the class of normal records, the only ones a detector is fitted on")
-        unknown = set(pack.task_options) - {"normal_class"}
+        unknown = set(pack.task_options) - {"normal_class", "scorer"}
         if unknown:
-            raise ValueError(f"task anomaly: unknown task_options {sorted(unknown)} (it takes normal_class)")
+            raise ValueError(f"task anomaly: unknown task_options {sorted(unknown)} (it takes normal_class and "
+                             "scorer)")
+        scorer = pack.task_options.get("scorer", "memory_bank")
+        if scorer not in SCORERS:
+            raise ValueError(f"task anomaly: unknown scorer {scorer!r}; choose from {list(SCORERS)}")
         other = [f"{m.name} ({m.kind})" for m in pack.modalities if m.kind not in KINDS]
         if other:
             raise ValueError(f"task anomaly scores {', '.join(KINDS)} modalities; not yet {', '.join(other)}")

@@ -22,6 +22,7 @@ from mmops.datasets.tensors import Preprocessor
 from mmops.domains import DomainPack
 from mmops.errors import ValidationFailedError
 from mmops.modalities import kind_of
+from mmops.tasks.anomaly.autoencoder import WindowAutoencoder
 from mmops.tasks.anomaly.calibration import Calibration
 from mmops.tasks.anomaly.features import ImagePatches, motion_profile, sensor_windows
 from mmops.tasks.anomaly.memory_bank import MemoryBank
@@ -55,6 +56,7 @@ class AnomalyModel:
     banks: dict[str, MemoryBank]
     calibration: Calibration | None = None
     card: ModelCard | None = None
+    nets: dict[str, WindowAutoencoder] = field(default_factory=dict)  # scorer autoencoder: per series modality
     _extractors: dict[int, ImagePatches] = field(default_factory=dict)
 
     @classmethod
@@ -71,7 +73,10 @@ class AnomalyModel:
         for m, vals in values.items():
             if len(vals) < MIN_NORMAL:
                 raise ValidationFailedError(f"{len(vals)} normal training records have {m} (at least {MIN_NORMAL})")
-            for key, feats in model.views(m, vals, fitting=True).items():
+            for key, feats in model.views(m, vals, fitting=True, seed=seed).items():
+                if key.endswith(":reconstruction"):  # the origin: a window's distance to it is its error
+                    model.banks[key] = MemoryBank(np.zeros((1, 1), np.float32), 1)
+                    continue
                 share = options.coreset if any(len(f) > 1 for f in feats) else 1.0
                 model.banks[key] = MemoryBank.fit(feats, share, options.k, seed)
         return model
@@ -81,9 +86,17 @@ class AnomalyModel:
         self.calibration = Calibration.fit(self.modality_scores(normal), self.options.fpr)
         return self.calibration
 
-    def views(self, modality: str, values: list[Any], fitting: bool = False) -> dict[str, list[np.ndarray]]:
+    @property
+    def scorer(self) -> str:
+        """The pack's scorer for series: `memory_bank` (raw windows) or `autoencoder` (autoencoder.py)."""
+        return str(self.pack.task_options.get("scorer", "memory_bank"))
+
+    def views(self, modality: str, values: list[Any], fitting: bool = False,
+              seed: int = 0) -> dict[str, list[np.ndarray]]:
         """Each view's feature vectors per record: the modality's name for its own, `<name>:motion` for a
-        video's second view (features.py says what each kind gives)."""
+        video's second view, `<name>:embedding` and `<name>:reconstruction` for a series under the
+        autoencoder scorer (features.py and autoencoder.py say what each gives). Fitting trains the
+        autoencoder on the windows first."""
         spec = self.pack.modality(modality)
         kind = kind_of(spec)
         tensors = [self.prep.tensor(spec, v) for v in values]
@@ -101,8 +114,14 @@ class AnomalyModel:
         audio = spec.kind == "audio"
         window = max(2, round((AUDIO_WINDOW if audio else self.options.window) * length))
         stride = self.options.bank_stride if fitting else self.options.score_stride
-        return {modality: [sensor_windows(t, kind.length(v, spec) or length, window, stride, centre=not audio)
-                           for t, v in zip(series, values, strict=True)]}
+        windows = [sensor_windows(t, kind.length(v, spec) or length, window, stride, centre=not audio)
+                   for t, v in zip(series, values, strict=True)]
+        if self.scorer != "autoencoder":
+            return {modality: windows}
+        if fitting:
+            self.nets[modality] = WindowAutoencoder.fit(np.concatenate(windows), seed)
+        codes, errors = self.nets[modality].views(windows)
+        return {f"{modality}:embedding": codes, f"{modality}:reconstruction": errors}
 
     def _patches(self, images: list[np.ndarray], size: int) -> list[np.ndarray]:
         if size not in self._extractors:
@@ -143,7 +162,8 @@ class AnomalyModel:
         out_dir.mkdir(parents=True, exist_ok=True)
         assert self.calibration is not None
         # the threshold is part of the model: a recalibrated model is another checkpoint (another hash)
-        save_file({f"bank.{m}": b.bank for m, b in sorted(self.banks.items())}, str(out_dir / WEIGHTS),
+        nets = {k: v for m, net in sorted(self.nets.items()) for k, v in net.state(m).items()}
+        save_file({**{f"bank.{m}": b.bank for m, b in sorted(self.banks.items())}, **nets}, str(out_dir / WEIGHTS),
                   metadata={"k": json.dumps({m: b.k for m, b in self.banks.items()}),
                             "calibration": json.dumps(self.calibration.to_json())})
         return hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest()
@@ -156,10 +176,17 @@ class AnomalyModel:
         with safe_open(str(model_dir / WEIGHTS), framework="numpy") as fh:
             meta = fh.metadata() or {}
             k = json.loads(meta.get("k", "{}"))
-            banks = {name.split(".", 1)[1]: MemoryBank(fh.get_tensor(name), int(k.get(name.split(".", 1)[1], 1)))
-                     for name in fh.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 (not a mapping)
+        banks = {name.split(".", 1)[1]: MemoryBank(t, int(k.get(name.split(".", 1)[1], 1)))
+                 for name, t in tensors.items() if name.startswith("bank.")}
+        by_net: dict[str, dict[str, np.ndarray]] = {}
+        for name, t in tensors.items():
+            if name.startswith("net."):
+                _, modality, param = name.split(".", 2)
+                by_net.setdefault(modality, {})[param] = t
         if "calibration" not in meta:
             raise ValidationFailedError(f"{model_dir / WEIGHTS} holds no calibration: not an anomaly model")
         calibration = Calibration.from_json(json.loads(meta["calibration"]))
         options = AnomalyParams.model_validate(card.arch["anomaly"])
-        return cls(card.pack, Preprocessor.from_json(card.preprocessor), options, banks, calibration, card)
+        return cls(card.pack, Preprocessor.from_json(card.preprocessor), options, banks, calibration, card,
+                   nets={m: WindowAutoencoder.from_state(entries) for m, entries in by_net.items()})

@@ -1,5 +1,6 @@
-"""The results table's rows for an anomaly-detection pack: our memory-bank detector (with its coreset and
-with the full bank) beside the anchors (anchors.py), all fitted on the same normal training records,
+"""The results table's rows for an anomaly-detection pack: our detector (with its coreset and with the full
+bank; for packs with a series, the other scorer too: memory bank of raw windows, or autoencoder) beside the
+anchors (anchors.py), all fitted on the same normal training records,
 thresholded at the same false-positive rate on the same validation normals, and scored on the same test
 records."""
 
@@ -50,13 +51,19 @@ def run_anomaly_domain(domain: str) -> list[AnomalyRow]:
     out: list[AnomalyRow] = []
     prep = None
     AnomalyModel.fit(pack, normal["train"][:MIN_NORMAL], options, params.seed)  # first-call costs, untimed
-    for coreset in dict.fromkeys((options.coreset, 1.0)):
+    own = str(pack.task_options.get("scorer", "memory_bank"))
+    variants = [(own, c) for c in dict.fromkeys((options.coreset, 1.0))]
+    if any(m.kind in ("sensor", "audio") for m in pack.modalities):  # the other scorer for series, beside
+        variants.append(("autoencoder" if own == "memory_bank" else "memory_bank", options.coreset))
+    for scorer, coreset in variants:
+        variant = pack.model_copy(update={"task_options": {**pack.task_options, "scorer": scorer}})
         start = time.perf_counter()
-        model = AnomalyModel.fit(pack, normal["train"], options.model_copy(update={"coreset": coreset}), params.seed)
+        model = AnomalyModel.fit(variant, normal["train"], options.model_copy(update={"coreset": coreset}),
+                                 params.seed)
         model.calibrate(normal["val"])
         scores = model.score(test).score
-        out.append(_row(title, f"mmops memory bank, coreset {coreset:.0%}" if coreset < 1 else
-                        "mmops memory bank, full", y, scores, 1.0, time.perf_counter() - start, "ours"))
+        name = f"mmops {scorer.replace('_', ' ')}, " + (f"coreset {coreset:.0%}" if coreset < 1 else "full")
+        out.append(_row(title, name, y, scores, 1.0, time.perf_counter() - start, "ours"))
         prep = model.prep
     assert prep is not None
     anchors = anchor_scores(pack, prep, normal["train"], [normal["val"], test], params.seed)
