@@ -140,7 +140,8 @@ def test_anchors_run_on_the_same_normal_records_and_ours_beats_the_flat_ones(rec
     normal = np.flatnonzero(~y)
     fit, test = normal[:60], np.setdiff1d(np.arange(len(y)), normal[:100])
     model = AnomalyModel.fit(pack, [values[i] for i in fit], AnomalyParams())
-    anchors = anchor_scores(pack, model.prep, [values[i] for i in fit], [[values[i] for i in test]], 0)
+    anchors = anchor_scores(pack, model.prep, [values[i] for i in fit], [[values[i] for i in test]], 0,
+                            points=False)
     assert set(anchors) == {"IsolationForest (scikit-learn)", "LOF (scikit-learn)", "ROCKAD (aeon)"}
     ours = roc_auc_score(y[test], model.modality_scores([values[i] for i in test])["ecg"])
     for name, ((scores,), seconds) in anchors.items():
@@ -216,3 +217,25 @@ def test_the_autoencoder_scorer_learns_normal_ecg_and_comes_back_the_same(record
     loaded = task_of("anomaly").load(tmp_path / "model")
     assert set(loaded.nets) == {"ecg"}
     np.testing.assert_allclose(loaded.score([values[i] for i in test]).score, scored.score, rtol=1e-5)
+
+
+def test_the_point_detectors_score_each_record_by_its_most_anomalous_point(records) -> None:
+    """aeon's STOMP, MERLIN and KMeansAD on each record of a univariate series (a few records: the matrix
+    profile is the slow part); KMeansAD fitted on the normal training records only."""
+    from mmops.tasks.anomaly.anchors import point_anchors, series
+
+    values, y = records
+    pack = DomainPack.model_validate(PACK)
+    normal = np.flatnonzero(~y)
+    model = AnomalyModel.fit(pack, [values[i] for i in normal[:20]], AnomalyParams())
+    picked = [*np.flatnonzero(y)[:3], *normal[-3:]]
+    fit = series(pack, model.prep, [values[i] for i in normal[:20]])
+    scored = series(pack, model.prep, [values[i] for i in picked])
+    assert fit is not None and scored is not None and fit.shape == (20, 1, RECORD)
+    anchors = point_anchors(fit, [scored], 0)
+    assert set(anchors) == {"STOMP (aeon)", "MERLIN (aeon)", "KMeansAD (aeon)"}
+    scores = {name: run()[0] for name, run in anchors.items()}
+    for name, s in scores.items():
+        assert s.shape == (6,) and np.isfinite(s).all(), name
+    stomp = scores["STOMP (aeon)"]
+    assert stomp[:3].mean() > stomp[3:].mean()  # the anomalous beats are the records' discords

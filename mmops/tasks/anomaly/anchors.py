@@ -2,7 +2,13 @@
 aeon's ROCKAD (whole-series: ROCKET features, bagged k-nearest neighbours; for packs of sensor series) and
 scikit-learn's IsolationForest and LocalOutlierFactor (novelty mode) on the same inputs our model reads (each
 record's standardised tensors, flattened). Every anchor is fitted on the normal training records only, as
-ours is, and scored on the test records; higher is more anomalous."""
+ours is, and scored on the test records; higher is more anomalous.
+
+For a pack of one univariate sensor series, aeon's detectors of anomalous *points* in a series run too, each
+record scored by its most anomalous point: STOMP (the matrix profile's discords, a window an eighth of the
+record; unsupervised, within the record), MERLIN (discords of every length from a twelfth to a sixth of the
+record; unsupervised) and KMeansAD (distance of each window to k-means centres of the normal records'
+windows; semi-supervised, fitted on the normal training records end to end)."""
 
 from __future__ import annotations
 
@@ -32,10 +38,31 @@ def series(pack: DomainPack, prep: Preprocessor, values: list[dict[str, Any]]) -
     return np.stack([prep.tensor(m, v[m.name]) for v in values]).astype(np.float64)
 
 
+def point_anchors(fit: np.ndarray, scored: list[np.ndarray], seed: int) -> dict[str, Callable[[], list[np.ndarray]]]:
+    """aeon's point detectors on (N, 1, L) univariate records: each a function giving, per list of records,
+    each record's largest point score."""
+    from aeon.anomaly_detection.series.distance_based import MERLIN, STOMP, KMeansAD
+
+    length = fit.shape[2]
+    window = max(4, length // 8)
+
+    def per_record(make: Callable[[], Any]) -> Callable[[], list[np.ndarray]]:
+        return lambda: [np.array([np.max(make().fit_predict(r[0])) for r in s], dtype=np.float64) for s in scored]
+
+    def kmeans() -> list[np.ndarray]:
+        model = KMeansAD(n_clusters=20, window_size=window, random_state=seed).fit(np.concatenate(fit[:, 0]))
+        return [np.array([np.max(model.predict(r[0])) for r in s], dtype=np.float64) for s in scored]
+
+    return {"STOMP (aeon)": per_record(lambda: STOMP(window_size=window)),
+            "MERLIN (aeon)": per_record(lambda: MERLIN(min_length=max(4, length // 12), max_length=max(5, length // 6))),
+            "KMeansAD (aeon)": kmeans}
+
+
 def anchor_scores(pack: DomainPack, prep: Preprocessor, normal: list[dict[str, Any]],
-                  scored: list[list[dict[str, Any]]], seed: int) -> dict[str, tuple[list[np.ndarray], float]]:
+                  scored: list[list[dict[str, Any]]], seed: int,
+                  points: bool = True) -> dict[str, tuple[list[np.ndarray], float]]:
     """Each anchor fitted once on the normal records, then its scores of each list of records in `scored`,
-    and the seconds that took."""
+    and the seconds that took (`points`: the point detectors too, where the pack is one univariate series)."""
     from sklearn.ensemble import IsolationForest
     from sklearn.neighbors import LocalOutlierFactor
 
@@ -55,6 +82,8 @@ def anchor_scores(pack: DomainPack, prep: Preprocessor, normal: list[dict[str, A
             return [np.asarray(model.predict(series(pack, prep, s)), dtype=np.float64) for s in scored]
 
         detectors["ROCKAD (aeon)"] = rockad
+        if points and s_fit.shape[1] == 1:
+            detectors.update(point_anchors(s_fit, [np.asarray(series(pack, prep, s)) for s in scored], seed))
     import torch
 
     out = {}
