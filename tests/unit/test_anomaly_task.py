@@ -50,8 +50,7 @@ def test_a_pack_declares_its_normal_class_and_only_kinds_the_task_scores() -> No
         with pytest.raises(ValueError, match=message):
             DomainPack.model_validate({**PACK, "task_options": options})
     text = {**PACK, "modalities": [*PACK["modalities"], {"name": "notes", "kind": "text"}]}
-    with pytest.raises(ValueError, match=r"not yet notes \(text\)"):
-        DomainPack.model_validate(text)
+    assert DomainPack.model_validate(text).modality("notes").kind == "text"  # scored with MiniLM embeddings
     with pytest.raises(ValueError, match="task classification takes no task_options"):
         DomainPack.model_validate({**PACK, "task": "classification"})
 
@@ -239,3 +238,27 @@ def test_the_point_detectors_score_each_record_by_its_most_anomalous_point(recor
         assert s.shape == (6,) and np.isfinite(s).all(), name
     stomp = scores["STOMP (aeon)"]
     assert stomp[:3].mean() > stomp[3:].mean()  # the anomalous beats are the records' discords
+
+
+def test_real_reports_unlike_the_normal_ones_score_higher() -> None:
+    """Text: MiniLM embeddings of real chest X-ray reports (Indiana University collection via
+    torchxrayvision, CC BY-NC-ND 4.0: non-commercial) in a bank of normal studies' reports; reports of
+    abnormal studies score higher, and a report of another kind altogether (a log line) is flagged."""
+    from mmops.datasets.packs import read_cxr_reports
+
+    reports = read_cxr_reports()
+    normal = [t for _, t, label in reports if label == "normal"]
+    abnormal = [t for _, t, label in reports if label == "abnormal"]
+    pack = DomainPack.model_validate({
+        "name": "reports", "description": "chest X-ray reports", "classes": ["normal", "abnormal"],
+        "task": "anomaly", "task_options": {"normal_class": "normal"}, "modalities": [{"name": "report", "kind": "text"}]})
+    model = AnomalyModel.fit(pack, [{"report": t} for t in normal[:120]], AnomalyParams(fpr=0.05))
+    model.calibrate([{"report": t} for t in normal[120:180]])
+    assert model.banks["report"].bank.shape == (120, 384)  # one sentence embedding per normal report
+    test = [{"report": t} for t in normal[180:240] + abnormal[:60]]
+    y = np.array([False] * 60 + [True] * 60)
+    scored = model.score(test)
+    assert roc_auc_score(y, scored.score) > 0.8, roc_auc_score(y, scored.score)
+    assert scored.is_anomaly[~y].mean() <= 0.15 and set(scored.driver) == {"report"}
+    odd = model.score([{"report": "ERROR 2026-12-05 disk /dev/sda1 full, write failed (errno 28)"}])
+    assert odd.is_anomaly[0] and odd.score[0] > scored.score[y].mean()

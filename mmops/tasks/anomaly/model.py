@@ -24,7 +24,7 @@ from mmops.errors import ValidationFailedError
 from mmops.modalities import kind_of
 from mmops.tasks.anomaly.autoencoder import WindowAutoencoder
 from mmops.tasks.anomaly.calibration import Calibration
-from mmops.tasks.anomaly.features import ImagePatches, motion_profile, sensor_windows
+from mmops.tasks.anomaly.features import ImagePatches, TextEmbedding, motion_profile, sensor_windows
 from mmops.tasks.anomaly.memory_bank import MemoryBank
 
 WEIGHTS = "model.safetensors"
@@ -58,6 +58,7 @@ class AnomalyModel:
     card: ModelCard | None = None
     nets: dict[str, WindowAutoencoder] = field(default_factory=dict)  # scorer autoencoder: per series modality
     _extractors: dict[int, ImagePatches] = field(default_factory=dict)
+    _text: TextEmbedding = field(default_factory=TextEmbedding)
 
     @classmethod
     def fit(cls, pack: DomainPack, normal: list[dict[str, Any]], options: AnomalyParams,
@@ -68,7 +69,9 @@ class AnomalyModel:
             raise ValidationFailedError(f"{len(normal)} normal training records cannot describe normal operation "
                                         f"(at least {MIN_NORMAL}); land more normal records")
         values = {m: [r[m] for r in normal if m in r] for m in pack.modality_names}
-        prep = Preprocessor().fit(pack, values)
+        # text is read by the pretrained MiniLM (features.py): its tokenizer, whatever the classifiers use
+        prep = Preprocessor(text_encoder="minilm" if any(m.kind == "text" for m in pack.modalities)
+                            else "hashed").fit(pack, values)
         model = cls(pack, prep, options, {})
         for m, vals in values.items():
             if len(vals) < MIN_NORMAL:
@@ -102,6 +105,8 @@ class AnomalyModel:
         tensors = [self.prep.tensor(spec, v) for v in values]
         if spec.kind == "image":
             return {modality: self._patches(tensors, self.options.image_size)}
+        if spec.kind == "text":  # one vector per record
+            return {modality: list(self._text(np.stack(tensors))[:, None, :]) if tensors else []}
         if spec.kind == "video":
             lengths = [max(1, kind.length(v, spec) or 1) for v in values]
             frames = self._patches([f for t, n in zip(tensors, lengths, strict=True) for f in t[:n]],
