@@ -47,7 +47,7 @@ def serving(domain: str, port: int) -> Iterator[str]:
         proc = subprocess.Popen(serve_command(port), env=service_env(domain), cwd=settings.root, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_ready(url, proc)
+            wait_ready(url, proc, log=log_path)
             yield url
         finally:
             stop_group(proc)

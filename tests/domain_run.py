@@ -54,7 +54,7 @@ def served(root: Path, domain: str, model_tag: str, **env: str) -> Iterator[str]
                                 start_new_session=True)
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_ready(url, proc, timeout=600)
+            wait_ready(url, proc, timeout=600, log=root / "serve.log")
             yield url
         finally:
             stop_group(proc)

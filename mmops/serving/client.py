@@ -76,15 +76,22 @@ def wait_logged(url: str, n: int, timeout: float = 30.0) -> dict[str, int]:
         time.sleep(0.1)
 
 
+LOAD_FAILED = "mmops: the model could not be loaded"  # the service's log line when its model worker fails
+
+
 def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0, path: str = "/readyz",
-               name: str = "the service") -> None:
-    """Until `url + path` answers 200; MmopsError if `proc` ends first or time runs out."""
+               name: str = "the service", log: Path | None = None) -> None:
+    """Until `url + path` answers 200; MmopsError if `proc` ends first, if its `log` says the model could not
+    be loaded (BentoML would restart the worker until the timeout), or if time runs out."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise MmopsError(f"{name} exited with code {proc.returncode} before it was ready")
+        failed = _load_failure(log)
+        if failed:
+            raise MmopsError(f"{name} cannot start: {failed}")
         try:
             if httpx.get(f"{url.rstrip('/')}{path}", timeout=2.0).status_code == 200:
                 return
@@ -92,6 +99,15 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
             pass
         time.sleep(0.5)
     raise MmopsError(f"{name} at {url} was not ready within {timeout:.0f} s")
+
+
+def _load_failure(log: Path | None) -> str | None:
+    """The service log's first model-load failure line, from LOAD_FAILED on (None: none yet, or no log)."""
+    if log is None or not log.is_file():
+        return None
+    text = log.read_text(encoding="utf-8", errors="replace")
+    at = text.find(LOAD_FAILED)
+    return text[at:].splitlines()[0] if at >= 0 else None
 
 
 def service_env(domain: str) -> dict[str, str]:

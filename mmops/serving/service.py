@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -27,6 +30,7 @@ from mmops.card import ModelCard
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.modalities.image import MAX_IMAGE_B64_CHARS
+from mmops.serving.client import LOAD_FAILED
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
 from mmops.serving.predlog import Entry, PredictionLog, log_name, to_line
 from mmops.serving.schemas import (
@@ -59,6 +63,18 @@ def model_tag() -> str:
     return os.environ.get("MMOPS_MODEL_TAG") or f"mmops-{os.environ.get('MMOPS_DOMAIN', 'security')}:latest"
 
 
+@contextmanager
+def said_if_it_fails(tag: str) -> Iterator[None]:
+    """A failure to load the model, said once on stderr (the service's log) for whoever waits on this service
+    (client.wait_ready): BentoML would otherwise restart the worker, failing the same way, until the caller
+    gives up."""
+    try:
+        yield
+    except Exception as exc:
+        print(f"{LOAD_FAILED} {tag}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        raise
+
+
 def served_model() -> Any:
     """The BentoML model this process serves."""
     return bentoml.models.get(model_tag())
@@ -75,7 +91,8 @@ class ModelRunner:
     the whole service and a rolling restart, see docs/serving.md)."""
 
     def __init__(self) -> None:
-        self._load(model_tag())
+        with said_if_it_fails(model_tag()):
+            self._load(model_tag())
 
     def _load(self, tag: str) -> dict[str, Any]:
         from mmops.card import read_card
@@ -127,8 +144,9 @@ class Svc:
         from mmops.card import read_card
         from mmops.config import get_settings
 
-        bento_model = served_model()
-        self._describe(read_card(Path(bento_model.path)), str(bento_model.tag))
+        with said_if_it_fails(model_tag()):
+            bento_model = served_model()
+            self._describe(read_card(Path(bento_model.path)), str(bento_model.tag))
         self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), to_line)
                     if LOGGING else None)
         self._in_flight = 0  # model calls awaiting an answer (one event loop: no lock needed)

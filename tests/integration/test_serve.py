@@ -60,7 +60,7 @@ def _serving(root: Path, domain: str, log_name: str, **env_extra: str) -> Iterat
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, timeout=600)
+        wait_ready(url, proc, timeout=600, log=root / log_name)
         yield url
     finally:
         stop_group(proc)
@@ -209,6 +209,21 @@ def test_bad_base64_image_is_400(trained_project: Path) -> None:
         decode_record(pack, {"inputs": {"camera": "!!!"}})
     with pytest.raises(BadInputError, match="not a readable image"):
         decode_record(pack, {"inputs": {"camera": base64.b64encode(b"GIF89a-no").decode()}})
+
+
+def test_a_model_that_cannot_be_loaded_is_said_at_once_not_after_the_timeout(trained_project: Path) -> None:
+    """A typo in MMOPS_MODEL_TAG (or a store that lost the model): BentoML would restart the model worker until
+    whoever waits gives up; the service says why in its log and the wait ends there."""
+    import time
+
+    from mmops.errors import MmopsError
+
+    started = time.monotonic()
+    with pytest.raises(MmopsError, match="cannot start: mmops: the model could not be loaded "
+                                         "mmops-industrial:doesnotexist: NotFound"):
+        with _serving(trained_project, "industrial", "serve-typo.log", MMOPS_MODEL_TAG="mmops-industrial:doesnotexist"):
+            pass
+    assert time.monotonic() - started < 120  # the wait's own limit is 600 s
 
 
 def test_concurrent_clients_get_their_own_answers(service: tuple[str, Path], use_project: Path) -> None:
