@@ -55,9 +55,18 @@ def reference_frame(manifest: Manifest, split: str = "train") -> Any:
 
 
 # what task kinds' `observe` adds beside the ingest statistics: the prediction, and the numbers the service logs
-# as a record's `outputs` (an anomaly detector's score)
+# as a record's `outputs` (an anomaly detector's score, and of a multimodal one each modality's score,
+# `<modality>.anomaly_score`, which joins that modality's group of columns)
 LOGGED_OUTPUTS = ("anomaly_score",)
-ANSWER_COLUMNS = ("prediction", *LOGGED_OUTPUTS)
+
+
+def is_answer_column(column: str) -> bool:
+    """A column of the model's answers (not an input statistic)."""
+    return column == "prediction" or is_logged_output(column)
+
+
+def is_logged_output(name: str) -> bool:
+    return name in LOGGED_OUTPUTS or name.rsplit(".", 1)[-1] in LOGGED_OUTPUTS
 
 
 def observe_split(pack: DomainPack, manifest: Manifest, data_dir: Path, model_dir: Path,
@@ -88,7 +97,7 @@ def build_reference_sketch(pack: DomainPack, manifest: Manifest, data_dir: Path,
     from mmops.card import read_card
 
     val_frame, embeddings = observe_split(pack, manifest, data_dir, model_dir, "val")
-    answers = [c for c in val_frame.columns if c in ANSWER_COLUMNS]
+    answers = [c for c in val_frame.columns if is_answer_column(c)]
     features = pd.concat([reference_frame(manifest, "train"), val_frame.drop(columns=answers)], ignore_index=True)
     card = read_card(model_dir)
     sketch = ReferenceSketch.build(features, meta={
@@ -140,7 +149,7 @@ def iter_prediction_log(paths: Path | list[Path], model_sha: str | None, dims: d
         if since is not None and not (entry.ts is not None and entry.ts >= since):
             continue
         rows.append({**entry.features, "prediction": entry.prediction,
-                     **{k: v for k, v in entry.outputs.items() if k in LOGGED_OUTPUTS}})
+                     **{k: v for k, v in entry.outputs.items() if is_logged_output(k)}})
         embs.append(entry.embeddings)
         if len(rows) >= chunk_rows:
             yield (*chunk(rows, embs), bad)

@@ -55,6 +55,22 @@ def test_a_detector_fitted_on_normal_nights_flags_tampering_by_the_camera_and_br
     # the answer names modalities, never a bank: a modality scores as its most unusual view
     assert set(scored.per_modality) == {"camera", "microphone"}
 
+    # monitoring watches each modality's score in that modality's group of columns, so that drift says which
+    # one moved; the service logs the same numbers as the record's outputs
+    from mmops.tasks import task_of
+
+    task = task_of("anomaly")
+    model.pack = pack
+    columns, _ = task.observe(model, records["test"], list(pack.classes))
+    assert {"prediction", "anomaly_score", "camera.anomaly_score", "microphone.anomaly_score"} == set(columns)
+    camera = np.array(columns["camera.anomaly_score"])
+    assert roc_auc_score(tampered[tampered | normal], camera[tampered | normal]) > 0.9
+    lacking = [i for i, r in enumerate(records["test"]) if "microphone" not in r]
+    assert lacking and all(np.isnan(columns["microphone.anomaly_score"][i]) for i in lacking)
+    [raw] = task.serve(model, records["test"][lacking[0]:lacking[0] + 1], embeddings=False)
+    outputs = task.answer(raw, list(pack.classes))["outputs"]
+    assert set(outputs) == {"anomaly_score", "camera.anomaly_score"}  # the absent microphone is not made up
+
 
 def test_a_frozen_camera_looks_normal_frame_by_frame_but_not_as_a_clip(watch) -> None:
     records, _ = watch

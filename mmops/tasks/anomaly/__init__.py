@@ -29,7 +29,8 @@ from mmops.tasks import Prelabel, TaskKind
 
 PLOTS = ("scores", "roc", "pr")
 SCORERS = ("memory_bank", "autoencoder")  # for series (sensor, audio); images and video: memory banks always
-UNSCORED = 1e9  # the review priority of a record no bank could score: a person looks first
+UNSCORED = 1e9
+SCORE = "anomaly_score"  # the logged output monitoring watches; `<modality>.anomaly_score` per modality  # the review priority of a record no bank could score: a person looks first
 
 
 def flagged_label(classes: list[str], normal: str) -> str:
@@ -95,8 +96,12 @@ class Anomaly(TaskKind):
         scored = predictor.score(values)
         normal = predictor.pack.task_options["normal_class"]
         flagged = flagged_label(list(predictor.pack.classes), normal)
-        return {"prediction": [flagged if f else normal for f in scored.is_anomaly],
-                "anomaly_score": [float(s) for s in scored.score]}, {}
+        columns: dict[str, list[Any]] = {"prediction": [flagged if f else normal for f in scored.is_anomaly],
+                                         "anomaly_score": [float(s) for s in scored.score]}
+        if len(predictor.pack.modalities) > 1:  # which modality's scores moved: in that modality's group
+            for m, s in scored.per_modality.items():
+                columns[f"{m}.{SCORE}"] = [float(x) for x in s]
+        return columns, {}
 
     def serve(self, predictor: Any, values: list[dict[str, Any]], embeddings: bool) -> list[dict[str, Any]]:
         scored = predictor.score(values)
@@ -105,7 +110,7 @@ class Anomaly(TaskKind):
         flagged = flagged_label(list(predictor.pack.classes), normal)
         return [{"score": float(scored.score[i]), "is_anomaly": bool(scored.is_anomaly[i]), "fpr": fpr,
                  "label": flagged if scored.is_anomaly[i] else normal,
-                 "driven_by": scored.driver[i],
+                 "driven_by": scored.driver[i], "multimodal": len(predictor.pack.modalities) > 1,
                  "modality_scores": {m: round(float(s[i]), 5) for m, s in scored.per_modality.items()
                                      if not np.isnan(s[i])}} for i in range(len(values))]
 
@@ -115,8 +120,11 @@ class Anomaly(TaskKind):
         if not np.isfinite(raw["score"]):
             raise BadInputError("the anomaly score is not a number for these inputs")
         anomaly = {k: raw[k] for k in ("score", "fpr", "is_anomaly", "driven_by", "modality_scores")}
+        outputs = {SCORE: round(float(raw["score"]), 5)}
+        if raw.get("multimodal"):  # per modality too (observe's columns), each in its modality's group
+            outputs.update({f"{m}.{SCORE}": v for m, v in raw["modality_scores"].items()})
         return {"label": raw["label"], "probabilities": None, "anomaly": {**anomaly, "threshold": 1.0},
-                "outputs": {"anomaly_score": round(float(raw["score"]), 5)}}
+                "outputs": outputs}
 
     def prelabel(self, predictor: Any, values: list[dict[str, Any]], method: str) -> list[Prelabel]:
         """Flagged or normal at the calibrated threshold; the queue is ranked by the score (1.0 = the
