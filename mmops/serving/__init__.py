@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mmops.config import Settings
 
+LOAD_FAILED = "mmops: the model could not be loaded"  # the service's log line when loading its model fails
+
 
 def bentoml_env(settings: Settings) -> None:
     """BentoML reads its home at import: point it inside the project before the first import."""

@@ -12,6 +12,7 @@ from typing import Any
 from mmops.blobs import read_blob
 from mmops.domains import DomainPack
 from mmops.errors import MmopsError
+from mmops.serving import LOAD_FAILED
 from mmops.serving.schemas import file_to_wire
 
 
@@ -74,9 +75,6 @@ def wait_logged(url: str, n: int, timeout: float = 30.0) -> dict[str, int]:
                 or time.monotonic() > deadline:
             return stats
         time.sleep(0.1)
-
-
-LOAD_FAILED = "mmops: the model could not be loaded"  # the service's log line when its model worker fails
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0, path: str = "/readyz",

@@ -30,7 +30,7 @@ from mmops.card import ModelCard
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.modalities.image import MAX_IMAGE_B64_CHARS
-from mmops.serving.client import LOAD_FAILED
+from mmops.serving import LOAD_FAILED
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
 from mmops.serving.predlog import Entry, PredictionLog, log_name, to_line
 from mmops.serving.schemas import (
@@ -65,9 +65,7 @@ def model_tag() -> str:
 
 @contextmanager
 def said_if_it_fails(tag: str) -> Iterator[None]:
-    """A failure to load the model, said once on stderr (the service's log) for whoever waits on this service
-    (client.wait_ready): BentoML would otherwise restart the worker, failing the same way, until the caller
-    gives up."""
+    """A failed model load said on stderr (the log) for client.wait_ready, not left to BentoML's restarts."""
     try:
         yield
     except Exception as exc:
@@ -80,15 +78,13 @@ def served_model() -> Any:
     return bentoml.models.get(model_tag())
 
 
-# BentoML's client from Svc to this service replaces its HTTP session every 100 calls (and every 300 s) and
-# closes the old one while calls are still in flight on it: under load those calls fail with "Server
-# disconnected" (measured: 215 of 1024 requests answered 500 at 64 concurrent clients, even with retries).
-# One session for the life of the process instead; the retry in Svc._infer stays for the rare drop.
+# BentoML's client from Svc to this service replaces its HTTP session every 100 calls (and every 300 s),
+# closing the old one under calls in flight: "Server disconnected" (215 of 1024 requests answered 500 at 64
+# clients, even with retries). One session for the process's life; Svc._infer's retry stays for rare drops.
 @bentoml.service(name="mmops_model", workers=1, traffic={"timeout": 60},
                  runner_connection={"max_requests": 2**62, "max_age": 10.0 * 365 * 86400})
 class ModelRunner:
-    """Holds the model; one worker, so a reload reaches every model call (scale out with more replicas of
-    the whole service and a rolling restart, see docs/serving.md)."""
+    """Holds the model; one worker, so a reload reaches every model call (scale out: docs/serving.md)."""
 
     def __init__(self) -> None:
         with said_if_it_fails(model_tag()):
