@@ -207,7 +207,7 @@ class MonitorParams(_Frozen):
     accuracy_drop: float = Field(0.1, ge=0, le=1)
     min_labeled: int = Field(20, ge=1)
     # anomaly detectors: alert when the flagged share departs from the calibrated false-positive rate
-    # (two-sided binomial test, p below this)
+    # (two-sided beta-binomial test, the threshold's own sampling error counted; p below this)
     flagged_share_alpha: float = Field(0.01, gt=0, lt=1)
 
 

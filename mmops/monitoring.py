@@ -66,7 +66,8 @@ def is_answer_column(column: str) -> bool:
 
 
 def is_logged_output(name: str) -> bool:
-    return name in LOGGED_OUTPUTS or name.rsplit(".", 1)[-1] in LOGGED_OUTPUTS
+    """An output the service logs: one of LOGGED_OUTPUTS, or `<modality>.` one of them."""
+    return name.rsplit(".", 1)[-1] in LOGGED_OUTPUTS
 
 
 def observe_split(pack: DomainPack, manifest: Manifest, data_dir: Path, model_dir: Path,

@@ -76,8 +76,8 @@ def _label_report(session: Any, pack: DomainPack, settings: Settings) -> dict[st
 
 def prelabel(domain: str, export: bool = True) -> Prelabeled:
     """Model-assisted labeling: the champion's predictions on records no human labeled (as `model` labels),
-    the review queue re-ranked (by the model's uncertainty, or a detector's anomaly score), and the top of it exported as Label Studio tasks to
-    artifacts/<domain>/labelstudio/. Without a model yet, the queue is ranked by the rules' confidence."""
+    the review queue re-ranked (by the model's uncertainty, or a detector's anomaly score), and the top of it
+    exported as Label Studio tasks to artifacts/<domain>/labelstudio/. Without a model yet, the queue is ranked by the rules' confidence."""
     from mmops.labeling.queue import prelabel as model_prelabel
     from mmops.labeling.queue import refresh_queue
     from mmops.registry import champion_or_latest

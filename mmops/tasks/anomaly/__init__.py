@@ -29,8 +29,8 @@ from mmops.tasks import Prelabel, TaskKind
 
 PLOTS = ("scores", "roc", "pr")
 SCORERS = ("memory_bank", "autoencoder")  # for series (sensor, audio); images and video: memory banks always
-UNSCORED = 1e9
-SCORE = "anomaly_score"  # the logged output monitoring watches; `<modality>.anomaly_score` per modality  # the review priority of a record no bank could score: a person looks first
+UNSCORED = 1e9  # the review priority of a record no bank could score: a person looks first
+SCORE = "anomaly_score"  # the logged output monitoring watches; `<modality>.anomaly_score` per modality
 
 
 def flagged_label(classes: list[str], normal: str) -> str:
@@ -97,7 +97,7 @@ class Anomaly(TaskKind):
         normal = predictor.pack.task_options["normal_class"]
         flagged = flagged_label(list(predictor.pack.classes), normal)
         columns: dict[str, list[Any]] = {"prediction": [flagged if f else normal for f in scored.is_anomaly],
-                                         "anomaly_score": [float(s) for s in scored.score]}
+                                         SCORE: [float(s) for s in scored.score]}
         if len(predictor.pack.modalities) > 1:  # which modality's scores moved: in that modality's group
             for m, s in scored.per_modality.items():
                 columns[f"{m}.{SCORE}"] = [float(x) for x in s]
@@ -136,12 +136,12 @@ class Anomaly(TaskKind):
             score = round(a["score"], 5) if finite else UNSCORED
             detail = {"score": score if finite else None, "threshold": 1.0, "driven_by": a["driven_by"],
                       "modality_scores": a["modality_scores"]}
-            out.append(Prelabel(a["label"] if finite else flagged, None, detail, score, "anomaly_score",
+            out.append(Prelabel(a["label"] if finite else flagged, None, detail, score, SCORE,
                                 {"score": score, **a["modality_scores"]}))
         return out
 
     def tally(self, frame: Any) -> dict[str, int]:
-        scores = frame["anomaly_score"] if "anomaly_score" in frame else []
+        scores = frame[SCORE] if SCORE in frame else []
         return {"n": int(len(scores)), "flagged": int((np.asarray(scores, dtype=np.float64) > 1.0).sum())}
 
     def alerts(self, counts: dict[str, int], card: Any, params: Any) -> dict[str, Any]:
