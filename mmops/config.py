@@ -217,6 +217,12 @@ class PromoteParams(_Frozen):
     margin: float = Field(0.0, ge=0, le=1)
 
 
+class ExplainParams(_Frozen):
+    # the evaluation report's explanations page (artifacts/<domain>/explanations/): this many of the test
+    # records the model was surest of, and as many it was least sure of (0: no page)
+    report_records: int = Field(2, ge=0, le=20)
+
+
 class ServeParams(_Frozen):
     port: int = Field(3000, ge=1, le=65535)
 
@@ -237,6 +243,7 @@ class Params(_Frozen):
     build: BuildParams = BuildParams()
     train: TrainParams = TrainParams()
     monitor: MonitorParams = MonitorParams()
+    explain: ExplainParams = ExplainParams()
     serve: ServeParams = ServeParams()
 
     @property

@@ -44,6 +44,10 @@ class Preprocessor:
     def tensor(self, spec: ModalitySpec, value: Any) -> np.ndarray:
         return kind_of(spec).tensor(value, spec, self.fitted.get(spec.name, {}), {"text_encoder": self.text_encoder})
 
+    def units(self, spec: ModalitySpec, value: Any) -> list[str] | None:
+        """What each position of `tensor`'s array is, for a kind of discrete units (text's tokens); else None."""
+        return kind_of(spec).units(value, spec, {"text_encoder": self.text_encoder})
+
 
 def empty_tensor(spec: ModalitySpec) -> np.ndarray:
     return kind_of(spec).empty(spec)

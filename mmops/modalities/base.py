@@ -120,6 +120,12 @@ class ModalityKind:
         """The input array of a record that lacks the modality (masked out)."""
         raise NotImplementedError
 
+    def units(self, value: Any, spec: Any, options: Mapping[str, str]) -> list[str] | None:
+        """Kinds whose input is a sequence of discrete units (text's token ids): what each position of
+        `tensor`'s array is, for explanations that attribute to units (mmops.explain). None: a continuous
+        input, attributed by gradients."""
+        return None
+
     def length(self, value: Any, spec: Any) -> int | None:
         """Sequence kinds: the samples the model reads of a value (the rest is padding). None otherwise."""
         return None

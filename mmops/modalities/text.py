@@ -147,6 +147,13 @@ class TextKind(ModalityKind):
     def empty(self, spec: TextSpec) -> np.ndarray:
         return np.zeros(spec.max_tokens, dtype=np.int64)
 
+    def units(self, value: str, spec: TextSpec, options: Mapping[str, str]) -> list[str] | None:
+        if options.get("text_encoder") == "minilm":
+            from mmops.models.text import minilm_tokens
+
+            return minilm_tokens(value, spec.max_tokens)
+        return _TOKEN.findall(value.lower())[: spec.max_tokens]
+
     def arch(self, params: Any) -> dict[str, Any]:
         from mmops.models.text import resolve_text_encoder
 

@@ -56,6 +56,11 @@ def minilm_ids(text: str, max_tokens: int) -> np.ndarray:
     return out
 
 
+def minilm_tokens(text: str, max_tokens: int) -> list[str]:
+    """The WordPiece tokens behind minilm_ids' non-zero ids, in order."""
+    return list(_tokenizer(max_tokens).encode(text).tokens)
+
+
 class MiniLMBackbone(nn.Module):
     """BERT (6 layers, 384 wide) + mean pooling over real tokens, L2-normalised like sentence-transformers."""
 

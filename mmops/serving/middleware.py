@@ -168,11 +168,11 @@ class RequestCheck:
     without a boundary."""
 
     def __init__(self, app: ASGIApp, routes: dict[str, Any] | None = None) -> None:
-        from mmops.serving.schemas import PredictIn, ReloadIn
+        from mmops.serving.schemas import ExplainIn, PredictIn, ReloadIn
 
         self.app = app
-        self.routes: dict[str, Any] = routes if routes is not None else {"/predict": PredictIn,
-                                                                         "/admin/reload": ReloadIn}
+        self.routes: dict[str, Any] = routes if routes is not None else {
+            "/predict": PredictIn, "/explain": ExplainIn, "/admin/reload": ReloadIn}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None

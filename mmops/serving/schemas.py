@@ -51,6 +51,18 @@ class PredictIn(BaseModel):
     records: list[RecordIn] = Field(min_length=1, max_length=MAX_RECORDS)
 
 
+MAX_EXPLAIN = 8  # records per /explain request: each costs one backward pass per path step and modality
+
+
+class ExplainIn(BaseModel):
+    """The body of POST /explain."""
+
+    model_config = ConfigDict(extra="forbid")
+    records: list[RecordIn] = Field(min_length=1, max_length=MAX_EXPLAIN)
+    target: str = Field("", max_length=200, description="a class to explain instead of the answer (classifiers "
+                                                        "only); empty: the answer")
+
+
 class ReloadIn(BaseModel):
     """The body of POST /admin/reload."""
 
@@ -89,6 +101,44 @@ class PredictionOut(BaseModel):
     model_version: str
     missing_modalities: list[str]
     warnings: list[str] = Field(default_factory=list, description="what the model did not see as it was trained")
+
+
+class ModalityExplanation(BaseModel):
+    """What one modality brought to an answer, and where inside it."""
+
+    shapley: float = Field(description="its exact Shapley value over the record's modalities: its share of "
+                                       "value - base (they sum to it)")
+    method: str | None = Field(None, description="integrated_gradients (sensors, audio, images, video), occlusion "
+                                                 "(text tokens), memory_bank_distance (anomaly detectors)")
+    baseline: str | None = Field(None, description="what the attribution is measured from")
+    attribution: Any = Field(None, description="the map, laid out as the input (sum-pooled): a sensor's channels "
+                                               "x time, an image's height x width, audio's mels x frames, a "
+                                               "clip's frames x height x width; a text's per token")
+    units: list[str] | None = Field(None, description="text: the tokens as the model read them (PHI redacted "
+                                                      "where the domain says the text may hold it)")
+    channels: list[str] | None = None
+    grad_cam: Any = Field(None, description="images: Grad-CAM of the encoder's last convolution, height x width")
+    steps: int | None = Field(None, description="integrated gradients: the path steps it took")
+    completeness_error: float | None = Field(
+        None, description="integrated gradients: |sum of the map - (f(input) - f(baseline))| over that gap")
+    prediction_gap: float | None = None
+    total: float | None = None
+    score: float | None = Field(None, description="anomaly detectors: the modality's own score (1.0 = threshold)")
+    views: dict[str, Any] | None = Field(None, description="anomaly detectors: per bank, the distance of each "
+                                                           "patch, frame or window (`layout` says which)")
+
+
+class ExplanationOut(BaseModel):
+    id: str | None
+    label: str | None = Field(description="the explained class (none for an anomaly detector)")
+    explained: str = Field(description="what `value` is: a class's probability, or the anomaly score")
+    value: float
+    base: float = Field(description="`value` with none of the modalities (0 for an anomaly score)")
+    probabilities: dict[str, float] | None = None
+    modalities: dict[str, ModalityExplanation]
+    model_version: str
+    missing_modalities: list[str]
+    warnings: list[str] = Field(default_factory=list)
 
 
 def file_to_wire(spec: ModalitySpec, data: bytes) -> Any:

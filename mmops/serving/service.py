@@ -33,19 +33,21 @@ from mmops.modalities.image import MAX_IMAGE_B64_CHARS
 from mmops.serving import LOAD_FAILED
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
 from mmops.serving.predlog import Entry, PredictionLog, log_name, to_line
+from mmops.serving.routes import LIVE, input_spec_changes, metadata, mounted, refuse, upload
 from mmops.serving.schemas import (
+    MAX_EXPLAIN,
     MAX_RECORDS,
     MODEL_TAG,
-    ErrorOut,
+    ExplanationOut,
     PredictionOut,
     RecordIn,
     decode_record,
-    file_to_wire,
     record_warnings,
 )
 from mmops.tasks import task_of
 
 log = logging.getLogger("mmops.serving")
+EXPLANATION_FIELDS = ("label", "explained", "value", "base", "probabilities", "modalities", "model_version")
 
 
 # Adaptive batching of model calls across requests (MMOPS_BATCHING=0 turns it off: benchmarks/bench_serve.py
@@ -122,6 +124,13 @@ class ModelRunner:
         values = [decode_record(predictor.pack, r)[0] for r in records]
         return [{**a, **meta} for a in task.serve(predictor, values, embeddings=LOGGING)]
 
+    # Explanations take seconds (a backward pass per path step and modality): never batched with answers.
+    @bentoml.api
+    def explain(self, records: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:
+        task, predictor, meta = self._current
+        values = [decode_record(predictor.pack, r)[0] for r in records]
+        return [{**a, **meta} for a in task.explain(predictor, values, target)]
+
     @bentoml.api
     def reload(self, tag: str = "") -> dict[str, Any]:
         """Load `tag` (default: what MMOPS_MODEL_TAG / the domain's latest names now) and swap it in."""
@@ -146,7 +155,7 @@ class Svc:
         self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), to_line)
                     if LOGGING else None)
         self._in_flight = 0  # model calls awaiting an answer (one event loop: no lock needed)
-        _LIVE["svc"] = self
+        LIVE["svc"] = self
 
     def _describe(self, card: ModelCard, version: str) -> None:
         self.card, self.pack, self.version = card, card.pack, version
@@ -197,6 +206,30 @@ class Svc:
                                      **fields))
         self._log(records, stats, out, answers, logged)
         return out
+
+    @bentoml.api(route="/explain")
+    async def explain(
+        self, records: Annotated[list[RecordIn], Field(min_length=1, max_length=MAX_EXPLAIN)],
+        target: Annotated[str, Field(max_length=200)] = "",
+    ) -> list[ExplanationOut]:
+        """Why the model answered as it did, for each record: per modality its exact Shapley value (its share
+        of the answer above what the model says with no input) and a map inside it (integrated gradients
+        over a sensor's time x channel, an image's pixels with Grad-CAM, a text's tokens; for an anomaly
+        detector, each patch's or window's distance to normal). Checked as /predict checks; at most
+        MAX_EXPLAIN records, as each takes seconds. `target`: a class to explain instead of the answer."""
+        chosen = target or None
+        try:
+            if chosen is not None and task_of(self.pack.task).name == "anomaly":
+                raise BadInputError("an anomaly detector explains its score: there is no class to choose")
+            if chosen is not None and chosen not in self.pack.classes:
+                raise BadInputError(f"target {target!r} is not one of the model's classes {list(self.pack.classes)}")
+            warnings = [record_warnings(self.pack, rec, decode_record(self.pack, rec)[0]) for rec in records]
+        except BadInputError as exc:
+            return cast(list[ExplanationOut], refuse(400, str(exc)))
+        answers = await self.runner.to_async.explain([r.model_dump() for r in records], chosen)
+        return [ExplanationOut(id=rec.id, warnings=warn, **{k: a.get(k) for k in EXPLANATION_FIELDS},
+                               missing_modalities=[m for m in self.pack.modality_names if m not in rec.inputs])
+                for rec, a, warn in zip(records, answers, warnings, strict=True)]
 
     @bentoml.api(route="/admin/reload")
     async def reload(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "") -> dict[str, Any]:
@@ -272,89 +305,6 @@ class Svc:
         }
 
 
-def refuse(status: int, message: str, detail: str | None = None) -> Any:
-    """The service's error answer (`ErrorOut`), returned by a handler rather than raised: BentoML wraps the
-    body of a raised 4xx in a list, which is not what the spec declares."""
-    from starlette.responses import JSONResponse
-
-    log.info("%d: %s", status, message[:300])
-    return JSONResponse(ErrorOut(error=message, detail=detail).model_dump(), status_code=status)
-
-
-def input_spec_changes(old: DomainPack, new: DomainPack) -> list[str]:
-    """How `new`'s inputs differ from `old`'s (modalities, their kinds, shapes and channels); classes may
-    change freely: every answer carries its model's classes."""
-    before = {m.name: m.model_dump(mode="json") for m in old.modalities}
-    after = {m.name: m.model_dump(mode="json") for m in new.modalities}
-    changes = [f"modality {n} removed" for n in before if n not in after]
-    changes += [f"modality {n} added" for n in after if n not in before]
-    for n in before.keys() & after.keys():
-        fields = sorted(k for k in before[n].keys() | after[n].keys() if before[n].get(k) != after[n].get(k))
-        changes += [f"{n}.{k}: {before[n].get(k)!r} -> {after[n].get(k)!r}" for k in fields]
-    return changes
-
-
-_LIVE: dict[str, Svc] = {}
-
-
-async def _metadata(request: Any) -> Any:
-    """GET /metadata: the served model (version, checkpoint hash, dataset version, validation metrics), its
-    classes and the inputs it takes (each modality's spec: channels, length, sample rate, image size), the
-    request limits, whether a token is required, and the prediction log's counters."""
-    from starlette.responses import JSONResponse
-
-    svc = _LIVE.get("svc")
-    if svc is None:
-        return refuse(503, "the service is still starting")
-    return JSONResponse(svc.metadata())
-
-
-async def _upload(request: Any) -> Any:
-    """POST /predict/upload: one record as multipart/form-data, a file per modality (the field name is the
-    modality: an image file, a sensor CSV, a text file, each decoded and checked exactly as ingest decodes
-    landed files) and an optional `id` field. Answers like /predict, as a list of one."""
-    from pydantic import ValidationError
-    from starlette.responses import JSONResponse
-
-    from mmops.modalities import MAX_FILE_BYTES
-    from mmops.serving.schemas import validation_error
-
-    svc = _LIVE.get("svc")
-    if svc is None:
-        return refuse(503, "the service is still starting")
-    pack = svc.pack
-    try:
-        form = await request.form(max_files=len(pack.modalities), max_fields=len(pack.modalities) + 1,
-                                  max_part_size=MAX_FILE_BYTES)
-    except Exception as exc:  # not multipart, too many parts, a part too large: the client's to fix
-        return refuse(400, f"expected multipart/form-data with one file per modality: {exc}")
-    unknown = sorted(set(form.keys()) - {"id", *pack.modality_names})
-    if unknown:
-        return refuse(400, f"unknown fields {unknown}; {pack.name} takes files named {pack.modality_names} and 'id'")
-    inputs: dict[str, Any] = {}
-    for name in pack.modality_names:
-        part = form.get(name)
-        if part is None:
-            continue
-        data = part.encode("utf-8") if isinstance(part, str) else await part.read()
-        try:
-            inputs[name] = file_to_wire(pack.modality(name), data)
-        except BadInputError as exc:
-            return refuse(400, f"{name}: {exc}")
-    if not inputs:
-        return refuse(400, f"no files; {pack.name} takes files named {pack.modality_names}")
-    record_id = form.get("id")
-    try:
-        record = RecordIn(id=record_id if isinstance(record_id, str) else None, inputs=inputs)
-        out = await svc.answer([record])
-    except ValidationError as exc:
-        err = validation_error(exc, "form")
-        return refuse(400, err.error, err.detail)
-    except BadInputError as exc:
-        return refuse(400, str(exc))
-    return JSONResponse([o.model_dump() for o in out])
-
-
 class _LiveSpec:
     """GET /docs.json answers the whole API of this service, for its domain: BentoML's spec of the class
     completed with the mounted routes, auth, the error shape, and this domain's inputs (mmops.serving.spec).
@@ -364,7 +314,7 @@ class _LiveSpec:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        svc = _LIVE.get("svc")
+        svc = LIVE.get("svc")
         if scope["type"] != "http" or scope.get("path") != "/docs.json" or svc is None:
             await self.app(scope, receive, send)
             return
@@ -377,15 +327,7 @@ def openapi(pack: Any = None) -> dict[str, Any]:
     """This service's whole API (mmops.serving.spec): generic, or for `pack`'s domain exactly."""
     from mmops.serving.spec import build
 
-    return build(_service.openapi_spec.asdict(), _metadata, _upload, pack)
-
-
-def _extra_routes() -> Any:
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-
-    return Starlette(routes=[Route("/metadata", _metadata, methods=["GET"]),
-                             Route("/predict/upload", _upload, methods=["POST"])])
+    return build(_service.openapi_spec.asdict(), metadata, upload, pack)
 
 
 # GET /metadata and POST /predict/upload beside BentoML's routes (a passive mount answers only its own
@@ -393,7 +335,7 @@ def _extra_routes() -> Any:
 # /metrics stay open), then the body-size limit, then the API routes' body checks, and this domain's
 # /docs.json.
 _service: Any = Svc  # a bentoml Service once decorated
-_service.mount_asgi_app(_extra_routes(), path="/")
+_service.mount_asgi_app(mounted(), path="/")
 _service.add_asgi_middleware(BearerAuth)
 _service.add_asgi_middleware(BodyLimit)
 _service.add_asgi_middleware(RequestCheck)

@@ -24,6 +24,7 @@ with that domain's modalities as the exact inputs."""
 
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+BODY_ROUTES = ("/predict", "/explain", "/admin/reload")  # BentoML's API methods, each taking a JSON body
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -69,12 +70,13 @@ def build(base: dict[str, Any], metadata: Any, upload: Any, pack: Any = None) ->
     for name in ("InvalidArgument", "NotFound", "InternalServerError"):
         schemas.pop(name, None)
     schemas["Error"] = {**ErrorOut.model_json_schema(), "title": "Error"}
-    for name in ("predict__Input", "reload__Input"):  # the service refuses keys it does not know
+    for name in ("predict__Input", "explain__Input", "reload__Input"):  # the service refuses unknown keys
         schemas[name]["additionalProperties"] = False
-    for path in ("/predict", "/admin/reload"):  # BentoML inlines them in the route too
+    for path in BODY_ROUTES:  # BentoML inlines them in the route too
         spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"][
             "additionalProperties"] = False
-    spec["paths"]["/predict"]["post"]["requestBody"]["required"] = True  # no body: no records
+    for path in ("/predict", "/explain"):  # no body: no records
+        spec["paths"][path]["post"]["requestBody"]["required"] = True
     schemas["RecordIn"]["properties"]["inputs"]["minProperties"] = 1
     spec["components"]["securitySchemes"] = {"bearer": {
         "type": "http", "scheme": "bearer",
@@ -101,7 +103,8 @@ def build(base: dict[str, Any], metadata: Any, upload: Any, pack: Any = None) ->
     paths["/admin/reload"]["post"]["responses"]["409"] = _error(
         "The model takes other inputs than the served one: deploy it with a rolling restart instead")
     paths["/predict"]["post"]["responses"].pop("404", None)
-    for path in ("/predict", "/admin/reload"):
+    paths["/explain"]["post"]["responses"].pop("404", None)
+    for path in BODY_ROUTES:
         paths[path]["post"]["responses"]["415"] = _error("The body is not application/json")
     for path, item in paths.items():
         for op in item.values():

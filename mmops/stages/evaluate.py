@@ -32,6 +32,7 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
     dataset version."""
     from mmops.datasets.tensors import load_split
     from mmops.evaluation import write_metrics
+    from mmops.explain.report import write_page
     from mmops.monitoring import SKETCH, build_reference_sketch
     from mmops.registry import get_alias, register, store_model, store_path
 
@@ -64,6 +65,10 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
     metrics["dataset_version"] = manifest.id
     write_metrics(metrics, out / "metrics.json")
     plots = task.report(metrics, y, outputs, list(pack.classes), domain, out)
+    page = write_page(task, predictor, rows, values, outputs, domain, out / "explanations",
+                      params.explain.report_records)
+    if page is not None:
+        plots = {**plots, "explanations": str(page)}
     sha = predictor.card.checkpoint_sha256
     # what the model learnt from, summarised for drift checks (packaged with the model)
     build_reference_sketch(pack, manifest, settings.data_dir, out / "model", out / SKETCH)

@@ -93,6 +93,12 @@ class TaskKind:
         label.uncertainty, where the task ranks by uncertainty)."""
         raise NotImplementedError
 
+    def explain(self, predictor: Any, values: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:
+        """Why the model answered as it did, per decoded record: `value` (what is explained), `base` (its
+        value with no modality), and per modality its exact Shapley value of value - base and a map inside
+        it (mmops.explain); `target`: a class to explain instead of the answer, where the task has classes."""
+        raise NotImplementedError(f"task {self.name} does not explain its answers yet")
+
     def tally(self, frame: Any) -> dict[str, int]:
         """Counts of a chunk of monitored answers (output columns, as `observe` gives them) that `alerts`
         judges once the whole window is in; summed over chunks."""

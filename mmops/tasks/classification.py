@@ -85,6 +85,11 @@ class Classification(TaskKind):
         best = max(range(len(p)), key=p.__getitem__)
         return {"label": classes[best], "probabilities": dict(zip(classes, p, strict=True)), "outputs": {}}
 
+    def explain(self, predictor: Any, values: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:
+        from mmops.explain import explain_records
+
+        return explain_records(predictor, values, target)
+
     def prelabel(self, predictor: Any, values: list[dict[str, Any]], method: str) -> list[Prelabel]:
         """The most probable class; the least sure answers (entropy of the probabilities, or the margin
         between the top two) are reviewed first, where a label teaches the model most."""

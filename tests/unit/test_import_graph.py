@@ -119,10 +119,21 @@ def test_the_service_imports_from_the_bentos_files_alone(tmp_path: Path) -> None
         if path.is_file() and "__pycache__" not in rel and included(rel):
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, tmp_path / rel)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import mmops.serving.service as s; "
+    # every included module imports (the task kinds, loaded by name when a model of theirs is served, and
+    # their explanations included), each from the bento's files
+    code = ("import sys, importlib, pathlib; sys.path.insert(0, sys.argv[1]); import mmops.serving.service as s; "
             "assert s.__file__.startswith(sys.argv[1]), s.__file__; "
             "from mmops.modalities.registry import kinds; import inspect; "
-            "assert all(inspect.getfile(type(k)).startswith(sys.argv[1]) for k in kinds().values()), kinds()")
+            "assert all(inspect.getfile(type(k)).startswith(sys.argv[1]) for k in kinds().values()), kinds(); "
+            "from mmops.tasks import task_kinds, task_of; "
+            "assert all(inspect.getfile(type(task_of(t))).startswith(sys.argv[1]) for t in task_kinds()); "
+            "root = pathlib.Path(sys.argv[1]); "
+            "mods = [importlib.import_module('.'.join(p.relative_to(root).with_suffix('').parts).removesuffix("
+            "'.__init__')) for p in sorted(root.rglob('*.py'))]; "
+            "assert all(m.__file__.startswith(sys.argv[1]) for m in mods); "
+            "outside = [n for n, m in sys.modules.items() if n.split('.')[0] == 'mmops' "
+            "and not (getattr(m, '__file__', None) or sys.argv[1]).startswith(sys.argv[1])]; "
+            "assert not outside, f'imported from outside the bento: {outside}'")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                          cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

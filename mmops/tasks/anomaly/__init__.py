@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from mmops.tasks import Prelabel, TaskKind
+from mmops.tasks.anomaly.scorers import SCORERS, scorer_of
 
 PLOTS = ("scores", "roc", "pr")
-SCORERS = ("memory_bank", "autoencoder")  # for series (sensor, audio); images and video: memory banks always
 UNSCORED = 1e9  # the review priority of a record no bank could score: a person looks first
 SCORE = "anomaly_score"  # the logged output monitoring watches; `<modality>.anomaly_score` per modality
 
@@ -58,7 +58,7 @@ class Anomaly(TaskKind):
         if unknown:
             raise ValueError(f"task anomaly: unknown task_options {sorted(unknown)} (it takes normal_class and "
                              "scorer)")
-        scorer = pack.task_options.get("scorer", "memory_bank")
+        scorer = scorer_of(pack)
         if scorer not in SCORERS:
             raise ValueError(f"task anomaly: unknown scorer {scorer!r}; choose from {list(SCORERS)}")
         other = [f"{m.name} ({m.kind})" for m in pack.modalities if m.kind not in KINDS]
@@ -113,6 +113,11 @@ class Anomaly(TaskKind):
                  "driven_by": scored.driver[i], "multimodal": len(predictor.pack.modalities) > 1,
                  "modality_scores": {m: round(float(s[i]), 5) for m, s in scored.per_modality.items()
                                      if not np.isnan(s[i])}} for i in range(len(values))]
+
+    def explain(self, predictor: Any, values: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:
+        from mmops.tasks.anomaly.explain import explain_scores
+
+        return explain_scores(predictor, values, target)
 
     def answer(self, raw: dict[str, Any], classes: list[str]) -> dict[str, Any]:
         from mmops.errors import BadInputError

@@ -30,6 +30,7 @@ import numpy as np
 
 KINDS = ("sensor", "image", "audio", "video", "text")
 PATCH_LAYERS = (7, 14)  # MobileNetV2 `features` prefixes ending at stride 8 (32 ch) and stride 16 (96 ch)
+PATCH_STRIDE = 8  # input pixels per patch: an image of side s gives (s // 8) x (s // 8) patches
 
 
 def sensor_windows(tensor: np.ndarray, length: int, window: int, stride: int, centre: bool = True) -> np.ndarray:

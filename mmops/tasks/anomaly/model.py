@@ -26,6 +26,7 @@ from mmops.tasks.anomaly.autoencoder import WindowAutoencoder
 from mmops.tasks.anomaly.calibration import Calibration
 from mmops.tasks.anomaly.features import ImagePatches, TextEmbedding, motion_profile, sensor_windows
 from mmops.tasks.anomaly.memory_bank import MemoryBank
+from mmops.tasks.anomaly.scorers import scorer_of
 
 WEIGHTS = "model.safetensors"
 MIN_NORMAL = 10  # normal training records a memory bank is fitted on at all
@@ -91,8 +92,7 @@ class AnomalyModel:
 
     @property
     def scorer(self) -> str:
-        """The pack's scorer for series: `memory_bank` (raw windows) or `autoencoder` (autoencoder.py)."""
-        return str(self.pack.task_options.get("scorer", "memory_bank"))
+        return scorer_of(self.pack)
 
     def views(self, modality: str, values: list[Any], fitting: bool = False,
               seed: int = 0) -> dict[str, list[np.ndarray]]:

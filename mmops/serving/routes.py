@@ -1,0 +1,108 @@
+"""The service's routes beside its BentoML API methods (`GET /metadata`, `POST /predict/upload`), mounted as
+a Starlette app, and what they share with the API methods: the one error answer (`refuse`) and the check
+that a model may be hot-swapped (`input_spec_changes`). The running service registers itself in `LIVE`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mmops.domains import DomainPack
+from mmops.errors import BadInputError
+from mmops.serving.schemas import ErrorOut, RecordIn, file_to_wire
+
+log = logging.getLogger("mmops.serving")
+
+
+def refuse(status: int, message: str, detail: str | None = None) -> Any:
+    """The service's error answer (`ErrorOut`), returned by a handler rather than raised: BentoML wraps the
+    body of a raised 4xx in a list, which is not what the spec declares."""
+    from starlette.responses import JSONResponse
+
+    log.info("%d: %s", status, message[:300])
+    return JSONResponse(ErrorOut(error=message, detail=detail).model_dump(), status_code=status)
+
+
+def input_spec_changes(old: DomainPack, new: DomainPack) -> list[str]:
+    """How `new`'s inputs differ from `old`'s (modalities, their kinds, shapes and channels); classes may
+    change freely: every answer carries its model's classes."""
+    before = {m.name: m.model_dump(mode="json") for m in old.modalities}
+    after = {m.name: m.model_dump(mode="json") for m in new.modalities}
+    changes = [f"modality {n} removed" for n in before if n not in after]
+    changes += [f"modality {n} added" for n in after if n not in before]
+    for n in before.keys() & after.keys():
+        fields = sorted(k for k in before[n].keys() | after[n].keys() if before[n].get(k) != after[n].get(k))
+        changes += [f"{n}.{k}: {before[n].get(k)!r} -> {after[n].get(k)!r}" for k in fields]
+    return changes
+
+
+LIVE: dict[str, Any] = {}  # "svc": the running Svc, once it has started
+
+
+async def metadata(request: Any) -> Any:
+    """GET /metadata: the served model (version, checkpoint hash, dataset version, validation metrics), its
+    classes and the inputs it takes (each modality's spec: channels, length, sample rate, image size), the
+    request limits, whether a token is required, and the prediction log's counters."""
+    from starlette.responses import JSONResponse
+
+    svc = LIVE.get("svc")
+    if svc is None:
+        return refuse(503, "the service is still starting")
+    return JSONResponse(svc.metadata())
+
+
+async def upload(request: Any) -> Any:
+    """POST /predict/upload: one record as multipart/form-data, a file per modality (the field name is the
+    modality: an image file, a sensor CSV, a text file, each decoded and checked exactly as ingest decodes
+    landed files) and an optional `id` field. Answers like /predict, as a list of one."""
+    from pydantic import ValidationError
+    from starlette.responses import JSONResponse
+
+    from mmops.modalities import MAX_FILE_BYTES
+    from mmops.serving.schemas import validation_error
+
+    svc = LIVE.get("svc")
+    if svc is None:
+        return refuse(503, "the service is still starting")
+    pack = svc.pack
+    try:
+        form = await request.form(max_files=len(pack.modalities), max_fields=len(pack.modalities) + 1,
+                                  max_part_size=MAX_FILE_BYTES)
+    except Exception as exc:  # not multipart, too many parts, a part too large: the client's to fix
+        return refuse(400, f"expected multipart/form-data with one file per modality: {exc}")
+    unknown = sorted(set(form.keys()) - {"id", *pack.modality_names})
+    if unknown:
+        return refuse(400, f"unknown fields {unknown}; {pack.name} takes files named {pack.modality_names} and 'id'")
+    inputs: dict[str, Any] = {}
+    for name in pack.modality_names:
+        part = form.get(name)
+        if part is None:
+            continue
+        data = part.encode("utf-8") if isinstance(part, str) else await part.read()
+        try:
+            inputs[name] = file_to_wire(pack.modality(name), data)
+        except BadInputError as exc:
+            return refuse(400, f"{name}: {exc}")
+    if not inputs:
+        return refuse(400, f"no files; {pack.name} takes files named {pack.modality_names}")
+    record_id = form.get("id")
+    try:
+        record = RecordIn(id=record_id if isinstance(record_id, str) else None, inputs=inputs)
+        out = await svc.answer([record])
+    except ValidationError as exc:
+        err = validation_error(exc, "form")
+        return refuse(400, err.error, err.detail)
+    except BadInputError as exc:
+        return refuse(400, str(exc))
+    return JSONResponse([o.model_dump() for o in out])
+
+
+
+
+def mounted() -> Any:
+    """The routes mounted beside BentoML's."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    return Starlette(routes=[Route("/metadata", metadata, methods=["GET"]),
+                             Route("/predict/upload", upload, methods=["POST"])])
