@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -120,3 +121,34 @@ def predict(
     if scored:
         out.print(f"{correct} of {len(scored)} as labeled ({correct / len(scored):.1%}); model "
                   f"{answers[0]['model_version']}", highlight=False)
+
+
+@app.command()
+def explain(
+    inputs: Annotated[list[str], typer.Argument(
+        help="MODALITY=FILE (together: one record), or folders laid out like landing/<domain>/ (a record per key)")],
+    domain: Domain,
+    target: Annotated[str | None, typer.Option(help="a class to explain instead of the answer")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write a figure per record here")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Why the domain's champion answers as it does for these files: each modality's share of the answer
+    (exact Shapley values) and, with --out, its map over each input (integrated gradients, Grad-CAM, token
+    occlusion; an anomaly detector's distances to normal). Runs here, on the registered model."""
+    from rich.table import Table
+
+    from mmops.stages.explain import explain_files
+
+    result = guarded(lambda: explain_files(domain, inputs, target, out_dir))
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    names = list(dict.fromkeys(m for e in result["explanations"] for m in e["modalities"]))
+    table = Table("record", "explained", "value", "base", *names, *(["figure"] if out_dir else []))
+    for e in result["explanations"]:
+        table.add_row(e["id"] or "-", e["explained"], f"{e['value']:.3f}", f"{e['base']:.3f}",
+                      *(f"{e['modalities'][m]['shapley']:+.3f}" if m in e["modalities"] else "" for m in names),
+                      *([e.get("figure", "")] if out_dir else []))
+    out.print(table)
+    out.print(f"model v{result['model_version']}; per modality its Shapley value: its share of value - base",
+              highlight=False)

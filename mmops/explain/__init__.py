@@ -30,7 +30,9 @@ from mmops.explain.attribution import (
 )
 from mmops.explain.shapley import coalitions, shapley_values
 
-__all__ = ["explain_record", "explain_records"]
+__all__ = ["NOT_FINITE", "explain_record", "explain_records"]
+
+NOT_FINITE = "the model's output is not a number for these inputs (values far outside what it was trained on)"
 
 
 def explain_records(predictor: Any, values: list[dict[str, Any]], target: str | None = None,
@@ -56,6 +58,8 @@ def explain_record(predictor: Any, value: dict[str, Any], target: str | None = N
     model.eval()
     inputs, masks, lengths, _, _ = to_device(collate(pack, predictor.prep, [value]), np.arange(1), device)
     probs = predictor.predict([value])[0][0]
+    if not np.isfinite(probs).all():
+        raise BadInputError(NOT_FINITE)
     t = classes.index(target) if target is not None else int(np.argmax(probs))
     fw = RecordForward(model, inputs, masks, lengths, t)
     subsets = coalitions(len(present))
@@ -78,6 +82,8 @@ def explain_record(predictor: Any, value: dict[str, Any], target: str | None = N
                 continue
             ig = integrated_gradients(fw, m, spec.kind, steps)
             raw = ig.pop("raw")
+            if not np.isfinite(raw).all():
+                raise BadInputError(f"{m}: {NOT_FINITE}")
             ig["attribution"] = rounded(pooled(raw, spec.kind))
             if spec.kind == "sensor":
                 ig["channels"] = list(getattr(spec, "channels", []))

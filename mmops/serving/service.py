@@ -129,7 +129,10 @@ class ModelRunner:
     def explain(self, records: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:
         task, predictor, meta = self._current
         values = [decode_record(predictor.pack, r)[0] for r in records]
-        return [{**a, **meta} for a in task.explain(predictor, values, target)]
+        try:
+            return [{**a, **meta} for a in task.explain(predictor, values, target)]
+        except BadInputError as exc:  # inputs the model cannot explain: the client's to know (a 400)
+            return [{"error": str(exc)}]
 
     @bentoml.api
     def reload(self, tag: str = "") -> dict[str, Any]:
@@ -227,6 +230,8 @@ class Svc:
         except BadInputError as exc:
             return cast(list[ExplanationOut], refuse(400, str(exc)))
         answers = await self.runner.to_async.explain([r.model_dump() for r in records], chosen)
+        if answers and "error" in answers[0]:
+            return cast(list[ExplanationOut], refuse(400, answers[0]["error"]))
         return [ExplanationOut(id=rec.id, warnings=warn, **{k: a.get(k) for k in EXPLANATION_FIELDS},
                                missing_modalities=[m for m in self.pack.modality_names if m not in rec.inputs])
                 for rec, a, warn in zip(records, answers, warnings, strict=True)]

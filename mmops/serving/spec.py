@@ -43,6 +43,10 @@ def _for_domain(spec: dict[str, Any], pack: Any) -> None:
         "description": f"One file per modality of {pack.name}, the field named after the modality; `id` optional.",
         "properties": {"id": {"type": "string", "maxLength": 200},
                        **{m: {"type": "string", "format": "binary"} for m in pack.modality_names}}}
+    targets = ["", *([] if pack.task == "anomaly" else pack.classes)]  # a detector has no class to choose
+    for schema in (schemas["explain__Input"],
+                   spec["paths"]["/explain"]["post"]["requestBody"]["content"]["application/json"]["schema"]):
+        schema["properties"]["target"]["enum"] = targets
     spec["info"]["title"] += f" ({pack.name})"
 
 

@@ -66,6 +66,20 @@ def test_a_detector_fitted_on_normal_ecg_flags_the_annotated_anomaly(tmp_path: P
         assert len(flagged & truth) >= 6 and len(flagged - truth) <= 3, (flagged, truth)
         spec = httpx.get(f"{url}/docs.json", timeout=30).json()
         assert "AnomalyOut" in spec["components"]["schemas"]
+        # explained: the score located in the strip (each window's distance to normal, on its threshold's scale)
+        top = max(out, key=lambda a: a["anomaly"]["score"])
+        record = next(r for r in records if r["id"] == top["id"])
+        explained = httpx.post(f"{url}/explain", json={"records": [record]}, timeout=120)
+        assert explained.status_code == 200, explained.text
+        (e,) = explained.json()
+        assert e["id"] == top["id"] and e["label"] is None and e["value"] == pytest.approx(top["anomaly"]["score"])
+        ecg = e["modalities"]["ecg"]
+        assert ecg["shapley"] == pytest.approx(e["value"], rel=1e-4)  # the one modality takes the whole score
+        windows = ecg["views"]["windows"]
+        assert windows["layout"] == "windows over time" and max(windows["attribution"]) == pytest.approx(
+            ecg["score"], rel=1e-3)
+        refused = httpx.post(f"{url}/explain", json={"records": [record], "target": "anomaly"}, timeout=30)
+        assert refused.status_code == 400 and "no class to choose" in refused.json()["error"]
     done = run_mmops(root, "monitor", "--domain", "cardiac", "--hours", "0", "--json")
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
     verdict = json.loads(done.stdout)

@@ -153,6 +153,46 @@ def test_client_mistakes_are_4xx(service: tuple[str, Path], inputs: dict, messag
         assert message in resp.text
 
 
+def test_explain_says_why_over_http(service: tuple[str, Path], use_project: Path) -> None:
+    """POST /explain: the same answer /predict gives, each modality's Shapley value (they sum to the answer
+    above what the model says with no input), a complete map over each sensor's channels x time; a record
+    lacking a modality is explained from what it has; another class on request."""
+    url, root = service
+    _, records = _records(root, 2)
+    predicted = post(url, {"records": records}).json()
+    resp = httpx.post(f"{url}/explain", json={"records": records}, headers=AUTH, timeout=120)
+    assert resp.status_code == 200, resp.text
+    for e, p in zip(resp.json(), predicted, strict=True):
+        assert e["id"] == p["id"] and e["label"] == p["label"] and e["model_version"] == p["model_version"]
+        assert e["value"] == pytest.approx(p["probabilities"][p["label"]], abs=1e-4)
+        assert sorted(e["modalities"]) == ["accel", "gyro"]
+        assert sum(d["shapley"] for d in e["modalities"].values()) == pytest.approx(e["value"] - e["base"], abs=1e-4)
+        for d in e["modalities"].values():
+            assert d["method"] == "integrated_gradients" and d["channels"] == ["x", "y", "z"]
+            assert len(d["attribution"]) == 3 and d["completeness_error"] <= 0.01
+    partial = {"id": "partial", "inputs": {"accel": records[0]["inputs"]["accel"]}}
+    other = next(c for c in ("standing", "walking", "running", "badminton") if c != predicted[0]["label"])
+    resp = httpx.post(f"{url}/explain", json={"records": [partial], "target": other}, headers=AUTH, timeout=120)
+    assert resp.status_code == 200, resp.text
+    (e,) = resp.json()
+    assert e["label"] == other and list(e["modalities"]) == ["accel"] and e["missing_modalities"] == ["gyro"]
+
+
+@pytest.mark.parametrize("body,status,message", [
+    ({"records": [{"inputs": {"accel": [[0.0, 1.0, 2.0]] * 10}}], "target": "flying"}, 400,
+     "not one of the model's classes"),
+    ({"records": [{"inputs": {"accel": [[0.0, 1.0, 2.0]] * 10}}] * 9}, 400, "at most 8"),
+    ({"records": [{"inputs": {"sonar": "ping"}}]}, 400, "unknown modality"),
+    ({"records": []}, 400, "at least 1"),
+])
+def test_explain_mistakes_are_4xx(service: tuple[str, Path], body: dict, status: int, message: str) -> None:
+    url, _ = service
+    resp = httpx.post(f"{url}/explain", json=body, headers=AUTH, timeout=60)
+    assert resp.status_code == status, resp.text
+    assert message in resp.text
+    assert httpx.post(f"{url}/explain", json=body, timeout=60).status_code == 401  # the token guards it too
+
+
 def test_monitor_streams_the_prediction_log_against_the_models_sketch(service: tuple[str, Path],
                                                                       use_project: Path) -> None:
     """The held-out split is no drift; the service's log is checked column by column, prediction and

@@ -2,9 +2,10 @@
 inside each modality the distance of every patch, frame or window to its nearest normal neighbour (PatchCore's
 anomaly map), on the threshold's scale.
 
-A record's score is the largest of its modalities' scaled scores, so the value of a coalition of modalities
-is the largest of theirs (0 for none) and the Shapley values share the score among the modalities that
-reach it: one unusual modality takes it all; two at the same height split it.
+A record's score is the largest of its modalities' own scores (each over its own threshold), over the
+combined threshold; so the value of a coalition of modalities is the largest of theirs on that scale (0 for
+none), and the Shapley values share the score among the modalities that reach it: one unusual modality
+takes most of it; two at the same height split it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def explain_scores(model: Any, values: list[dict[str, Any]], target: str | None 
         raise BadInputError("an anomaly detector explains its score: there is no class to choose (drop `target`)")
     assert model.calibration is not None
     scored = model.score(values)
+    if not np.isfinite(scored.score).all():
+        raise BadInputError("the anomaly score is not a number for these inputs")
     maps: dict[str, list[np.ndarray | None]] = {}
     for m in dict.fromkeys(modality_of(key) for key in model.banks):
         idx = [i for i, r in enumerate(values) if m in r]
@@ -43,8 +46,9 @@ def explain_scores(model: Any, values: list[dict[str, Any]], target: str | None 
         present = [m for m in model.pack.modality_names if m in value and m in scored.per_modality]
         own = [float(scored.per_modality[m][i]) for m in present]
         subsets = coalitions(len(present))
+        # on the record score's scale: the largest modality's own score over the combined threshold
         worth = np.array([max([s for s, keep in zip(own, row, strict=True) if keep], default=0.0)
-                          for row in subsets])
+                          for row in subsets]) / model.calibration.threshold
         phi = shapley_values(worth, subsets)
         modalities: dict[str, Any] = {}
         for j, m in enumerate(present):
