@@ -48,20 +48,22 @@ PACKS = {"industrial": "industrial-imu", "security": "security-faces", "medical"
          "cardiac": "cardiac-ecg", "inspection": "inspection-brick", "watch": "watch-av"}
 
 
-async def predict_one(http: Any, url: str, rec: dict[str, Any]) -> float | str:
+async def predict_one(http: Any, url: str, rec: dict[str, Any], route: str = "/predict") -> float | str:
     """POST one record: its latency in seconds, or what went wrong (an exception's name, `HTTP <code>`)."""
     import httpx
 
     started = time.perf_counter()
     try:
-        resp = await http.post(f"{url}/predict", json={"records": [rec]})
+        resp = await http.post(f"{url}{route}", json={"records": [rec]})
     except httpx.HTTPError as exc:
         return type(exc).__name__
     return time.perf_counter() - started if resp.status_code == 200 else f"HTTP {resp.status_code}"
 
 
 async def load(url: str, payloads: list[dict[str, Any]], clients: int, n_requests: int,
-               max_seconds: float) -> dict[str, Any]:
+               max_seconds: float, route: str = "/predict") -> dict[str, Any]:
+    """`clients` clients, each sending one record per request to `route` as soon as its last is answered,
+    until n_requests are issued or max_seconds pass."""
     import httpx
 
     latencies: list[float] = []
@@ -74,7 +76,7 @@ async def load(url: str, payloads: list[dict[str, Any]], clients: int, n_request
         while issued < n_requests and time.perf_counter() < deadline:
             rec = payloads[issued % len(payloads)]
             issued += 1
-            outcome = await predict_one(http, url, rec)
+            outcome = await predict_one(http, url, rec, route)
             if isinstance(outcome, float):
                 latencies.append(outcome)
             else:
@@ -83,12 +85,12 @@ async def load(url: str, payloads: list[dict[str, Any]], clients: int, n_request
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(max_seconds + 60)) as http:
         # warm: first calls allocate, open connections and let the batcher calibrate
-        await asyncio.gather(*(http.post(f"{url}/predict", json={"records": [rec]}) for rec in payloads[:clients]))
+        await asyncio.gather(*(http.post(f"{url}{route}", json={"records": [rec]}) for rec in payloads[:clients]))
         started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         elapsed = time.perf_counter() - started
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {"clients": clients, "ok": len(latencies), "errors": sum(errors.values()), "error_kinds": dict(errors),
+    return {"route": route, "clients": clients, "ok": len(latencies), "errors": sum(errors.values()), "error_kinds": dict(errors),
             "rps": round(len(latencies) / elapsed, 2), "p50_ms": round(float(np.percentile(lat, 50)), 1),
             "p99_ms": round(float(np.percentile(lat, 99)), 1), "seconds": round(elapsed, 1)}
 

@@ -35,6 +35,9 @@ TITLES = {  # in the page's order
                            "microphone clip, base64) over HTTP: adaptive batching on vs off, log on vs off"),
     "serve-anomaly": ("Serving the anomaly detectors", "the cardiac (ECG), inspection (image) and watch (video + "
                       "audio) detectors over HTTP: adaptive batching on vs off, log on vs off"),
+    "explain": ("Explanations", "POST /explain over HTTP, one record per request, at 1 and 8 clients, beside "
+                "POST /predict of the same records on the same service; and one explained held-out record per "
+                "domain (its figure in docs/explanations/, shown in docs/explanations.md)"),
     "drift": ("Drift", "the streamed reference-sketch check vs Evidently's DataDriftPreset on the same "
                        "columns, at growing row counts"),
     "audio": ("Audio front end", "log-mel spectrograms of real speech on one thread, in seconds of audio per "

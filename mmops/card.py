@@ -44,6 +44,7 @@ class ModelCard(BaseModel):
     best_epoch: int = Field(ge=1)
     world_size: int = Field(1, ge=1)
     val_metrics: dict[str, float | None]
+    temperature: float = Field(1.0, gt=0)  # divides the logits: probabilities calibrated on validation (tasks/temperature.py)
     val_alignment: dict[str, Any] | None = None
 
     @model_validator(mode="after")

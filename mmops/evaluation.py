@@ -82,6 +82,35 @@ def plot_roc(y_true: np.ndarray, probs: np.ndarray, classes: list[str], title: s
     plt.close(fig)
 
 
+def plot_reliability(y_true: np.ndarray, variants: dict[str, np.ndarray], title: str, path: Path,
+                     bins: int = 10) -> None:
+    """Reliability diagram: per confidence bin, the accuracy of the records in it, for each set of
+    probabilities (before and after calibration); the diagonal is perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for name, probs in variants.items():
+        confidence = probs.max(axis=1)
+        correct = probs.argmax(axis=1) == y_true
+        idx = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+        filled = [b for b in range(bins) if (idx == b).any()]
+        ax.plot([confidence[idx == b].mean() for b in filled], [correct[idx == b].mean() for b in filled],
+                marker="o", label=name)
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_confusion(cm: list[list[int]], classes: list[str], title: str, path: Path) -> None:
     import matplotlib
 

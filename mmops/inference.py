@@ -51,8 +51,9 @@ def chunks(n: int, bs: int) -> list[np.ndarray]:
 
 
 def predict_batch(model: Any, batch: Batch, device: str, features: dict[str, Any] | None = None,
-                  bs: int = 256, embeddings: bool = False) -> tuple[np.ndarray, Any]:
-    """Softmax probabilities (N, classes) and, when asked, the raw modality embeddings (N, M, D) on CPU."""
+                  bs: int = 256, embeddings: bool = False, temperature: float = 1.0) -> tuple[np.ndarray, Any]:
+    """Softmax probabilities (N, classes) of the logits over `temperature` and, when asked, the raw modality
+    embeddings (N, M, D) on CPU."""
     import torch
 
     model.eval()
@@ -61,7 +62,7 @@ def predict_batch(model: Any, batch: Batch, device: str, features: dict[str, Any
         for idx in chunks(len(batch), bs):
             inputs, masks, lengths, feats, _ = to_device(batch, idx, device, features=features)
             logits, e, _ = model.forward_with_embeddings(inputs, masks, lengths, feats)
-            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            out.append(torch.softmax(logits.float() / temperature, dim=1).cpu().numpy())
             if embeddings:
                 embs.append(e.float().cpu())
     return np.concatenate(out), (torch.cat(embs) if embeddings else None)
@@ -94,6 +95,11 @@ class Predictor:
     def classes(self) -> list[str]:
         return list(self.pack.classes)
 
+    @property
+    def temperature(self) -> float:
+        """What the logits are divided by (the card's calibration; 1.0 for a model built without a card)."""
+        return float(self.card.temperature) if self.card is not None else 1.0
+
     def predict_proba(self, values: list[dict[str, Any]], batch_size: int = 256) -> np.ndarray:
         """values: one dict per record, modality -> decoded value. Returns (N, n_classes) probabilities."""
         return self.predict(values, batch_size)[0]
@@ -106,7 +112,7 @@ class Predictor:
         probs, embs = [], []
         for i in range(0, len(values), batch_size):
             p, e = predict_batch(self.model, collate(self.pack, self.prep, values[i : i + batch_size]), self.device,
-                                 bs=batch_size, embeddings=embeddings)
+                                 bs=batch_size, embeddings=embeddings, temperature=self.temperature)
             probs.append(p)
             if e is not None:
                 embs.append(e.numpy())

@@ -61,7 +61,7 @@ def explain_record(predictor: Any, value: dict[str, Any], target: str | None = N
     if not np.isfinite(probs).all():
         raise BadInputError(NOT_FINITE)
     t = classes.index(target) if target is not None else int(np.argmax(probs))
-    fw = RecordForward(model, inputs, masks, lengths, t)
+    fw = RecordForward(model, inputs, masks, lengths, t, predictor.temperature)
     subsets = coalitions(len(present))
     v = fw.coalitions(present, subsets)
     phi = shapley_values(v, subsets)

@@ -25,7 +25,7 @@ import numpy as np
 
 TOLERANCE = 0.01  # completeness: |sum of attributions - (f(x) - f(baseline))| within 1 % of the gap,
 GAP_FLOOR = 0.01  # or of 0.01 where the gap is smaller (1e-4 in probability: float32's noise decides below)
-MAX_STEPS = 1024  # points along the path, at most (each a forward and backward pass of one encoder)
+MAX_STEPS = 1024  # encoder passes along the path, at most: points x frames (a clip's frames each pass)
 CHUNK = 64  # path points per forward pass
 MAX_BINS = {2: (64, 256), 3: (32, 16, 16)}  # by the map's rank once colour channels are summed
 
@@ -40,6 +40,7 @@ class RecordForward:
     masks: dict[str, Any]
     lengths: dict[str, Any]
     target: int
+    temperature: float = 1.0  # the model's calibration (tasks/temperature.py): probabilities as it answers them
     _features: dict[str, dict[str, Any]] = field(default_factory=dict)  # per varied modality: the others'
 
     def prob(self, name: str, x: Any) -> Any:
@@ -57,7 +58,7 @@ class RecordForward:
         inputs = {name: x}
         masks = {k: v.expand(n) for k, v in self.masks.items()}
         lengths = {k: v.expand(n) for k, v in self.lengths.items()}
-        return torch.softmax(self.model(inputs, masks, lengths, features).float(), dim=1)[:, self.target]
+        return torch.softmax(self.model(inputs, masks, lengths, features).float() / self.temperature, dim=1)[:, self.target]
 
     def coalitions(self, names: list[str], subsets: np.ndarray) -> np.ndarray:
         """The probability with only each subset of `names` present (the others masked out, as missing)."""
@@ -74,7 +75,7 @@ class RecordForward:
         lengths = {k: v.expand(n) for k, v in self.lengths.items()}
         with torch.no_grad():
             logits = self.model(inputs, masks, lengths)
-        return torch.softmax(logits.float(), dim=1)[:, self.target].cpu().numpy().astype(np.float64)
+        return torch.softmax(logits.float() / self.temperature, dim=1)[:, self.target].cpu().numpy().astype(np.float64)
 
 
 def no_cudnn(device: str) -> Any:
@@ -117,10 +118,12 @@ def blurred(x: Any, kind: str) -> Any:
 
 def integrated_gradients(fw: RecordForward, name: str, kind: str, steps: int = 16) -> dict[str, Any]:
     """Integrated gradients of modality `name` from its blurred input, the steps doubled until completeness
-    holds within TOLERANCE (or MAX_STEPS are spent: `completeness_error` says how close it came)."""
+    holds within TOLERANCE or the budget is spent (MAX_STEPS encoder passes: a clip of T frames gets MAX_STEPS /
+    T path points); `completeness_error` says how close it came."""
     import torch
 
     x0 = fw.inputs[name].float()
+    frames = int(x0.shape[1]) if kind == "video" else 1
     base = blurred(x0, kind)
     x = x0 - base
     with torch.no_grad():
@@ -137,7 +140,7 @@ def integrated_gradients(fw: RecordForward, name: str, kind: str, steps: int = 1
             grads += (w.view(shape) * g).sum(0)
         attr = (grads * x[0]).detach().cpu().double().numpy()
         error = abs(float(attr.sum()) - gap) / max(abs(gap), GAP_FLOOR)
-        if error <= TOLERANCE or steps >= MAX_STEPS:
+        if error <= TOLERANCE or 2 * steps * frames > MAX_STEPS:
             break
         steps *= 2
     return {"method": "integrated_gradients", "baseline": "blurred input", "steps": steps,

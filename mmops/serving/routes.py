@@ -14,13 +14,13 @@ from mmops.serving.schemas import ErrorOut, RecordIn, file_to_wire
 log = logging.getLogger("mmops.serving")
 
 
-def refuse(status: int, message: str, detail: str | None = None) -> Any:
+def refuse(status: int, message: str, detail: str | None = None, headers: dict[str, str] | None = None) -> Any:
     """The service's error answer (`ErrorOut`), returned by a handler rather than raised: BentoML wraps the
     body of a raised 4xx in a list, which is not what the spec declares."""
     from starlette.responses import JSONResponse
 
     log.info("%d: %s", status, message[:300])
-    return JSONResponse(ErrorOut(error=message, detail=detail).model_dump(), status_code=status)
+    return JSONResponse(ErrorOut(error=message, detail=detail).model_dump(), status_code=status, headers=headers)
 
 
 def input_spec_changes(old: DomainPack, new: DomainPack) -> list[str]:

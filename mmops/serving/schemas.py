@@ -52,6 +52,7 @@ class PredictIn(BaseModel):
 
 
 MAX_EXPLAIN = 8  # records per /explain request: each costs one backward pass per path step and modality
+EXPLAIN_QUEUE = 16  # records being explained or waiting at once; a request beyond is answered 503 at once
 
 
 class ExplainIn(BaseModel):

@@ -35,6 +35,7 @@ from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
 from mmops.serving.predlog import Entry, PredictionLog, log_name, to_line
 from mmops.serving.routes import LIVE, input_spec_changes, metadata, mounted, refuse, upload
 from mmops.serving.schemas import (
+    EXPLAIN_QUEUE,
     MAX_EXPLAIN,
     MAX_RECORDS,
     MODEL_TAG,
@@ -47,6 +48,10 @@ from mmops.serving.schemas import (
 from mmops.tasks import task_of
 
 log = logging.getLogger("mmops.serving")
+# A request's time limit: /explain takes seconds per record (a clip of video about 17 s on one CPU thread), so
+# the queue it may wait in is bounded (EXPLAIN_QUEUE records; a request beyond it is a 503 at once) and the
+# limit covers a full queue of the slowest records.
+TIMEOUT_S = 300
 EXPLANATION_FIELDS = ("label", "explained", "value", "base", "probabilities", "modalities", "model_version")
 
 
@@ -83,7 +88,7 @@ def served_model() -> Any:
 # BentoML's client from Svc to this service replaces its HTTP session every 100 calls (and every 300 s),
 # closing the old one under calls in flight: "Server disconnected" (215 of 1024 requests answered 500 at 64
 # clients, even with retries). One session for the process's life; Svc._infer's retry stays for rare drops.
-@bentoml.service(name="mmops_model", workers=1, traffic={"timeout": 60},
+@bentoml.service(name="mmops_model", workers=1, traffic={"timeout": TIMEOUT_S},
                  runner_connection={"max_requests": 2**62, "max_age": 10.0 * 365 * 86400})
 class ModelRunner:
     """Holds the model; one worker, so a reload reaches every model call (scale out: docs/serving.md)."""
@@ -141,7 +146,7 @@ class ModelRunner:
         return self._load(tag or model_tag())
 
 
-@bentoml.service(name="mmops", traffic={"timeout": 60})
+@bentoml.service(name="mmops", traffic={"timeout": TIMEOUT_S})
 class Svc:
     runner = bentoml.depends(ModelRunner)
     pack: DomainPack
@@ -158,6 +163,7 @@ class Svc:
         self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), to_line)
                     if LOGGING else None)
         self._in_flight = 0  # model calls awaiting an answer (one event loop: no lock needed)
+        self._explaining = 0  # records in /explain calls admitted and not yet answered
         LIVE["svc"] = self
 
     def _describe(self, card: ModelCard, version: str) -> None:
@@ -229,7 +235,15 @@ class Svc:
             warnings = [record_warnings(self.pack, rec, decode_record(self.pack, rec)[0]) for rec in records]
         except BadInputError as exc:
             return cast(list[ExplanationOut], refuse(400, str(exc)))
-        answers = await self.runner.to_async.explain([r.model_dump() for r in records], chosen)
+        if self._explaining + len(records) > EXPLAIN_QUEUE:  # seconds each, one at a time: a bounded queue
+            return cast(list[ExplanationOut], refuse(
+                503, f"{self._explaining} records are being explained, at most {EXPLAIN_QUEUE} at a time: retry "
+                     "shortly", headers={"Retry-After": "5"}))
+        self._explaining += len(records)
+        try:
+            answers = await self.runner.to_async.explain([r.model_dump() for r in records], chosen)
+        finally:
+            self._explaining -= len(records)
         if answers and "error" in answers[0]:
             return cast(list[ExplanationOut], refuse(400, answers[0]["error"]))
         return [ExplanationOut(id=rec.id, warnings=warn, **{k: a.get(k) for k in EXPLANATION_FIELDS},

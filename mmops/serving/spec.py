@@ -64,7 +64,7 @@ def build(base: dict[str, Any], metadata: Any, upload: Any, pack: Any = None) ->
     domain's inputs exactly (a running service answers this at /docs.json); without, the generic spec of
     every domain (docs/openapi.json)."""
     from mmops import __version__
-    from mmops.serving.schemas import ErrorOut
+    from mmops.serving.schemas import EXPLAIN_QUEUE, ErrorOut
 
     spec = json.loads(json.dumps(base))  # a deep copy, status codes as str
     spec["info"] = {"title": "mmops prediction service", "version": __version__,
@@ -108,6 +108,8 @@ def build(base: dict[str, Any], metadata: Any, upload: Any, pack: Any = None) ->
         "The model takes other inputs than the served one: deploy it with a rolling restart instead")
     paths["/predict"]["post"]["responses"].pop("404", None)
     paths["/explain"]["post"]["responses"].pop("404", None)
+    paths["/explain"]["post"]["responses"]["503"] = _error(
+        f"Explanations queued to the limit ({EXPLAIN_QUEUE} records): retry after the Retry-After seconds")
     for path in BODY_ROUTES:
         paths[path]["post"]["responses"]["415"] = _error("The body is not application/json")
     for path, item in paths.items():

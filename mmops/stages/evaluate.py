@@ -54,6 +54,7 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
     y = task.targets(pack, rows)
     outputs = task.outputs(predictor, values)
     metrics = task.metrics(y, outputs, list(pack.classes))
+    metrics.update(task.calibration(predictor, y, outputs))
     if len(pack.modalities) > 1:
         metrics["single_modality"] = {}
         for m in pack.modality_names:

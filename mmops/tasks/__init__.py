@@ -93,6 +93,11 @@ class TaskKind:
         label.uncertainty, where the task ranks by uncertainty)."""
         raise NotImplementedError
 
+    def calibration(self, predictor: Any, y: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+        """Figures of how the model's outputs are calibrated on held-out records, for the metrics (none by
+        default; a detector's threshold calibration is in its own metrics)."""
+        return {}
+
     def explain(self, predictor: Any, values: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:
         """Why the model answered as it did, per decoded record: `value` (what is explained), `base` (its
         value with no modality), and per modality its exact Shapley value of value - base and a map inside

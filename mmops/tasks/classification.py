@@ -85,6 +85,14 @@ class Classification(TaskKind):
         best = max(range(len(p)), key=p.__getitem__)
         return {"label": classes[best], "probabilities": dict(zip(classes, p, strict=True)), "outputs": {}}
 
+    def calibration(self, predictor: Any, y: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+        """The card's temperature and the test ECE without it (`ece` is with it)."""
+        from mmops.evaluation import expected_calibration_error
+        from mmops.tasks.temperature import uncalibrated
+
+        t = predictor.temperature
+        return {"temperature": t, "ece_uncalibrated": expected_calibration_error(y, uncalibrated(outputs, t))}
+
     def explain(self, predictor: Any, values: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:
         from mmops.explain import explain_records
 
@@ -107,9 +115,15 @@ class Classification(TaskKind):
 
     def report(self, metrics: dict[str, Any], y: np.ndarray, outputs: np.ndarray, classes: list[str], title: str,
                out_dir: Path) -> dict[str, str]:
-        from mmops.evaluation import plot_confusion, plot_roc
+        from mmops.evaluation import plot_confusion, plot_reliability, plot_roc
+        from mmops.tasks.temperature import uncalibrated
 
-        plots = {"confusion_matrix": out_dir / "confusion_matrix.png", "roc": out_dir / "roc.png"}
+        plots = {"confusion_matrix": out_dir / "confusion_matrix.png", "roc": out_dir / "roc.png",
+                 "reliability": out_dir / "reliability.png"}
+        t = float(metrics.get("temperature", 1.0))
+        plot_reliability(y, {f"before (ECE {metrics.get('ece_uncalibrated', metrics['ece']):.3f})":
+                             uncalibrated(outputs, t), f"temperature {t:.2f} (ECE {metrics['ece']:.3f})": outputs},
+                         f"{title}: test reliability", plots["reliability"])
         plot_confusion(metrics["confusion_matrix"], classes, f"{title}: test accuracy {metrics['accuracy']:.3f}",
                        plots["confusion_matrix"])
         auroc = f" (AUROC {metrics['auroc']:.3f})" if metrics["auroc"] is not None else ""

@@ -128,6 +128,7 @@ def fit(pack: DomainPack, data: TrainData, params: TrainParams, seed: int, out_d
     alignment = _alignment(model, val, device, cached)
     best = st.history[st.best_epoch - 1]
     val_metrics: dict[str, float | None] = {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]}
+    temperature = _calibrate(model, val, device, cached, val_metrics)
     ckpt_sha = ""
     if ctx.main:
         ckpt_sha = _write_weights(out_dir, st.best_state)
@@ -137,7 +138,7 @@ def fit(pack: DomainPack, data: TrainData, params: TrainParams, seed: int, out_d
             input_spec={m.name: m.model_dump(mode="json") for m in pack.modalities}, arch=arch, init=init,
             preprocessor=prep.to_json(), dataset_version=data.dataset_id, dataset_split_counts=data.split_counts,
             params=p_dict, params_hash=params_hash(p_dict), checkpoint_sha256=ckpt_sha, best_epoch=st.best_epoch,
-            world_size=ctx.world, val_metrics=val_metrics, val_alignment=alignment,
+            world_size=ctx.world, val_metrics=val_metrics, val_alignment=alignment, temperature=temperature,
         ).write(out_dir)
         _write_history(out_dir.parent / "history.csv", st.history)
     if ctx.world > 1:
@@ -274,6 +275,24 @@ def _alignment(model: Any, val: Batch, device: str, cached: tuple[Any, ...]) -> 
                 alignment[f"{src_m}->{dst_m}"] = {**recall_at_k(proj[src_m][both], proj[dst_m][both]),
                                                   "n": int(both.sum())}
     return alignment
+
+
+def _calibrate(model: Any, val: Batch, device: str, cached: tuple[Any, ...],
+               val_metrics: dict[str, float | None]) -> float:
+    """Temperature scaling on the validation split (tasks/temperature.py); its ECE before and after go into
+    val_metrics. The best epoch was chosen on the same split: T is one number, so it barely overfits."""
+    from mmops.evaluation import expected_calibration_error
+    from mmops.tasks.temperature import fit_temperature
+
+    features = cached[2] if cached[0] else None  # backbones frozen to the end: their features still hold
+    probs, _ = predict_batch(model, val, device, features)
+    assert val.labels is not None
+    logits = np.log(np.clip(probs, 1e-30, None))  # log-softmax: the logits up to a constant per record
+    temperature = fit_temperature(logits, val.labels)
+    val_metrics["ece_uncalibrated"] = round(expected_calibration_error(val.labels, probs), 6)
+    calibrated, _ = predict_batch(model, val, device, features, temperature=temperature)
+    val_metrics["ece"] = round(expected_calibration_error(val.labels, calibrated), 6)
+    return round(temperature, 6)
 
 
 def _write_weights(out_dir: Path, best_state: dict[str, Any]) -> str:

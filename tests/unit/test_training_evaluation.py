@@ -42,6 +42,59 @@ def test_auroc_and_calibration_error_are_computed_correctly() -> None:
     assert auroc(np.array([0, 1, 2, 0, 1, 2]), three) == 1.0
 
 
+def test_temperature_scaling_recovers_a_known_temperature_and_never_changes_the_answer() -> None:
+    """Labels drawn from softmax(z) and a model that says softmax(3 z): the fitted temperature is about 3, the
+    calibrated probabilities' ECE is far below the over-confident ones', the argmax is the same, and
+    `uncalibrated` gives back the probabilities before scaling."""
+    import numpy as np
+    from scipy.special import softmax
+
+    from mmops.evaluation import expected_calibration_error
+    from mmops.tasks.temperature import fit_temperature, uncalibrated
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4000, 4))
+    y = np.array([rng.choice(4, p=p) for p in softmax(z, axis=1)])
+    overconfident = 3.0 * z
+    t = fit_temperature(overconfident, y)
+    assert t == pytest.approx(3.0, rel=0.1)
+    before, after = softmax(overconfident, axis=1), softmax(overconfident / t, axis=1)
+    assert expected_calibration_error(y, after) < 0.03 < 0.15 < expected_calibration_error(y, before)
+    assert (after.argmax(axis=1) == before.argmax(axis=1)).all()
+    np.testing.assert_allclose(uncalibrated(after, t), before, atol=1e-9)
+    assert fit_temperature(np.zeros((0, 4)), np.zeros(0, dtype=int)) == 1.0
+
+
+def test_the_trained_model_is_calibrated_on_validation_and_reports_both_eces(use_project: Path) -> None:
+    """Training fits the temperature on the validation split (the card keeps it and the validation ECE before
+    and after); evaluation reports the test ECE with and without it and draws the reliability diagram; the
+    predictor applies it."""
+    import numpy as np
+
+    model_dir = use_project / "artifacts" / "industrial" / "model"
+    card = json.loads((model_dir / "model_card.json").read_text())
+    t = card["temperature"]
+    assert 0.05 <= t <= 20 and t != 1.0
+    assert card["val_metrics"]["ece"] <= card["val_metrics"]["ece_uncalibrated"] + 1e-9  # on what it was fitted to
+    metrics = json.loads((use_project / "artifacts" / "industrial" / "metrics.json").read_text())
+    assert metrics["temperature"] == t and 0 <= metrics["ece_uncalibrated"] <= 1
+    assert (use_project / "artifacts" / "industrial" / "reliability.png").stat().st_size > 1000
+    predictor = Predictor.load(model_dir)
+    from mmops.config import get_settings
+    from mmops.datasets.tensors import load_split
+    from mmops.inference import predict_batch
+
+    rows = pipeline.load_manifest("industrial", get_settings()).split("test")[:4]
+    values = load_split(predictor.pack, get_settings().data_dir, rows)
+    from mmops.datasets.tensors import collate
+
+    raw, _ = predict_batch(predictor.model, collate(predictor.pack, predictor.prep, values), "cpu")
+    np.testing.assert_allclose(predictor.predict_proba(values),
+                               predict_batch(predictor.model, collate(predictor.pack, predictor.prep, values), "cpu",
+                                             temperature=t)[0], atol=1e-6)
+    assert (predictor.predict_proba(values).argmax(axis=1) == raw.argmax(axis=1)).all()
+
+
 def test_model_card_and_safetensors(use_project: Path) -> None:
     model_dir = use_project / "artifacts" / "industrial" / "model"
     card = json.loads((model_dir / "model_card.json").read_text())
