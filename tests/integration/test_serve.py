@@ -224,10 +224,13 @@ def test_monitor_streams_the_prediction_log_against_the_models_sketch(service: t
     verdict = json.loads(Path(result.json_path).read_text())
     assert result.drifted and verdict["drifted_groups"] == ["accel"], verdict["group_shares"]
     assert verdict["group_shares"]["accel"] >= 0.5 > verdict["group_shares"]["gyro"], verdict["group_shares"]
-    # the accelerometer's embedding moved further than the gyroscope's (whether that passes the no-drift
-    # threshold depends on the 16-record validation split the reference has here)
-    emb = verdict["embeddings"]
-    assert emb["accel"]["score"] / emb["accel"]["threshold"] > emb["gyro"]["score"] / emb["gyro"]["threshold"]
+    # the accelerometer's embedding moved further from the reference than on the held-out split, the gyroscope's
+    # did not drift (how far the accelerometer's moves is the encoder's business: it normalises each window, so
+    # a gain and an offset move it little, and whether that passes the no-drift threshold depends on the
+    # 16-record validation split the reference has here)
+    emb, held_out = verdict["embeddings"], report["embeddings"]
+    assert emb["accel"]["score"] > held_out["accel"]["score"], (emb, held_out)
+    assert emb["gyro"]["score"] < emb["gyro"]["threshold"], emb
     html = Path(result.html).read_text()
     assert "accel.x_mean" in html and "a sample of" in html and len(html) > 100_000  # Evidently's widgets
     # the packaged model carries the same sketch, for whoever monitors it elsewhere
