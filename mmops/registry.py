@@ -167,3 +167,19 @@ def champion_or_latest(session: Session, domain: str) -> ModelVersion:
     if mv is None:
         raise NotFoundError(f"no model registered for {domain}; run `mmops train` and `mmops evaluate`")
     return mv
+
+
+def approval(session: Session, domain: str, model_version_id: int) -> dict[str, str] | None:
+    """Who made this version what it is, for its model card: the champion's latest promotion (by the gate or
+    by hand), or a challenger's latest decision; None for a version never decided on."""
+    champion = get_alias(session, domain, "champion")
+    is_champion = champion is not None and champion.id == model_version_id
+    query = select(PromotionEvent).where(PromotionEvent.model_version_id == model_version_id)
+    if is_champion:
+        query = query.where(PromotionEvent.action.in_(("promoted", "manual")))
+    event = session.scalar(query.order_by(PromotionEvent.id.desc()))
+    if event is None:
+        return None
+    decision = event.action if is_champion else "challenger"
+    return {"decision": decision, "by": event.actor, "at": event.at.isoformat(timespec="seconds"),
+            "reason": event.reason}

@@ -46,13 +46,17 @@ def _files(session: Session, domain: str) -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-def _model(session: Session, mv: ModelVersion | None) -> dict[str, Any] | None:
+def _model(session: Session, settings: Settings, mv: ModelVersion | None) -> dict[str, Any] | None:
+    from mmops.card.complete import CARD_DIR, CARD_HTML
+    from mmops.registry import store_path
+
     if mv is None:
         return None
     run = session.get(TrainingRun, mv.training_run_id)
+    card = store_path(settings.var_dir, mv.domain, mv.checkpoint_sha256) / CARD_DIR / CARD_HTML
     return {"version": mv.version, "metrics": {k: mv.metrics.get(k) for k in KEEP},
             "dataset_version": run.dataset_version_id if run else None, "bento_model_tag": mv.bento_model_tag,
-            "created_at": mv.created_at.isoformat()}
+            "created_at": mv.created_at.isoformat(), "card": str(card) if card.exists() else None}
 
 
 def service_url(settings: Settings, domain: str, port: int) -> str:
@@ -111,8 +115,8 @@ def domain_status(session: Session, settings: Settings, domain: str, port: int) 
         "training": None if run is None else {
             "id": run.id, "status": run.status, "device": run.device, "started_at": run.started_at.isoformat(),
             "finished_at": run.finished_at.isoformat() if run.finished_at else None},
-        "champion": _model(session, champion),
-        "challenger": _model(session, challenger) if challenger is not None and challenger != champion else None,
+        "champion": _model(session, settings, champion),
+        "challenger": _model(session, settings, challenger) if challenger is not None and challenger != champion else None,
         "drift": None if drift is None else {
             "drifted": drift.drifted, "drift_share": drift.drift_share, "current": drift.current_source,
             "n_current": drift.n_current, "drifted_columns": len(drift.drifted_columns),

@@ -84,7 +84,8 @@ def _status_table(d: dict[str, Any]) -> Any:
         if m is None:
             return "[dim]none[/dim]"
         metrics = " ".join(f"{k}={short(v)}" for k, v in m["metrics"].items() if v is not None)
-        return f"v{m['version']}  {metrics}  on {m['dataset_version']}" + when(m)
+        card = f"\n[link=file://{m['card']}]card: {m['card']}[/link]" if m.get("card") else ""
+        return f"v{m['version']}  {metrics}  on {m['dataset_version']}" + when(m) + card
 
     data, gate, ds, drift, svc = d["data"], d["gate"], d["dataset"], d["drift"], d["service"]
     table = Table(title=f"[bold]{d['domain']}[/bold]", show_header=False, title_justify="left", min_width=60)

@@ -55,8 +55,14 @@ class Pack:
     name: str
     domain: str
     summary: str
-    license: str
     writer: Callable[[Path, int], dict[str, int]]
+
+    @property
+    def license(self) -> str:
+        """Its sources' licences, as its domain pack's card declares them (one place for both)."""
+        from mmops.domains import load_domain
+
+        return load_domain(self.domain).card.licence_line()
 
 
 @dataclass(frozen=True)
@@ -239,30 +245,27 @@ PACKS: dict[str, Pack] = {
     p.name: p
     for p in (
         Pack("security-faces", "security", "LFW faces vs non-faces, 25x25 PNG (200 records)",
-             "LFW: research use; scikit-image BSD-3", _write_security_faces),
+             _write_security_faces),
         Pack("industrial-imu", "industrial", "BasicMotions accelerometer + gyroscope CSV (80 records)",
-             "UEA/UCR archive; sktime BSD-3", _write_industrial_imu),
+             _write_industrial_imu),
         Pack("medical-cxr", "medical",
              "COMPOSED: real CXR reports + real MIT-BIH ECG strips + real fundus patches, paired by class "
              "(600 records)",
-             "CXR reports CC BY-NC-ND 4.0 (non-commercial); MIT-BIH ODC-By; scikit-image BSD-3",
              _write_medical_cxr),
         Pack("cardiac-ecg", "cardiac", "MIT-BIH ECG, 2 s records, normal vs the annotated anomaly; split by time "
-             "(anomaly detection)", "MIT-BIH ODC-By; sktime BSD-3", _write_cardiac_ecg),
+             "(anomaly detection)", _write_cardiac_ecg),
         Pack("surveillance-av", "surveillance",
              "COMPOSED: 4 s clips of a real surveillance scene + real room noise, voices and impact sounds, "
              "labels from the placement: normal, tampering, break_in (120 records)",
-             "vtest.avi Apache-2.0/BSD-3 (opencv-doc); alsa-utils recordings GPL-2; pygame sounds LGPL",
              write_surveillance_av),
         Pack("watch-av", "watch",
              "COMPOSED: the surveillance scenes, mostly normal nights; the training split holds only those "
              "(anomaly detection, 140 records)",
-             "vtest.avi Apache-2.0/BSD-3 (opencv-doc); alsa-utils recordings GPL-2; pygame sounds LGPL",
              write_watch_av),
         Pack("inspection-brick", "inspection",
              "COMPOSED: 64x64 crops of a real brick wall, real gravel or grass pasted in as defects; the training "
              "split holds normal crops only (anomaly detection, 162 records)",
-             "scikit-image brick.png, gravel.png, grass.png (BSD-3)", write_inspection_brick),
+             write_inspection_brick),
     )
 }
 

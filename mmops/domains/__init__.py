@@ -70,6 +70,45 @@ def split_name(given: str) -> str | None:
     return SPLIT_NAMES.get(given.strip().lower())
 
 
+NON_COMMERCIAL = re.compile(r"\bNC\b|-NC\b|non-?commercial", re.I)
+
+
+class Source(BaseModel):
+    """Where a domain's data comes from, under which licence."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    license: str = Field(min_length=1)
+
+    @property
+    def non_commercial(self) -> bool:
+        """CC BY-NC(-ND/-SA) and the like: a model trained on it may not be used commercially."""
+        return bool(NON_COMMERCIAL.search(self.license))
+
+    def line(self) -> str:
+        return f"{self.name}: {self.license}" + (" (non-commercial use only)" if self.non_commercial else "")
+
+
+class CardFacts(BaseModel):
+    """What a model card says that the data cannot: who the model is for, where the data comes from, what it
+    cannot do. Packaging refuses a model whose card leaves intended_users or sources empty (mmops.card)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    intended_users: str = ""
+    sources: tuple[Source, ...] = ()
+    composed: bool = False  # records assembled from separate sources: the card says the pairing is synthetic
+    limitations: tuple[str, ...] = ()
+
+    @property
+    def non_commercial(self) -> bool:
+        return any(s.non_commercial for s in self.sources)
+
+    def licence_line(self) -> str:
+        return "; ".join(s.line() for s in self.sources) or "(no sources declared)"
+
+
 class LabelColumns(BaseModel):
     """The columns of the domain's labels files: None means the first of the common names the file has."""
 
@@ -100,6 +139,7 @@ class DomainPack(BaseModel):
     # this domain's training parameters over params.yaml `train` (e.g. more epochs for a harder data set);
     # the keys and values are checked as params.yaml's are
     train: dict[str, Any] = Field(default_factory=dict)
+    card: CardFacts = CardFacts()  # the model card's users, sources and licences, limitations
 
     @field_validator("modalities", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def picks(outputs: np.ndarray, per_side: int) -> list[tuple[str, int]]:
     return [("surest", i) for i in top] + [("least sure", i) for i in bottom]
 
 
-def write_page(task: Any, predictor: Any, rows: list[dict[str, Any]], values: list[dict[str, Any]],
+def write_page(task: Any, predictor: Any, rows: Sequence[Mapping[str, Any]], values: list[dict[str, Any]],
                outputs: np.ndarray, title: str, out_dir: Path, per_side: int) -> Path | None:
     """The explanations page and its figures in out_dir (rewritten whole); None when per_side is 0."""
     import shutil

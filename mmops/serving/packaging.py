@@ -1,4 +1,4 @@
-"""Packaging: a trained model into the BentoML model store (with its model card), and a bento built from
+"""Packaging: a trained model into the BentoML model store (with its model cards), and a bento built from
 bentofile.yaml that carries that model."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from mmops.card import CARD, read_card
+from mmops.card.complete import CompleteCard
+from mmops.card.render import write_card
 from mmops.errors import BadInputError, ConfigError
 from mmops.inference import WEIGHTS
 from mmops.monitoring import SKETCH
@@ -19,20 +21,27 @@ from mmops.monitoring import SKETCH
 log = logging.getLogger(__name__)
 
 
-def save_to_model_store(domain: str, model_dir: Path, extra_metadata: dict[str, Any]) -> str:
-    """Save once per checkpoint hash; returns the model tag (`mmops-<domain>:<version>`)."""
+def save_to_model_store(domain: str, model_dir: Path, extra_metadata: dict[str, Any],
+                        complete: CompleteCard) -> str:
+    """Save once per checkpoint hash, with its complete model card (card.json, .md, .html: rewritten in
+    place when only the card changed, e.g. a challenger promoted by hand since); returns the model tag
+    (`mmops-<domain>:<version>`)."""
     import bentoml
 
     card = read_card(model_dir)
     if card.domain != domain:
         raise BadInputError(f"{model_dir} holds a {card.domain} model, not {domain}")
     sha = card.checkpoint_sha256
+    if complete.checkpoint_sha256 != sha:
+        raise BadInputError(f"the model card describes checkpoint {complete.checkpoint_sha256[:12]}, not the model "
+                            f"in {model_dir} ({sha[:12]}); run `mmops evaluate --domain {domain}`")
     try:
         stored = bentoml.models.list(f"mmops-{domain}")
     except bentoml.exceptions.NotFound:
         stored = []
     for existing in stored:
         if existing.info.metadata.get("checkpoint_sha256") == sha:
+            write_card(complete, Path(existing.path))
             return str(existing.tag)
     metadata = {"checkpoint_sha256": sha, "dataset_version": card.dataset_version,
                 "classes": card.classes, **extra_metadata}
@@ -40,6 +49,7 @@ def save_to_model_store(domain: str, model_dir: Path, extra_metadata: dict[str, 
                                metadata=metadata) as model:
         for name in (WEIGHTS, CARD):
             shutil.copy2(model_dir / name, Path(model.path) / name)
+        write_card(complete, Path(model.path))
         sketch = model_dir.parent / SKETCH  # written by evaluate, for this checkpoint
         if sketch.exists() and json.loads(sketch.read_text(encoding="utf-8")).get("meta", {}).get(
                 "checkpoint_sha256") == sha:

@@ -1,4 +1,4 @@
-"""The service's routes beside its BentoML API methods (`GET /metadata`, `POST /predict/upload`), mounted as
+"""The service's routes beside its BentoML API methods (`GET /metadata`, `GET /card`, `POST /predict/upload`), mounted as
 a Starlette app, and what they share with the API methods: the one error answer (`refuse`) and the check
 that a model may be hot-swapped (`input_spec_changes`). The running service registers itself in `LIVE`."""
 
@@ -49,6 +49,30 @@ async def metadata(request: Any) -> Any:
     if svc is None:
         return refuse(503, "the service is still starting")
     return JSONResponse(svc.metadata())
+
+
+CARD_FORMATS = ("json", "markdown", "html")
+
+
+async def card(request: Any) -> Any:
+    """GET /card[?format=json|markdown|html]: the served model's complete model card (intended use and users,
+    training data with its sources' licences, metrics overall, per class and per subset of modalities,
+    calibration, limitations, approval), as the bento carries it."""
+    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
+
+    from mmops.card.render import to_html, to_markdown
+
+    svc = LIVE.get("svc")
+    if svc is None:
+        return refuse(503, "the service is still starting")
+    fmt = request.query_params.get("format", "json")
+    if fmt == "json":
+        return JSONResponse(svc.complete.model_dump(mode="json"))
+    if fmt == "markdown":
+        return PlainTextResponse(to_markdown(svc.complete), media_type="text/markdown; charset=utf-8")
+    if fmt == "html":
+        return HTMLResponse(to_html(svc.complete))
+    return refuse(400, f"format {fmt[:40]!r} is not one of {list(CARD_FORMATS)}")
 
 
 async def upload(request: Any) -> Any:
@@ -104,5 +128,5 @@ def mounted() -> Any:
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    return Starlette(routes=[Route("/metadata", metadata, methods=["GET"]),
+    return Starlette(routes=[Route("/metadata", metadata, methods=["GET"]), Route("/card", card, methods=["GET"]),
                              Route("/predict/upload", upload, methods=["POST"])])

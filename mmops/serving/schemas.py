@@ -93,6 +93,16 @@ class AnomalyOut(BaseModel):
     modality_scores: dict[str, float] = Field(description="each present modality's own score (1.0: its threshold)")
 
 
+class ExpectedOut(BaseModel):
+    """What the model scored on its test split given only the modalities this record brought (the model
+    card's subsets)."""
+
+    modalities: list[str]
+    metric: str = Field(description="accuracy for a classifier, AUROC for an anomaly detector")
+    value: float | None = Field(description="none where the test split could not measure it")
+    n: int = Field(description="test records that held every one of these modalities")
+
+
 class PredictionOut(BaseModel):
     id: str | None
     label: str
@@ -102,6 +112,7 @@ class PredictionOut(BaseModel):
     model_version: str
     missing_modalities: list[str]
     warnings: list[str] = Field(default_factory=list, description="what the model did not see as it was trained")
+    expected: ExpectedOut | None = None
 
 
 class ModalityExplanation(BaseModel):

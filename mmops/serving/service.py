@@ -27,6 +27,7 @@ from pydantic import Field
 
 from mmops import faults
 from mmops.card import ModelCard
+from mmops.card.complete import CompleteCard
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.modalities.image import MAX_IMAGE_B64_CHARS
@@ -151,23 +152,26 @@ class Svc:
     runner = bentoml.depends(ModelRunner)
     pack: DomainPack
     card: ModelCard
+    complete: CompleteCard  # GET /card; each answer's expected figures for the modalities it got
     version: str
 
     def __init__(self) -> None:
         from mmops.card import read_card
+        from mmops.card.complete import read_served
         from mmops.config import get_settings
 
         with said_if_it_fails(model_tag()):
             bento_model = served_model()
-            self._describe(read_card(Path(bento_model.path)), str(bento_model.tag))
+            where = Path(bento_model.path)
+            self._describe(read_card(where), read_served(where, f"serving {bento_model.tag}"), str(bento_model.tag))
         self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), to_line)
                     if LOGGING else None)
         self._in_flight = 0  # model calls awaiting an answer (one event loop: no lock needed)
         self._explaining = 0  # records in /explain calls admitted and not yet answered
         LIVE["svc"] = self
 
-    def _describe(self, card: ModelCard, version: str) -> None:
-        self.card, self.pack, self.version = card, card.pack, version
+    def _describe(self, card: ModelCard, complete: CompleteCard, version: str) -> None:
+        self.card, self.complete, self.pack, self.version = card, complete, card.pack, version
 
     @bentoml.on_shutdown
     def _close_log(self) -> None:
@@ -212,6 +216,7 @@ class Svc:
             logged.append(fields.pop("outputs"))
             out.append(PredictionOut(id=rec.id, model_version=a["model_version"], warnings=warn,
                                      missing_modalities=[m for m in pack.modality_names if m not in rec.inputs],
+                                     expected=self.complete.expected(list(rec.inputs), task.modality_metrics[1]),
                                      **fields))
         self._log(records, stats, out, answers, logged)
         return out
@@ -255,6 +260,8 @@ class Svc:
         """Swap in a new model without a restart: the model service loads it first, then requests go to it;
         requests already in flight finish on the old one. Behind the bearer token when one is set."""
         from mmops.card import read_card
+        from mmops.card.complete import read_served
+        from mmops.errors import MmopsError
 
         try:
             new = bentoml.models.get(tag or model_tag())
@@ -263,6 +270,10 @@ class Svc:
         except (ValueError, BentoMLException) as exc:  # not a tag (RequestCheck refuses most before here)
             return cast(dict[str, Any], refuse(400, f"{tag!r} is not a model tag: {exc}"))
         card = read_card(Path(new.path))
+        try:
+            complete = read_served(Path(new.path), f"reloading {new.tag}")
+        except MmopsError as exc:  # packaged before cards were complete, or by hand: not served
+            return cast(dict[str, Any], refuse(409, str(exc)))
         if card.domain != self.pack.name:
             return cast(dict[str, Any], refuse(
                 400, f"{new.tag} is a {card.domain} model; this service serves {self.pack.name}"))
@@ -274,7 +285,7 @@ class Svc:
                 409, f"{new.tag} takes other inputs than the served model ({'; '.join(changed)}): deploy it with "
                      "a rolling restart (docs/serving.md), not a reload"))
         meta = await self.runner.to_async.reload(str(new.tag))
-        self._describe(card, str(new.tag))
+        self._describe(card, complete, str(new.tag))
         log.info("reloaded: now serving %s", meta["model_version"])
         return meta
 
@@ -321,6 +332,9 @@ class Svc:
             "limits": {"max_records": MAX_RECORDS, "max_image_base64_chars": MAX_IMAGE_B64_CHARS},
             "auth": "bearer" if os.environ.get("MMOPS_API_TOKEN") else "none",
             "prediction_log": self.log.stats() if self.log is not None else None,
+            "card": {"url": "/card", "non_commercial": self.complete.non_commercial,
+                     "composed": self.complete.training_data.composed, "approval": self.complete.approval and
+                     self.complete.approval.model_dump()},
         }
 
 

@@ -58,6 +58,20 @@ def _route_doc(handler: Any) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _card_path() -> dict[str, Any]:
+    from mmops.serving.routes import CARD_FORMATS, card
+
+    return {"get": {
+        "tags": ["Service APIs"], "operationId": "mmops__card", "description": _route_doc(card),
+        "parameters": [{"name": "format", "in": "query", "required": False,
+                        "schema": {"type": "string", "enum": list(CARD_FORMATS), "default": "json"}}],
+        "responses": {"200": {"description": "The model card", "content": {
+            "application/json": {"schema": {"type": "object"}}, "text/markdown": {"schema": {"type": "string"}},
+            "text/html": {"schema": {"type": "string"}}}},
+            "400": _error("A format that is not one of json, markdown, html"),
+            "503": _error("The service is still starting")}}}
+
+
 def build(base: dict[str, Any], metadata: Any, upload: Any, pack: Any = None) -> dict[str, Any]:
     """The whole API: `base`, BentoML's spec of the service class, completed with the mounted routes (their
     handlers `metadata` and `upload` describe them), auth and the one error shape. With a domain pack, that
@@ -97,6 +111,7 @@ def build(base: dict[str, Any], metadata: Any, upload: Any, pack: Any = None) ->
         "description": _route_doc(metadata),
         "responses": {"200": {"description": "The served model and the service's limits", "content": {
             "application/json": {"schema": {"type": "object"}}}}}}}
+    paths["/card"] = _card_path()
     paths["/predict/upload"] = {"post": {
         "tags": ["Service APIs"], "operationId": "mmops__predict_upload",
         "description": _route_doc(upload),
@@ -105,7 +120,8 @@ def build(base: dict[str, Any], metadata: Any, upload: Any, pack: Any = None) ->
                       "400": _error("A file that does not decode or check, or an unknown field"),
                       "503": _error("The service is still starting")}}}
     paths["/admin/reload"]["post"]["responses"]["409"] = _error(
-        "The model takes other inputs than the served one: deploy it with a rolling restart instead")
+        "The model takes other inputs than the served one (deploy it with a rolling restart instead), or its "
+        "model card is missing or incomplete")
     paths["/predict"]["post"]["responses"].pop("404", None)
     paths["/explain"]["post"]["responses"].pop("404", None)
     paths["/explain"]["post"]["responses"]["503"] = _error(

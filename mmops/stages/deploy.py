@@ -14,26 +14,35 @@ from mmops.registry import champion_model_tag
 from mmops.serving import bentoml_env
 from mmops.stages.common import model_version, one_at_a_time, resolve, write_summary
 from mmops.stages.results import Packaged
+from mmops.tasks import task_of
 
 
 @one_at_a_time
 def package(domain: str, build_bento: bool = True) -> Packaged:
-    """Save the evaluated model to the BentoML model store and build the domain's bento."""
+    """Save the evaluated model with its complete model card to the BentoML model store and build the domain's
+    bento; a card with a missing field is refused (ValidationFailedError naming it)."""
     settings, _, _ = resolve(domain)
     bentoml_env(settings)
     from mmops.card import read_card
+    from mmops.card.complete import CARD_DIR, Approval, read_complete
+    from mmops.registry import approval
     from mmops.serving.packaging import build_bento as _build
     from mmops.serving.packaging import save_to_model_store
 
     model_dir = artifacts(domain, settings) / "model"
     card = read_card(model_dir)
+    complete = read_complete(artifacts(domain, settings) / CARD_DIR)
     with session_scope(settings.catalog_url) as session:
         mv = model_version(session, domain, card.checkpoint_sha256)
         if mv is None:
             raise NotFoundError(f"the model in {model_dir} is not registered; run `mmops evaluate` first")
         mv_id, version, metrics = mv.id, mv.version, mv.metrics
+        approved = approval(session, domain, mv.id)  # as the registry says now (a promotion by hand since)
+    complete = complete.model_copy(update={"approval": Approval(**approved) if approved else None,
+                                           "model_version": version})
+    complete.require_complete(task_of(card.pack.task).calibration_keys, "mmops package")
     # The bento build takes seconds: keep it outside any catalog transaction.
-    tag = save_to_model_store(domain, model_dir, {"model_version": version, "metrics": metrics})
+    tag = save_to_model_store(domain, model_dir, {"model_version": version, "metrics": metrics}, complete)
     bento = _build(domain, tag, settings.root / "bentofile.yaml", settings.root) if build_bento else None
     with session_scope(settings.catalog_url) as session:
         row = session.get(ModelVersion, mv_id)

@@ -30,11 +30,13 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
     training_run: the run whose model to evaluate (the training DAG hands it on), on the dataset version it
     trained on; a model a later training replaced is refused. Default: the latest model, on the current
     dataset version."""
+    from mmops.card.complete import CARD_DIR, CARD_HTML, Approval, build_card
+    from mmops.card.render import write_card
     from mmops.datasets.tensors import load_split
     from mmops.evaluation import write_metrics
     from mmops.explain.report import write_page
     from mmops.monitoring import SKETCH, build_reference_sketch
-    from mmops.registry import get_alias, register, store_model, store_path
+    from mmops.registry import approval, get_alias, register, store_model, store_path
 
     settings, params, pack = resolve(domain)
     task = task_of(pack.task)
@@ -55,14 +57,10 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
     outputs = task.outputs(predictor, values)
     metrics = task.metrics(y, outputs, list(pack.classes))
     metrics.update(task.calibration(predictor, y, outputs))
+    subsets = _subset_metrics(task, predictor, values, y, {k: metrics.get(k) for k in task.modality_metrics})
     if len(pack.modalities) > 1:
-        metrics["single_modality"] = {}
-        for m in pack.modality_names:
-            idx = [i for i, v in enumerate(values) if m in v]
-            if idx:
-                sm = task.metrics(y[idx], task.outputs(predictor, [{m: values[i][m]} for i in idx]),
-                                  list(pack.classes))
-                metrics["single_modality"][m] = {k: sm[k] for k in task.modality_metrics}
+        metrics["single_modality"] = {s[0]: m for s, m in subsets.items() if len(s) == 1}
+        metrics["modality_subsets"] = {"+".join(s): m for s, m in subsets.items()}
     metrics["dataset_version"] = manifest.id
     write_metrics(metrics, out / "metrics.json")
     plots = task.report(metrics, y, outputs, list(pack.classes), domain, out)
@@ -92,8 +90,37 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
         audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id,
                      checkpoint_sha256=sha, promoted=reg.promoted, reason=reg.reason,
                      metrics={k: metrics[k] for k in keep})
+        approved = approval(session, domain, reg.model_version_id)
+    write_card(build_card(predictor.card, pack.card, pack.task, manifest, {k: metrics[k] for k in task.headline_metrics},
+                          metrics.get("per_class", {}), subsets, {k: metrics.get(k) for k in task.calibration_keys},
+                          Approval(**approved) if approved else None, reg.version), out / CARD_DIR)
+    # and beside the version's weights in the registry's store, where `mmops status` links it
+    shutil.copytree(out / CARD_DIR, store_path(settings.var_dir, domain, sha) / CARD_DIR, dirs_exist_ok=True)
+    plots = {**plots, "card": str(out / CARD_DIR / CARD_HTML)}
     return Evaluated(headline={k: metrics[k] for k in task.headline_metrics}, model_version=reg.version,
                      promoted=reg.promoted, reason=reg.reason, metrics=str(out / "metrics.json"), plots=plots)
+
+
+def _subset_metrics(task: Any, predictor: Any, values: list[dict[str, Any]], y: Any,
+                    overall: dict[str, Any]) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The task's modality metrics for every non-empty subset of the modalities: the test records that hold
+    all of a subset, shown only those (one modality: the overall figures)."""
+    from mmops.card.complete import modality_subsets
+
+    names = predictor.pack.modality_names
+    if len(names) == 1:
+        return {(names[0],): overall}
+    found: dict[tuple[str, ...], dict[str, Any]] = {}
+    classes = list(predictor.pack.classes)
+    for subset in modality_subsets(list(names)):
+        idx = [i for i, v in enumerate(values) if all(m in v for m in subset)]
+        if not idx:
+            found[subset] = {k: 0 if k == "n" else None for k in task.modality_metrics}
+            continue
+        sm = task.metrics(y[idx], task.outputs(predictor, [{m: values[i][m] for m in subset} for i in idx]),
+                          classes)
+        found[subset] = {k: sm[k] for k in task.modality_metrics}
+    return found
 
 
 def _trained_on(domain: str, training_run: int, checkpoint_sha256: str, model_dir: Path,

@@ -43,7 +43,8 @@ class TaskKind:
     name: ClassVar[str]
     registry_metrics: ClassVar[tuple[str, ...]]  # kept by the registry with each version; promote.metric is one
     headline_metrics: ClassVar[tuple[str, ...]]  # what `evaluate` answers with
-    modality_metrics: ClassVar[tuple[str, ...]]  # per single modality, in metrics.json
+    modality_metrics: ClassVar[tuple[str, ...]]  # per subset of the modalities, in metrics.json and the card
+    calibration_keys: ClassVar[tuple[str, ...]] = ()  # what `calibration` measures; a complete card has each
     promote_metric: ClassVar[str]  # what the registry promotes on when params.yaml's promote.metric is not one
 
     def check_pack(self, pack: Any) -> None:
@@ -94,8 +95,8 @@ class TaskKind:
         raise NotImplementedError
 
     def calibration(self, predictor: Any, y: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
-        """Figures of how the model's outputs are calibrated on held-out records, for the metrics (none by
-        default; a detector's threshold calibration is in its own metrics)."""
+        """Figures of how the model's outputs are calibrated on held-out records (`calibration_keys`), for the
+        metrics and the model card."""
         return {}
 
     def explain(self, predictor: Any, values: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ class Classification(TaskKind):
     registry_metrics = ("accuracy", "macro_f1", "auroc", "ece", "n")
     headline_metrics = ("accuracy", "macro_f1", "auroc", "ece")
     modality_metrics = ("n", "accuracy", "macro_f1", "auroc")
+    calibration_keys = ("temperature", "ece", "ece_uncalibrated")
     promote_metric = "macro_f1"
 
     def train(self, pack: Any, manifest: Any, data_root: Path, params: Any, seed: int, out_dir: Path,

@@ -31,6 +31,10 @@ PACK = {
         {"name": "mic", "kind": "audio", "sample_rate_hz": RATE, "clip_seconds": SECONDS, "required": True},
         {"name": "vib", "kind": "sensor", "channels": ["z"], "length": 100, "sample_rate_hz": 50.0},
     ],
+    "card": {"intended_users": "Maintenance engineers testing a machine-sound classifier",
+             "sources": [{"name": "alsa-utils recordings", "license": "GPL-2"},
+                         {"name": "pygame example sounds", "license": "LGPL"}], "composed": True,
+             "limitations": ["the vibration channel is synthetic: it is not recorded with the sound"]},
 }
 
 def _compose(event: np.ndarray, background: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -25,6 +25,9 @@ PACK = {
                    "Apache-2.0/BSD-3): a normal clip vs one frozen on a still or with the lens covered",
     "classes": ["normal", "tampered"],
     "modalities": [{"name": "cam", "kind": "video", "fps": 2.0, "frames": 8, "size": [48, 64], "required": True}],
+    "card": {"intended_users": "Security engineers testing a tampering detector",
+             "sources": [{"name": "vtest.avi (opencv-doc)", "license": "Apache-2.0/BSD-3"}], "composed": True,
+             "limitations": ["tampering is simulated on one real scene"]},
 }
 
 

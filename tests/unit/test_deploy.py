@@ -95,7 +95,7 @@ def test_the_service_manifest_matches_the_service() -> None:
     # in-flight requests finish before the pod is killed: the grace period exceeds the service's timeout
     service_src = (REPO / "mmops" / "serving" / "service.py").read_text()
     timeout = int(re.search(r"^TIMEOUT_S = (\d+)$", service_src, re.M)[1])
-    assert f'traffic={{"timeout": TIMEOUT_S}}' in service_src
+    assert 'traffic={"timeout": TIMEOUT_S}' in service_src
     assert pod["terminationGracePeriodSeconds"] > timeout
     logs = next(m for m in svc["volumeMounts"] if m["name"] == "prediction-logs")["mountPath"]
     assert logs == env["MMOPS_HOME"]["value"] + "/var/predictions"  # where Settings.prediction_log_dir points

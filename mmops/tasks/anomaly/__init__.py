@@ -45,6 +45,7 @@ class Anomaly(TaskKind):
     registry_metrics = ("auroc", "auprc", "f1", "recall", "fpr", "n")
     headline_metrics = ("auroc", "auprc", "f1", "recall", "fpr")
     modality_metrics = ("n", "auroc", "auprc")
+    calibration_keys = ("fpr_target", "combined_threshold", "n_calibration_normals")
     promote_metric = "auroc"
 
     def check_pack(self, pack: Any) -> None:
@@ -102,6 +103,12 @@ class Anomaly(TaskKind):
             for m, s in scored.per_modality.items():
                 columns[f"{m}.{SCORE}"] = [float(x) for x in s]
         return columns, {}
+
+    def calibration(self, predictor: Any, y: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+        """The threshold as calibrated on the validation split's normal records (the test split's realized
+        false-positive rate is `fpr`)."""
+        cal = predictor.calibration
+        return {"fpr_target": cal.fpr, "combined_threshold": cal.threshold, "n_calibration_normals": cal.n_normal}
 
     def serve(self, predictor: Any, values: list[dict[str, Any]], embeddings: bool) -> list[dict[str, Any]]:
         scored = predictor.score(values)

@@ -1,0 +1,93 @@
+"""A complete model card as Markdown (card.md) and as a standalone HTML page (card.html), both from the same
+sections, escaped for where they are shown; `write_card` writes them beside card.json."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from mmops.atomic import write_atomic
+from mmops.card.complete import CARD_HTML, CARD_JSON, CARD_MD, CompleteCard
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return str(int(v)) if float(v).is_integer() and abs(v) >= 1 else f"{v:.3f}"
+
+
+def _sections(card: CompleteCard) -> list[tuple[str, list[str] | list[list[str]]]]:
+    """(title, lines) or (title, table rows with a header row first)."""
+    data = card.training_data
+    approval = card.approval
+    licence = [f"{s.name}: {s.license}" + (" (non-commercial use only)" if s.non_commercial else "")
+               for s in data.sources]
+    return [
+        ("Model", [f"{card.domain} {card.task} model v{card.model_version or '-'} (checkpoint "
+                   f"{card.checkpoint_sha256[:12]}, mmops {card.mmops_version})",
+                   f"Classes: {', '.join(card.classes)}; modalities: {', '.join(card.modalities)}"]),
+        ("Intended use", [card.intended_use, f"Intended users: {card.intended_users or '(not declared)'}"]),
+        ("Training data", [f"Dataset version {data.dataset_version}; split counts " + ", ".join(
+            f"{k} {v}" for k, v in data.split_counts.items()),
+            f"{data.raw_files} raw files, sha256 of their hashes {data.raw_files_sha256}",
+            *(["COMPOSED: records assembled from separate sources; the pairing across modalities is synthetic"]
+              if data.composed else []),
+            *(["NON-COMMERCIAL: trained on data licensed for non-commercial use only"]
+              if data.non_commercial else []),
+            *(f"Source: {line}" for line in licence)]),
+        ("Metrics (test split)", [["metric", "value"], *([k, _fmt(v)] for k, v in card.metrics.items())]),
+        ("Per class", [["class", *next(iter(card.per_class.values()), {}).keys()],
+                       *([c, *(_fmt(v) for v in row.values())] for c, row in card.per_class.items())]
+         if card.per_class else ["(none: the task has no per-class figures)"]),
+        ("Given only some modalities", [["modalities", "n", *(next(iter(card.subsets)).metrics.keys()
+                                                              if card.subsets else [])],
+                                        *(["+".join(s.modalities), str(s.n), *(_fmt(v) for v in s.metrics.values())]
+                                          for s in card.subsets)]),
+        ("Calibration", [f"{k}: {_fmt(v)}" for k, v in card.calibration.items()] or ["(none)"]),
+        ("Known limitations", list(card.limitations) or ["(none declared)"]),
+        ("Approval", [f"{approval.decision} by {approval.by} at {approval.at}: {approval.reason}"]
+         if approval else ["(not approved)"]),
+    ]
+
+
+def to_markdown(card: CompleteCard) -> str:
+    out = [f"# Model card: {card.domain}", ""]
+    for title, lines in _sections(card):
+        out += [f"## {title}", ""]
+        if lines and isinstance(lines[0], list):
+            header, *rows = lines
+            out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            out += ["| " + " | ".join(r) + " |" for r in rows]
+        else:
+            out += [f"- {line}" for line in lines]
+        out.append("")
+    return "\n".join(out)
+
+
+def to_html(card: CompleteCard) -> str:
+    e = html.escape
+    body = [f"<h1>Model card: {e(card.domain)}</h1>"]
+    for title, lines in _sections(card):
+        body.append(f"<h2>{e(title)}</h2>")
+        if lines and isinstance(lines[0], list):
+            header, *rows = lines
+            body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+                        + "</table>")
+        else:
+            body.append("<ul>" + "".join(f"<li>{e(str(line))}</li>" for line in lines) + "</ul>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Model card: {e(card.domain)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def write_card(card: CompleteCard, folder: Path) -> Path:
+    """card.json, card.md and card.html in `folder`; returns card.json's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / CARD_MD, to_markdown(card))
+    write_atomic(folder / CARD_HTML, to_html(card))
+    path = folder / CARD_JSON
+    write_atomic(path, json.dumps(card.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    return path
