@@ -128,6 +128,14 @@ def test_a_record_may_lack_a_modality(service: tuple[str, Path], use_project: Pa
     assert partial["warnings"] == ["missing modalities ['gyro']: predicted from ['accel'] alone"]
     assert cut["missing_modalities"] == [] and cut["warnings"] == [
         "gyro: 40 samples, the model reads 100 (zero-padded and masked)"]
+    # each answer says what the model scored on its test split given only what the record brought: the
+    # served card's figure for that subset (3 subsets of 2 modalities)
+    card = httpx.get(f"{url}/card", headers=AUTH, timeout=30).json()
+    subsets = {"+".join(s["modalities"]): s for s in card["subsets"]}
+    assert sorted(subsets) == ["accel", "accel+gyro", "gyro"]
+    assert partial["expected"] == {"modalities": ["accel"], "metric": "accuracy", "n": subsets["accel"]["n"],
+                                   "value": subsets["accel"]["metrics"]["accuracy"]}
+    assert cut["expected"]["value"] == subsets["accel+gyro"]["metrics"]["accuracy"]
 
 
 @pytest.mark.parametrize("inputs,message", [
@@ -487,8 +495,6 @@ def test_a_new_champion_is_swapped_in_without_dropping_requests(service: tuple[s
     """A second model version (the same network with its last layer's bias shifted, so its answers differ) is
     put in the model store; POST /admin/reload swaps it in while clients keep sending. Every request is
     answered, each by exactly one of the two versions, and after the reload only the new one answers."""
-    from mmops.serving.packaging import save_to_model_store
-
     url, root = service
     monkeypatch.setenv("MMOPS_API_TOKEN", TOKEN)  # what `mmops reload` sends
     monkeypatch.setenv("MMOPS_ACTOR", "release-bot")
@@ -496,24 +502,28 @@ def test_a_new_champion_is_swapped_in_without_dropping_requests(service: tuple[s
     old = post(url, {"records": records}).json()[0]["model_version"]
     new_dir = _another_version(root, "swap-model")
     card = json.loads((new_dir / "model_card.json").read_text())
-    new = save_to_model_store("industrial", new_dir, {"note": "swap test"})
+    new = _save(root, new_dir, "swap test")
     assert new != old
     # a third version that takes other inputs (a longer accelerometer window): a reload must refuse it
     other_dir = _another_version(root, "other-inputs-model", nudge=1.0)
     other_card = json.loads((other_dir / "model_card.json").read_text())
     next(m for m in other_card["domain_pack"]["modalities"] if m["name"] == "accel")["length"] *= 2
     (other_dir / "model_card.json").write_text(json.dumps(other_card))
-    other = save_to_model_store("industrial", other_dir, {"note": "other inputs"})
+    other = _save(root, other_dir, "other inputs")
+    # a fourth whose model card says nothing of its users: not served
+    uncarded = _save(root, _another_version(root, "uncarded-model", nudge=2.0), "no card", intended_users="")
     try:
         _swap_while_clients_send(url, records, old, new, card["checkpoint_sha256"])
         resp = httpx.post(f"{url}/admin/reload", json={"tag": other}, headers=AUTH, timeout=60)
         assert resp.status_code == 409, resp.text
         assert "accel.length" in resp.text and "rolling restart" in resp.text
-        assert post(url, {"records": records}).json()[0]["model_version"] == old
+        resp = httpx.post(f"{url}/admin/reload", json={"tag": uncarded}, headers=AUTH, timeout=60)
+        assert resp.status_code == 409 and "incomplete" in resp.text and "intended_users" in resp.text, resp.text
+        assert post(url, {"records": records}).json()[0]["model_version"] == new
     finally:  # later tests serve the domain's latest model: that must stay the pipeline's
         import bentoml
 
-        for tag in (new, other):
+        for tag in (new, other, uncarded):
             bentoml.models.delete(tag)
 
 
@@ -557,6 +567,17 @@ def _swap_while_clients_send(url: str, records: list[dict], old: str, new: str, 
     assert "404" in events[2]["detail"]["error"]
 
 
+def _save(root: Path, model_dir: Path, note: str, **card_change: object) -> str:
+    """`model_dir` into the BentoML model store with the pipeline's complete card, made its own (and changed)."""
+    from mmops.card.complete import read_complete
+    from mmops.serving.packaging import save_to_model_store
+
+    sha = json.loads((model_dir / "model_card.json").read_text())["checkpoint_sha256"]
+    card = read_complete(root / "artifacts" / "industrial" / "card")
+    return save_to_model_store("industrial", model_dir, {"note": note},
+                               card.model_copy(update={"checkpoint_sha256": sha, **card_change}))
+
+
 def _another_version(root: Path, name: str, nudge: float = 0.5) -> Path:
     """A copy of the domain's model with its last bias nudged: another version that takes the same inputs."""
     import shutil
@@ -581,11 +602,9 @@ def test_a_service_killed_mid_reload_restarts_with_its_log_whole(trained_project
     record is in the log exactly once, and the reload then completes."""
     import bentoml
 
-    from mmops.serving.packaging import save_to_model_store
-
     _, records = _records(trained_project, 6)
     log_path = trained_project / "var" / "predictions" / "industrial.jsonl"
-    new = save_to_model_store("industrial", _another_version(trained_project, "reload-model"), {"note": "kill test"})
+    new = _save(trained_project, _another_version(trained_project, "reload-model"), "kill test")
     try:
         tagged = [{**r, "id": f"before-{r['id']}"} for r in records]
         with _serving(trained_project, "industrial", "serve-kill-test.log", MMOPS_FAULT="serve.reload:1") as url:

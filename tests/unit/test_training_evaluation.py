@@ -209,6 +209,7 @@ def test_a_model_card_is_checked_where_it_is_read(use_project: Path, tmp_path: P
     import shutil
 
     from mmops.card import read_card
+    from mmops.card.complete import read_complete
     from mmops.errors import BadInputError
     from mmops.serving.packaging import save_to_model_store
 
@@ -216,11 +217,12 @@ def test_a_model_card_is_checked_where_it_is_read(use_project: Path, tmp_path: P
     shutil.copytree(use_project / "artifacts" / "security" / "model", model)
     good = json.loads((model / "model_card.json").read_text())
     assert read_card(model).pack.name == "security"
+    complete = read_complete(use_project / "artifacts" / "security" / "card")
     for broken, why in [({k: v for k, v in good.items() if k != "arch"}, "arch"),
                         ({**good, "checkpoint_sha256": "not-a-hash"}, "checkpoint_sha256"),
                         ({**good, "classes": ["a", "b"]}, "not its pack's")]:
         (model / "model_card.json").write_text(json.dumps(broken))
         with pytest.raises(BadInputError, match=why):
-            save_to_model_store("security", model, {})
+            save_to_model_store("security", model, {}, complete)
         with pytest.raises(BadInputError, match=why):
             Predictor.load(model)
