@@ -95,6 +95,8 @@ bench: setup  ## speed targets as same-process ratios, then docs/benchmarks.md f
 	-$(BIN)/python benchmarks/bench_drift.py
 	-$(BIN)/python benchmarks/bench_audio.py
 	-$(BIN)/python benchmarks/bench_anomaly.py
+	-$(BIN)/python benchmarks/bench_explain.py
+	-PYTHONPATH=.nannyml $(BIN)/python benchmarks/bench_estimation.py
 	-$(BIN)/python benchmarks/bench_soak.py --minutes 3
 	$(BIN)/python benchmarks/record.py
 

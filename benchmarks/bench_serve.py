@@ -115,15 +115,17 @@ def stop(proc: subprocess.Popen) -> None:
     stop_group(proc)
 
 
-def prepare(root: Path, domains: list[str]) -> None:
-    """Each domain's pack through every stage to a packaged model (1 epoch, default architecture), in a
-    project at `root` that this process then uses (MMOPS_HOME, BENTOML_HOME; served without a token)."""
+def prepare(root: Path, domains: list[str], epochs: int | None = 1) -> None:
+    """Each domain's pack through every stage to a packaged model (`epochs` epochs, default architecture; None:
+    the training parameters params.yaml and the pack give), in a project at `root` that this process then uses
+    (MMOPS_HOME, BENTOML_HOME; served without a token)."""
     os.environ.update(MMOPS_HOME=str(root), BENTOML_HOME=str(root / "bentoml"), BENTOML_DO_NOT_TRACK="true")
     os.environ.setdefault("MMOPS_PSEUDONYM_KEY", "benchmark")
     os.environ.pop("MMOPS_API_TOKEN", None)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["packs"] = {d: PACKS[d] for d in domains}
-    params["train"].update(epochs=1, patience=1)
+    if epochs is not None:
+        params["train"].update(epochs=epochs, patience=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "bentofile.yaml").write_text((REPO / "bentofile.yaml").read_text())
     from mmops import pipeline

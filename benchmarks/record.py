@@ -38,6 +38,10 @@ TITLES = {  # in the page's order
     "explain": ("Explanations", "POST /explain over HTTP, one record per request, at 1 and 8 clients, beside "
                 "POST /predict of the same records on the same service; and one explained held-out record per "
                 "domain (its figure in docs/explanations/, shown in docs/explanations.md)"),
+    "estimation": ("Accuracy estimated without labels", "CBPE (the mean probability of the answered class, "
+                   "mmops/estimation.py) against the realized accuracy per monitoring window, on the test split "
+                   "with a growing share of field-shifted records (mmops/shifts.py), beside NannyML's CBPE where "
+                   "it imports"),
     "drift": ("Drift", "the streamed reference-sketch check vs Evidently's DataDriftPreset on the same "
                        "columns, at growing row counts"),
     "audio": ("Audio front end", "log-mel spectrograms of real speech on one thread, in seconds of audio per "

@@ -179,26 +179,41 @@ def read_ground_truth(paths: list[Path]) -> tuple[dict[str, str], list[str]]:
 
 def served_performance(paths: Path | list[Path], model_sha: str | None, since: float | None,
                        truth: dict[str, str]) -> dict[str, Any]:
-    """The served model's performance on the logged predictions whose ground truth has come in (joined by
-    record id; the latest answer per id counts, across replicas by its timestamp)."""
+    """The served model's performance in the window: on the logged predictions whose ground truth has come in
+    (joined by record id; the latest answer per id counts, across replicas by its timestamp), and estimated
+    without labels on every answer (mmops.estimation: `estimated_accuracy` with its 95 % band), and on the
+    labeled ones alone (`estimated_accuracy_labeled`, beside `accuracy`)."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    answered: dict[str, tuple[float, str]] = {}
-    for line in _lines(paths) if truth else ():
+    from mmops.estimation import estimate_accuracy
+
+    answered: dict[str, tuple[float, str, float | None]] = {}
+    unnamed: list[float] = []  # answers without a record id: each its own
+    for line in _lines(paths):
         entry = read_line(line)
-        if entry is None or entry.record_id not in truth or (model_sha and entry.checkpoint_sha256 != model_sha):
+        if entry is None or (model_sha and entry.checkpoint_sha256 != model_sha):
             continue
-        rid, ts = entry.record_id, entry.ts if entry.ts is not None else float("-inf")
+        ts = entry.ts if entry.ts is not None else float("-inf")
         if since is not None and ts < since:
             continue
-        if rid not in answered or ts >= answered[rid][0]:
-            answered[rid] = (ts, str(entry.prediction))
-    if not answered:
-        return {"n_labeled": 0, "accuracy": None, "macro_f1": None}
-    y_true = [truth[r] for r in answered]
-    y_pred = [p for _, p in answered.values()]
-    return {"n_labeled": len(answered), "accuracy": float(accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
+        rid = entry.record_id
+        if rid is None:
+            if entry.confidence is not None:
+                unnamed.append(entry.confidence)
+        elif rid not in answered or ts >= answered[rid][0]:
+            answered[rid] = (ts, str(entry.prediction), entry.confidence)
+    confident = [c for _, _, c in answered.values() if c is not None] + unnamed
+    found: dict[str, Any] = {"n_labeled": 0, "accuracy": None, "macro_f1": None, "estimated_accuracy_labeled": None,
+                             **estimate_accuracy(confident)}
+    labeled = [r for r in answered if r in truth]
+    if not labeled:
+        return found
+    y_true = [truth[r] for r in labeled]
+    y_pred = [answered[r][1] for r in labeled]
+    on_labeled = [c for r in labeled if (c := answered[r][2]) is not None]
+    return {**found, "n_labeled": len(labeled), "accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+            "estimated_accuracy_labeled": estimate_accuracy(on_labeled)["estimated_accuracy"]}
 
 
 def last_logged_model(paths: Path | list[Path], tail_bytes: int = 1 << 20) -> str | None:

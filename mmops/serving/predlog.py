@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -88,6 +89,17 @@ class Logged(NamedTuple):
     prediction: str | None
     embeddings: dict[str, Any]  # modality -> vector
     outputs: dict[str, float]  # the task's numbers (an anomaly score); empty for a classifier
+    confidence: float | None = None  # the answered class's probability (a classifier's; mmops.estimation)
+
+
+def _confidence(probabilities: Any) -> float | None:
+    """The probability of the answered class (the largest), or None where there are none (an anomaly
+    detector's answers) or they are not numbers."""
+    if not isinstance(probabilities, list) or len(probabilities) < 2:
+        return None
+    if not all(isinstance(p, int | float) and not isinstance(p, bool) and math.isfinite(p) for p in probabilities):
+        return None
+    return float(max(probabilities))
 
 
 def read_line(line: str) -> Logged | None:
@@ -108,7 +120,8 @@ def read_line(line: str) -> Logged | None:
         isinstance(outputs, dict)) else {}
     return Logged(float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None,
                   rid if isinstance(rid, str) else None, sha if isinstance(sha, str) and sha else None,
-                  features, None if pred is None else str(pred), embeddings, outputs)
+                  features, None if pred is None else str(pred), embeddings, outputs,
+                  _confidence(entry.get("probabilities")))
 
 
 class PredictionLog:

@@ -89,7 +89,7 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
     if verdict.n_current == 0:
         raise NotFoundError(f"nothing to compare: no {current} records for {domain}{window}")
     truth, truth_problems = read_ground_truth(ground_truth_files(domain, settings))
-    performance: dict[str, Any] = {"n_labeled": 0, "accuracy": None, "macro_f1": None}
+    performance: dict[str, Any] = {"n_labeled": 0, "accuracy": None, "macro_f1": None, "estimated_accuracy": None}
     if current == "log":
         performance = served_performance(logs, card.checkpoint_sha256, since, truth)
     performance["unreadable_files"] = truth_problems

@@ -49,6 +49,10 @@ def test_drift_demo_closes_the_loop_and_no_drift_triggers_nothing(served_project
     # the held-out labels came in later and were joined with the log by record id
     assert normal["performance"]["n_labeled"] == normal["sent"] > 0
     assert normal["performance"]["accuracy"] is not None and normal["performance"]["degraded"] is False
+    # and before they came in, every answer gave an estimate (CBPE): a share, within its band of a share
+    perf = normal["performance"]
+    assert perf["n_estimated"] >= perf["n_labeled"] and 0 < perf["estimated_accuracy"] <= 1, perf
+    assert 0 < perf["estimated_accuracy_labeled"] <= 1 and perf["estimated_band"] > 0, perf
 
     # 2. a miscalibrated IMU: both sensors drift; one asset event carrying the verdict queues the training DAG
     assert shifted["drifted"] is True and set(shifted["drifted_groups"]) == {"accel", "gyro"}

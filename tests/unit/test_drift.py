@@ -222,12 +222,14 @@ def test_dashboard_numbers_put_every_test_on_one_scale() -> None:
                           "prediction": {"method": "chisquare", "score": 0.5, "threshold": 0.05, "drifted": False}},
               "embeddings": {"accel": {"method": "distance", "score": 3.0, "threshold": 1.5, "drifted": True}},
               "prediction_counts": {"walking": 3, "running": 1},
-              "performance": {"n_labeled": 4, "accuracy": 0.75, "macro_f1": 0.5, "test_accuracy": None}}
+              "performance": {"n_labeled": 4, "accuracy": 0.75, "macro_f1": 0.5, "test_accuracy": None,
+                              "estimated_accuracy": 0.7}}
     row = verdict_row(report, load_domain("industrial"))
     assert row["share:accel"] == 1.0 and row["drifted_features:accel"] == 1 and row["drifted_features:gyro"] == 0
     assert row["feature:accel.x_mean"] > 1 > row["feature:gyro.x_mean"] and row["embedding:accel"] == 2.0
     assert row["predicted:walking"] == 0.75 and row["predicted:standing"] == 0.0
     assert row["served_accuracy"] == 0.75 and "test_accuracy" not in row and row["n_labeled"] == 4
+    assert row["estimated_accuracy"] == 0.7  # beside the served accuracy, from every answer, no labels
 
 
 def test_evidently_renders_embedding_drift_on_the_samples(tmp_path) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+
+import pytest
 
 from mmops.monitoring import read_ground_truth, served_performance
 
@@ -33,8 +36,30 @@ def test_served_accuracy_counts_only_labeled_records_of_the_model_and_window(tmp
     del truth["e"]
 
     perf = served_performance(log, "m1", 60.0, truth)
-    assert perf == {"n_labeled": 2, "accuracy": 1.0, "macro_f1": 1.0}
+    assert {k: perf[k] for k in ("n_labeled", "accuracy", "macro_f1")} == {"n_labeled": 2, "accuracy": 1.0,
+                                                                        "macro_f1": 1.0}
+    assert perf["estimated_accuracy"] is None and perf["n_estimated"] == 0  # no probabilities logged
     truth["b"] = "walking"
     assert served_performance(log, "m1", 60.0, truth)["accuracy"] == 0.5
     assert served_performance(log, "m1", None, truth)["n_labeled"] == 3  # no window: d counts too
     assert served_performance(log, "m1", 60.0, {})["n_labeled"] == 0
+
+
+def test_accuracy_is_estimated_without_labels_from_the_answered_probabilities(tmp_path: Path) -> None:
+    """CBPE: each answer counts the probability of the class it gave (the latest answer per record id, each
+    unnamed answer on its own); the estimate on the labeled answers alone stands beside their accuracy."""
+    log = _log(tmp_path / "log.jsonl", [
+        {"ts": 100.0, "record_id": "a", "checkpoint_sha256": "m1", "prediction": "x", "probabilities": [0.5, 0.5]},
+        {"ts": 200.0, "record_id": "a", "checkpoint_sha256": "m1", "prediction": "x", "probabilities": [0.9, 0.1]},
+        {"ts": 200.0, "record_id": "b", "checkpoint_sha256": "m1", "prediction": "y", "probabilities": [0.3, 0.7]},
+        {"ts": 200.0, "record_id": None, "checkpoint_sha256": "m1", "prediction": "x", "probabilities": [0.8, 0.2]},
+        {"ts": 200.0, "record_id": None, "checkpoint_sha256": "m1", "prediction": "x", "probabilities": [0.6, 0.4]},
+        {"ts": 200.0, "record_id": "c", "checkpoint_sha256": "m1", "prediction": "x", "probabilities": ["nan", 1]},
+        {"ts": 200.0, "record_id": "d", "checkpoint_sha256": "m2", "prediction": "x", "probabilities": [1.0, 0.0]},
+    ])
+    perf = served_performance(log, "m1", None, {"a": "y", "b": "y"})
+    confidences = [0.9, 0.7, 0.8, 0.6]  # a's latest, b, the two unnamed; c's are not numbers, d is m2's
+    assert perf["n_estimated"] == 4 and perf["estimated_accuracy"] == pytest.approx(sum(confidences) / 4)
+    band = 1.96 * math.sqrt(sum(p * (1 - p) for p in confidences)) / 4
+    assert perf["estimated_band"] == pytest.approx(band)
+    assert perf["accuracy"] == 0.5 and perf["estimated_accuracy_labeled"] == pytest.approx(0.8)
