@@ -173,6 +173,12 @@ class ModalityKind:
         this spec; unchanged by default."""
         return raw
 
+    def nudge(self, raw: Any, spec: Any) -> Any | None:
+        """The JSON value after a change a model must not care about (a small gain, a little less light, a
+        synonym): the behavioural tests' invariance check (mmops.shifts.nudge_record). None: this kind has
+        none."""
+        return None
+
     def labelstudio_tag(self, spec: Any) -> str:
         """The Label Studio config element that shows this modality (its value is `$<name>`)."""
         from xml.sax.saxutils import quoteattr

@@ -264,6 +264,9 @@ class ImageKind(ModalityKind):
     def shift(self, raw: Any, spec: ImageSpec) -> Any:
         return shift_image(raw)
 
+    def nudge(self, raw: Any, spec: ImageSpec) -> Any:
+        return shift_image(raw, brightness=0.95, blur_radius=0.0)  # 5 % less light, in focus
+
     def labelstudio_tag(self, spec: ImageSpec) -> str:
         from xml.sax.saxutils import quoteattr
 

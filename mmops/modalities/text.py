@@ -106,6 +106,19 @@ _BOILERPLATE = ("Dictated by attending; transcribed by voice recognition, errors
                 "Comparison: outside films not available. ")
 
 
+_SYNONYMS = {"heart": "cardiac silhouette", "lungs": "lung fields", "chest": "thorax", "size": "dimensions"}
+
+
+def nudge_text(text: str) -> str:
+    """The same report in a colleague's words: a few synonyms that change no finding."""
+    def swap(match: re.Match[str]) -> str:
+        word = match.group(0)
+        new = _SYNONYMS.get(word.lower())
+        return word if new is None else (new.capitalize() if word[0].isupper() else new)
+
+    return re.sub(r"[A-Za-z]+", swap, text)
+
+
 def shift_text(text: str) -> str:
     """Another site's reporting vocabulary: abbreviations and boilerplate instead of the usual words."""
     def swap(match: re.Match[str]) -> str:
@@ -191,3 +204,6 @@ class TextKind(ModalityKind):
 
     def shift(self, raw: Any, spec: TextSpec) -> Any:
         return shift_text(raw)
+
+    def nudge(self, raw: Any, spec: TextSpec) -> Any:
+        return nudge_text(raw)

@@ -66,6 +66,23 @@ def test_a_detector_fitted_on_normal_ecg_flags_the_annotated_anomaly(tmp_path: P
         assert len(flagged & truth) >= 6 and len(flagged - truth) <= 3, (flagged, truth)
         spec = httpx.get(f"{url}/docs.json", timeout=30).json()
         assert "AnomalyOut" in spec["components"]["schemas"]
+        # direction: a stronger fault signature raises the score. The calmest normal strip blended with the
+        # most anomalous annotated one, step by step, scores higher at every step, from below the threshold
+        # to above it
+        by_score = sorted(out, key=lambda a: a["anomaly"]["score"])
+        calm = next(np.array(r["inputs"]["ecg"]) for r in records if r["id"] == by_score[0]["id"])
+        fault = next(np.array(r["inputs"]["ecg"]) for r in records if r["id"] == next(
+            a["id"] for a in reversed(by_score) if labels[a["id"]] == "anomaly"))
+        blends = [{"id": f"blend-{w}", "inputs": {"ecg": ((1 - w) * calm + w * fault).tolist()}}
+                  for w in (0.0, 0.25, 0.5, 0.75, 1.0)]
+        scores = [a["anomaly"]["score"] for a in httpx.post(f"{url}/predict", json={"records": blends},
+                                                            timeout=120).json()]
+        assert scores == sorted(scores) and scores[0] <= 1.0 < scores[-1], scores
+        # the card the bento carries: a detector's threshold calibration, and AUROC as each answer's expectation
+        served_card = httpx.get(f"{url}/card", timeout=30).json()
+        assert served_card["calibration"]["fpr_target"] == 0.05 and served_card["calibration"]["n_calibration_normals"] == 22
+        assert out[0]["expected"]["metric"] == "auroc" and out[0]["expected"]["value"] == pytest.approx(
+            served_card["metrics"]["auroc"])
         # explained: the score located in the strip (each window's distance to normal, on its threshold's scale)
         top = max(out, key=lambda a: a["anomaly"]["score"])
         record = next(r for r in records if r["id"] == top["id"])

@@ -141,7 +141,7 @@ def test_the_dashboard_renders_every_panel_with_the_checks(served_project: Path,
         return dom[at : starts[starts.index(at) + 1]]
 
     lines = ["Drift share over time", "Embedding drift (distance / no-drift 95th percentile)",
-             "Performance on delayed ground truth"]
+             "Performance: estimated without labels, and on delayed ground truth"]
     bars = ["Drifted features per modality", "Per-feature drift (>= 1: past its test's threshold)",
             "Prediction distribution"]
     assert set(lines + bars + ["Drift share (latest check)", "Labeled records (latest check)"]) <= set(panels), panels

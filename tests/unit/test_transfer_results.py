@@ -127,7 +127,7 @@ def test_merging_replaces_one_data_sets_rows_and_keeps_the_others_with_their_run
     surveillance = [Row("surveillance (s-1)", "only camera", 0.5, 0.5, 0.6, 24, 3.0)]
     md = to_markdown(*reversed(merge((new_runs, rows), Run("c", "d", ("surveillance",)), surveillance)))
     assert "The surveillance pack is composed: 4 s clips" in md
-    assert "alsa-utils recordings GPL-2" in md and "CC BY-NC-ND 4.0 (non-commercial)" in md  # medical's
+    assert "alsa-utils recordings: GPL-2" in md and "CC BY-NC-ND 4.0 (non-commercial use only)" in md  # medical's
     assert "industrial pack is composed" not in md  # a real recording, not composed
     with pytest.raises(Exception, match="which run"):
         from_markdown("| medical | x | 1.000 | 1.000 | - | 1 | 1.0 |  |\n")

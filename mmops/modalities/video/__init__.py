@@ -49,7 +49,7 @@ def video_tensor(clip: Clip, spec: VideoSpec) -> np.ndarray:
     return out
 
 
-def shift_video(b64: str, spec: VideoSpec, brightness: float = 0.45) -> str:
+def shift_video(b64: str, spec: VideoSpec, brightness: float = 0.45, blur: bool = True) -> str:
     """A darker scene and a softer lens: every frame of the clip darkened and box-blurred, re-encoded at its
     own rate and size (only the picture changes, not the frame rate or the frame count)."""
     data = base64.b64decode(b64)
@@ -57,7 +57,8 @@ def shift_video(b64: str, spec: VideoSpec, brightness: float = 0.45) -> str:
     every = decode_clip(data, source.source_fps, round(spec.max_seconds * source.source_fps) + 1,
                         (source.height, source.width), spec.max_pixels, spec.max_seconds)
     x = every.frames.astype(np.float32) * brightness
-    x = (x + np.roll(x, 1, axis=1) + np.roll(x, -1, axis=1) + np.roll(x, 1, axis=2) + np.roll(x, -1, axis=2)) / 5
+    if blur:
+        x = (x + np.roll(x, 1, axis=1) + np.roll(x, -1, axis=1) + np.roll(x, 1, axis=2) + np.roll(x, -1, axis=2)) / 5
     return base64.b64encode(encode_clip(x.clip(0, 255).astype(np.uint8), source.source_fps)).decode("ascii")
 
 
@@ -138,6 +139,9 @@ class VideoKind(ModalityKind):
 
     def shift(self, raw: Any, spec: VideoSpec) -> Any:
         return shift_video(raw, spec)
+
+    def nudge(self, raw: Any, spec: VideoSpec) -> Any:
+        return shift_video(raw, spec, brightness=0.95, blur=False)  # 5 % less light, in focus
 
     def labelstudio_tag(self, spec: VideoSpec) -> str:
         from xml.sax.saxutils import quoteattr
