@@ -140,3 +140,32 @@ def test_kinds_are_registered_and_a_pack_names_a_bad_one_clearly() -> None:
     with pytest.raises(ConfigError, match="registered twice"):
         register(Impostor())
     assert type(kind_of("text")).__name__ == "TextKind"
+
+
+def test_a_nudge_is_small_and_a_shift_is_not() -> None:
+    """The behavioural tests' nudge (mmops.shifts.nudge_record) against the field's shift, kind by kind: a
+    synonym that changes no finding, 5 % more gain, 5 % less light."""
+    import base64
+
+    import numpy as np
+
+    from mmops.modalities.image import png_bytes, shift_image
+    from mmops.modalities.sensor import shift_sensor
+    from mmops.modalities.text import nudge_text, shift_text
+
+    report = "Heart size normal. Lungs are clear. No acute disease."
+    assert nudge_text(report) == "Cardiac silhouette dimensions normal. Lung fields are clear. No acute disease."
+    assert "No acute" in nudge_text(report) and "No acute" not in shift_text(report)  # "no acute" is a rule's
+    rows = [[1.0, -2.0], [0.5, 0.0]]
+    assert shift_sensor(rows, gain=1.05, offset=0.0) == [[1.05, -2.1], [0.525, 0.0]]
+    img = np.full((8, 8), 200, np.uint8)
+    b64 = base64.b64encode(png_bytes(img)).decode()
+
+    def mean(b: str) -> float:
+        import io
+
+        from PIL import Image
+
+        return float(np.asarray(Image.open(io.BytesIO(base64.b64decode(b)))).mean())
+
+    assert mean(shift_image(b64, brightness=0.95, blur_radius=0.0)) == 190 > mean(shift_image(b64))
