@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -21,6 +21,7 @@ from mmops.errors import BadInputError, NotFoundError, one_line
 CARD_FORMAT = "mmops-model-card/2"  # 2: encoders, fusion and preprocessing named in "arch"
 CARD = "model_card.json"
 SHA256 = r"^[0-9a-f]{64}$"
+T = TypeVar("T", bound=BaseModel)
 
 
 class ModelCard(BaseModel):
@@ -69,18 +70,24 @@ class ModelCard(BaseModel):
 
 def read_card(model_dir: Path) -> ModelCard:
     """The card of the model in `model_dir`, checked; NotFoundError without one, BadInputError if unreadable."""
-    path = model_dir / CARD
+    return read_typed(model_dir / CARD, ModelCard, CARD_FORMAT, f"no trained model in {model_dir}; run `mmops train` "
+                      "first", "retrain with `mmops train`")
+
+
+def read_typed(path: Path, model: type[T], fmt: str, missing: str, remedy: str) -> T:
+    """A card file of format `fmt` read as `model`: NotFoundError(missing) without one, BadInputError naming the
+    file (and `remedy` for a format this mmops does not read) when it is unreadable or fails a check."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise NotFoundError(f"no trained model in {model_dir}; run `mmops train` first") from None
+        raise NotFoundError(missing) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInputError(f"{path}: not a readable model card ({exc})") from None
-    if not isinstance(raw, dict) or raw.get("format") != CARD_FORMAT:
+    if not isinstance(raw, dict) or raw.get("format") != fmt:
         found = raw.get("format") if isinstance(raw, dict) else None
-        raise BadInputError(f"{path}: not a model card this mmops reads (format {found!r}, expected "
-                            f"{CARD_FORMAT!r}); retrain with `mmops train`")
+        raise BadInputError(f"{path}: not a model card this mmops reads (format {found!r}, expected {fmt!r}); "
+                            f"{remedy}")
     try:
-        return ModelCard.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise BadInputError(f"{path}: {one_line(exc)}") from None

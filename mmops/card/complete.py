@@ -11,16 +11,15 @@ scored on its test split given only the modalities that record brought.
 from __future__ import annotations
 
 import hashlib
-import json
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from mmops.card import SHA256, ModelCard
+from mmops.card import SHA256, ModelCard, read_typed
 from mmops.domains import CardFacts, Source
-from mmops.errors import BadInputError, NotFoundError, ValidationFailedError, one_line
+from mmops.errors import ValidationFailedError
 
 COMPLETE_FORMAT = "mmops-complete-card/1"
 CARD_DIR = "card"  # artifacts/<domain>/card/
@@ -168,20 +167,8 @@ def _num(v: Any) -> float | None:
 
 def read_complete(folder: Path) -> CompleteCard:
     """The complete card in `folder` (card.json), checked; NotFoundError without one."""
-    path = folder / CARD_JSON
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotFoundError(f"no model card in {folder}; run `mmops evaluate` (and `mmops package`) first") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{path}: not a readable model card ({exc})") from None
-    if not isinstance(raw, dict) or raw.get("format") != COMPLETE_FORMAT:
-        raise BadInputError(f"{path}: not a model card this mmops reads (expected {COMPLETE_FORMAT!r}); run "
-                            "`mmops evaluate` and `mmops package` again")
-    try:
-        return CompleteCard.model_validate(raw)
-    except ValidationError as exc:
-        raise BadInputError(f"{path}: {one_line(exc)}") from None
+    return read_typed(folder / CARD_JSON, CompleteCard, COMPLETE_FORMAT, f"no model card in {folder}; run "
+                      "`mmops evaluate` (and `mmops package`) first", "run `mmops evaluate` and `mmops package` again")
 
 
 def read_served(folder: Path, where: str) -> CompleteCard:
