@@ -156,8 +156,13 @@ def test_the_flagged_share_alerts_when_it_departs_from_the_calibrated_rate_eithe
     # incidents: 6 % of the records are far out, on top of the normal ones' false alarms
     normal = rng.standard_normal(1200)
     t = threshold_at_fpr(normal[:200], 0.05)
-    incidents = flagged_share_check(int((normal[200:1140] > t).sum()) + 60, 1000, 0.05, 200, 0.01)
+    false_alarms = int((normal[200:1140] > t).sum())
+    incidents = flagged_share_check(false_alarms + 60, 1000, 0.05, 200, 0.01)
     assert incidents["alert"] and incidents["direction"] == "above"
+    # how many of the flagged are incidents, estimated without labels: near the truth (60 of them)
+    truth = 60 / (false_alarms + 60)
+    assert abs(incidents["estimated_precision"] - truth) < 0.1, (incidents, truth)
+    assert quiet[0]["estimated_precision"] < 0.3  # normal traffic: the flags are the false alarms
     # a blind detector (a dead sensor scores flat): nothing flagged in 300 records is as much an alert
     blind = flagged_share_check(0, 300, 0.05, 200, 0.01)
     assert blind["alert"] and blind["direction"] == "below"

@@ -118,17 +118,25 @@ def flagged_share_check(flagged: int, n: int, fpr: float, n_calibration: int, al
     n_calibration) (exchangeability, as in conformal prediction), and the flagged count of n new normal
     records is beta-binomial. A two-sided test of `flagged` against it (p = twice the smaller tail): above,
     incidents, or normal operation has moved (a person decides: the flagged records may be real); below,
-    the detector has gone blind (a dead sensor, a covered camera, clipped inputs). `alert` when p < alpha."""
+    the detector has gone blind (a dead sensor, a covered camera, clipped inputs). `alert` when p < alpha.
+
+    `estimated_precision`, without labels: the share of the flagged records that are not false alarms, the
+    false alarms estimated from the calibrated rate e as e (n - flagged) / (1 - e) (the normal records are
+    the unflagged ones and the false alarms among the flagged; exact when every anomaly is flagged, an upper
+    bound on the false alarms otherwise, so the estimate leans low)."""
     from scipy.stats import betabinom
 
     allowed = int(np.floor(fpr * n_calibration))
     expected = (allowed + 1) / (n_calibration + 1)
     if n == 0:
         return {"n": 0, "flagged": 0, "share": None, "expected": round(expected, 4), "p_value": None,
-                "alert": False, "direction": None}
+                "alert": False, "direction": None, "estimated_precision": None}
     null = betabinom(n, allowed + 1, n_calibration - allowed)
     p = float(min(1.0, 2 * min(null.sf(flagged - 1), null.cdf(flagged))))
     share = flagged / n
     alert = p < alpha
+    false_alarms = expected * (n - flagged) / (1 - expected)
+    precision = None if flagged == 0 else round(min(1.0, max(0.0, 1 - false_alarms / flagged)), 4)
     return {"n": n, "flagged": flagged, "share": round(share, 4), "expected": round(expected, 4), "p_value": p,
-            "alert": alert, "direction": ("above" if share > expected else "below") if alert else None}
+            "alert": alert, "direction": ("above" if share > expected else "below") if alert else None,
+            "estimated_precision": precision}
