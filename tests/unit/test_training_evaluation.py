@@ -65,6 +65,25 @@ def test_temperature_scaling_recovers_a_known_temperature_and_never_changes_the_
     assert fit_temperature(np.zeros((0, 4)), np.zeros(0, dtype=int)) == 1.0
 
 
+def test_a_split_without_errors_does_not_sharpen_the_answers_to_certainty() -> None:
+    """16 validation records all answered right: the plain likelihood would shrink T to its bound (every
+    answer ~1.0, which new records do not bear out); with the rule of succession (1/18 of each label spread
+    over the classes) the answers stay short of certain."""
+    import numpy as np
+    from scipy.special import softmax
+
+    from mmops.tasks.temperature import BOUNDS, fit_temperature
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 16)
+    z = rng.normal(size=(16, 4))
+    z[np.arange(16), y] += 3.0  # every answer right, by a margin
+    t = fit_temperature(z, y)
+    assert BOUNDS[0] < t
+    confidence = softmax(z / t, axis=1).max(axis=1).mean()
+    assert 0.85 < confidence < 1 - (1 / 18) * (3 / 4) + 0.01  # not certain: 16 of 16 right is no proof
+
+
 def test_the_trained_model_is_calibrated_on_validation_and_reports_both_eces(use_project: Path) -> None:
     """Training fits the temperature on the validation split (the card keeps it and the validation ECE before
     and after); evaluation reports the test ECE with and without it and draws the reliability diagram; the
