@@ -84,7 +84,13 @@ lint: setup
 docs: setup  ## docs/api.md and docs/openapi.json from the service's OpenAPI spec (a test checks they are current)
 	$(BIN)/python -m mmops.serving.apidoc docs
 
-bench: setup  ## speed targets as same-process ratios, then docs/benchmarks.md from their figures (a missed target shows as "Error 1 (ignored)")
+# NannyML beside the stack for bench_estimation.py's comparison: in a side folder, without its own pins (which
+# would replace the stack's), never on the project's path otherwise
+.nannyml: | setup
+	$(BIN)/pip install -q --target .nannyml --no-deps nannyml==0.13.1 seaborn segment-analytics-python \
+		category_encoders FLAML xgboost lightgbm
+
+bench: setup .nannyml  ## speed targets as same-process ratios, then docs/benchmarks.md from their figures (a missed target shows as "Error 1 (ignored)")
 	-$(BIN)/python benchmarks/bench_ingest.py
 	-$(BIN)/python benchmarks/bench_ingest.py --packs surveillance
 	-$(BIN)/python benchmarks/bench_gate.py

@@ -14,7 +14,7 @@ NannyML 0.13.1 installs beside the stack only without its own pins (they would r
 compare, put it in a side folder and run with it on the path:
 
     .venv/bin/pip install --target .nannyml --no-deps nannyml==0.13.1 seaborn segment-analytics-python \\
-        category_encoders FLAML
+        category_encoders FLAML xgboost lightgbm
     PYTHONPATH=.nannyml .venv/bin/python benchmarks/bench_estimation.py
 
 Its CBPE is fitted on the validation split's answers (its reference: probabilities and labels), as ours is
