@@ -93,6 +93,9 @@ def monitor(domain: str, current: str = "log", since: float | None = None, progr
     if current == "log":
         performance = served_performance(logs, card.checkpoint_sha256, since, truth)
     performance["unreadable_files"] = truth_problems
+    # the estimate holds while the answers are calibrated for what comes in: not on drifted inputs, where a
+    # model is as sure as ever and wrong more often (benchmarks/bench_estimation.py)
+    performance["estimate_holds"] = None if performance.get("estimated_accuracy") is None else not verdict.drifted
     alerts = task.alerts(counts, card, params.monitor)  # beyond drift: a detector's flagged share
     for name, alert in alerts.items():
         if alert.get("alert"):

@@ -53,6 +53,7 @@ def test_drift_demo_closes_the_loop_and_no_drift_triggers_nothing(served_project
     perf = normal["performance"]
     assert perf["n_estimated"] >= perf["n_labeled"] and 0 < perf["estimated_accuracy"] <= 1, perf
     assert 0 < perf["estimated_accuracy_labeled"] <= 1 and perf["estimated_band"] > 0, perf
+    assert perf["estimate_holds"] is True  # no drift: the answers are as calibrated as on validation
 
     # 2. a miscalibrated IMU: both sensors drift; one asset event carrying the verdict queues the training DAG
     assert shifted["drifted"] is True and set(shifted["drifted_groups"]) == {"accel", "gyro"}
@@ -61,6 +62,7 @@ def test_drift_demo_closes_the_loop_and_no_drift_triggers_nothing(served_project
     assert event["source"] == "mmops_monitor.signal_drift_industrial"
     assert set(event["extra"]["drifted_groups"]) == {"accel", "gyro"}
     assert shifted["train_queued_by"] == ["mmops_industrial_drift"] and shifted["train_due"] is True
+    assert shifted["performance"]["estimate_holds"] is False  # drifted inputs: the estimate is not to be trusted
     # the check's reports for people: Evidently's embedding drift per sensor, on samples of both sides
     report = json.loads((root / "artifacts" / "industrial" / "drift" / "drift_report.json").read_text())
     for sensor in ("accel", "gyro"):
