@@ -45,6 +45,11 @@ def drift_strength(method: str, score: float, threshold: float) -> float:
     return score / threshold
 
 
+# the report's performance figures -> the dashboard's columns
+PERFORMANCE_COLUMNS = {"accuracy": "served_accuracy", "macro_f1": "served_macro_f1", "test_accuracy": "test_accuracy",
+                       "estimated_accuracy": "estimated_accuracy"}
+
+
 def verdict_row(report: dict[str, Any], pack: DomainPack) -> dict[str, float]:
     """The numbers the dashboard plots, from a check's drift_report.json (with its performance)."""
     row: dict[str, float] = {"drift_share": float(report["drift_share"]), "drifted": float(report["drifted"]),
@@ -64,9 +69,9 @@ def verdict_row(report: dict[str, Any], pack: DomainPack) -> dict[str, float]:
         row[f"predicted:{c}"] = counts.get(c, 0) / total
     perf = report.get("performance") or {}
     row["n_labeled"] = float(perf.get("n_labeled") or 0)
-    for key in ("accuracy", "macro_f1", "test_accuracy", "estimated_accuracy"):
+    for key, column in PERFORMANCE_COLUMNS.items():
         if perf.get(key) is not None:
-            row[key if key in ("test_accuracy", "estimated_accuracy") else f"served_{key}"] = float(perf[key])
+            row[column] = float(perf[key])
     return row
 
 

@@ -107,7 +107,7 @@ class CompleteCard(BaseModel):
                         f"the {self.domain} domain pack)")
         if not self.metrics:
             gaps.append("metrics (run `mmops evaluate`)")
-        wanted = {tuple(c) for r in range(1, len(self.modalities) + 1) for c in combinations(self.modalities, r)}
+        wanted = set(modality_subsets(list(self.modalities)))
         if {s.modalities for s in self.subsets} != wanted:
             gaps.append(f"subsets (every one of the {len(wanted)} non-empty subsets of {list(self.modalities)}; "
                         "run `mmops evaluate`)")

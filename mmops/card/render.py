@@ -21,8 +21,6 @@ def _sections(card: CompleteCard) -> list[tuple[str, list[str] | list[list[str]]
     """(title, lines) or (title, table rows with a header row first)."""
     data = card.training_data
     approval = card.approval
-    licence = [f"{s.name}: {s.license}" + (" (non-commercial use only)" if s.non_commercial else "")
-               for s in data.sources]
     return [
         ("Model", [f"{card.domain} {card.task} model v{card.model_version or '-'} (checkpoint "
                    f"{card.checkpoint_sha256[:12]}, mmops {card.mmops_version})",
@@ -35,7 +33,7 @@ def _sections(card: CompleteCard) -> list[tuple[str, list[str] | list[list[str]]
               if data.composed else []),
             *(["NON-COMMERCIAL: trained on data licensed for non-commercial use only"]
               if data.non_commercial else []),
-            *(f"Source: {line}" for line in licence)]),
+            *(f"Source: {s.line()}" for s in data.sources)]),
         ("Metrics (test split)", [["metric", "value"], *([k, _fmt(v)] for k, v in card.metrics.items())]),
         ("Per class", [["class", *next(iter(card.per_class.values()), {}).keys()],
                        *([c, *(_fmt(v) for v in row.values())] for c, row in card.per_class.items())]

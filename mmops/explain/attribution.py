@@ -58,7 +58,7 @@ class RecordForward:
         inputs = {name: x}
         masks = {k: v.expand(n) for k, v in self.masks.items()}
         lengths = {k: v.expand(n) for k, v in self.lengths.items()}
-        return torch.softmax(self.model(inputs, masks, lengths, features).float() / self.temperature, dim=1)[:, self.target]
+        return self._target(self.model(inputs, masks, lengths, features))
 
     def coalitions(self, names: list[str], subsets: np.ndarray) -> np.ndarray:
         """The probability with only each subset of `names` present (the others masked out, as missing)."""
@@ -75,7 +75,13 @@ class RecordForward:
         lengths = {k: v.expand(n) for k, v in self.lengths.items()}
         with torch.no_grad():
             logits = self.model(inputs, masks, lengths)
-        return torch.softmax(logits.float() / self.temperature, dim=1)[:, self.target].cpu().numpy().astype(np.float64)
+        return self._target(logits).cpu().numpy().astype(np.float64)
+
+    def _target(self, logits: Any) -> Any:
+        """The target class's probability, as the model answers it (over its temperature)."""
+        import torch
+
+        return torch.softmax(logits.float() / self.temperature, dim=1)[:, self.target]
 
 
 def no_cudnn(device: str) -> Any:

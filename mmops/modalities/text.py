@@ -106,27 +106,28 @@ _BOILERPLATE = ("Dictated by attending; transcribed by voice recognition, errors
                 "Comparison: outside films not available. ")
 
 
-_SYNONYMS = {"heart": "cardiac silhouette", "lungs": "lung fields", "chest": "thorax", "size": "dimensions"}
+# the words of another site's that change no finding: a colleague's words for the same report
+_SYNONYMS = {w: _VOCABULARY[w] for w in ("heart", "lungs", "chest", "size")}
 
 
-def nudge_text(text: str) -> str:
-    """The same report in a colleague's words: a few synonyms that change no finding."""
+def _swap_words(text: str, table: dict[str, str]) -> str:
+    """Each word `table` has replaced by its entry (capitalised where the word was)."""
     def swap(match: re.Match[str]) -> str:
         word = match.group(0)
-        new = _SYNONYMS.get(word.lower())
+        new = table.get(word.lower())
         return word if new is None else (new.capitalize() if word[0].isupper() else new)
 
     return re.sub(r"[A-Za-z]+", swap, text)
 
 
+def nudge_text(text: str) -> str:
+    """The same report in a colleague's words: a few synonyms that change no finding."""
+    return _swap_words(text, _SYNONYMS)
+
+
 def shift_text(text: str) -> str:
     """Another site's reporting vocabulary: abbreviations and boilerplate instead of the usual words."""
-    def swap(match: re.Match[str]) -> str:
-        word = match.group(0)
-        new = _VOCABULARY.get(word.lower())
-        return word if new is None else (new.capitalize() if word[0].isupper() else new)
-
-    return _BOILERPLATE + re.sub(r"[A-Za-z]+", swap, text)
+    return _BOILERPLATE + _swap_words(text, _VOCABULARY)
 
 
 class TextKind(ModalityKind):
