@@ -100,20 +100,27 @@ class Predictor:
         """What the logits are divided by (the card's calibration; 1.0 for a model built without a card)."""
         return float(self.card.temperature) if self.card is not None else 1.0
 
-    def predict_proba(self, values: list[dict[str, Any]], batch_size: int = 256) -> np.ndarray:
-        """values: one dict per record, modality -> decoded value. Returns (N, n_classes) probabilities."""
-        return self.predict(values, batch_size)[0]
+    def predict_proba(self, values: list[dict[str, Any]], batch_size: int = 256, calibrated: bool = True,
+                      ) -> np.ndarray:
+        """values: one dict per record, modality -> decoded value. Returns (N, n_classes) probabilities
+        (calibrated=False: the plain softmax of the logits, as before calibration)."""
+        return self.predict(values, batch_size, calibrated=calibrated)[0]
 
-    def predict(self, values: list[dict[str, Any]], batch_size: int = 256,
-                embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N, n_classes) probabilities and, when asked, each modality's embedding (N, M, D; float32; zeros
+    def predict(self, values: list[dict[str, Any]], batch_size: int = 256, embeddings: bool = False,
+                calibrated: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, n_classes) probabilities (calibrated as the card says: over its temperature, then through its
+        isotonic maps where it has them) and, when asked, each modality's embedding (N, M, D; float32; zeros
         where a record lacks the modality). Records are collated batch_size at a time (a large request never
         holds all its tensors at once)."""
+        from mmops.tasks.isotonic import apply_maps
+
+        isotonic = self.card.isotonic if calibrated and self.card is not None else None
         probs, embs = [], []
         for i in range(0, len(values), batch_size):
             p, e = predict_batch(self.model, collate(self.pack, self.prep, values[i : i + batch_size]), self.device,
-                                 bs=batch_size, embeddings=embeddings, temperature=self.temperature)
-            probs.append(p)
+                                 bs=batch_size, embeddings=embeddings,
+                                 temperature=self.temperature if calibrated else 1.0)
+            probs.append(apply_maps(p, isotonic) if isotonic else p)
             if e is not None:
                 embs.append(e.numpy())
         if not probs:

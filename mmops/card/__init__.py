@@ -46,6 +46,8 @@ class ModelCard(BaseModel):
     world_size: int = Field(1, ge=1)
     val_metrics: dict[str, float | None]
     temperature: float = Field(1.0, gt=0)  # divides the logits: probabilities calibrated on validation (tasks/temperature.py)
+    # per class, the isotonic map applied after T where it predicted held-out labels better (tasks/isotonic.py)
+    isotonic: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...] | None = None
     val_alignment: dict[str, Any] | None = None
 
     @model_validator(mode="after")

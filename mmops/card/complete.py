@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmops.behaviour import Behaviour
 from mmops.card import SHA256, ModelCard, read_typed
 from mmops.domains import CardFacts, Source
 from mmops.errors import ValidationFailedError
@@ -78,6 +79,7 @@ class CompleteCard(BaseModel):
     per_class: dict[str, dict[str, float | None]]
     subsets: tuple[SubsetMetrics, ...]  # every non-empty subset of the modalities: 2^k - 1
     calibration: dict[str, float | None]
+    behaviour: Behaviour | None = None  # mmops.behaviour's checks on the test split (None: evaluated before them)
     limitations: tuple[str, ...]
     approval: Approval | None
 
@@ -139,7 +141,8 @@ def modality_subsets(modalities: list[str]) -> list[tuple[str, ...]]:
 
 def build_card(card: ModelCard, facts: CardFacts, task: str, manifest: Any, metrics: dict[str, Any],
                per_class: dict[str, dict[str, Any]], subsets: dict[tuple[str, ...], dict[str, Any]],
-               calibration: dict[str, Any], approval: Approval | None, model_version: int | None) -> CompleteCard:
+               calibration: dict[str, Any], approval: Approval | None, model_version: int | None,
+               behaviour: Behaviour | None = None) -> CompleteCard:
     """The complete card of the model `card` describes, measured on `manifest`'s test split; `facts`: the
     domain pack's card section as it stands now (users, sources, limitations: editing them needs no
     retraining, a new evaluation)."""
@@ -157,7 +160,7 @@ def build_card(card: ModelCard, facts: CardFacts, task: str, manifest: Any, metr
         subsets=tuple(SubsetMetrics(modalities=s, n=int(m.get("n", 0)),
                                     metrics={k: _num(v) for k, v in m.items() if k != "n"})
                       for s, m in subsets.items()),
-        calibration={k: _num(v) for k, v in calibration.items()}, limitations=facts.limitations,
+        calibration={k: _num(v) for k, v in calibration.items()}, behaviour=behaviour, limitations=facts.limitations,
         approval=approval)
 
 

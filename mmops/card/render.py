@@ -42,11 +42,28 @@ def _sections(card: CompleteCard) -> list[tuple[str, list[str] | list[list[str]]
                                                               if card.subsets else [])],
                                         *(["+".join(s.modalities), str(s.n), *(_fmt(v) for v in s.metrics.values())]
                                           for s in card.subsets)]),
-        ("Calibration", [f"{k}: {_fmt(v)}" for k, v in card.calibration.items()] or ["(none)"]),
+        ("Calibration", [f"isotonic maps after the temperature: {'yes' if v else 'no'}" if k == "isotonic"
+                         else f"{k}: {_fmt(v)}" for k, v in card.calibration.items()] or ["(none)"]),
+        ("Behaviour (test split)", _behaviour(card)),
         ("Known limitations", list(card.limitations) or ["(none declared)"]),
         ("Approval", [f"{approval.decision} by {approval.by} at {approval.at}: {approval.reason}"]
          if approval else ["(not approved)"]),
     ]
+
+
+def _behaviour(card: CompleteCard) -> list[str]:
+    b = card.behaviour
+    if b is None:
+        return ["(not measured: evaluated before mmops measured behaviour; run `mmops evaluate`)"]
+    lines = [f"{m}, {b.nudges[m]}: {_fmt(share)} of {b.n} answers kept" for m, share in b.invariance.items()]
+    lines.append(f"The field's shift of every modality (for scale): {_fmt(b.shift_kept)} of the answers kept")
+    if b.clear_cases:
+        lines.append(f"Clearest test cases of each class answered right: {b.clear_right} of {b.clear_cases}")
+    if b.direction is not None:
+        lines.append(f"A normal record blended into an anomalous one scores {' -> '.join(_fmt(s) for s in b.direction)}"
+                     f" ({'rising at every step' if b.direction_holds else 'NOT rising at every step'}; "
+                     "1.000 is the threshold)")
+    return lines
 
 
 def to_markdown(card: CompleteCard) -> str:

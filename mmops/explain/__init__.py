@@ -65,9 +65,13 @@ def explain_record(predictor: Any, value: dict[str, Any], target: str | None = N
     subsets = coalitions(len(present))
     v = fw.coalitions(present, subsets)
     phi = shapley_values(v, subsets)
+    # isotonic maps after T (tasks/isotonic.py) are steps, with no gradient to attribute: what is explained
+    # is the probability over T alone, which the maps then send to the answer's
+    isotonic = predictor.card is not None and predictor.card.isotonic
     out: dict[str, Any] = {
-        "label": classes[t], "value": round(float(probs[t]), 6), "base": round(float(v[0]), 6),
-        "explained": f"probability of {classes[t]}",
+        "label": classes[t], "value": round(float(v[-1] if isotonic else probs[t]), 6), "base": round(float(v[0]), 6),
+        "explained": f"probability of {classes[t]}" + (" over the temperature, before the isotonic maps"
+                                                        if isotonic else ""),
         "probabilities": {c: round(float(p), 6) for c, p in zip(classes, probs, strict=True)},
         "modalities": {m: {"shapley": round(float(phi[j]), 6)} for j, m in enumerate(present)},
     }

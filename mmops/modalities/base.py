@@ -82,6 +82,7 @@ class ModalityKind:
     name: ClassVar[str]
     spec: ClassVar[type[ModalitySpec]]
     channels_last: ClassVar[bool] = False  # its tensors are images (NHWC memory layout speeds GPU convolutions)
+    nudge_says: ClassVar[str] = ""  # what `nudge` changes, as the model card says it ("": the kind has none)
 
     # --- ingest: bytes -> a checked value and its statistics ---------------------------------------------
 
@@ -173,6 +174,11 @@ class ModalityKind:
         this spec; unchanged by default."""
         return raw
 
+    def blend(self, a: Any, b: Any, weight: float) -> Any | None:
+        """(1 - weight) * a + weight * b of two decoded values, over the length both have (the detectors'
+        direction check, mmops.behaviour); None where the kind cannot mix them. Default: arrays."""
+        return blend_arrays(a, b, weight)
+
     def nudge(self, raw: Any, spec: Any) -> Any | None:
         """The JSON value after a change a model must not care about (a small gain, a little less light, a
         synonym): the behavioural tests' invariance check (mmops.shifts.nudge_record). None: this kind has
@@ -192,3 +198,16 @@ class ModalityKind:
     def labelstudio_placeholder(self, spec: Any) -> Any:
         """What the element shows for a record that lacks the modality."""
         return f"({spec.name} missing in this record)"
+
+
+def blend_arrays(a: Any, b: Any, weight: float) -> np.ndarray | None:
+    """(1 - weight) * a + weight * b of two arrays alike but in their first axis (cut to the shorter), in a's
+    dtype (integers rounded and kept in range); None for anything else."""
+    if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.shape[1:] != b.shape[1:]:
+        return None
+    n = min(len(a), len(b))
+    mixed = (1 - weight) * a[:n].astype(np.float64) + weight * b[:n].astype(np.float64)
+    if np.issubdtype(a.dtype, np.integer):
+        info = np.iinfo(a.dtype)
+        mixed = np.clip(np.rint(mixed), info.min, info.max)
+    return mixed.astype(a.dtype)

@@ -205,6 +205,7 @@ _BLANK_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fpt
 
 class ImageKind(ModalityKind):
     name = "image"
+    nudge_says = "5 % less light"
     spec = ImageSpec
     channels_last = True
 

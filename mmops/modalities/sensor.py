@@ -255,6 +255,7 @@ def _strict_rows(raw: Any, width: int, channels: list[str]) -> None:
 
 class SensorKind(ModalityKind):
     name = "sensor"
+    nudge_says = "a sensor 5 % more sensitive (gain 1.05)"
     spec = SensorSpec
 
     def decode(self, data: bytes, spec: SensorSpec, phi_key: bytes | None = None) -> Decoded:

@@ -132,6 +132,7 @@ def shift_text(text: str) -> str:
 
 class TextKind(ModalityKind):
     name = "text"
+    nudge_says = "synonyms that change no finding"
     spec = TextSpec
 
     def decode(self, data: bytes, spec: TextSpec, phi_key: bytes | None = None) -> Decoded:
@@ -205,6 +206,9 @@ class TextKind(ModalityKind):
 
     def shift(self, raw: Any, spec: TextSpec) -> Any:
         return shift_text(raw)
+
+    def blend(self, a: Any, b: Any, weight: float) -> Any | None:
+        return None  # words do not mix
 
     def nudge(self, raw: Any, spec: TextSpec) -> Any:
         return nudge_text(raw)

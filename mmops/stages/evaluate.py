@@ -30,6 +30,7 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
     training_run: the run whose model to evaluate (the training DAG hands it on), on the dataset version it
     trained on; a model a later training replaced is refused. Default: the latest model, on the current
     dataset version."""
+    from mmops.behaviour import measure
     from mmops.card.complete import CARD_DIR, CARD_HTML, Approval, build_card
     from mmops.card.render import write_card
     from mmops.datasets.tensors import load_split
@@ -56,12 +57,15 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
     y = task.targets(pack, rows)
     outputs = task.outputs(predictor, values)
     metrics = task.metrics(y, outputs, list(pack.classes))
-    metrics.update(task.calibration(predictor, y, outputs))
+    calibration = task.calibration(predictor, values, y, outputs)
+    metrics.update(calibration)
     subsets = _subset_metrics(task, predictor, values, y, {k: metrics.get(k) for k in task.modality_metrics})
     if len(pack.modalities) > 1:
         metrics["single_modality"] = {s[0]: m for s, m in subsets.items() if len(s) == 1}
         metrics["modality_subsets"] = {"+".join(s): m for s, m in subsets.items()}
     metrics["dataset_version"] = manifest.id
+    behaviour = measure(task, predictor, pack, settings.data_dir, rows, manifest.split("train"))
+    metrics["behaviour"] = behaviour.model_dump(mode="json")
     write_metrics(metrics, out / "metrics.json")
     plots = task.report(metrics, y, outputs, list(pack.classes), domain, out)
     page = write_page(task, predictor, rows, values, outputs, domain, out / "explanations",
@@ -92,8 +96,9 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
                      metrics={k: metrics[k] for k in keep})
         approved = approval(session, domain, reg.model_version_id)
     write_card(build_card(predictor.card, pack.card, pack.task, manifest, {k: metrics[k] for k in task.headline_metrics},
-                          metrics.get("per_class", {}), subsets, {k: metrics.get(k) for k in task.calibration_keys},
-                          Approval(**approved) if approved else None, reg.version), out / CARD_DIR)
+                          metrics.get("per_class", {}), subsets,
+                          {**calibration, **{k: metrics.get(k) for k in task.calibration_keys}},
+                          Approval(**approved) if approved else None, reg.version, behaviour), out / CARD_DIR)
     # and beside the version's weights in the registry's store, where `mmops status` links it
     shutil.copytree(out / CARD_DIR, store_path(settings.var_dir, domain, sha) / CARD_DIR, dirs_exist_ok=True)
     plots = {**plots, "card": str(out / CARD_DIR / CARD_HTML)}

@@ -72,6 +72,11 @@ class TaskKind:
     def metrics(self, y: np.ndarray, outputs: np.ndarray, classes: list[str]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def decisions(self, outputs: np.ndarray) -> np.ndarray:
+        """The answer each row of `outputs` gives, as an index into the pack's classes (a detector's: 1 where
+        it flags the record): what the behavioural checks compare. Default: the most probable class."""
+        return np.asarray(outputs).argmax(axis=1)
+
     def observe(self, predictor: Any, values: list[dict[str, Any]], classes: list[str]
                 ) -> tuple[dict[str, list[Any]], dict[str, np.ndarray]]:
         """What monitoring compares with the reference, per record: output columns (always `prediction`,
@@ -94,7 +99,8 @@ class TaskKind:
         label.uncertainty, where the task ranks by uncertainty)."""
         raise NotImplementedError
 
-    def calibration(self, predictor: Any, y: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+    def calibration(self, predictor: Any, values: list[dict[str, Any]], y: np.ndarray, outputs: np.ndarray,
+                    ) -> dict[str, Any]:
         """Figures of how the model's outputs are calibrated on held-out records (`calibration_keys`), for the
         metrics and the model card."""
         return {}

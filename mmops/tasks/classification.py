@@ -86,13 +86,20 @@ class Classification(TaskKind):
         best = max(range(len(p)), key=p.__getitem__)
         return {"label": classes[best], "probabilities": dict(zip(classes, p, strict=True)), "outputs": {}}
 
-    def calibration(self, predictor: Any, y: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
-        """The card's temperature and the test ECE without it (`ece` is with it)."""
+    def calibration(self, predictor: Any, values: list[dict[str, Any]], y: np.ndarray, outputs: np.ndarray,
+                    ) -> dict[str, Any]:
+        """The card's temperature, whether isotonic maps follow it (1) or not (0) with both methods'
+        cross-validated Brier scores on the validation split that chose, and the test ECE without calibration
+        (`ece` is with it)."""
         from mmops.evaluation import expected_calibration_error
         from mmops.tasks.temperature import uncalibrated
 
-        t = predictor.temperature
-        return {"temperature": t, "ece_uncalibrated": expected_calibration_error(y, uncalibrated(outputs, t))}
+        t, isotonic = predictor.temperature, predictor.card.isotonic
+        # T alone is undone from the outputs; isotonic maps are not invertible: the model is asked again
+        before = predictor.predict_proba(values, calibrated=False) if isotonic else uncalibrated(outputs, t)
+        chose = {k: predictor.card.val_metrics.get(k) for k in ("brier_cv_temperature", "brier_cv_isotonic")}
+        return {"temperature": t, "isotonic": 1.0 if isotonic else 0.0, **chose,
+                "ece_uncalibrated": expected_calibration_error(y, before)}
 
     def explain(self, predictor: Any, values: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:
         from mmops.explain import explain_records
@@ -122,9 +129,12 @@ class Classification(TaskKind):
         plots = {"confusion_matrix": out_dir / "confusion_matrix.png", "roc": out_dir / "roc.png",
                  "reliability": out_dir / "reliability.png"}
         t = float(metrics.get("temperature", 1.0))
-        plot_reliability(y, {f"before (ECE {metrics.get('ece_uncalibrated', metrics['ece']):.3f})":
-                             uncalibrated(outputs, t), f"temperature {t:.2f} (ECE {metrics['ece']:.3f})": outputs},
-                         f"{title}: test reliability", plots["reliability"])
+        before = f"before (ECE {metrics.get('ece_uncalibrated', metrics['ece']):.3f})"
+        if metrics.get("isotonic"):  # the maps are not invertible: the curve after them, the ECE before in its name
+            curves = {f"temperature {t:.2f} + isotonic (ECE {metrics['ece']:.3f}; {before})": outputs}
+        else:
+            curves = {before: uncalibrated(outputs, t), f"temperature {t:.2f} (ECE {metrics['ece']:.3f})": outputs}
+        plot_reliability(y, curves, f"{title}: test reliability", plots["reliability"])
         plot_confusion(metrics["confusion_matrix"], classes, f"{title}: test accuracy {metrics['accuracy']:.3f}",
                        plots["confusion_matrix"])
         auroc = f" (AUROC {metrics['auroc']:.3f})" if metrics["auroc"] is not None else ""

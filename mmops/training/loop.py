@@ -128,7 +128,7 @@ def fit(pack: DomainPack, data: TrainData, params: TrainParams, seed: int, out_d
     alignment = _alignment(model, val, device, cached)
     best = st.history[st.best_epoch - 1]
     val_metrics: dict[str, float | None] = {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]}
-    temperature = _calibrate(model, val, device, cached, val_metrics)
+    temperature, isotonic = _calibrate(model, val, device, cached, val_metrics)
     ckpt_sha = ""
     if ctx.main:
         ckpt_sha = _write_weights(out_dir, st.best_state)
@@ -139,6 +139,7 @@ def fit(pack: DomainPack, data: TrainData, params: TrainParams, seed: int, out_d
             preprocessor=prep.to_json(), dataset_version=data.dataset_id, dataset_split_counts=data.split_counts,
             params=p_dict, params_hash=params_hash(p_dict), checkpoint_sha256=ckpt_sha, best_epoch=st.best_epoch,
             world_size=ctx.world, val_metrics=val_metrics, val_alignment=alignment, temperature=temperature,
+            isotonic=isotonic,
         ).write(out_dir)
         _write_history(out_dir.parent / "history.csv", st.history)
     if ctx.world > 1:
@@ -278,12 +279,15 @@ def _alignment(model: Any, val: Batch, device: str, cached: tuple[Any, ...]) -> 
 
 
 def _calibrate(model: Any, val: Batch, device: str, cached: tuple[Any, ...],
-               val_metrics: dict[str, float | None]) -> float:
-    """Temperature scaling on the validation split (tasks/temperature.py); its ECE before and after go into
-    val_metrics. The best epoch was chosen on the same split: T is one number, so it barely overfits."""
+               val_metrics: dict[str, float | None]) -> tuple[float, Any]:
+    """Temperature scaling on the validation split (tasks/temperature.py), and isotonic maps after it where
+    they predict held-out labels better (tasks/isotonic.py); the ECE before and after and both methods'
+    cross-validated Brier scores go into val_metrics. The best epoch was chosen on the same split: T is one
+    number, so it barely overfits."""
     from scipy.special import softmax
 
     from mmops.evaluation import expected_calibration_error
+    from mmops.tasks.isotonic import apply_maps, choose
     from mmops.tasks.temperature import fit_temperature
 
     features = cached[2] if cached[0] else None  # backbones frozen to the end: their features still hold
@@ -293,8 +297,12 @@ def _calibrate(model: Any, val: Batch, device: str, cached: tuple[Any, ...],
     temperature = fit_temperature(logits, val.labels)
     val_metrics["ece_uncalibrated"] = round(expected_calibration_error(val.labels, probs), 6)
     calibrated = softmax(logits / temperature, axis=1)  # the same answers over T, without another pass
+    isotonic, scores = choose(logits, val.labels)
+    val_metrics.update(scores)
+    if isotonic is not None:
+        calibrated = apply_maps(calibrated, isotonic)
     val_metrics["ece"] = round(expected_calibration_error(val.labels, calibrated), 6)
-    return round(temperature, 6)
+    return round(temperature, 6), isotonic
 
 
 def _write_weights(out_dir: Path, best_state: dict[str, Any]) -> str:

@@ -22,9 +22,9 @@ DOMAINS = {"medical": "medical-cxr", "security": "security-faces", "industrial":
 
 
 # PHI of a made-up patient: distinctive, so that a hit anywhere is this case and nothing else
-PHI = ["Quackenbush", "Zebulon", "7731920", "555-201-3344", "Wintergreen", "07/04/1961", "q.zebulon@mail.example",
+PHI = ["Quackenbush", "Zebulon", "ZQ-7731920", "555-201-3344", "Wintergreen", "07/04/1961", "q.zebulon@mail.example",
        "St Elsewhere General", "MRN88123X"]
-REPORT = ("Patient: Zebulon Quackenbush, MRN: 7731920, DOB 07/04/1961, phone 555-201-3344, "
+REPORT = ("Patient: Zebulon Quackenbush, MRN: ZQ-7731920, DOB 07/04/1961, phone 555-201-3344, "
           "q.zebulon@mail.example. Read by Dr. Ophelia Wintergreen. Heart size normal. No acute disease.")
 
 
@@ -87,6 +87,23 @@ def _phi_hits(root: Path, output: str) -> list[str]:
     return hits
 
 
+def _behaviour_in_every_card(root: Path) -> None:
+    """Every model's card holds its behaviour on the test split (mmops.behaviour), for every modality kind:
+    a nudge of any one modality keeps its answers, the field's shift changes at least as many; a classifier
+    answers most of its clearest cases right (fast training: more than half, where chance is a third or
+    less); a detector scores a normal record blended into an anomalous one higher at the end than at the
+    start."""
+    for domain in DOMAINS:
+        card = json.loads((root / "artifacts" / domain / "card" / "card.json").read_text())
+        b = card["behaviour"]
+        assert set(b["invariance"]) == set(b["nudges"]) == set(card["modalities"]), (domain, b)
+        assert min(b["invariance"].values()) >= 0.9 and b["shift_kept"] <= min(b["invariance"].values()), (domain, b)
+        if card["task"] == "anomaly":
+            assert b["direction"] is not None and b["direction"][-1] > b["direction"][0], (domain, b)
+        else:
+            assert b["clear_cases"] == 3 * len(card["classes"]) and b["clear_right"] > b["clear_cases"] / 2, (domain, b)
+
+
 def test_demo_runs_every_stage_for_every_domain(tmp_path: Path) -> None:
     root = make_project(tmp_path / "proj", DOMAINS, with_code=True)
     _land_phi_case(root)
@@ -125,6 +142,7 @@ def test_demo_runs_every_stage_for_every_domain(tmp_path: Path) -> None:
         n = catalog_sql(root, "select count(*) from samples where domain=:d", d=domain)[0][0]
         assert len(conflicts["disagreements"]) <= 0.1 * n, (domain, len(conflicts["disagreements"]), n)
 
+    _behaviour_in_every_card(root)
     [reason] = catalog_sql(root, "select reason from files where status='quarantined' and source_path=:p",
                            p="camera/broken_upload.png")
     assert reason and "not a readable image" in reason[0]

@@ -34,7 +34,7 @@ def _card(**change: Any) -> CompleteCard:
         metrics={"accuracy": 0.9}, per_class={"a": {"f1": 0.9}, "b": {"f1": 0.8}},
         subsets=tuple(SubsetMetrics(modalities=s, n=4, metrics={"accuracy": 0.5 + 0.1 * len(s)})
                       for s in modality_subsets(list(mods))),
-        calibration={"temperature": 1.3, "ece": 0.05, "ece_uncalibrated": 0.09}, limitations=(),
+        calibration={"temperature": 1.3, "isotonic": 0.0, "ece": 0.05, "ece_uncalibrated": 0.09}, limitations=(),
         approval=Approval(decision="promoted", by="mmops evaluate", at="2026-12-06T00:00:00+00:00", reason="first"))
     return CompleteCard(**{**fields, **change})
 
@@ -86,8 +86,23 @@ def test_the_renderings_hold_every_section_and_escape_what_they_show() -> None:
         assert f"## {section}" in md
     assert "| accel+gyro | 4 | 0.700 |" in md and "NON-COMMERCIAL" in md and "COMPOSED" in md
     assert "(non-commercial use only)" in md
+    assert "(not measured" in md and "- isotonic maps after the temperature: no" in md  # a card evaluated before behaviour was measured says so
     page = to_html(card)
     assert "<script>" not in page and "&lt;script&gt;" in page and "reports &lt;b&gt;" in page
+
+
+def test_the_behaviour_section_says_what_was_nudged_and_whether_the_score_rises() -> None:
+    from mmops.behaviour import Behaviour
+
+    measured = Behaviour(n=4, invariance={"accel": 1.0, "gyro": 0.75}, nudges={"accel": "gain", "gyro": "gain"},
+                         shift_kept=0.5, clear_cases=6, clear_right=5)
+    md = to_markdown(_card(behaviour=measured))
+    assert "- gyro, gain: 0.750 of 4 answers kept" in md and "answered right: 5 of 6" in md
+    rising = Behaviour(n=4, invariance={}, nudges={}, shift_kept=None, direction=(0.2, 0.5, 1.4))
+    falling = rising.model_copy(update={"direction": (0.2, 0.9, 0.7)})
+    assert rising.direction_holds and not falling.direction_holds
+    assert "0.200 -> 0.500 -> 1.400 (rising at every step" in to_markdown(_card(task="anomaly", behaviour=rising))
+    assert "NOT rising" in to_markdown(_card(task="anomaly", behaviour=falling))
 
 
 @pytest.mark.parametrize("licence,nc", [("CC BY-NC-ND 4.0", True), ("CC BY-NC 4.0", True), ("non-commercial", True),

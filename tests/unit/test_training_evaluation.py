@@ -84,6 +84,40 @@ def test_a_split_without_errors_does_not_sharpen_the_answers_to_certainty() -> N
     assert 0.85 < confidence < 1 - (1 / 18) * (3 / 4) + 0.01  # not certain: 16 of 16 right is no proof
 
 
+def test_isotonic_maps_are_chosen_only_where_they_predict_held_out_labels_better() -> None:
+    """A model whose confidence says nothing beyond its sign (a step no temperature draws): isotonic maps win
+    on held-out folds and are kept; a model that is only over-confident: T alone, isotonic not kept;
+    a split too small to fold: T alone, no scores."""
+    import numpy as np
+    from scipy.special import softmax
+
+    from mmops.evaluation import expected_calibration_error
+    from mmops.tasks.isotonic import MARGIN, apply_maps, brier, choose
+
+    rng = np.random.default_rng(2)
+    s = rng.uniform(-4, 4, 600)
+    z = np.column_stack([np.zeros_like(s), s])
+    y = (rng.random(600) < np.where(s > 0, 0.8, 0.2)).astype(int)  # right 80 % of the time, however sure it says
+    maps, scores = choose(z, y)
+    assert maps is not None and scores["brier_cv_isotonic"] <= (1 - MARGIN) * scores["brier_cv_temperature"]
+    fresh_s = rng.uniform(-4, 4, 4000)
+    fresh_y = (rng.random(4000) < np.where(fresh_s > 0, 0.8, 0.2)).astype(int)
+    fresh_z = np.column_stack([np.zeros_like(fresh_s), fresh_s])
+    from mmops.tasks.temperature import fit_temperature
+
+    by_t = softmax(fresh_z / fit_temperature(z, y), axis=1)
+    by_iso = apply_maps(by_t, maps)
+    np.testing.assert_allclose(by_iso.sum(axis=1), 1.0, atol=1e-6)
+    assert brier(by_iso, fresh_y) < brier(by_t, fresh_y)
+    assert expected_calibration_error(fresh_y, by_iso) < 0.05 < expected_calibration_error(fresh_y, by_t)
+
+    z = rng.normal(size=(600, 3))
+    y = np.array([rng.choice(3, p=p) for p in softmax(z, axis=1)])
+    maps, scores = choose(3.0 * z, y)  # over-confident by a factor T undoes
+    assert maps is None and scores["brier_cv_temperature"] is not None
+    assert choose(z[:12], y[:12]) == (None, {"brier_cv_temperature": None, "brier_cv_isotonic": None})
+
+
 def test_the_trained_model_is_calibrated_on_validation_and_reports_both_eces(use_project: Path) -> None:
     """Training fits the temperature on the validation split (the card keeps it and the validation ECE before
     and after); evaluation reports the test ECE with and without it and draws the reliability diagram; the
@@ -97,6 +131,8 @@ def test_the_trained_model_is_calibrated_on_validation_and_reports_both_eces(use
     assert card["val_metrics"]["ece"] <= card["val_metrics"]["ece_uncalibrated"] + 1e-9  # on what it was fitted to
     metrics = json.loads((use_project / "artifacts" / "industrial" / "metrics.json").read_text())
     assert metrics["temperature"] == t and 0 <= metrics["ece_uncalibrated"] <= 1
+    # 16 validation records: too few to fold, so T alone (tasks/isotonic.py), and the card says so
+    assert card["isotonic"] is None and metrics["isotonic"] == 0.0 and metrics["brier_cv_isotonic"] is None
     assert (use_project / "artifacts" / "industrial" / "reliability.png").stat().st_size > 1000
     predictor = Predictor.load(model_dir)
     from mmops.config import get_settings
@@ -112,6 +148,7 @@ def test_the_trained_model_is_calibrated_on_validation_and_reports_both_eces(use
                                predict_batch(predictor.model, collate(predictor.pack, predictor.prep, values), "cpu",
                                              temperature=t)[0], atol=1e-6)
     assert (predictor.predict_proba(values).argmax(axis=1) == raw.argmax(axis=1)).all()
+    np.testing.assert_allclose(predictor.predict_proba(values, calibrated=False), raw, atol=1e-6)
 
 
 def test_model_card_and_safetensors(use_project: Path) -> None:
@@ -245,3 +282,45 @@ def test_a_model_card_is_checked_where_it_is_read(use_project: Path, tmp_path: P
             save_to_model_store("security", model, {}, complete)
         with pytest.raises(BadInputError, match=why):
             Predictor.load(model)
+
+
+def test_a_model_with_isotonic_maps_answers_through_them_and_its_evaluation_says_so(
+        use_project: Path, tmp_path: Path) -> None:
+    """The industrial model with maps set in its card (as training sets them where they win): the predictor
+    answers through them, the uncalibrated probabilities stay the plain softmax, the task's calibration
+    figures ask the model again for the ECE before, and an explanation explains the probability over T and
+    says so (the maps have no gradient)."""
+    import shutil
+
+    import numpy as np
+
+    from mmops.config import get_settings
+    from mmops.datasets.tensors import load_split
+    from mmops.evaluation import expected_calibration_error
+    from mmops.tasks import task_of
+    from mmops.tasks.isotonic import apply_maps
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(use_project / "artifacts" / "industrial" / "model", model_dir)
+    card = json.loads((model_dir / "model_card.json").read_text())
+    k = len(card["classes"])
+    maps = [[[0.0, 0.5, 1.0], [0.1, 0.2, 0.9]] for _ in range(k)]  # pulls every answer away from 0 and 1
+    (model_dir / "model_card.json").write_text(json.dumps({**card, "isotonic": maps}))
+    plain, mapped = Predictor.load(use_project / "artifacts" / "industrial" / "model"), Predictor.load(model_dir)
+    rows = pipeline.load_manifest("industrial", get_settings()).split("test")
+    values = load_split(plain.pack, get_settings().data_dir, rows)
+    by_t = plain.predict_proba(values)
+    got = mapped.predict_proba(values)
+    np.testing.assert_allclose(got, apply_maps(by_t, tuple((tuple(x), tuple(y)) for x, y in maps)), atol=1e-6)
+    assert not np.allclose(got, by_t, atol=1e-3) and np.allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(mapped.predict_proba(values, calibrated=False),
+                               plain.predict_proba(values, calibrated=False), atol=1e-6)
+    task = task_of("classification")
+    y = task.targets(plain.pack, rows)
+    figures = task.calibration(mapped, values, y, got)
+    assert figures["isotonic"] == 1.0 and figures["ece_uncalibrated"] == pytest.approx(
+        expected_calibration_error(y, plain.predict_proba(values, calibrated=False)), abs=1e-6)
+    (e,) = task.explain(mapped, values[:1])
+    assert "before the isotonic maps" in e["explained"] and e["value"] == pytest.approx(
+        float(by_t[0].max()), abs=1e-5)
+    assert sum(m["shapley"] for m in e["modalities"].values()) == pytest.approx(e["value"] - e["base"], abs=1e-4)

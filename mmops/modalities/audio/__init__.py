@@ -76,14 +76,16 @@ def audio_tensor(samples: np.ndarray, spec: AudioSpec, mean: np.ndarray, std: np
     return out
 
 
-def shift_audio(b64: str, gain: float = 0.5, snr_db: float = 10.0, seed: int = 0) -> str:
-    """Another microphone in a noisier place: a first-order low-pass (a duller frequency response), the
-    level halved, white noise at `snr_db` (base64 audio in, base64 WAV out)."""
+def shift_audio(b64: str, gain: float = 0.5, snr_db: float = 10.0, seed: int = 0, dull: bool = True) -> str:
+    """Another microphone in a noisier place: a first-order low-pass (a duller frequency response: 15 dB
+    down at the top of the band; `dull`), the level times `gain`, white noise at `snr_db` (base64 audio in,
+    base64 WAV out)."""
     import soundfile as sf
     from scipy.signal import lfilter
 
     x, rate = sf.read(io.BytesIO(base64.b64decode(b64)), dtype="float64", always_2d=True)
-    y = lfilter([0.3], [1.0, -0.7], x.mean(axis=1)) * gain
+    mono = x.mean(axis=1)
+    y = (lfilter([0.3], [1.0, -0.7], mono) if dull else mono) * gain
     power = float(np.mean(y * y)) or 1e-12
     y = y + np.random.default_rng(seed).normal(0.0, np.sqrt(power / 10 ** (snr_db / 10)), len(y))
     return base64.b64encode(wav_bytes(y.astype(np.float32), rate)).decode("ascii")
@@ -91,6 +93,7 @@ def shift_audio(b64: str, gain: float = 0.5, snr_db: float = 10.0, seed: int = 0
 
 class AudioKind(ModalityKind):
     name = "audio"
+    nudge_says = "10 % quieter with hiss at 40 dB SNR"
     spec = AudioSpec
 
     def decode(self, data: bytes, spec: AudioSpec, phi_key: bytes | None = None) -> Decoded:
@@ -175,7 +178,7 @@ class AudioKind(ModalityKind):
         return shift_audio(raw)
 
     def nudge(self, raw: Any, spec: AudioSpec) -> Any:
-        return shift_audio(raw, gain=0.9, snr_db=40.0)  # a little quieter, a little hiss
+        return shift_audio(raw, gain=0.9, snr_db=40.0, dull=False)  # a little quieter, a little hiss
 
     def labelstudio_tag(self, spec: AudioSpec) -> str:
         from xml.sax.saxutils import quoteattr

@@ -15,7 +15,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from mmops.modalities.base import Decoded, Encoder, Expectation, ModalityKind, ModalitySpec, file_from_wire
+from mmops.modalities.base import (
+    Decoded,
+    Encoder,
+    Expectation,
+    ModalityKind,
+    ModalitySpec,
+    blend_arrays,
+    file_from_wire,
+)
 from mmops.modalities.video.decode import Clip, clip_stats, decode_clip, encode_clip, suffix_of
 
 MAX_VIDEO_B64_CHARS = 24 * 1024 * 1024  # a clip in a request, base64
@@ -64,6 +72,7 @@ def shift_video(b64: str, spec: VideoSpec, brightness: float = 0.45, blur: bool 
 
 class VideoKind(ModalityKind):
     name = "video"
+    nudge_says = "5 % less light in every frame"
     spec = VideoSpec
     channels_last = False
 
@@ -139,6 +148,12 @@ class VideoKind(ModalityKind):
 
     def shift(self, raw: Any, spec: VideoSpec) -> Any:
         return shift_video(raw, spec)
+
+    def blend(self, a: Clip, b: Clip, weight: float) -> Clip | None:
+        from dataclasses import replace
+
+        frames = blend_arrays(a.frames, b.frames, weight)
+        return None if frames is None else replace(a, frames=frames, times=a.times[: len(frames)])
 
     def nudge(self, raw: Any, spec: VideoSpec) -> Any:
         return shift_video(raw, spec, brightness=0.95, blur=False)  # 5 % less light, in focus

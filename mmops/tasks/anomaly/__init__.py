@@ -87,6 +87,9 @@ class Anomaly(TaskKind):
     def outputs(self, predictor: Any, values: list[dict[str, Any]]) -> np.ndarray:
         return np.asarray(predictor.score(values).score, dtype=np.float64)
 
+    def decisions(self, outputs: np.ndarray) -> np.ndarray:
+        return (np.asarray(outputs) > 1.0).astype(int)  # flagged above the threshold (scores scaled to it)
+
     def metrics(self, y: np.ndarray, outputs: np.ndarray, classes: list[str]) -> dict[str, Any]:
         from mmops.tasks.anomaly.calibration import anomaly_metrics
 
@@ -104,7 +107,8 @@ class Anomaly(TaskKind):
                 columns[f"{m}.{SCORE}"] = [float(x) for x in s]
         return columns, {}
 
-    def calibration(self, predictor: Any, y: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+    def calibration(self, predictor: Any, values: list[dict[str, Any]], y: np.ndarray, outputs: np.ndarray,
+                    ) -> dict[str, Any]:
         """The threshold as calibrated on the validation split's normal records (the test split's realized
         false-positive rate is `fpr`)."""
         cal = predictor.calibration
