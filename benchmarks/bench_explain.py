@@ -50,22 +50,45 @@ def example(domain: str, url: str, payloads: list[dict[str, Any]], values: list[
 
 
 def write_examples(examples: list[dict[str, Any]], record: dict[str, Any]) -> None:
-    """docs/explanations.md's block of examples: each domain's figure and Shapley values, and the run."""
+    """docs/explanations.md's block of examples: each domain's figure and Shapley values, and the run. A run
+    of some domains replaces theirs and keeps the others' (each section names the run it came from)."""
     page = REPO / "docs" / "explanations.md"
     start, end = "<!-- examples: rewritten by benchmarks/bench_explain.py -->", "<!-- /examples -->"
     text = page.read_text(encoding="utf-8")
     head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
+    block, _, tail = rest.partition(end)
+    sections = _sections(block)
     m = record["machine"]
-    lines = [start, "", f"`{record['command']}` on {record['at']}: {m['cpus']} CPUs"
-             f"{', ' + m['cuda'] if m.get('cuda') else ', no GPU'}; models trained for one epoch.", ""]
+    run = (f"`{record['command']}` on {record['at']}: {m['cpus']} CPUs{', ' + m['cuda'] if m.get('cuda') else ', no GPU'}"
+           "; model trained for one epoch.")
     for e in examples:
-        lines += [f"### {e['domain']}", "",
-                  f"Held-out record `{e['record']}`: {e['explained']} {e['value']:.3f} (with no modality: "
-                  f"{e['base']:.3f}). Shapley values: {e['shapley']}. Maps: {e['maps']}"
-                  + (f"; largest completeness error {e['completeness_error']:.4f}." if e["completeness_error"]
-                     is not None else "."), "", f"![{e['domain']}](explanations/{e['domain']}.png)", ""]
+        sections[e["domain"]] = [
+            f"### {e['domain']}", "", run, "",
+            f"Held-out record `{e['record']}`: {e['explained']} {e['value']:.3f} (with no modality: "
+            f"{e['base']:.3f}). Shapley values: {e['shapley']}. Maps: {e['maps']}"
+            + (f"; largest completeness error {e['completeness_error']:.4f}." if e["completeness_error"]
+               is not None else "."), "", f"![{e['domain']}](explanations/{e['domain']}.png)", ""]
+    order = [d for d in DEFAULT if d in sections] + sorted(set(sections) - set(DEFAULT))
+    lines = [start, "", *(line for d in order for line in sections[d])]
     page.write_text(head + "\n".join(lines) + end + tail, encoding="utf-8")
+
+
+def _sections(block: str) -> dict[str, list[str]]:
+    """The block's per-domain sections (from a `### <domain>` line to the next), each naming its run: a
+    section from before runs were named per section gets the block's run line."""
+    lines = block.strip("\n").splitlines()
+    shared = next((x for x in lines if x.startswith("`python benchmarks/")), None)
+    out: dict[str, list[str]] = {}
+    domain = None
+    for line in lines:
+        if line.startswith("### "):
+            domain = line[4:].strip()
+            out[domain] = [line, ""] + ([shared, ""] if shared else [])
+        elif domain is not None and (line != shared or not shared) and (line or out[domain][-1]):
+            out[domain].append(line)
+    for d, body in out.items():
+        out[d] = [*body, ""] if body[-1] else body
+    return out
 
 
 def main() -> int:

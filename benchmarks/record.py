@@ -38,6 +38,9 @@ TITLES = {  # in the page's order
     "explain": ("Explanations", "POST /explain over HTTP, one record per request, at 1 and 8 clients, beside "
                 "POST /predict of the same records on the same service; and one explained held-out record per "
                 "domain (its figure in docs/explanations/, shown in docs/explanations.md)"),
+    "explain-surveillance": ("Explanations of clips", "POST /explain of surveillance records (a camera clip "
+                             "and a microphone clip) at 1 and 8 clients, rerun alone: the full run's 8-client "
+                             "level ran out of time in its warm-up"),
     "estimation": ("Accuracy estimated without labels", "CBPE (the mean probability of the answered class, "
                    "mmops/estimation.py) against the realized accuracy per monitoring window, on the test split "
                    "with a growing share of field-shifted records (mmops/shifts.py), beside NannyML's CBPE where "
