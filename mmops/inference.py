@@ -51,9 +51,10 @@ def chunks(n: int, bs: int) -> list[np.ndarray]:
 
 
 def predict_batch(model: Any, batch: Batch, device: str, features: dict[str, Any] | None = None,
-                  bs: int = 256, embeddings: bool = False, temperature: float = 1.0) -> tuple[np.ndarray, Any]:
-    """Softmax probabilities (N, classes) of the logits over `temperature` and, when asked, the raw modality
-    embeddings (N, M, D) on CPU."""
+                  bs: int = 256, embeddings: bool = False, temperature: float = 1.0,
+                  log: bool = False) -> tuple[np.ndarray, Any]:
+    """Softmax probabilities (N, classes) of the logits over `temperature` (with `log`, their logarithms:
+    exact where a probability underflows) and, when asked, the raw modality embeddings (N, M, D) on CPU."""
     import torch
 
     model.eval()
@@ -62,7 +63,8 @@ def predict_batch(model: Any, batch: Batch, device: str, features: dict[str, Any
         for idx in chunks(len(batch), bs):
             inputs, masks, lengths, feats, _ = to_device(batch, idx, device, features=features)
             logits, e, _ = model.forward_with_embeddings(inputs, masks, lengths, feats)
-            out.append(torch.softmax(logits.float() / temperature, dim=1).cpu().numpy())
+            scaled = logits.float() / temperature
+            out.append((torch.log_softmax(scaled, dim=1) if log else torch.softmax(scaled, dim=1)).cpu().numpy())
             if embeddings:
                 embs.append(e.float().cpu())
     return np.concatenate(out), (torch.cat(embs) if embeddings else None)

@@ -23,12 +23,16 @@ Maps = tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]  # per class: (x 
 
 def fit_maps(probs: np.ndarray, labels: np.ndarray) -> Maps:
     """One non-decreasing map per class, from its probability to how often records at that probability are
-    of the class."""
+    of the class, each label smoothed by the rule of succession as temperature scaling's are
+    (tasks/temperature.py): n right answers out of n map to (n + 1) / (n + 2)-ish, not to a certainty that new
+    records do not bear out."""
     from sklearn.isotonic import IsotonicRegression
 
+    alpha, classes = 1.0 / (len(labels) + 2), probs.shape[1]
     maps = []
-    for k in range(probs.shape[1]):
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(probs[:, k], labels == k)
+    for k in range(classes):
+        target = (1.0 - alpha) * (np.asarray(labels) == k) + alpha / classes
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(probs[:, k], target)
         maps.append((tuple(float(x) for x in iso.X_thresholds_), tuple(float(y) for y in iso.y_thresholds_)))
     return tuple(maps)
 

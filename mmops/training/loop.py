@@ -291,9 +291,12 @@ def _calibrate(model: Any, val: Batch, device: str, cached: tuple[Any, ...],
     from mmops.tasks.temperature import fit_temperature
 
     features = cached[2] if cached[0] else None  # backbones frozen to the end: their features still hold
-    probs, _ = predict_batch(model, val, device, features)
+    # log-softmax: the logits up to a constant per record, exact where a probability underflows (a log of
+    # clipped probabilities would cap every margin at the clip and fit T to margins the model does not have)
+    logits, _ = predict_batch(model, val, device, features, log=True)
+    logits = logits.astype(np.float64)
+    probs = np.exp(logits)
     assert val.labels is not None
-    logits = np.log(np.clip(probs, 1e-30, None))  # log-softmax: the logits up to a constant per record
     temperature = fit_temperature(logits, val.labels)
     val_metrics["ece_uncalibrated"] = round(expected_calibration_error(val.labels, probs), 6)
     calibrated = softmax(logits / temperature, axis=1)  # the same answers over T, without another pass

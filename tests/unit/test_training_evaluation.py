@@ -117,6 +117,14 @@ def test_isotonic_maps_are_chosen_only_where_they_predict_held_out_labels_better
     assert maps is None and scores["brier_cv_temperature"] is not None
     assert choose(z[:12], y[:12]) == (None, {"brier_cv_temperature": None, "brier_cv_isotonic": None})
 
+    # a split answered without an error: the maps (as T) stop short of certainty, at about (n + 1) / (n + 2)
+    margins = rng.uniform(5, 40, 40)
+    z, y = np.column_stack([margins, np.zeros(40)]), np.zeros(40, dtype=int)
+    maps, _ = choose(z, y)
+    assert maps is not None  # sharper than T there, and still not certain
+    top = apply_maps(softmax(z / fit_temperature(z, y), axis=1), maps)[:, 0]
+    assert 0.95 < top.max() <= 1 - 1 / 42 + 1 / 84 + 1e-6
+
 
 def test_the_trained_model_is_calibrated_on_validation_and_reports_both_eces(use_project: Path) -> None:
     """Training fits the temperature on the validation split (the card keeps it and the validation ECE before
