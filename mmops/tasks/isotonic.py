@@ -28,11 +28,12 @@ def fit_maps(probs: np.ndarray, labels: np.ndarray) -> Maps:
     records do not bear out."""
     from sklearn.isotonic import IsotonicRegression
 
-    alpha, classes = 1.0 / (len(labels) + 2), probs.shape[1]
+    from mmops.tasks.temperature import succession_targets
+
+    targets = succession_targets(labels, probs.shape[1])
     maps = []
-    for k in range(classes):
-        target = (1.0 - alpha) * (np.asarray(labels) == k) + alpha / classes
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(probs[:, k], target)
+    for k in range(probs.shape[1]):
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(probs[:, k], targets[:, k])
         maps.append((tuple(float(x) for x in iso.X_thresholds_), tuple(float(y) for y in iso.y_thresholds_)))
     return tuple(maps)
 

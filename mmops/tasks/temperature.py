@@ -26,15 +26,23 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     y = np.asarray(labels, dtype=np.int64)
     if len(y) == 0:
         return 1.0
-    alpha = 1.0 / (len(y) + 2)
-    targets = np.full(z.shape, alpha / z.shape[1])
-    targets[np.arange(len(y)), y] += 1.0 - alpha
+    targets = succession_targets(y, z.shape[1])
 
     def nll(log_t: float) -> float:
         return float(-(targets * log_softmax(z / np.exp(log_t), axis=1)).sum(axis=1).mean())
 
     best = minimize_scalar(nll, bounds=tuple(np.log(BOUNDS)), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(best.x)) if nll(best.x) < nll(0.0) else 1.0
+
+
+def succession_targets(labels: np.ndarray, classes: int) -> np.ndarray:
+    """(records, classes) targets of held-out labels smoothed by the rule of succession: 1 / (n + 2) of each
+    label spread evenly over the classes, so that n right answers out of n ask for about (n + 1) / (n + 2)."""
+    y = np.asarray(labels, dtype=np.int64)
+    alpha = 1.0 / (len(y) + 2)
+    targets = np.full((len(y), classes), alpha / classes)
+    targets[np.arange(len(y)), y] += 1.0 - alpha
+    return targets
 
 
 def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
