@@ -74,20 +74,11 @@ def write_examples(examples: list[dict[str, Any]], record: dict[str, Any]) -> No
 
 
 def _sections(block: str) -> dict[str, list[str]]:
-    """The block's per-domain sections (from a `### <domain>` line to the next), each naming its run: a
-    section from before runs were named per section gets the block's run line."""
-    lines = block.strip("\n").splitlines()
-    shared = next((x for x in lines if x.startswith("`python benchmarks/")), None)
+    """The block's per-domain sections, from a `### <domain>` line to the next, each ending in one blank line."""
     out: dict[str, list[str]] = {}
-    domain = None
-    for line in lines:
-        if line.startswith("### "):
-            domain = line[4:].strip()
-            out[domain] = [line, ""] + ([shared, ""] if shared else [])
-        elif domain is not None and (line != shared or not shared) and (line or out[domain][-1]):
-            out[domain].append(line)
-    for d, body in out.items():
-        out[d] = [*body, ""] if body[-1] else body
+    for part in ("\n" + block.strip("\n")).split("\n### ")[1:]:
+        domain, *body = part.splitlines()
+        out[domain.strip()] = [f"### {domain.strip()}", *"\n".join(body).rstrip("\n").splitlines(), ""]
     return out
 
 
