@@ -101,6 +101,7 @@ bench: setup .nannyml  ## speed targets as same-process ratios, then docs/benchm
 	-$(BIN)/python benchmarks/bench_drift.py
 	-$(BIN)/python benchmarks/bench_audio.py
 	-$(BIN)/python benchmarks/bench_anomaly.py
+	-$(BIN)/python benchmarks/bench_calibration.py
 	-$(BIN)/python benchmarks/bench_explain.py
 	-PYTHONPATH=.nannyml $(BIN)/python benchmarks/bench_estimation.py
 	-$(BIN)/python benchmarks/bench_soak.py --minutes 3

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mmops.config import AnomalyParams
-from mmops.datasets.surfaces import REGIONS, crop, paste, photo
+from mmops.datasets.surfaces import PLACES, SIDE, crop, paste, photo
 from mmops.domains import load_domain
 from mmops.tasks.anomaly.model import AnomalyModel
 from tests.landed import landed_splits
@@ -27,8 +27,13 @@ def test_splits_come_from_parts_of_the_wall_no_other_split_saw(fitted) -> None:
     _, records, labels = fitted
     assert set(labels["train"]) == {"normal"} and len(labels["train"]) == 60
     assert {"inclusion", "growth"} <= set(labels["test"])
-    (_, tr_cols), (te_rows, te_cols) = REGIONS["train"], REGIONS["test"]
-    assert tr_cols[1] <= te_cols[0] and REGIONS["val"][0][1] <= te_rows[0]  # disjoint regions
+    mask = {split: np.zeros((512, 512), bool) for split in PLACES}
+    for split, rects in PLACES.items():
+        for (r0, r1), (c0, c1) in rects:
+            assert r1 - r0 >= SIDE and c1 - c0 >= SIDE  # a crop fits
+            mask[split][r0:r1, c0:c1] = True
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not (mask[a] & mask[b]).any(), (a, b)  # no pixel in two splits
 
 
 def test_defects_are_flagged_and_named_at_the_calibrated_rate(fitted) -> None:
@@ -46,9 +51,9 @@ def test_the_detector_flags_the_material_not_the_paste(fitted) -> None:
     model, records, labels = fitted
     rng = np.random.default_rng(5)
     wall = photo("brick.png")
-    own = [{"surface": paste(crop(wall, REGIONS["test"], rng), wall[:256, :256], rng)[:, :, None]}
+    own = [{"surface": paste(crop(wall, PLACES["test"], rng), wall[:256, :256], rng)[:, :, None]}
            for _ in range(30)]
-    gravel = [{"surface": paste(crop(wall, REGIONS["test"], rng), photo("gravel.png"), rng)[:, :, None]}
+    gravel = [{"surface": paste(crop(wall, PLACES["test"], rng), photo("gravel.png"), rng)[:, :, None]}
               for _ in range(30)]
     flagged_own, flagged_gravel = model.score(own).is_anomaly.mean(), model.score(gravel).is_anomaly.mean()
     assert flagged_own <= 0.25 and flagged_gravel >= flagged_own + 0.5, (flagged_own, flagged_gravel)

@@ -41,7 +41,7 @@ def test_the_page_shows_every_run_its_figures_and_missed_targets(record, tmp_pat
     assert "| batched >= unbatched | **no** |" in page and "| GX agrees with pandas | yes |" in page
     assert "`python benchmarks/bench_gate.py --repeat 1`" in page
     assert ("Never measured: ingest, ingest-surveillance, train, serve-surveillance, serve-anomaly, explain, "
-            "explain-surveillance, estimation, drift, audio, anomaly, soak.") in page
+            "explain-surveillance, estimation, drift, audio, anomaly, calibration, soak.") in page
 
 
 def test_a_benchmark_not_run_again_keeps_its_section_and_a_new_run_replaces_its_own(record, tmp_path: Path) -> None:

@@ -20,10 +20,25 @@ from mmops.errors import ValidationFailedError
 MIN_CALIBRATION = 10  # normal records a threshold can be calibrated on at all
 
 
+def allowed_above(n: int, fpr: float) -> int:
+    """How many of n calibration normals may score above the threshold: the largest a with (a + 1) / (n + 1)
+    <= fpr. A new normal record from the same distribution ranks above the a + 1 highest of n + 1 records with
+    probability (a + 1) / (n + 1) (exchangeability, as in conformal prediction), so that is the rate the
+    threshold flags new normals at: at most fpr, as close as n allows. (Letting floor(fpr * n) above would
+    flag new normals at (floor(fpr * n) + 1) / (n + 1): 0.073 for 0.05 on 40 normals; benchmarks/
+    bench_calibration.py measured exactly that.) Below 1 / fpr - 1 normals not even a = 0 reaches fpr; the
+    rate is then 1 / (n + 1)."""
+    return max(0, int(np.floor(fpr * (n + 1) + 1e-9)) - 1)
+
+
+def expected_fpr(n: int, fpr: float) -> float:
+    """The rate a threshold calibrated on n normals at `fpr` flags new normal records at, on average."""
+    return (allowed_above(n, fpr) + 1) / (n + 1)
+
+
 def threshold_at_fpr(normal_scores: np.ndarray, fpr: float) -> float:
-    """The smallest threshold that flags (score > threshold) at most `fpr` of the calibration normals: the
-    order statistic n - floor(fpr * n) - 1 of their sorted scores. On new normals from the same
-    distribution the flagged share is fpr on average, within the sampling error of n records."""
+    """The threshold (flag: score > threshold) that flags new normal records at most `fpr` of the time on
+    average: the order statistic n - a - 1 of the calibration normals' sorted scores (a = allowed_above)."""
     scores = np.sort(np.asarray(normal_scores, dtype=np.float64))
     n = len(scores)
     if not 0.0 < fpr < 1.0:
@@ -34,8 +49,7 @@ def threshold_at_fpr(normal_scores: np.ndarray, fpr: float) -> float:
                                     "share")
     if not np.isfinite(scores).all():
         raise ValidationFailedError("calibration scores hold NaN or inf")
-    allowed = int(np.floor(fpr * n))
-    return float(scores[n - allowed - 1])
+    return float(scores[n - allowed_above(n, fpr) - 1])
 
 
 @dataclass(frozen=True)
@@ -114,8 +128,8 @@ def flagged_share_check(flagged: int, n: int, fpr: float, n_calibration: int, al
     """Whether the share of records a detector flags departs from what normal traffic alone would give.
 
     The threshold is an order statistic of n_calibration normal scores (threshold_at_fpr), so the share of
-    new normal records above it is itself uncertain: Beta(a + 1, n_calibration - a) with a = floor(fpr *
-    n_calibration) (exchangeability, as in conformal prediction), and the flagged count of n new normal
+    new normal records above it is itself uncertain: Beta(a + 1, n_calibration - a) with a = allowed_above(
+    n_calibration, fpr) (exchangeability, as in conformal prediction), and the flagged count of n new normal
     records is beta-binomial. A two-sided test of `flagged` against it (p = twice the smaller tail): above,
     incidents, or normal operation has moved (a person decides: the flagged records may be real); below,
     the detector has gone blind (a dead sensor, a covered camera, clipped inputs). `alert` when p < alpha.
@@ -126,8 +140,8 @@ def flagged_share_check(flagged: int, n: int, fpr: float, n_calibration: int, al
     bound on the false alarms otherwise, so the estimate leans low)."""
     from scipy.stats import betabinom
 
-    allowed = int(np.floor(fpr * n_calibration))
-    expected = (allowed + 1) / (n_calibration + 1)
+    allowed = allowed_above(n_calibration, fpr)
+    expected = expected_fpr(n_calibration, fpr)
     if n == 0:
         return {"n": 0, "flagged": 0, "share": None, "expected": round(expected, 4), "p_value": None,
                 "alert": False, "direction": None, "estimated_precision": None}
