@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mmops.catalog.models import (
     AuditEvent,
+    AuditHead,
     Base,
     DatasetVersion,
     DriftReport,
@@ -33,7 +34,7 @@ from mmops.config import get_settings
 from mmops.locks import file_lock
 
 __all__ = [
-    "AuditEvent", "Base", "DatasetVersion", "DriftReport", "Label", "ModelAlias", "ModelVersion", "PromotionEvent", "ReviewItem", "Sample",
+    "AuditEvent", "AuditHead", "Base", "DatasetVersion", "DriftReport", "Label", "ModelAlias", "ModelVersion", "PromotionEvent", "ReviewItem", "Sample",
     "SampleFile",
     "TrainingRun", "ValidationRun", "get_engine", "locked_session", "session_scope", "upgrade", "writer_lock",
 ]

@@ -230,6 +230,21 @@ class AuditEvent(Base):
     domain: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(255))  # what it acted on: "dataset:3f2a...", "model:v4", a tag
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the ledger (mmops/audit.py): each event's sha256 covers its fields and the previous event's hash
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The ledger's newest event (one row): appends take its row lock, so that the chain never forks, and
+    deleting the newest events breaks the match between the chain and its head."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    last_id: Mapped[int | None] = mapped_column(Integer)
+    last_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class DriftReport(Base):

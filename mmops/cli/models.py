@@ -119,14 +119,21 @@ def _status_table(d: dict[str, Any]) -> Any:
     return table
 
 
-@app.command()
+audit_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.callback()
 def audit(
+    ctx: typer.Context,
     domain: Annotated[str | None, typer.Option("--domain", "-d", help="one domain; default: all")] = None,
     limit: Annotated[int, typer.Option(help="the newest this many events")] = 50,
     as_json: AsJson = False,
 ) -> None:
     """Who ingested, labeled, built, trained, registered, promoted, packaged and deployed what (MMOPS_ACTOR,
-    else the Airflow task, else user@host)."""
+    else the Airflow task, else user@host). `mmops audit verify` checks that none of it was rewritten."""
+    if ctx.invoked_subcommand is not None:
+        return
     from mmops import pipeline
 
     events = guarded(lambda: pipeline.audit_log(domain, limit), as_json=as_json)
@@ -136,6 +143,23 @@ def audit(
         detail = ", ".join(f"{k}={short(v)}" for k, v in e["detail"].items() if v not in (None, [], {}))
         out.print(f"{e['at'][:19]} {e['domain']:<10} {e['action']:<20} {e['subject']:<28} by {e['actor']}"
                   + (f"  ({detail})" if detail else ""), highlight=False, soft_wrap=True)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: AsJson = False) -> None:
+    """Recompute the audit ledger's hash chain: exit 1 naming each edited, inserted or deleted event. Keep the
+    head hash it prints where the catalog's writers cannot write: a consistent rewrite of every row is only
+    caught against it."""
+    from mmops import pipeline
+
+    verdict = guarded(pipeline.audit_verify, as_json=as_json)
+    if not as_json:
+        for p in verdict["problems"]:
+            out.print(f"[red]event {p['id']}[/red]: {p['problem']}", highlight=False, soft_wrap=True)
+        out.print(("[green]intact[/green]" if verdict["ok"] else "[red]TAMPERED[/red]")
+                  + f" {verdict['events']} events, head {verdict['head']}", highlight=False)
+    if not verdict["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -89,3 +89,9 @@ def audit_log(domain: str | None = None, limit: int = 100) -> list[dict[str, Any
     settings = get_settings()
     with session_scope(settings.catalog_url) as session:
         return audit.events(session, domain, limit)
+
+
+def audit_verify() -> dict[str, Any]:
+    """The ledger's chain recomputed (audit.verify)."""
+    with session_scope(get_settings().catalog_url) as session:
+        return audit.verify(session)
