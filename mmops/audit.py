@@ -32,7 +32,7 @@ from mmops.catalog import AuditEvent, AuditHead
 LEDGER = "mmops-audit-v1"  # what an event's hash covers and how; another layout gets another name
 
 ACTIONS = ("ingested", "labeled", "annotations_imported", "dataset_built", "trained", "training_failed",
-           "registered", "promoted", "packaged", "deployed", "deploy_failed", "quarantine_released",
+           "registered", "promoted", "rolled_back", "packaged", "deployed", "deploy_failed", "quarantine_released",
            "quarantine_purged")
 
 

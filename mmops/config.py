@@ -215,6 +215,9 @@ class PromoteParams(_Frozen):
     # a challenger becomes champion when it beats the champion, both scored on the same test split, by margin
     metric: Literal["macro_f1", "accuracy", "auroc"] = "macro_f1"
     margin: float = Field(0.0, ge=0, le=1)
+    # ... and the paired bootstrap interval of the difference lies above 0 (mmops/promotion.py; 0: no interval)
+    resamples: int = Field(1000, ge=0, le=100_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
 class ExplainParams(_Frozen):

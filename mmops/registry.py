@@ -4,8 +4,10 @@ audit log of every champion decision.
 
 A challenger is promoted only when it beats the champion by ``promote.margin`` on ``promote.metric``, both
 scored on the same holdout (the current dataset version's test split: `mmops evaluate` re-scores the champion
-from the store). A champion that cannot be re-scored there (different classes, a model-card format this
-version cannot read, weights gone) is compared on its stored metrics, and the audit entry says so.
+from the store), and the paired bootstrap interval of the difference lies above 0 (mmops/promotion.py): ties
+and wins the holdout cannot tell from chance keep the champion. A champion that cannot be re-scored there
+(different classes, a model-card format this version cannot read, weights gone) is compared on its stored
+metrics, without an interval, and the audit entry says so.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session
 from mmops import faults
 from mmops.catalog import ModelAlias, ModelVersion, PromotionEvent, TrainingRun, session_scope
 from mmops.errors import NotFoundError
+from mmops.promotion import Comparison
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,12 @@ def store_model(model_dir: Path, var_dir: Path, domain: str, checkpoint_sha256: 
 
 def register(session: Session, run: TrainingRun, metrics: dict[str, Any], margin: float = 0.0,
              metric: str = PROMOTION_METRIC, champion_metrics: dict[str, Any] | None = None,
-             holdout: str | None = None, actor: str = "mmops evaluate") -> Registration:
+             holdout: str | None = None, actor: str = "mmops evaluate",
+             comparison: Comparison | None = None) -> Registration:
     """Register the run's checkpoint as a model version (once per checkpoint hash), make it the challenger,
-    and promote it when it beats the champion by `margin`. champion_metrics: the champion re-scored on the
-    same holdout (None: compare with its stored metrics)."""
+    and promote it when it beats the champion by `margin` (and by more than 0). champion_metrics: the champion
+    re-scored on the same holdout (None: compare with its stored metrics); comparison: both models' paired
+    bootstrap on it, which then decides."""
     mv = session.scalar(
         select(ModelVersion).where(ModelVersion.domain == run.domain,
                                    ModelVersion.checkpoint_sha256 == run.checkpoint_sha256)
@@ -101,17 +106,22 @@ def register(session: Session, run: TrainingRun, metrics: dict[str, Any], margin
     else:
         same = champion_metrics is not None
         best = _score(champion_metrics if champion_metrics is not None else champion.metrics, metric)
-        promoted = score >= best + margin
         basis = f"both on the test split of {holdout}" if same else "champion's stored metrics: not re-scorable here"
-        reason = (f"{metric} {score:.4f} vs champion v{champion.version} {best:.4f}, margin {margin} "
-                  f"({basis})")
+        if comparison is not None:
+            promoted, why = comparison.decide(margin)
+            reason = f"vs champion v{champion.version}, {basis}: {why}"
+        else:
+            promoted = score > best and score >= best + margin  # a tie never replaces the champion
+            reason = (f"{metric} {score:.4f} vs champion v{champion.version} {best:.4f}, margin {margin} "
+                      f"({basis})")
     if promoted:
         set_alias(session, run.domain, "champion", mv)
     session.add(PromotionEvent(domain=run.domain, model_version_id=mv.id,
                                previous_champion_id=champion.id if champion else None,
                                action="promoted" if promoted else "rejected", metric=metric,
                                challenger_score=score, champion_score=best, margin=margin, holdout=holdout,
-                               reason=reason, actor=actor))
+                               ci_low=comparison.low if comparison else None,
+                               ci_high=comparison.high if comparison else None, reason=reason, actor=actor))
     log.info("model %s v%d: %s (%s)", run.domain, mv.version, "promoted" if promoted else "kept challenger",
              reason)
     return Registration(mv.version, mv.id, promoted, reason)
@@ -135,6 +145,27 @@ def promote(session: Session, domain: str, version: int, actor: str, reason: str
     return mv
 
 
+def rollback(session: Session, domain: str, actor: str, reason: str) -> tuple[ModelVersion, ModelVersion]:
+    """(restored, replaced): the champion before the current one is champion again. The one before is what the
+    decision that made the current champion replaced (a rollback's own events are skipped, so that rolling
+    back twice steps back twice); audited as `rollback`."""
+    champion = get_alias(session, domain, "champion")
+    if champion is None:
+        raise NotFoundError(f"{domain} has no champion to roll back")
+    made = session.scalar(select(PromotionEvent).where(
+        PromotionEvent.model_version_id == champion.id, PromotionEvent.action.in_(("promoted", "manual")))
+        .order_by(PromotionEvent.id.desc()))
+    previous = session.get(ModelVersion, made.previous_champion_id) if made and made.previous_champion_id else None
+    if previous is None:
+        raise NotFoundError(f"{domain}'s champion v{champion.version} replaced no earlier champion: nothing to roll "
+                            "back to (`mmops promote --version N` makes any registered version champion)")
+    set_alias(session, domain, "champion", previous)
+    session.add(PromotionEvent(domain=domain, model_version_id=previous.id, previous_champion_id=champion.id,
+                               action="rollback", metric="", margin=0.0, actor=actor,
+                               reason=f"rollback from v{champion.version}" + (f": {reason}" if reason else "")))
+    return previous, champion
+
+
 def describe(session: Session, domain: str) -> dict[str, Any]:
     """Versions with lineage and aliases, and the audit log, newest first."""
     aliases: dict[int, list[str]] = {}
@@ -154,7 +185,8 @@ def describe(session: Session, domain: str) -> dict[str, Any]:
     events = [{"at": e.at.isoformat(), "version": by_id.get(e.model_version_id), "action": e.action,
                "previous_champion": by_id.get(e.previous_champion_id) if e.previous_champion_id else None,
                "metric": e.metric, "challenger": e.challenger_score, "champion": e.champion_score,
-               "margin": e.margin, "holdout": e.holdout, "reason": e.reason, "actor": e.actor}
+               "margin": e.margin, "interval": [e.ci_low, e.ci_high] if e.ci_low is not None else None,
+               "holdout": e.holdout, "reason": e.reason, "actor": e.actor}
               for e in session.scalars(select(PromotionEvent).where(PromotionEvent.domain == domain)
                                        .order_by(PromotionEvent.id.desc()))]
     return {"domain": domain, "versions": versions, "audit_log": events}
@@ -176,7 +208,7 @@ def approval(session: Session, domain: str, model_version_id: int) -> dict[str, 
     is_champion = champion is not None and champion.id == model_version_id
     query = select(PromotionEvent).where(PromotionEvent.model_version_id == model_version_id)
     if is_champion:
-        query = query.where(PromotionEvent.action.in_(("promoted", "manual")))
+        query = query.where(PromotionEvent.action.in_(("promoted", "manual", "rollback")))
     event = session.scalar(query.order_by(PromotionEvent.id.desc()))
     if event is None:
         return None

@@ -28,12 +28,12 @@ CARD_JSON, CARD_MD, CARD_HTML = "card.json", "card.md", "card.html"
 
 
 class Approval(BaseModel):
-    """The registry decision that made this model what it is: promoted by the gate, promoted by hand, or kept
-    as a challenger (not approved as champion)."""
+    """The registry decision that made this model what it is: promoted by the gate, promoted by hand, restored
+    by a rollback, or kept as a challenger (not approved as champion)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    decision: Literal["promoted", "manual", "challenger"]
+    decision: Literal["promoted", "manual", "rollback", "challenger"]
     by: str = Field(min_length=1)
     at: str
     reason: str

@@ -210,6 +210,9 @@ class PromotionEvent(Base):
     challenger_score: Mapped[float | None] = mapped_column(Float)
     champion_score: Mapped[float | None] = mapped_column(Float)
     margin: Mapped[float] = mapped_column(Float, default=0.0)
+    # the paired bootstrap interval of challenger - champion on the holdout (mmops/promotion.py)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
     holdout: Mapped[str | None] = mapped_column(String(64))  # dataset version whose test split both were scored on
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(128))

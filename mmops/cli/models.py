@@ -51,6 +51,20 @@ def promote(
 
 
 @app.command()
+def rollback(
+    domain: Domain,
+    reason: Annotated[str, typer.Option(help="why (kept in the audit log)")] = "",
+    url: Annotated[str | None, typer.Option(help="a running service to swap the restored champion into (no "
+                                                 "request dropped); default: the registry only")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Restore the champion before the current one: in the registry and, with --url, in the running service."""
+    from mmops import pipeline
+
+    guarded(lambda: pipeline.rollback(domain, reason, url), as_json, f"rollback {domain}:")
+
+
+@app.command()
 def status(
     domain: Annotated[str | None, typer.Option("--domain", "-d", help="one domain; default: all in params.yaml")] = None,
     as_json: AsJson = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +84,17 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
             TrainingRun.domain == domain, TrainingRun.checkpoint_sha256 == sha).order_by(TrainingRun.id.desc()))
         if run is None:
             raise NotFoundError(f"no training run in the catalog produced {out / 'model'}")
-        champion = get_alias(session, domain, "champion")
-        champion_metrics = None
-        if champion is not None and champion.checkpoint_sha256 != sha:
-            champion_metrics = _rescore(store_path(settings.var_dir, domain, champion.checkpoint_sha256),
-                                        pack, values, y)
         metric = params.promote.metric if params.promote.metric in keep else task.promote_metric
+        champion = get_alias(session, domain, "champion")
+        champion_metrics, comparison = (None, None) if champion is None or champion.checkpoint_sha256 == sha else \
+            _against(store_path(settings.var_dir, domain, champion.checkpoint_sha256), pack, values, y, outputs,
+                     metric, params)
         reg = register(session, run, {k: metrics[k] for k in keep}, margin=params.promote.margin, metric=metric,
-                       champion_metrics=champion_metrics, holdout=manifest.id)
+                       champion_metrics=champion_metrics, holdout=manifest.id, comparison=comparison)
         audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id,
                      checkpoint_sha256=sha, promoted=reg.promoted, reason=reg.reason,
-                     metrics={k: metrics[k] for k in keep})
+                     metrics={k: metrics[k] for k in keep},
+                     comparison=comparison.to_json() if comparison else None)
         approved = approval(session, domain, reg.model_version_id)
     write_card(build_card(predictor.card, pack.card, pack.task, manifest, {k: metrics[k] for k in task.headline_metrics},
                           metrics.get("per_class", {}), subsets,
@@ -164,8 +165,47 @@ def promote(domain: str, version: int, reason: str, actor: str | None = None) ->
         return {"domain": domain, "champion": mv.version, "checkpoint_sha256": mv.checkpoint_sha256}
 
 
-def _rescore(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]], y: Any) -> dict[str, Any] | None:
-    """A stored model's metrics on this holdout, or None when it cannot be scored here."""
+def rollback(domain: str, reason: str, url: str | None = None, actor: str | None = None) -> dict[str, Any]:
+    """The previous champion made champion again in the registry (registry.rollback) and, with `url`, swapped
+    into the running service (POST /admin/reload: requests in flight finish on the one they started on).
+    The registry changes first: a service that cannot be reached is said, and `mmops reload` finishes it."""
+    from mmops.registry import rollback as do_rollback
+    from mmops.stages.deploy import reload_service
+
+    settings, _, _ = resolve(domain)
+    started = time.perf_counter()
+    with locked_session(f"registry-{domain}", settings.catalog_url) as session:
+        actor = actor or audit.current_actor()
+        restored, replaced = do_rollback(session, domain, actor, reason)
+        audit.record(session, "rolled_back", domain, f"model:v{restored.version}", actor=actor, reason=reason,
+                     replaced=f"model:v{replaced.version}", checkpoint_sha256=restored.checkpoint_sha256)
+        tag = restored.bento_model_tag
+    out = {"domain": domain, "champion": restored.version, "replaced": replaced.version, "model_tag": tag}
+    if url is not None:
+        if tag is None:
+            raise NotFoundError(f"v{restored.version} of {domain} was never packaged: the registry rolled back, "
+                                f"the service at {url} still serves v{replaced.version}")
+        out["service"] = reload_service(domain, url, tag)
+    return {**out, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _against(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]], y: Any, outputs: Any, metric: str,
+             params: Any) -> tuple[dict[str, Any] | None, Any]:
+    """The stored champion re-scored on this holdout (its metrics; None when it cannot be scored here) and
+    the paired bootstrap of the challenger's outputs against its own (None when off or not re-scored)."""
+    from mmops.promotion import paired_bootstrap
+
+    rescored = _rescore(model_dir, pack, values)
+    if rescored is None:
+        return None, None
+    task = task_of(pack.task)
+    comparison = paired_bootstrap(metric, y, outputs, rescored, params.promote.resamples,
+                                  params.promote.confidence, params.seed) if params.promote.resamples else None
+    return task.metrics(y, rescored, list(pack.classes)), comparison
+
+
+def _rescore(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]]) -> Any:
+    """A stored model's outputs on this holdout, or None when it cannot be scored here."""
     task = task_of(pack.task)
     try:
         old = task.load(model_dir)
@@ -175,4 +215,4 @@ def _rescore(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]], y:
     if (list(old.pack.classes) != list(pack.classes) or old.pack.task != pack.task
             or set(old.pack.modality_names) != set(pack.modality_names)):
         return None
-    return task.metrics(y, task.outputs(old, values), list(pack.classes))
+    return task.outputs(old, values)

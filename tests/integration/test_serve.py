@@ -8,8 +8,9 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -528,27 +529,9 @@ def test_a_new_champion_is_swapped_in_without_dropping_requests(service: tuple[s
 
 
 def _swap_while_clients_send(url: str, records: list[dict], old: str, new: str, new_sha: str) -> None:
-    import concurrent.futures as cf
-    import threading
-
-    stop = threading.Event()
-
-    def client() -> list[str]:
-        seen = []
-        while not stop.is_set():
-            resp = post(url, {"records": records[:2]}, timeout=120)
-            seen.append(resp.json()[0]["model_version"] if resp.status_code == 200 else f"HTTP {resp.status_code}")
-        return seen
-
-    with cf.ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(client) for _ in range(4)]
-        time.sleep(2)
-        swapped = pipeline.reload_service("industrial", url, new)  # `mmops reload --tag`
-        time.sleep(2)
-        stop.set()
-        seen = [v for f in futures for v in f.result()]
+    swapped = _while_clients_send(url, records, lambda: pipeline.reload_service("industrial", url, new),
+                                  {old, new})  # `mmops reload --tag`
     assert swapped["model_version"] == new
-    assert set(seen) <= {old, new} and old in seen and new in seen, sorted(set(seen))
     after = post(url, {"records": records}).json()
     assert {a["model_version"] for a in after} == {new}
     assert httpx.get(f"{url}/metadata", headers=AUTH, timeout=30).json()["checkpoint_sha256"] == new_sha
@@ -565,6 +548,84 @@ def _swap_while_clients_send(url: str, records: list[dict], old: str, new: str, 
         ("deploy_failed", "bento_model:mmops-industrial:nope", "release-bot")]
     assert events[0]["detail"] == {"url": url, "how": "reload", "model_version": new}
     assert "404" in events[2]["detail"]["error"]
+
+
+def test_a_rollback_restores_the_previous_champion_in_the_registry_and_the_service_under_load(
+        service: tuple[str, Path], use_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """v2 is registered, made champion and swapped in; `mmops rollback --url` while four clients keep sending
+    brings v1 back in the registry and the service: no request fails, each is answered by v1 or v2, and after
+    it only v1 answers. (The rows v2 added are removed afterwards: later tests expect the pipeline's v1.)"""
+    from mmops.catalog import TrainingRun, session_scope
+    from mmops.registry import get_alias, promote, register
+    from tests.conftest import catalog_sql
+
+    url, root = service
+    monkeypatch.setenv("MMOPS_API_TOKEN", TOKEN)
+    monkeypatch.setenv("MMOPS_ACTOR", "oncall@plant-7")
+    _, records = _records(root, 4)
+    old = post(url, {"records": records}).json()[0]["model_version"]
+    new_dir = _another_version(root, "rollback-model", nudge=3.0)
+    sha = json.loads((new_dir / "model_card.json").read_text())["checkpoint_sha256"]
+    new = _save(root, new_dir, "rollback test")
+    with session_scope() as s:
+        champion = get_alias(s, "industrial", "champion")
+        assert champion is not None and champion.bento_model_tag == old
+        first = s.get(TrainingRun, champion.training_run_id)
+        run = TrainingRun(domain="industrial", dataset_version_id=first.dataset_version_id, params={},
+                          params_hash="rollback-test", device="cpu", status="finished", checkpoint_sha256=sha)
+        s.add(run)
+        s.flush()
+        v2 = register(s, run, {"macro_f1": 0.5}).version
+        promote(s, "industrial", v2, "release-bot", "a release to roll back").bento_model_tag = new
+    try:
+        assert pipeline.reload_service("industrial", url)["model_version"] == new  # v2 serves
+        rolled = _while_clients_send(url, records, lambda: pipeline.rollback("industrial", "drill", url), {old, new})
+        assert rolled["champion"] == 1 and rolled["replaced"] == v2 and rolled["service"]["model_version"] == old
+        assert {a["model_version"] for a in post(url, {"records": records}).json()} == {old}
+        with session_scope() as s:
+            assert get_alias(s, "industrial", "champion").version == 1
+        event = pipeline.audit_log("industrial", limit=2)[0]
+        assert (event["action"], event["actor"], event["detail"]["replaced"]) == (
+            "rolled_back", "oncall@plant-7", f"model:v{v2}"), event
+        print(f"rollback (registry + service swap) under load: {rolled['seconds']} s")
+    finally:
+        import bentoml
+
+        pipeline.reload_service("industrial", url, old)
+        for sql in ("UPDATE model_aliases SET model_version_id = (SELECT id FROM model_versions WHERE domain = "
+                    "'industrial' AND version = 1) WHERE domain = 'industrial'",  # champion and challenger: v1 again
+                    "DELETE FROM promotion_events WHERE model_version_id IN (SELECT id FROM model_versions WHERE "
+                    "domain = 'industrial' AND version = :v) OR previous_champion_id IN (SELECT id FROM "
+                    "model_versions WHERE domain = 'industrial' AND version = :v)",
+                    "DELETE FROM model_versions WHERE domain = 'industrial' AND version = :v",
+                    "DELETE FROM training_runs WHERE params_hash = 'rollback-test'"):
+            catalog_sql(root, sql, **({"v": v2} if ":v" in sql else {}))
+        bentoml.models.delete(new)
+
+
+def _while_clients_send(url: str, records: list[dict], action: Callable[[], Any], answers: set[str]) -> Any:
+    """action() while four clients keep posting: every request must be answered by one of `answers`."""
+    import concurrent.futures as cf
+    import threading
+
+    stop = threading.Event()
+
+    def client() -> list[str]:
+        seen = []
+        while not stop.is_set():
+            resp = post(url, {"records": records[:2]}, timeout=120)
+            seen.append(resp.json()[0]["model_version"] if resp.status_code == 200 else f"HTTP {resp.status_code}")
+        return seen
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client) for _ in range(4)]
+        time.sleep(2)
+        result = action()
+        time.sleep(2)
+        stop.set()
+        seen = [v for f in futures for v in f.result()]
+    assert set(seen) <= answers and len(set(seen)) == len(answers), sorted(set(seen))
+    return result
 
 
 def _save(root: Path, model_dir: Path, note: str, **card_change: object) -> str:

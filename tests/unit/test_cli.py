@@ -14,7 +14,7 @@ def test_help_lists_every_stage() -> None:
     out = subprocess.run([venv_bin("mmops"), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     for stage in ("ingest", "label", "prelabel", "queue", "annotations", "validate", "build", "train", "evaluate",
-                  "package", "monitor", "serve", "demo", "pretrain", "registry", "promote", "results"):
+                  "package", "monitor", "serve", "demo", "pretrain", "registry", "promote", "rollback", "audit", "results"):
         assert stage in out.stdout
 
 
