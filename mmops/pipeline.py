@@ -14,7 +14,7 @@ from mmops.stages.common import Progress
 from mmops.stages.data import ground_truth_files, ingest, plan_ingest, pull_data, pull_domain
 from mmops.stages.dataset import build, profile_suites, validate
 from mmops.stages.deploy import audit_log, audit_verify, package, record_deploy, reload_service
-from mmops.stages.evaluate import evaluate, promote, registry, rollback
+from mmops.stages.evaluate import evaluate, promote, registry, release, rollback
 from mmops.stages.labels import export_tasks, import_annotations, label, prelabel
 from mmops.stages.monitor import monitor
 from mmops.stages.results import StageResult
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STAGES", "Nodes", "Progress", "StageResult", "artifacts", "audit_log", "audit_verify", "build", "evaluate", "export_tasks",
     "ground_truth_files", "import_annotations", "ingest", "join_training", "label", "load_manifest",
-    "manifest_path", "monitor", "package", "plan_ingest", "prelabel", "profile_suites", "promote", "rollback",
+    "manifest_path", "monitor", "package", "plan_ingest", "prelabel", "profile_suites", "promote", "release", "rollback",
     "built_manifest", "pull_data", "pull_domain", "record_deploy", "registry", "reload_service", "train",
     "validate",
 ]

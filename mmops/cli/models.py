@@ -51,6 +51,39 @@ def promote(
 
 
 @app.command()
+def release(
+    domain: Domain,
+    version: Annotated[int | None, typer.Option(help="a registered version; default: the champion")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """A model version's lineage: raw files -> gate -> labels -> code -> package -> who made it champion ->
+    deployments, and whether the audit ledger holding it is intact."""
+    from mmops import pipeline
+
+    r = guarded(lambda: pipeline.release(domain, version), as_json=as_json)
+    if as_json:
+        return
+    raw, gate, code, labels = r["raw_files"], r["gate"], r["code"], r["labels"]
+    out.print(f"[bold]{domain} v{r['version']}[/bold] checkpoint {r['checkpoint_sha256'][:12]}", highlight=False)
+    out.print(f"  raw files   {raw['files']} files of {raw['records']} records, sha256 {str(raw['sha256'])[:16]} "
+              f"({raw['dataset_version']})", highlight=False)
+    out.print("  gate        " + ("none recorded" if gate is None else
+                                  f"validation run {gate['validation_run']}: {'passed' if gate['success'] else 'FAILED'} "
+                                  f"{gate['expectations']} expectations"), highlight=False)
+    out.print(f"  labels      {labels['by_kind']}, changed since {labels['changed_since']}", highlight=False)
+    out.print(f"  code        git {str(code['git_commit'])[:10]} params {code['params_hash'][:10]} "
+              f"on {code['device']} (training run {code['training_run']})", highlight=False)
+    out.print(f"  package     {r['package']['model_tag']}", highlight=False)
+    for d in r["decisions"]:
+        out.print(f"  {d['at'][:19]} {d['action']:<9} by {d['by']}: {d['reason']}", highlight=False, soft_wrap=True)
+    for e in r["events"]:
+        out.print(f"  {e['at'][:19]} {e['action']:<12} {e['subject']} by {e['by']}", highlight=False)
+    ledger = r["ledger"]
+    out.print(f"  ledger      {'intact' if ledger['ok'] else 'TAMPERED (mmops audit verify)'}, "
+              f"{ledger['events']} events, head {str(ledger['head'])[:16]}", highlight=False)
+
+
+@app.command()
 def rollback(
     domain: Domain,
     reason: Annotated[str, typer.Option(help="why (kept in the audit log)")] = "",

@@ -152,6 +152,15 @@ def registry(domain: str) -> dict[str, Any]:
         return describe(session, domain)
 
 
+def release(domain: str, version: int | None = None) -> dict[str, Any]:
+    """A version's lineage from raw files to deployment (mmops/release.py); default: the champion."""
+    from mmops.release import lineage
+
+    settings, _, _ = resolve(domain)
+    with session_scope(settings.catalog_url) as session:
+        return lineage(session, domain, version)
+
+
 def promote(domain: str, version: int, reason: str, actor: str | None = None) -> dict[str, Any]:
     """Make a registered version champion by hand (rollback or override); written to the audit log."""
     from mmops.registry import promote as do_promote
