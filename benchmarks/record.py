@@ -53,9 +53,9 @@ TITLES = {  # in the page's order
                 "coresets of it, with the AUROC each reaches, on real ECG and on a real texture with composed "
                 "defects"),
     "calibration": ("Anomaly thresholds on new normals", "the realized false-positive rate of the shipped "
-                    "detectors' calibrated thresholds on hundreds of new normal records of the packs' sources: "
-                    "calibrated on one place or time and counted on another (the packs' protocol), and on "
-                    "interleaved stretches of the same conditions"),
+                    "detectors' calibrated thresholds on hundreds of new normal records of the packs' sources, "
+                    "calibrated and counted as each pack splits its source, beside another split of it for "
+                    "contrast"),
     "soak": ("Soak", "the service under steady load with hot reloads: memory, descriptors and p99 latency "
                      "over time"),
 }
