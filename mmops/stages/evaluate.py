@@ -208,7 +208,7 @@ def _against(model_dir: Path, pack: DomainPack, values: list[dict[str, Any]], y:
     if rescored is None:
         return None, None
     task = task_of(pack.task)
-    comparison = paired_bootstrap(metric, y, outputs, rescored, params.promote.resamples,
+    comparison = paired_bootstrap(metric, y, outputs, rescored, task.decisions, params.promote.resamples,
                                   params.promote.confidence, params.seed) if params.promote.resamples else None
     return task.metrics(y, rescored, list(pack.classes)), comparison
 

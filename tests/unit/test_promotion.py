@@ -10,6 +10,9 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from mmops.promotion import METRICS, paired_bootstrap
+from mmops.tasks import task_of
+
+CLASSIFY, DETECT = task_of("classification").decisions, task_of("anomaly").decisions  # the task kinds' answers
 
 
 def _probs(y: np.ndarray, right: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -25,15 +28,15 @@ def test_the_gate_scores_as_scikit_learn_does() -> None:
     for k in (2, 3, 5):
         y = rng.integers(0, k, 300)
         p = _probs(y, rng.random(300) < 0.7, k, rng)
-        assert METRICS["accuracy"](y, p) == pytest.approx(accuracy_score(y, p.argmax(1)))
-        assert METRICS["macro_f1"](y, p) == pytest.approx(f1_score(y, p.argmax(1), average="macro",
+        assert METRICS["accuracy"](y, p, CLASSIFY) == pytest.approx(accuracy_score(y, p.argmax(1)))
+        assert METRICS["macro_f1"](y, p, CLASSIFY) == pytest.approx(f1_score(y, p.argmax(1), average="macro",
                                                                    labels=list(range(k)), zero_division=0))
         want = roc_auc_score(y, p[:, 1]) if k == 2 else roc_auc_score(y, p, multi_class="ovr", average="macro")
-        assert METRICS["auroc"](y, p) == pytest.approx(want)
+        assert METRICS["auroc"](y, p, CLASSIFY) == pytest.approx(want)
     y = rng.integers(0, 2, 200)
     scores = rng.normal(size=200) + y  # an anomaly detector's scaled scores (1.0: the threshold)
-    assert METRICS["auroc"](y, scores) == pytest.approx(roc_auc_score(y, scores))
-    assert METRICS["accuracy"](y, scores) == pytest.approx(((scores > 1.0) == y).mean())
+    assert METRICS["auroc"](y, scores, DETECT) == pytest.approx(roc_auc_score(y, scores))
+    assert METRICS["accuracy"](y, scores, DETECT) == pytest.approx(((scores > 1.0) == y).mean())
 
 
 def test_a_clear_win_is_promoted_and_a_tie_a_lucky_win_or_a_win_under_the_margin_is_not() -> None:
@@ -42,17 +45,17 @@ def test_a_clear_win_is_promoted_and_a_tie_a_lucky_win_or_a_win_under_the_margin
     base = rng.random(300) < 0.6
     champion = _probs(y, base, 3, rng)
     better = _probs(y, base | (rng.random(300) < 0.6), 3, rng)  # right wherever the champion is, and more
-    clear = paired_bootstrap("macro_f1", y, better, champion, 1000, 0.95, seed=0)
+    clear = paired_bootstrap("macro_f1", y, better, champion, CLASSIFY, 1000, 0.95, seed=0)
     assert clear.delta > 0.15 and clear.low is not None and clear.low > 0 and clear.decide(0.05)[0]
     assert not clear.decide(0.5)[0] and "not by the margin 0.5" in clear.decide(0.5)[1]
-    tie = paired_bootstrap("macro_f1", y, champion, champion)
+    tie = paired_bootstrap("macro_f1", y, champion, champion, CLASSIFY)
     assert tie.delta == 0 and not tie.decide(0.0)[0] and "no better" in tie.decide(0.0)[1]
     # one more record right of 40: better on paper, not something 40 records can tell from chance
     y40 = y[:40]
     right = base[:40].copy()
     one_more = right.copy()
     one_more[np.flatnonzero(~right)[0]] = True
-    lucky = paired_bootstrap("accuracy", y40, _probs(y40, one_more, 3, rng), _probs(y40, right, 3, rng))
+    lucky = paired_bootstrap("accuracy", y40, _probs(y40, one_more, 3, rng), _probs(y40, right, 3, rng), CLASSIFY)
     assert lucky.delta == pytest.approx(1 / 40) and lucky.low is not None and lucky.low <= 0
     promoted, why = lucky.decide(0.0)
     assert not promoted and "cannot tell from chance" in why and "1000 resamples of 40 records" in why
@@ -67,9 +70,10 @@ def test_pairing_narrows_the_interval() -> None:
     fixed = np.flatnonzero(hard)[:10]
     better = champion.copy()
     better[fixed] = _probs(y[fixed], np.ones(10, bool), 2, rng)
-    paired = paired_bootstrap("accuracy", y, better, champion)
+    paired = paired_bootstrap("accuracy", y, better, champion, CLASSIFY)
     draws = np.random.default_rng(0).integers(0, 200, (1000, 2, 200))  # unpaired: independent draws
-    unpaired = np.percentile([METRICS["accuracy"](y[a], better[a]) - METRICS["accuracy"](y[b], champion[b])
+    accuracy = METRICS["accuracy"]
+    unpaired = np.percentile([accuracy(y[a], better[a], CLASSIFY) - accuracy(y[b], champion[b], CLASSIFY)
                               for a, b in draws], [2.5, 97.5])
     assert paired.low is not None and paired.high is not None
     assert paired.low > 0 and unpaired[0] < 0  # the same 10 fixed records: only the paired test sees it
@@ -86,13 +90,13 @@ def test_the_decision_and_its_interval_are_kept(project: Path) -> None:
     y = rng.integers(0, 2, 100)
     champion = _probs(y, rng.random(100) < 0.7, 2, rng)
     with session_scope() as s:
-        register(s, _run(s, "a"), {"macro_f1": METRICS["macro_f1"](y, champion)})
-        same = paired_bootstrap("macro_f1", y, champion, champion)
+        register(s, _run(s, "a"), {"macro_f1": METRICS["macro_f1"](y, champion, CLASSIFY)})
+        same = paired_bootstrap("macro_f1", y, champion, champion, CLASSIFY)
         tie = register(s, _run(s, "b"), {"macro_f1": same.challenger}, champion_metrics={"macro_f1": same.champion},
                        holdout="ds", comparison=same)
         assert not tie.promoted and get_alias(s, "security", "champion").version == 1
         better = _probs(y, np.ones(100, bool), 2, rng)
-        win = paired_bootstrap("macro_f1", y, better, champion)
+        win = paired_bootstrap("macro_f1", y, better, champion, CLASSIFY)
         r = register(s, _run(s, "c"), {"macro_f1": win.challenger}, champion_metrics={"macro_f1": win.champion},
                      holdout="ds", comparison=win)
         assert r.promoted and get_alias(s, "security", "champion").version == 3
