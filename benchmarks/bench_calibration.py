@@ -87,13 +87,15 @@ def ecg() -> tuple[AnomalyModel, list[dict[str, np.ndarray]]]:
     def starts(lo: int, hi: int, step: int) -> list[int]:
         return [s for s in range(lo, hi - ECG_RECORD + 1, step) if not anomalous[s:s + ECG_RECORD].any()]
 
-    def scores(picked: list[int]) -> np.ndarray:
-        return _scores(model, [{"ecg": read_value(sensor_csv_bytes(signal[s:s + ECG_RECORD], ["mlii"], ECG_RATE),
-                                                  spec)} for s in picked])
+    def records(picked: list[int]) -> list[dict[str, Any]]:  # as the pack lands them and ingest decodes them
+        return [{"ecg": read_value(sensor_csv_bytes(signal[s:s + ECG_RECORD], ["mlii"], ECG_RATE), spec)}
+                for s in picked]
 
-    model = AnomalyModel.fit(ctx.pack, [{"ecg": read_value(sensor_csv_bytes(signal[s:s + ECG_RECORD], ["mlii"],
-                                                                            ECG_RATE), spec)}
-                                        for s in starts(0, 3000, ECG_STEP)], ctx.params.train.anomaly, ctx.params.seed)
+    def scores(picked: list[int]) -> np.ndarray:
+        return _scores(model, records(picked))
+
+    model = AnomalyModel.fit(ctx.pack, records(starts(0, 3000, ECG_STEP)), ctx.params.train.anomaly,
+                             ctx.params.seed)
     held = starts(3000, len(raw), 15)
     second = int(ECG_RATE)
     return model, [{"val": scores(starts(3000, 4700, 15)), "test": scores(starts(4700, len(raw), 15)),
