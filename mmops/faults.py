@@ -1,6 +1,7 @@
 """Fault injection for crash and race tests. `MMOPS_FAULT=<point>:<n>` kills the process (SIGKILL, as `kill -9`
 would) the n-th time execution reaches `point(<point>)`; `MMOPS_FAULT=<point>:<n>:sleep=<seconds>` stalls it
-there instead, from the n-th time on (to hold a race window open). Unset (always, outside tests), a point
+there instead, from the n-th time on (to hold a race window open); `MMOPS_FAULT=<point>:<n>:raise` raises
+RuntimeError there from the n-th time on (a component that fails without dying). Unset (always, outside tests), a point
 costs one dict lookup.
 """
 
@@ -26,5 +27,7 @@ def point(name: str) -> None:
         return
     if action.startswith("sleep="):
         time.sleep(float(action.removeprefix("sleep=")))
+    elif action == "raise":
+        raise RuntimeError(f"injected fault at {name} (MMOPS_FAULT)")
     else:
         os.kill(os.getpid(), signal.SIGKILL)

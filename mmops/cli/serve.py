@@ -152,3 +152,51 @@ def explain(
     out.print(table)
     out.print(f"model v{result['model_version']}; per modality its Shapley value: its share of value - base",
               highlight=False)
+
+
+shadow_app = typer.Typer(help="A challenger beside the champion on mirrored traffic: it never answers a client.",
+                         no_args_is_help=True)
+app.add_typer(shadow_app, name="shadow")
+ServiceUrl = Annotated[str | None, typer.Option(help="the running service; default: http://127.0.0.1:<serve.port>")]
+
+
+def _service(url: str | None) -> str:
+    from mmops.config import load_params
+
+    return url or f"http://127.0.0.1:{guarded(load_params).serve.port}"
+
+
+@shadow_app.command("start")
+def shadow_start(
+    domain: Domain,
+    url: ServiceUrl = None,
+    version: Annotated[int | None, typer.Option(help="a registered, packaged version; default: the challenger")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run a challenger in shadow in a running service: it gets every record the champion answers (while it
+    keeps up; batches it cannot take are dropped and counted), its answers are logged, never returned."""
+    from mmops import pipeline
+
+    guarded(lambda: pipeline.shadow_start(domain, _service(url), version), as_json, f"shadow {domain}:")
+
+
+@shadow_app.command("stop")
+def shadow_stop(domain: Domain, url: ServiceUrl = None, as_json: AsJson = False) -> None:
+    """Stop the running service's shadow (its final counts go to the audit log)."""
+    from mmops import pipeline
+
+    guarded(lambda: pipeline.shadow_stop(domain, _service(url)), as_json, f"shadow {domain}:")
+
+
+@shadow_app.command("report")
+def shadow_report(
+    domain: Domain,
+    since: Annotated[float | None, typer.Option(help="epoch seconds; default: the whole log")] = None,
+    tag: Annotated[str | None, typer.Option(help="the shadowed model tag; default: the latest shadowed")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """What the shadow log says: agreement with the champion, both models' time per record, failures and
+    drops, and both accuracies on records whose ground truth came in."""
+    from mmops import pipeline
+
+    guarded(lambda: pipeline.shadow_report(domain, since, tag), as_json, f"shadow {domain}:")

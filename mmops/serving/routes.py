@@ -36,6 +36,47 @@ def input_spec_changes(old: DomainPack, new: DomainPack) -> list[str]:
     return changes
 
 
+class Refused(Exception):
+    """A model this service will not take, with the status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def swappable(tag: str, pack: DomainPack) -> tuple[Any, Any, Any]:
+    """(BentoML model, card, complete card) of `tag`, when this service (serving `pack`) may take it in place of
+    or beside its model: packaged with a complete card, of the same domain, taking the same inputs (requests
+    validated against the old inputs may reach it). Refused otherwise, before anything changes."""
+    from pathlib import Path
+
+    import bentoml
+    from bentoml.exceptions import BentoMLException, NotFound
+
+    from mmops.card import read_card
+    from mmops.card.complete import read_served
+    from mmops.errors import MmopsError
+
+    try:
+        new = bentoml.models.get(tag)
+    except NotFound:
+        raise Refused(404, f"no packaged model {tag!r} in the model store") from None
+    except (ValueError, BentoMLException) as exc:  # not a tag (RequestCheck refuses most before here)
+        raise Refused(400, f"{tag!r} is not a model tag: {exc}") from None
+    card = read_card(Path(new.path))
+    try:
+        complete = read_served(Path(new.path), f"loading {new.tag}")
+    except MmopsError as exc:  # packaged before cards were complete, or by hand: not served
+        raise Refused(409, str(exc)) from None
+    if card.domain != pack.name:
+        raise Refused(400, f"{new.tag} is a {card.domain} model; this service serves {pack.name}")
+    changed = input_spec_changes(pack, card.pack)
+    if changed:
+        raise Refused(409, f"{new.tag} takes other inputs than the served model ({'; '.join(changed)}): deploy it "
+                           "with a rolling restart (docs/serving.md), not a reload")
+    return new, card, complete
+
+
 LIVE: dict[str, Any] = {}  # "svc": the running Svc, once it has started
 
 

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, cast
 
 import bentoml
-from bentoml.exceptions import BentoMLException, NotFound
 from pydantic import Field
 
 from mmops import faults
@@ -31,10 +27,9 @@ from mmops.card.complete import CompleteCard
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.modalities.image import MAX_IMAGE_B64_CHARS
-from mmops.serving import LOAD_FAILED
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
 from mmops.serving.predlog import Entry, PredictionLog, log_name, to_line
-from mmops.serving.routes import LIVE, input_spec_changes, metadata, mounted, refuse, upload
+from mmops.serving.routes import LIVE, Refused, metadata, mounted, refuse, swappable, upload
 from mmops.serving.schemas import (
     EXPLAIN_QUEUE,
     MAX_EXPLAIN,
@@ -46,6 +41,8 @@ from mmops.serving.schemas import (
     decode_record,
     record_warnings,
 )
+from mmops.serving.shadow import Mirrored, Shadow, labels_of
+from mmops.serving.store import loaded, model_tag, said_if_it_fails, served_model
 from mmops.tasks import task_of
 
 log = logging.getLogger("mmops.serving")
@@ -67,25 +64,6 @@ BATCHING = _flag("MMOPS_BATCHING")
 LOGGING = _flag("MMOPS_PREDICTION_LOG")
 
 
-def model_tag() -> str:
-    return os.environ.get("MMOPS_MODEL_TAG") or f"mmops-{os.environ.get('MMOPS_DOMAIN', 'security')}:latest"
-
-
-@contextmanager
-def said_if_it_fails(tag: str) -> Iterator[None]:
-    """A failed model load said on stderr (the log) for client.wait_ready, not left to BentoML's restarts."""
-    try:
-        yield
-    except Exception as exc:
-        print(f"{LOAD_FAILED} {tag}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        raise
-
-
-def served_model() -> Any:
-    """The BentoML model this process serves."""
-    return bentoml.models.get(model_tag())
-
-
 # BentoML's client from Svc to this service replaces its HTTP session every 100 calls (and every 300 s),
 # closing the old one under calls in flight: "Server disconnected" (215 of 1024 requests answered 500 at 64
 # clients, even with retries). One session for the process's life; Svc._infer's retry stays for rare drops.
@@ -95,21 +73,16 @@ class ModelRunner:
     """Holds the model; one worker, so a reload reaches every model call (scale out: docs/serving.md)."""
 
     def __init__(self) -> None:
+        self._shadow: Shadow | None = None
         with said_if_it_fails(model_tag()):
             self._load(model_tag())
+        if os.environ.get("MMOPS_SHADOW_TAG"):
+            self.shadow(os.environ["MMOPS_SHADOW_TAG"])
 
     def _load(self, tag: str) -> dict[str, Any]:
-        from mmops.card import read_card
-
-        bento_model = bentoml.models.get(tag)
-        card = read_card(Path(bento_model.path))
-        task = task_of(card.pack.task)
-        predictor = task.load(Path(bento_model.path))
-        meta = {"model_version": str(bento_model.tag), "checkpoint_sha256": card.checkpoint_sha256,
-                "classes": card.classes}
-        self._current = (task, predictor, meta)  # one assignment: a batch in flight keeps what it started with
-        log.info("serving %s", meta["model_version"])
-        return meta
+        self._current = loaded(tag)  # one assignment: a batch in flight keeps what it started with
+        log.info("serving %s", self._current[2]["model_version"])
+        return self._current[2]
 
     # Adaptive batching across requests. A generous latency budget: on CPU a short one sheds load (issue 6
     # reports 514 of 800 requests rejected at max_latency_ms=50 with 32 clients; with the pretrained
@@ -126,9 +99,37 @@ class ModelRunner:
 
     def _predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         task, predictor, meta = self._current
+        shadow = self._shadow
         # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
         values = [decode_record(predictor.pack, r)[0] for r in records]
-        return [{**a, **meta} for a in task.serve(predictor, values, embeddings=LOGGING)]
+        started = time.perf_counter()
+        answers = task.serve(predictor, values, embeddings=LOGGING)
+        if shadow is not None:  # the challenger gets the same records, off this call (shadow.py)
+            ms = (time.perf_counter() - started) * 1000 / max(len(values), 1)
+            shadow.offer(Mirrored(time.time(), [r.get("id") for r in records], values, meta["model_version"],
+                                  labels_of(task, answers, meta), ms))
+        return [{**a, **meta} for a in answers]
+
+    @bentoml.api
+    def shadow(self, tag: str = "") -> dict[str, Any]:
+        """Run `tag` in shadow (in place of the shadow before, whose final counts are returned); "" stops it."""
+        from mmops.config import get_settings
+
+        new = None
+        if tag:
+            task, predictor, meta = loaded(tag)
+            new = Shadow(task, predictor, meta, get_settings().prediction_log_dir, predictor.pack.name)
+        old, self._shadow = self._shadow, new
+        return {"shadow": new.stats() if new else None, "stopped": old.close() if old else None}
+
+    @bentoml.api
+    def shadow_stats(self) -> dict[str, Any] | None:
+        return self._shadow.stats() if self._shadow else None
+
+    @bentoml.on_shutdown
+    def _stop_shadow(self) -> None:
+        if self._shadow is not None:
+            self._shadow.close()
 
     # Explanations take seconds (a backward pass per path step and modality): never batched with answers.
     @bentoml.api
@@ -259,35 +260,28 @@ class Svc:
     async def reload(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "") -> dict[str, Any]:
         """Swap in a new model without a restart: the model service loads it first, then requests go to it;
         requests already in flight finish on the old one. Behind the bearer token when one is set."""
-        from mmops.card import read_card
-        from mmops.card.complete import read_served
-        from mmops.errors import MmopsError
-
         try:
-            new = bentoml.models.get(tag or model_tag())
-        except NotFound:  # before anything changes
-            return cast(dict[str, Any], refuse(404, f"no packaged model {tag or model_tag()!r} in the model store"))
-        except (ValueError, BentoMLException) as exc:  # not a tag (RequestCheck refuses most before here)
-            return cast(dict[str, Any], refuse(400, f"{tag!r} is not a model tag: {exc}"))
-        card = read_card(Path(new.path))
-        try:
-            complete = read_served(Path(new.path), f"reloading {new.tag}")
-        except MmopsError as exc:  # packaged before cards were complete, or by hand: not served
-            return cast(dict[str, Any], refuse(409, str(exc)))
-        if card.domain != self.pack.name:
-            return cast(dict[str, Any], refuse(
-                400, f"{new.tag} is a {card.domain} model; this service serves {self.pack.name}"))
-        # Requests validated against the old inputs may reach the new model while it swaps in: only a model
-        # that takes the same inputs may be hot-swapped; one that does not needs a rolling restart.
-        changed = input_spec_changes(self.pack, card.pack)
-        if changed:
-            return cast(dict[str, Any], refuse(
-                409, f"{new.tag} takes other inputs than the served model ({'; '.join(changed)}): deploy it with "
-                     "a rolling restart (docs/serving.md), not a reload"))
+            new, card, complete = swappable(tag or model_tag(), self.pack)
+        except Refused as exc:
+            return cast(dict[str, Any], refuse(exc.status, str(exc)))
         meta = await self.runner.to_async.reload(str(new.tag))
         self._describe(card, complete, str(new.tag))
         log.info("reloaded: now serving %s", meta["model_version"])
         return meta
+
+    @bentoml.api(route="/admin/shadow")
+    async def shadow(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "") -> dict[str, Any]:
+        """Run the model `tag` in shadow beside the served one (answers still come only from the served model;
+        the shadow's are logged for `mmops shadow report`); an empty tag stops the shadow. Refused as a
+        reload would refuse the model. Behind the bearer token when one is set."""
+        if tag:
+            try:
+                swappable(tag, self.pack)
+            except Refused as exc:
+                return cast(dict[str, Any], refuse(exc.status, str(exc)))
+        started: dict[str, Any] = await self.runner.to_async.shadow(tag)
+        log.info("shadow: %s", tag or "stopped")
+        return started
 
     async def _infer(self, payload: list[dict[str, Any]], attempts: int = 3) -> list[dict[str, Any]]:
         """Call the model service, retrying a dropped connection (inference is idempotent). BentoML 1.4.40's
