@@ -8,7 +8,10 @@ at 32 clients for the heaviest model (medical: MiniLM text encoder + MobileNetV2
 on >= 0.9x logging off. `--domain surveillance` (issue 21: a 4 s video clip and a 4 s audio clip per record,
 base64) is recorded apart, in var/bench/serve-surveillance.json, and so is `--domain cardiac inspection watch`
 (issue 22: the anomaly detectors, memory-bank scoring; batched >= unbatched at every level) in
-var/bench/serve-anomaly.json.
+var/bench/serve-anomaly.json. `--shadow` (issue 24) serves each domain's champion with a challenger in shadow
+(mmops/serving/shadow.py; here the champion's own model loaded a second time: a challenger as heavy as the
+champion) and without, at 8 and 32 clients: the champion's clients may lose at most 10 % throughput
+(var/bench/serve-shadow.json).
 
 Each domain's model is trained for one epoch with the default architecture (speed does not depend on how
 well it was trained) in a temporary project, then served by `bentoml serve`, one child process per setting
@@ -146,7 +149,10 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=45.0, help="time budget per level")
     parser.add_argument("--rounds", type=int, default=3, help="runs per setting and level (medians reported)")
     parser.add_argument("--port", type=int, default=3917)
+    parser.add_argument("--shadow", action="store_true", help="shadow on vs off (at 8 and 32 clients by default)")
     args = parser.parse_args()
+    if args.shadow and args.clients == [1, 8, 32, 64]:
+        args.clients = [8, 32]
     with tempfile.TemporaryDirectory(prefix="mmops-bench-serve-") as tmp:
         root = Path(tmp)
         prepare(root, args.domain)
@@ -156,10 +162,13 @@ def main() -> int:
         from mmops.serving.client import record_payload, service_env
 
         settings = get_settings()
-        settings_list: list[tuple[str, dict[str, str]]] = [
-            ("batching on", {}), ("batching off", {"MMOPS_BATCHING": "0"}), ("log off", {"MMOPS_PREDICTION_LOG": "0"})]
         table: list[dict[str, Any]] = []
+        mirrored: dict[str, dict[str, Any]] = {}
         for d in args.domain:
+            settings_list: list[tuple[str, dict[str, str]]] = (
+                [("shadow off", {}), ("shadow on", {"MMOPS_SHADOW_TAG": service_env(d)["MMOPS_MODEL_TAG"]})]
+                if args.shadow else [("batching on", {}), ("batching off", {"MMOPS_BATCHING": "0"}),
+                                     ("log off", {"MMOPS_PREDICTION_LOG": "0"})])
             pack = load_domain(d)
             payloads = [record_payload(pack, settings.data_dir, r) for r in pipeline.load_manifest(d).split("test")]
             procs = {}
@@ -179,7 +188,13 @@ def main() -> int:
             finally:
                 for proc, _ in procs.values():
                     stop(proc)
-    return report(table, args.domain)
+            if args.shadow:  # how much of the traffic the challenger saw (the rest it dropped to keep up)
+                from mmops.serving.shadow import report as shadow_report
+
+                seen = shadow_report(settings.prediction_log_dir, d, {})
+                mirrored[d] = {k: seen[k] for k in ("mirrored", "dropped", "failed", "agreement", "shadow_ms")}
+                print(json.dumps({"domain": d, "shadow": mirrored[d]}), flush=True)
+    return report_shadow(table, args.domain, mirrored) if args.shadow else report(table, args.domain)
 
 
 def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -216,6 +231,28 @@ def report(table: list[dict[str, Any]], domains: list[str]) -> int:
     print(json.dumps(verdicts, indent=2))
     name = {tuple(DEFAULT): "serve", tuple(ANOMALY): "serve-anomaly"}.get(tuple(domains), "serve-" + "-".join(domains))
     save(name, {"runs": table}, verdicts)
+    return 0 if all(verdicts.values()) else 1
+
+
+def report_shadow(table: list[dict[str, Any]], domains: list[str], mirrored: dict[str, dict[str, Any]]) -> int:
+    """Shadow on vs off: the champion's clients' throughput and latency, what the challenger saw, and the
+    verdicts."""
+    print(f"\n{'domain':<11} {'setting':<11} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for r in table:
+        print(f"{r['domain']:<11} {r['setting']:<11} {r['clients']:>7} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} "
+              f"{r['p99_ms']:>8.1f} {r['errors']:>6}")
+    verdicts = {"zero errors everywhere": all(r["errors"] == 0 for r in table)}
+    for d in domains:
+        for n in sorted({r["clients"] for r in table}):
+            on, off = (next(r["rps"] for r in table if (r["domain"], r["setting"], r["clients"]) == (d, s, n))
+                       for s in ("shadow on", "shadow off"))
+            print(f"{d}: shadow on/off throughput at {n} clients: {on / max(off, 1e-9):.2f}x")
+            verdicts[f"{d}: shadow on >= 0.9x off at {n} clients"] = on >= 0.9 * off
+        seen = mirrored[d]
+        print(f"{d}: the challenger saw {seen['mirrored']} records, dropped {seen['dropped']} to keep up "
+              f"({seen['mirrored'] / max(seen['mirrored'] + seen['dropped'], 1):.0%} mirrored), {seen['failed']} failed")
+    print(json.dumps(verdicts, indent=2))
+    save("serve-shadow", {"runs": table, "shadow": mirrored}, verdicts)
     return 0 if all(verdicts.values()) else 1
 
 

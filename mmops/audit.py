@@ -33,7 +33,8 @@ LEDGER = "mmops-audit-v1"  # what an event's hash covers and how; another layout
 
 ACTIONS = ("ingested", "labeled", "annotations_imported", "dataset_built", "trained", "training_failed",
            "registered", "promoted", "rolled_back", "packaged", "deployed", "deploy_failed", "quarantine_released",
-           "quarantine_purged", "shadow_started", "shadow_stopped")
+           "quarantine_purged", "shadow_started", "shadow_stopped",
+           "canary_started", "canary_stopped", "canary_rolled_back", "approved", "release_rejected")
 
 
 def current_actor() -> str:

@@ -220,6 +220,24 @@ class PromoteParams(_Frozen):
     confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
+class ReleaseParams(_Frozen):
+    """The release path of a challenger that passed the promotion gate (docs/operations.md, Releasing)."""
+
+    # domains whose champion changes only after a person approves it in Airflow (the release DAG)
+    approval: tuple[str, ...] = ("medical",)
+    # shadow: the release DAG waits for this many mirrored records (at most shadow_minutes) before it asks
+    shadow_records: int = Field(200, ge=1)
+    shadow_minutes: float = Field(60.0, gt=0)
+    # canary: its share of the records (sticky by id), the records it must answer before it may be promoted
+    # (at most canary_minutes), and the bounds past which the service ends it (mmops/serving/canary.py)
+    canary_share: float = Field(0.1, gt=0, le=0.5)
+    canary_records: int = Field(200, ge=1)
+    canary_minutes: float = Field(60.0, gt=0)
+    max_error_increase: float = Field(0.02, ge=0, le=1)
+    max_latency_ratio: float = Field(2.0, ge=1)
+    max_prediction_shift: float = Field(0.25, gt=0, le=1)
+
+
 class ExplainParams(_Frozen):
     # the evaluation report's explanations page (artifacts/<domain>/explanations/): this many of the test
     # records the model was surest of, and as many it was least sure of (0: no page)
@@ -243,6 +261,7 @@ class Params(_Frozen):
     ingest: IngestParams = IngestParams()
     label: LabelParams = LabelParams()
     promote: PromoteParams = PromoteParams()
+    release: ReleaseParams = ReleaseParams()
     build: BuildParams = BuildParams()
     train: TrainParams = TrainParams()
     monitor: MonitorParams = MonitorParams()

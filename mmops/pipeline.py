@@ -19,13 +19,21 @@ from mmops.stages.labels import export_tasks, import_annotations, label, prelabe
 from mmops.stages.monitor import monitor
 from mmops.stages.results import StageResult
 from mmops.stages.train import Nodes, join_training, train
-from mmops.stages.trials import shadow_report, shadow_start, shadow_stop
+from mmops.stages.trials import (
+    canary_conclude,
+    canary_start,
+    canary_status,
+    canary_stop,
+    shadow_report,
+    shadow_start,
+    shadow_stop,
+)
 
 if TYPE_CHECKING:
     from mmops.datasets.build import Manifest
 
 __all__ = [
-    "STAGES", "Nodes", "Progress", "StageResult", "artifacts", "audit_log", "audit_verify", "build", "evaluate", "export_tasks",
+    "STAGES", "Nodes", "canary_conclude", "canary_start", "canary_status", "canary_stop", "Progress", "StageResult", "artifacts", "audit_log", "audit_verify", "build", "evaluate", "export_tasks",
     "ground_truth_files", "import_annotations", "ingest", "join_training", "label", "load_manifest",
     "manifest_path", "monitor", "package", "plan_ingest", "prelabel", "profile_suites", "promote", "release", "rollback",
     "built_manifest", "pull_data", "pull_domain", "record_deploy", "registry", "reload_service", "shadow_report", "shadow_start", "shadow_stop", "train",

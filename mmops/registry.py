@@ -145,6 +145,19 @@ def promote(session: Session, domain: str, version: int, actor: str, reason: str
     return mv
 
 
+def reject(session: Session, domain: str, version: int, actor: str, reason: str) -> ModelVersion:
+    """A challenger turned down after the gate (by a person, or by its canary): the champion stays; audited
+    as `rejected` with who and why."""
+    mv = session.scalar(select(ModelVersion).where(ModelVersion.domain == domain, ModelVersion.version == version))
+    if mv is None:
+        raise NotFoundError(f"{domain} has no model version {version}; see `mmops registry --domain {domain}`")
+    champion = get_alias(session, domain, "champion")
+    session.add(PromotionEvent(domain=domain, model_version_id=mv.id,
+                               previous_champion_id=champion.id if champion else None, action="rejected",
+                               metric="", margin=0.0, reason=reason, actor=actor))
+    return mv
+
+
 def rollback(session: Session, domain: str, actor: str, reason: str) -> tuple[ModelVersion, ModelVersion]:
     """(restored, replaced): the champion before the current one is champion again. The one before is what the
     decision that made the current champion replaced (a rollback's own events are skipped, so that rolling

@@ -200,3 +200,48 @@ def shadow_report(
     from mmops import pipeline
 
     guarded(lambda: pipeline.shadow_report(domain, since, tag), as_json, f"shadow {domain}:")
+
+
+canary_app = typer.Typer(help="A challenger answering a sticky share of the records; the service ends it when it "
+                              "does worse than the champion.", no_args_is_help=True)
+app.add_typer(canary_app, name="canary")
+
+
+@canary_app.command("start")
+def canary_start(
+    domain: Domain,
+    url: ServiceUrl = None,
+    version: Annotated[int | None, typer.Option(help="a registered, packaged version; default: the challenger")] = None,
+    share: Annotated[float | None, typer.Option(help="share of the records; default: release.canary_share")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Let a challenger answer a share of the records, sticky by record id, within params.yaml's release bounds
+    (error rate, p95 time per record, label distribution vs the champion's)."""
+    from mmops import pipeline
+
+    guarded(lambda: pipeline.canary_start(domain, _service(url), version, share), as_json, f"canary {domain}:")
+
+
+@canary_app.command("status")
+def canary_status(domain: Domain, url: ServiceUrl = None, as_json: AsJson = False) -> None:
+    """Both arms' counts, whether the canary is live, and why the service ended it if it did."""
+    from mmops import pipeline
+
+    guarded(lambda: pipeline.canary_status(domain, _service(url)), as_json, f"canary {domain}:")
+
+
+@canary_app.command("conclude")
+def canary_conclude(domain: Domain, url: ServiceUrl = None, as_json: AsJson = False) -> None:
+    """Promote a canary that held its bounds over release.canary_records records (and swap it in), or reject
+    one the service ended; says when it is too early to decide."""
+    from mmops import pipeline
+
+    guarded(lambda: pipeline.canary_conclude(domain, _service(url)), as_json, f"canary {domain}:")
+
+
+@canary_app.command("stop")
+def canary_stop(domain: Domain, url: ServiceUrl = None, as_json: AsJson = False) -> None:
+    """End the canary: every record back on the champion (its counts go to the audit log)."""
+    from mmops import pipeline
+
+    guarded(lambda: pipeline.canary_stop(domain, _service(url)), as_json, f"canary {domain}:")

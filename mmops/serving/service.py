@@ -27,6 +27,7 @@ from mmops.card.complete import CompleteCard
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.modalities.image import MAX_IMAGE_B64_CHARS
+from mmops.serving.canary import Bounds
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
 from mmops.serving.predlog import Entry, PredictionLog, log_name, to_line
 from mmops.serving.routes import LIVE, Refused, metadata, mounted, refuse, swappable, upload
@@ -41,8 +42,8 @@ from mmops.serving.schemas import (
     decode_record,
     record_warnings,
 )
-from mmops.serving.shadow import Mirrored, Shadow, labels_of
 from mmops.serving.store import loaded, model_tag, said_if_it_fails, served_model
+from mmops.serving.trials import Trials
 from mmops.tasks import task_of
 
 log = logging.getLogger("mmops.serving")
@@ -73,11 +74,13 @@ class ModelRunner:
     """Holds the model; one worker, so a reload reaches every model call (scale out: docs/serving.md)."""
 
     def __init__(self) -> None:
-        self._shadow: Shadow | None = None
+        from mmops.config import get_settings
+
         with said_if_it_fails(model_tag()):
             self._load(model_tag())
+        self.trials = Trials(get_settings().prediction_log_dir, self._current[1].pack.name)
         if os.environ.get("MMOPS_SHADOW_TAG"):
-            self.shadow(os.environ["MMOPS_SHADOW_TAG"])
+            self.trials.start("shadow", os.environ["MMOPS_SHADOW_TAG"])
 
     def _load(self, tag: str) -> dict[str, Any]:
         self._current = loaded(tag)  # one assignment: a batch in flight keeps what it started with
@@ -98,38 +101,22 @@ class ModelRunner:
         return self._predict(records)
 
     def _predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        task, predictor, meta = self._current
-        shadow = self._shadow
+        current = self._current
         # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
-        values = [decode_record(predictor.pack, r)[0] for r in records]
-        started = time.perf_counter()
-        answers = task.serve(predictor, values, embeddings=LOGGING)
-        if shadow is not None:  # the challenger gets the same records, off this call (shadow.py)
-            ms = (time.perf_counter() - started) * 1000 / max(len(values), 1)
-            shadow.offer(Mirrored(time.time(), [r.get("id") for r in records], values, meta["model_version"],
-                                  labels_of(task, answers, meta), ms))
-        return [{**a, **meta} for a in answers]
+        values = [decode_record(current[1].pack, r)[0] for r in records]
+        return self.trials.predict(current, records, values, LOGGING)  # a challenger on trial may take part
 
     @bentoml.api
-    def shadow(self, tag: str = "") -> dict[str, Any]:
-        """Run `tag` in shadow (in place of the shadow before, whose final counts are returned); "" stops it."""
-        from mmops.config import get_settings
-
-        new = None
+    def trial(self, kind: str = "", tag: str = "", bounds: dict[str, Any] | None = None,
+              stop: bool = False) -> dict[str, Any]:
+        """Put `tag` on trial as `kind` (shadow or canary), or `stop` the trial; the trial's state."""
         if tag:
-            task, predictor, meta = loaded(tag)
-            new = Shadow(task, predictor, meta, get_settings().prediction_log_dir, predictor.pack.name)
-        old, self._shadow = self._shadow, new
-        return {"shadow": new.stats() if new else None, "stopped": old.close() if old else None}
-
-    @bentoml.api
-    def shadow_stats(self) -> dict[str, Any] | None:
-        return self._shadow.stats() if self._shadow else None
+            return self.trials.start(kind, tag, bounds, LOGGING)
+        return {"kind": None, "stopped": self.trials.stop()} if stop else self.trials.stats()
 
     @bentoml.on_shutdown
-    def _stop_shadow(self) -> None:
-        if self._shadow is not None:
-            self._shadow.close()
+    def _stop_trial(self) -> None:
+        self.trials.stop()
 
     # Explanations take seconds (a backward pass per path step and modality): never batched with answers.
     @bentoml.api
@@ -270,18 +257,27 @@ class Svc:
         return meta
 
     @bentoml.api(route="/admin/shadow")
-    async def shadow(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "") -> dict[str, Any]:
-        """Run the model `tag` in shadow beside the served one (answers still come only from the served model;
-        the shadow's are logged for `mmops shadow report`); an empty tag stops the shadow. Refused as a
-        reload would refuse the model. Behind the bearer token when one is set."""
-        if tag:
+    async def shadow(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "", stop: bool = False) -> dict[str, Any]:
+        """Run the model `tag` in shadow beside the served one: it gets the records the served one answers, its
+        answers are logged for `mmops shadow report`, never returned. `stop`: end it; neither: its state."""
+        return await self._trial("shadow", tag, None, stop)
+
+    @bentoml.api(route="/admin/canary")
+    async def canary(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "", bounds: Bounds | None = None,
+                     stop: bool = False) -> dict[str, Any]:
+        """Let the model `tag` answer a share of the records (`bounds.share`, sticky by record id), ended by the
+        service when it does worse than the served one by `bounds`; `stop`: end it; neither: its state."""
+        return await self._trial("canary", tag, bounds.model_dump() if bounds else None, stop)
+
+    async def _trial(self, kind: str, tag: str, bounds: dict[str, Any] | None, stop: bool) -> dict[str, Any]:
+        if tag:  # refused as a reload would refuse the model, before anything changes
             try:
                 swappable(tag, self.pack)
             except Refused as exc:
                 return cast(dict[str, Any], refuse(exc.status, str(exc)))
-        started: dict[str, Any] = await self.runner.to_async.shadow(tag)
-        log.info("shadow: %s", tag or "stopped")
-        return started
+        state: dict[str, Any] = await self.runner.to_async.trial(kind, tag, bounds, stop)
+        log.info("%s: %s", kind, tag or ("stopped" if stop else "state"))
+        return state
 
     async def _infer(self, payload: list[dict[str, Any]], attempts: int = 3) -> list[dict[str, Any]]:
         """Call the model service, retrying a dropped connection (inference is idempotent). BentoML 1.4.40's

@@ -2,11 +2,13 @@
 answer comes from the champion; the challenger sees the same records, its answers are logged beside the
 champion's and never returned, and its failures stay here (counted and logged, never a client's error).
 
-The model service hands each answered batch (its decoded records, the champion's labels and time) to
-`Shadow.offer`, which returns at once. One daemon thread, at the lowest CPU priority (nice 19, so that on a
-busy machine the champion's calls come first), runs the challenger on it and appends one line per record
-to the shadow log. The queue is bounded: when the challenger cannot keep up, batches are dropped, counted
-and said in the log (`dropped_before` on the next line), never queued without bound.
+The challenger runs in a process of its own (`python -m mmops.serving.shadow`), at the lowest CPU priority
+(nice 19) and on one torch thread: on a busy machine the champion's calls come first, and the two share no
+interpreter lock (a low-priority thread in the model service would hold the champion up whenever it held
+the GIL). The model service hands each answered batch (the records as they came, the champion's labels and
+time) to `Shadow.offer`, which returns at once; a thread writes it to the process as a JSON line. The queue
+is bounded: when the challenger cannot keep up, batches are dropped, counted and said in the log
+(`dropped_before` on the next line), never queued without bound.
 
 The shadow log's format is owned here: `<prediction log dir>/shadow/<domain>[@<replica>].jsonl`, one line per
 record: `ts`, `record_id`, `champion` and `shadow` (model versions), `champion_label`, `shadow_label` (None
@@ -17,10 +19,13 @@ came in, both models' accuracies. Reference: docs/serving.md (Releasing a challe
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,6 +39,7 @@ from mmops.serving.predlog import PredictionLog, log_files, log_name
 log = logging.getLogger("mmops.serving")
 
 CAPACITY = 8  # batches waiting for the challenger; beyond it a mirrored batch is dropped (and counted)
+LOADER = "mmops.serving.shadow:labeler"  # tag -> (model version, records -> labels), in the shadow process
 
 
 def shadow_dir(prediction_log_dir: Path) -> Path:
@@ -43,28 +49,33 @@ def shadow_dir(prediction_log_dir: Path) -> Path:
 class Mirrored(NamedTuple):
     ts: float
     ids: list[str | None]
-    values: list[dict[str, Any]]  # decoded records, as the champion got them
+    records: list[dict[str, Any]]  # as the client sent them (validated): JSON to the shadow process
     champion: str
     champion_labels: list[str | None]
     champion_ms: float  # the champion's model time per record in this batch
 
 
 class Shadow:
-    """The challenger (`task`, `predictor`, `meta` as ModelRunner loads a model) run on mirrored batches."""
+    """The challenger `tag`, in its own process, on mirrored batches; its log in `log_dir`/shadow/."""
 
-    def __init__(self, task: Any, predictor: Any, meta: dict[str, Any], log_dir: Path, domain: str) -> None:
-        self.task, self.predictor, self.meta = task, predictor, meta
-        self.log = PredictionLog(shadow_dir(log_dir) / log_name(domain), json.dumps)
+    def __init__(self, tag: str, log_dir: Path, domain: str, loader: str = LOADER, timeout: float = 300.0) -> None:
+        path = shadow_dir(log_dir) / log_name(domain)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.errors = path.with_suffix(".stderr")  # the process's own messages (a failed load says why here)
+        with self.errors.open("a") as err:
+            self._proc = subprocess.Popen([sys.executable, "-m", "mmops.serving.shadow", tag, str(path), loader],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                                          bufsize=1)
+        ready = _first_line(self._proc, timeout, self.errors)
+        self.version = str(ready["ready"])
         self._q: queue.Queue[Mirrored | None] = queue.Queue(CAPACITY)
         self.mirrored = self.failed = self.dropped = 0
         self._dropped_unsaid = 0
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="mmops-shadow", daemon=True)
-        self._thread.start()
-
-    @property
-    def version(self) -> str:
-        return str(self.meta["model_version"])
+        self._writer = threading.Thread(target=self._write, name="mmops-shadow-writer", daemon=True)
+        self._reader = threading.Thread(target=self._read, name="mmops-shadow-reader", daemon=True)
+        self._writer.start()
+        self._reader.start()
 
     def offer(self, batch: Mirrored) -> None:
         """Hand a batch over without waiting; a full queue drops it (counted)."""
@@ -75,48 +86,116 @@ class Shadow:
                 self.dropped += len(batch.ids)
                 self._dropped_unsaid += len(batch.ids)
 
-    def _run(self) -> None:
-        try:  # Linux: a thread's own priority (its tid); threads it starts inherit it
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except (OSError, AttributeError) as exc:
-            log.warning("shadow runs at normal priority: %s", exc)
-        while (batch := self._q.get()) is not None:
-            self._mirror(batch)
-
-    def _mirror(self, batch: Mirrored) -> None:
-        started = time.perf_counter()
-        error = None
+    def _write(self) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
         try:
-            faults.point("serve.shadow")
-            labels = labels_of(self.task, self.task.serve(self.predictor, batch.values, embeddings=False), self.meta)
-        except Exception as exc:  # the challenger's failure is this log's to say, never a client's
-            labels, error = [None] * len(batch.ids), f"{type(exc).__name__}: {exc}"[:300]
-        per_record = (time.perf_counter() - started) * 1000 / max(len(batch.ids), 1)
-        with self._lock:
-            self.mirrored += len(batch.ids)
-            self.failed += len(batch.ids) if error else 0
-            dropped, self._dropped_unsaid = self._dropped_unsaid, 0
-        lines = [{"ts": batch.ts, "record_id": rid, "champion": batch.champion, "shadow": self.version,
-                  "champion_label": cl, "shadow_label": sl, "champion_ms": round(batch.champion_ms, 3),
-                  "shadow_ms": round(per_record, 3), **({"error": error} if error else {})}
-                 for rid, cl, sl in zip(batch.ids, batch.champion_labels, labels, strict=True)]
-        lines[0]["dropped_before"] = dropped
-        self.log.put(lines)
+            while (batch := self._q.get()) is not None:
+                with self._lock:
+                    dropped, self._dropped_unsaid = self._dropped_unsaid, 0
+                stdin.write(json.dumps({**batch._asdict(), "dropped_before": dropped}) + "\n")
+                stdin.flush()
+        except (BrokenPipeError, OSError, ValueError) as exc:  # the process died: said, and nothing more sent
+            log.error("the shadow process stopped taking batches: %s", exc)
+        finally:
+            try:
+                stdin.close()
+            except OSError:
+                pass
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            try:
+                counts = json.loads(line)
+            except ValueError:
+                continue
+            with self._lock:
+                self.mirrored += int(counts.get("mirrored", 0))
+                self.failed += int(counts.get("failed", 0))
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"shadow": self.version, "mirrored": self.mirrored, "failed": self.failed,
-                    "dropped": self.dropped, "pending": self._q.qsize()}
+                    "dropped": self.dropped, "pending": self._q.qsize(), "running": self._proc.poll() is None}
 
     def close(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Finish what is queued (within `timeout`), stop, and flush the log; the final counts."""
+        """Finish what is queued (within `timeout`), stop the process, its log flushed; the final counts."""
         try:
             self._q.put(None, timeout=timeout)
         except queue.Full:
             pass
-        self._thread.join(timeout)
-        self.log.close()
+        self._writer.join(timeout)
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout)
         return self.stats()
+
+
+def _first_line(proc: subprocess.Popen, timeout: float, errors: Path) -> dict[str, Any]:
+    """The shadow process's `{"ready": version}`, or its failure to load as an error."""
+    from mmops.errors import MmopsError
+
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    try:
+        return dict(json.loads(result[0]))
+    except (IndexError, ValueError, TypeError):
+        proc.kill()
+        proc.wait()
+        said = errors.read_text(errors="replace").strip().splitlines() if errors.exists() else []
+        raise MmopsError(f"the shadow model did not load: {said[-1] if said else 'no answer'} ({errors})") from None
+
+
+def _serve(loader: str, tag: str, path: Path) -> None:
+    """The shadow process: load `tag`, then answer batches from stdin until it closes."""
+    os.nice(19)
+    module, _, name = loader.partition(":")
+    version, label = getattr(importlib.import_module(module), name)(tag)
+    shadow_log = PredictionLog(path, json.dumps)
+    print(json.dumps({"ready": version}), flush=True)
+    for line in sys.stdin:
+        sent = json.loads(line)
+        dropped = sent.pop("dropped_before", 0)
+        batch = Mirrored(**sent)
+        started, error = time.perf_counter(), None
+        try:
+            faults.point("serve.shadow")
+            labels = label(batch.records)
+        except Exception as exc:  # the challenger's failure is this log's to say, never a client's
+            labels, error = [None] * len(batch.ids), f"{type(exc).__name__}: {exc}"[:300]
+        per_record = (time.perf_counter() - started) * 1000 / max(len(batch.ids), 1)
+        lines = [{"ts": batch.ts, "record_id": rid, "champion": batch.champion, "shadow": version,
+                  "champion_label": cl, "shadow_label": sl, "champion_ms": round(batch.champion_ms, 3),
+                  "shadow_ms": round(per_record, 3), **({"error": error} if error else {})}
+                 for rid, cl, sl in zip(batch.ids, batch.champion_labels, labels, strict=True)]
+        lines[0]["dropped_before"] = dropped
+        shadow_log.put(lines)
+        print(json.dumps({"mirrored": len(lines), "failed": len(lines) if error else 0}), flush=True)
+    shadow_log.close()
+
+
+def labeler(tag: str) -> tuple[str, Any]:
+    """The packaged model `tag` as the shadow process runs it, on one torch thread: its version, and a function
+    from records (as clients send them) to its labels."""
+    import torch
+
+    from mmops.serving.schemas import decode_record
+    from mmops.serving.store import loaded
+
+    torch.set_num_threads(1)
+    task, predictor, meta = loaded(tag)
+
+    def label(records: list[dict[str, Any]]) -> list[str | None]:
+        values = [decode_record(predictor.pack, r)[0] for r in records]
+        return labels_of(task, task.serve(predictor, values, embeddings=False), meta)
+
+    return str(meta["model_version"]), label
 
 
 def labels_of(task: Any, answers: list[dict[str, Any]], meta: dict[str, Any]) -> list[str | None]:
@@ -173,3 +252,7 @@ def report(prediction_log_dir: Path, domain: str, truth: dict[str, str], since: 
             "shadow_accuracy": accuracy("shadow_label"),
             "errors": sorted({r["error"] for r in rows if r.get("error")})[:5],
             "first": min(r["ts"] for r in rows), "last": max(r["ts"] for r in rows)}
+
+
+if __name__ == "__main__":  # the shadow process: python -m mmops.serving.shadow TAG LOG_PATH [LOADER]
+    _serve(sys.argv[3] if len(sys.argv) > 3 else LOADER, sys.argv[1], Path(sys.argv[2]))

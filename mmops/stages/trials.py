@@ -1,13 +1,15 @@
-"""A challenger tried on live traffic before it is champion: in shadow beside the champion (mirrored records,
-never answering; mmops/serving/shadow.py), started and stopped on a running service and audited, and the
-report of what its shadow log says (agreement, latency, both accuracies on ground truth that came in)."""
+"""A challenger tried on live traffic before it is champion, on a running service, each step audited: in
+shadow beside the champion (mirrored records, never answering; mmops/serving/shadow.py) with the report of
+what its shadow log says (agreement, latency, both accuracies on ground truth that came in), then as a canary
+answering a sticky share of the records (mmops/serving/canary.py), promoted when it held its bounds for
+`release.canary_records` records, rolled back (ended, and the challenger rejected) when the service ended it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from mmops import audit
-from mmops.catalog import ModelVersion, session_scope
+from mmops.catalog import ModelVersion, locked_session, session_scope
 from mmops.errors import MmopsError, NotFoundError
 from mmops.registry import get_alias
 from mmops.stages.common import resolve
@@ -61,12 +63,23 @@ def shadow_start(domain: str, url: str, version: int | None = None, actor: str |
 
 def shadow_stop(domain: str, url: str, actor: str | None = None) -> dict[str, Any]:
     """Stop the shadow of the service at `url`; its final counts are audited."""
+    return _stop(domain, url, "shadow", actor)
+
+
+def canary_stop(domain: str, url: str, actor: str | None = None) -> dict[str, Any]:
+    """Stop the canary of the service at `url` (every record back on the champion); its counts are audited."""
+    return _stop(domain, url, "canary", actor)
+
+
+def _stop(domain: str, url: str, kind: str, actor: str | None) -> dict[str, Any]:
     settings, _, _ = resolve(domain)
-    answer = admin_call(url, "/admin/shadow", {"tag": ""}, "stopping the shadow")
+    answer = admin_call(url, f"/admin/{kind}", {"stop": True}, f"stopping the {kind}")
     stopped = answer.get("stopped") or {}
+    counts = ({k: stopped[k] for k in ("mirrored", "failed", "dropped") if k in stopped} if kind == "shadow"
+              else {k: stopped[k] for k in ("champion_arm", "canary_arm", "ended") if k in stopped})
     with session_scope(settings.catalog_url) as session:
-        audit.record(session, "shadow_stopped", domain, f"bento_model:{stopped.get('shadow')}", actor=actor,
-                     url=url, **{k: stopped[k] for k in ("mirrored", "failed", "dropped") if k in stopped})
+        audit.record(session, f"{kind}_stopped", domain, f"bento_model:{stopped.get(kind)}", actor=actor, url=url,
+                     **counts)
     return {"domain": domain, **answer}
 
 
@@ -79,3 +92,73 @@ def shadow_report(domain: str, since: float | None = None, tag: str | None = Non
     settings, _, _ = resolve(domain)
     truth, problems = read_ground_truth(ground_truth_files(domain, settings))
     return {**report(settings.prediction_log_dir, domain, truth, since, tag), "ground_truth_problems": problems}
+
+
+def canary_start(domain: str, url: str, version: int | None = None, share: float | None = None,
+                 actor: str | None = None) -> dict[str, Any]:
+    """Let a registered version (default: the challenger) answer `share` of the records of the service at
+    `url` (default: params.yaml release.canary_share), within the release bounds."""
+    settings, params, _ = resolve(domain)
+    r = params.release
+    bounds = {"share": share or r.canary_share, "min_records": min(50, r.canary_records),
+              "max_error_increase": r.max_error_increase, "max_latency_ratio": r.max_latency_ratio,
+              "max_prediction_shift": r.max_prediction_shift}
+    with session_scope(settings.catalog_url) as session:
+        mv = _version(session, domain, version)
+        number, tag = mv.version, mv.bento_model_tag
+    answer = admin_call(url, "/admin/canary", {"tag": tag, "bounds": bounds}, "the canary")
+    with session_scope(settings.catalog_url) as session:
+        audit.record(session, "canary_started", domain, f"model:v{number}", actor=actor, url=url, model_tag=tag,
+                     bounds=bounds)
+    return {"domain": domain, "version": number, "model_tag": tag, **answer}
+
+
+def canary_status(domain: str, url: str) -> dict[str, Any]:
+    """The service's canary: both arms' counts, whether it is live, and why the service ended it."""
+    resolve(domain)
+    return {"domain": domain, **admin_call(url, "/admin/canary", {}, "the canary's state")}
+
+
+def canary_conclude(domain: str, url: str, actor: str | None = None) -> dict[str, Any]:
+    """Decide the canary of the service at `url`: ended by the service (a bound broken) -> stopped and the
+    challenger rejected in the registry (`canary_rolled_back`); held its bounds for release.canary_records
+    records -> made champion (audited), swapped into the service, canary stopped; otherwise not yet
+    (`decided` False, with the counts)."""
+    from mmops.registry import promote as do_promote
+    from mmops.registry import reject
+    from mmops.stages.deploy import reload_service
+
+    settings, params, _ = resolve(domain)
+    state = canary_status(domain, url)
+    if state.get("kind") != "canary":
+        raise MmopsError(f"the service at {url} runs no canary (`mmops canary start --domain {domain}`)")
+    tag, served = state["canary"], state["canary_arm"]["records"]
+    actor = actor or audit.current_actor()
+    if state["live"] and served < params.release.canary_records:
+        return {"domain": domain, "decided": False, "promoted": False, "canary": tag, "records": served,
+                "needed": params.release.canary_records}
+    with session_scope(settings.catalog_url) as session:
+        from sqlalchemy import select
+
+        mv = session.scalar(select(ModelVersion).where(ModelVersion.domain == domain,
+                                                       ModelVersion.bento_model_tag == tag))
+        if mv is None:
+            raise NotFoundError(f"the canary {tag} is no registered version of {domain}")
+        number = mv.version
+    if not state["live"]:
+        stopped = _stop(domain, url, "canary", actor)["stopped"]
+        with locked_session(f"registry-{domain}", settings.catalog_url) as session:
+            reject(session, domain, number, actor, f"canary ended by the service: {state['ended']}")
+            audit.record(session, "canary_rolled_back", domain, f"model:v{number}", actor=actor, url=url,
+                         reason=state["ended"], champion_arm=stopped["champion_arm"], canary_arm=stopped["canary_arm"])
+        return {"domain": domain, "decided": True, "promoted": False, "version": number, "reason": state["ended"]}
+    why = (f"canary held its bounds over {served} records (error rate {state['canary_arm']['error_rate']} vs "
+           f"{state['champion_arm']['error_rate']}, p95 {state['canary_arm']['p95_ms']} vs "
+           f"{state['champion_arm']['p95_ms']} ms, prediction shift {state['prediction_shift']})")
+    with locked_session(f"registry-{domain}", settings.catalog_url) as session:
+        do_promote(session, domain, number, actor, why)
+        audit.record(session, "promoted", domain, f"model:v{number}", actor=actor, reason=why, url=url)
+    service = reload_service(domain, url, tag)
+    stopped = _stop(domain, url, "canary", actor)["stopped"]
+    return {"domain": domain, "decided": True, "promoted": True, "version": number, "reason": why,
+            "service": service, "final": stopped}

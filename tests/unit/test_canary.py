@@ -1,0 +1,107 @@
+"""The canary (mmops/serving/canary.py) on stand-in models: sticky routing by record id, answers from both
+arms, a failing canary's records answered by the champion, and the service ending it past each bound."""
+
+import math
+import time
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from mmops.serving.canary import Bounds, Canary, prediction_shift, routed
+
+
+def _model(label: str, fail: bool = False, sleep: float = 0.0):
+    def serve(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        time.sleep(sleep)
+        if fail:
+            raise RuntimeError("the challenger broke")
+        return [{"label": v.get("as", label), "model_version": f"mmops-d:{label}"} for v in values]
+
+    return serve
+
+
+def _labels(answers: list[dict[str, Any]]) -> list[str | None]:
+    return [None if a["label"] == "nan" else a["label"] for a in answers]
+
+
+def _champion(label: str = "a", sleep: float = 0.0):
+    serve = _model(label, sleep=sleep)
+    return lambda values: (serve(values), _labels(serve(values)))
+
+
+def _records(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"id": f"device-{i}"} for i in range(start, start + n)]
+
+
+def test_routing_is_sticky_by_id_near_the_share_and_never_without_an_id() -> None:
+    ids = [f"patient-{i}" for i in range(20_000)]
+    chosen = [routed(i, 0.1) for i in ids]
+    assert chosen == [routed(i, 0.1) for i in ids]  # the same id, the same arm, every time
+    assert abs(sum(chosen) / len(ids) - 0.1) < 0.01
+    assert all(routed(i, 0.2) for i, c in zip(ids, chosen, strict=True) if c)  # a larger share keeps the old ids
+    assert not routed(None, 0.5) and not routed("", 0.5)
+
+
+def test_each_arm_answers_its_records_in_order() -> None:
+    canary = Canary("mmops-d:b", _model("b"), _labels, Bounds(share=0.5))
+    records = _records(40)
+    answers = canary.serve(records, [{} for _ in records], _champion("a"))
+    assert [a["label"] for a in answers] == ["b" if routed(r["id"], 0.5) else "a" for r in records]
+    stats = canary.stats()
+    assert stats["canary_arm"]["records"] + stats["champion_arm"]["records"] == 40 and stats["live"]
+
+
+def test_a_failing_canary_is_answered_for_by_the_champion_and_ended() -> None:
+    canary = Canary("mmops-d:b", _model("b", fail=True), _labels, Bounds(share=0.5))
+    for start in range(0, 200, 20):
+        records = _records(20, start)
+        answers = canary.serve(records, [{} for _ in records], _champion("a"))
+        assert [a["label"] for a in answers] == ["a"] * 20  # no client saw the failure
+    stats = canary.stats()
+    assert not stats["live"] and "error rate 1.000 vs the champion's 0.000" in stats["ended"]
+    assert stats["canary_arm"]["errors"] >= 10 and stats["canary_arm"]["records"] < 40  # ended early, then no more
+
+
+def test_not_a_number_answers_count_as_errors() -> None:
+    canary = Canary("mmops-d:nan", _model("nan"), _labels, Bounds(share=0.5, max_error_increase=0.1))
+    records = _records(60)
+    canary.serve(records, [{} for _ in records], _champion("a"))
+    assert not canary.live and "error rate" in (canary.ended or "")
+
+
+def test_a_slow_canary_is_ended_on_its_p95_time() -> None:
+    canary = Canary("mmops-d:b", _model("a", sleep=0.02), _labels, Bounds(share=0.5, min_records=8,
+                                                                             max_latency_ratio=2.0))
+    for i in range(40):  # one record per batch, as a client sending alone would
+        rec = _records(1, i)
+        canary.serve(rec, [{}], _champion("a", sleep=0.001))
+    assert not canary.live and "p95 time per record" in (canary.ended or "")
+
+
+def test_a_canary_answering_unlike_the_champion_is_ended_on_the_shift() -> None:
+    canary = Canary("mmops-d:b", _model("b"), _labels, Bounds(share=0.5, min_records=20))
+    records = _records(200)
+    canary.serve(records, [{} for _ in records], _champion("a"))
+    assert not canary.live and "label distribution is 1.00 away" in (canary.ended or "")
+    # once ended, every record goes to the champion
+    assert {a["label"] for a in canary.serve(records, [{} for _ in records], _champion("a"))} == {"a"}
+
+
+def test_a_canary_within_its_bounds_stays_live() -> None:
+    canary = Canary("mmops-d:b", _model("x"), _labels, Bounds(share=0.3, min_records=20))
+    records = _records(300)
+    values = [{"as": "a" if i % 3 else "b"} for i in range(300)]  # both models answer the record's own label
+    canary.serve(records, values, lambda vs: (_model("y")(vs), _labels(_model("y")(vs))))
+    stats = canary.stats()
+    assert stats["live"] and stats["prediction_shift"] < 0.25 and stats["canary_arm"]["records"] >= 20
+
+
+def test_prediction_shift_is_total_variation_and_bounds_are_checked() -> None:
+    from collections import Counter
+
+    assert prediction_shift(Counter(a=5, b=5), Counter(a=5, b=5)) == 0
+    assert math.isclose(prediction_shift(Counter(a=10), Counter(a=5, b=5)), 0.5)
+    assert prediction_shift(Counter(), Counter(a=1)) == 0
+    with pytest.raises(ValidationError):
+        Bounds(share=0.9)
