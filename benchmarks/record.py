@@ -35,6 +35,10 @@ TITLES = {  # in the page's order
                            "microphone clip, base64) over HTTP: adaptive batching on vs off, log on vs off"),
     "serve-anomaly": ("Serving the anomaly detectors", "the cardiac (ECG), inspection (image) and watch (video + "
                       "audio) detectors over HTTP: adaptive batching on vs off, log on vs off"),
+    "serve-shadow": ("Shadow", "the champion's clients' throughput and latency over HTTP with a challenger in "
+                     "shadow (here the champion's own model loaded again: a challenger as heavy as the champion) "
+                     "vs without, at 8 and 32 clients (medians of rounds), and how much of the traffic the "
+                     "challenger saw; target: shadow on >= 0.9x off"),
     "explain": ("Explanations", "POST /explain over HTTP, one record per request, at 1 and 8 clients, beside "
                 "POST /predict of the same records on the same service; and one explained held-out record per "
                 "domain (its figure in docs/explanations/, shown in docs/explanations.md)"),
@@ -113,6 +117,11 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    return {f"{k} {kk}" if isinstance(v, dict) else k: vv if isinstance(v, dict) else v
+            for k, v in row.items() for kk, vv in (v.items() if isinstance(v, dict) else [(None, v)])}
+
+
 def section(record: dict[str, Any]) -> list[str]:
     title, what = TITLES.get(record["bench"], (record["bench"], ""))
     m = record["machine"]
@@ -130,6 +139,9 @@ def section(record: dict[str, Any]) -> list[str]:
                       *(f"| {k} | {_cell(v)} |" for k, v in value.items())]
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             lines += ["", f"{key}:", "", *_table(value)]
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            # by name, each a flat record (one level below flattened: {"ms": {"p50": ..}} -> "ms p50")
+            lines += ["", f"{key}:", "", *_table([{"": name, **_flat(row)} for name, row in value.items()])]
     if record["verdicts"]:
         lines += ["", "| target | met |", "| --- | --- |",
                   *(f"| {k} | {'yes' if ok else '**no**'} |" for k, ok in record["verdicts"].items())]

@@ -18,7 +18,7 @@ configure(ROOT)
     doc_md="""
 ### Weekly retraining
 Every week, for each domain: gather labels -> validate -> build -> train a challenger -> evaluate
-(promoted only if it beats the champion on the held-out split) -> package -> deploy when promoted.
+(promoted only if it beats the champion on the held-out split) -> package -> deploy when promoted (or release, in a staged domain).
 Catches slow changes that stay under the drift thresholds, and labels that arrived late. Between weeks,
 `mmops_train_<domain>` runs the same steps on new labels or detected drift. Manual runs take the same
 **deploy** and **resume** params as `mmops_train_<domain>`.
@@ -27,11 +27,7 @@ Catches slow changes that stay under the drift thresholds, and labels that arriv
 def mmops_retrain_weekly():
     for domain in domains(ROOT):
         with TaskGroup(group_id=domain):
-            step = RetrainingTasks(domain)
-            gathered, validated, built = step.gather(), step.validate(), step.build()
-            evaluated = step.evaluate(step.train(built))  # ids flow forward: build -> train -> evaluate (XCom)
-            gathered >> validated >> built
-            evaluated >> step.package() >> step.deploy(evaluated)
+            RetrainingTasks(domain).chain()
 
 
 mmops_retrain_weekly()

@@ -39,18 +39,17 @@ modalities), or by hand. `mmops_retrain_weekly` runs the same steps every week.
 4. **evaluate** on the held-out split: the registry promotes it only if it beats the champion;
 5. **package** it into the BentoML model store and a bento;
 6. **deploy**: a promoted model is hot-swapped into the running service
-   (`MMOPS_SERVICE_URL_{domain.upper()}`); skipped, saying why, when not promoted or no service is set.
+   (`MMOPS_SERVICE_URL_{domain.upper()}`); skipped, saying why, when not promoted or no service is set;
+7. **release**: in a staged domain (params.yaml `release.staged`) a challenger that passed the gate is not
+   promoted here: this task emits `mmops_{domain}_challenger`, which starts `mmops_release_{domain}` (shadow,
+   a person's approval, canary); skipped otherwise.
 
 Manual runs: **deploy** (default on) off promotes without touching the service; **resume** continues the
 last interrupted training of the same dataset and params (a retried train task does so by itself).
 """,
     )
     def train_dag():
-        step = RetrainingTasks(domain)
-        gathered, validated, built = step.gather(), step.validate(), step.build()
-        evaluated = step.evaluate(step.train(built))  # ids flow forward: build -> train -> evaluate (XCom)
-        gathered >> validated >> built
-        evaluated >> step.package() >> step.deploy(evaluated)
+        RetrainingTasks(domain).chain()
 
     return train_dag()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mmops.errors import ConfigError, one_line
@@ -223,11 +223,15 @@ class PromoteParams(_Frozen):
 class ReleaseParams(_Frozen):
     """The release path of a challenger that passed the promotion gate (docs/operations.md, Releasing)."""
 
-    # domains whose champion changes only after a person approves it in Airflow (the release DAG)
+    # domains whose challenger, once it passes the gate, is released by the release DAG (shadow -> approval ->
+    # canary -> champion) instead of being made champion by `mmops evaluate`
+    staged: tuple[str, ...] = ("medical",)
+    # ... and of those, the domains where a person approves it in Airflow before the champion changes
     approval: tuple[str, ...] = ("medical",)
     # shadow: the release DAG waits for this many mirrored records (at most shadow_minutes) before it asks
     shadow_records: int = Field(200, ge=1)
     shadow_minutes: float = Field(60.0, gt=0)
+    shadow_duty: float = Field(0.25, gt=0, le=1)  # the share of the time the shadow may compute (serving/shadow.py)
     # canary: its share of the records (sticky by id), the records it must answer before it may be promoted
     # (at most canary_minutes), and the bounds past which the service ends it (mmops/serving/canary.py)
     canary_share: float = Field(0.1, gt=0, le=0.5)
@@ -236,6 +240,13 @@ class ReleaseParams(_Frozen):
     max_error_increase: float = Field(0.02, ge=0, le=1)
     max_latency_ratio: float = Field(2.0, ge=1)
     max_prediction_shift: float = Field(0.25, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _approval_is_staged(self) -> ReleaseParams:
+        if not set(self.approval) <= set(self.staged):
+            raise ValueError(f"release.approval {sorted(set(self.approval) - set(self.staged))} must be in "
+                             "release.staged: approval is a step of the release DAG")
+        return self
 
 
 class ExplainParams(_Frozen):
@@ -332,3 +343,11 @@ def add_domain(domain: str, path: Path | None = None, pack: str | None = None) -
         write_atomic(path, text)
         raise
     return True
+
+
+def service_url(domain: str) -> str | None:
+    """Where the domain's running service answers (MMOPS_SERVICE_URL_<DOMAIN>), for the DAGs' hot reloads,
+    shadows and canaries."""
+    import os
+
+    return os.environ.get(f"MMOPS_SERVICE_URL_{domain.upper()}") or None

@@ -181,17 +181,13 @@ def monitor_since(conf: dict[str, Any]) -> float | None:
         raise ConfigError(f"since: {value!r} is neither epoch seconds nor an ISO-8601 time") from exc
 
 
-def service_url(domain: str) -> str | None:
-    """Where the domain's running service answers (MMOPS_SERVICE_URL_<DOMAIN>), for hot reloads."""
-    return os.environ.get(f"MMOPS_SERVICE_URL_{domain.upper()}") or None
-
-
 def deploy_champion(domain: str, evaluated: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
     """After evaluate and package: a promoted challenger is swapped into the running service; otherwise the
     champion keeps serving (the task is skipped, saying why). The run's `deploy` param off: promote only."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from mmops import pipeline
+    from mmops.config import service_url
     from mmops.stages.results import Evaluated
 
     if not (params or {}).get("deploy", True):
@@ -219,7 +215,8 @@ def gather(domain: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
 class RetrainingTasks:
     """The tasks of a domain's retraining, for a DAG file to wire into its own graph: gather newly landed
     and labeled data, validate, build, train a challenger, evaluate (promoted only if it beats the champion),
-    package, deploy (reload the service if promoted). Called inside a DAG (or task group) definition.
+    package, deploy (reload the service if promoted), release (hand a challenger that passed the gate in a
+    staged domain to the release DAG). Called inside a DAG (or task group) definition.
 
     Ids flow forward through XCom: train takes what build returned, evaluate what train returned, so a
     build made meanwhile by hand or by another run changes neither what this run trains nor what it
@@ -227,6 +224,14 @@ class RetrainingTasks:
 
     def __init__(self, domain: str) -> None:
         self.domain = domain
+
+    def chain(self) -> None:
+        """The whole retraining, wired: gather >> validate >> build >> train >> evaluate >> package >>
+        [deploy, release]; ids flow forward through XCom (build -> train -> evaluate -> deploy, release)."""
+        gathered, validated, built = self.gather(), self.validate(), self.build()
+        evaluated = self.evaluate(self.train(built))
+        gathered >> validated >> built
+        evaluated >> self.package() >> [self.deploy(evaluated), self.release(evaluated)]
 
     def gather(self) -> Any:
         return stage_task("gather", self.domain, gather)
@@ -251,6 +256,13 @@ class RetrainingTasks:
 
     def deploy(self, evaluated: Any) -> Any:
         return stage_task("deploy", self.domain, deploy_champion, evaluated, retries=0)
+
+    def release(self, evaluated: Any) -> Any:
+        """Emit the challenger Asset (the release DAG's schedule) when evaluate left the challenger to it."""
+        from mmops.releasing import announce_challenger, challenger_asset
+
+        return stage_task("release", self.domain, announce_challenger, evaluated, retries=0,
+                          outlets=[challenger_asset(self.domain)])
 
 
 def stage_task(task_id: str, domain: str, call: Any, *upstream: Any, **task_kwargs: Any) -> Any:

@@ -37,6 +37,7 @@ class Registration:
     model_version_id: int
     promoted: bool
     reason: str
+    release: bool = False  # passed the gate in a staged domain: the release DAG decides (shadow, approval, canary)
 
 
 def get_alias(session: Session, domain: str, alias: str) -> ModelVersion | None:
@@ -77,11 +78,12 @@ def store_model(model_dir: Path, var_dir: Path, domain: str, checkpoint_sha256: 
 def register(session: Session, run: TrainingRun, metrics: dict[str, Any], margin: float = 0.0,
              metric: str = PROMOTION_METRIC, champion_metrics: dict[str, Any] | None = None,
              holdout: str | None = None, actor: str = "mmops evaluate",
-             comparison: Comparison | None = None) -> Registration:
+             comparison: Comparison | None = None, staged: bool = False) -> Registration:
     """Register the run's checkpoint as a model version (once per checkpoint hash), make it the challenger,
     and promote it when it beats the champion by `margin` (and by more than 0). champion_metrics: the champion
     re-scored on the same holdout (None: compare with its stored metrics); comparison: both models' paired
-    bootstrap on it, which then decides."""
+    bootstrap on it, which then decides. staged (params.yaml release.staged): a challenger that passes the gate
+    is not made champion here but left to the release DAG (`passed_gate`; Registration.release)."""
     mv = session.scalar(
         select(ModelVersion).where(ModelVersion.domain == run.domain,
                                    ModelVersion.checkpoint_sha256 == run.checkpoint_sha256)
@@ -114,17 +116,20 @@ def register(session: Session, run: TrainingRun, metrics: dict[str, Any], margin
             promoted = score > best and score >= best + margin  # a tie never replaces the champion
             reason = (f"{metric} {score:.4f} vs champion v{champion.version} {best:.4f}, margin {margin} "
                       f"({basis})")
+    release = promoted and staged and champion is not None
+    if release:
+        promoted, reason = False, f"{reason}; passed the gate: the release DAG decides (shadow, approval, canary)"
     if promoted:
         set_alias(session, run.domain, "champion", mv)
     session.add(PromotionEvent(domain=run.domain, model_version_id=mv.id,
                                previous_champion_id=champion.id if champion else None,
-                               action="promoted" if promoted else "rejected", metric=metric,
+                               action="promoted" if promoted else "passed_gate" if release else "rejected", metric=metric,
                                challenger_score=score, champion_score=best, margin=margin, holdout=holdout,
                                ci_low=comparison.low if comparison else None,
                                ci_high=comparison.high if comparison else None, reason=reason, actor=actor))
     log.info("model %s v%d: %s (%s)", run.domain, mv.version, "promoted" if promoted else "kept challenger",
              reason)
-    return Registration(mv.version, mv.id, promoted, reason)
+    return Registration(mv.version, mv.id, promoted, reason, release)
 
 
 def _score(metrics: dict[str, Any], metric: str) -> float:

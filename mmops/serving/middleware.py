@@ -168,11 +168,12 @@ class RequestCheck:
     without a boundary."""
 
     def __init__(self, app: ASGIApp, routes: dict[str, Any] | None = None) -> None:
-        from mmops.serving.schemas import ExplainIn, PredictIn, ReloadIn
+        from mmops.serving.schemas import CanaryIn, ExplainIn, PredictIn, ReloadIn, ShadowIn
 
         self.app = app
         self.routes: dict[str, Any] = routes if routes is not None else {
-            "/predict": PredictIn, "/explain": ExplainIn, "/admin/reload": ReloadIn}
+            "/predict": PredictIn, "/explain": ExplainIn, "/admin/reload": ReloadIn, "/admin/shadow": ShadowIn,
+            "/admin/canary": CanaryIn}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None

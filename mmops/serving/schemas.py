@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from mmops.domains import DomainPack
 from mmops.errors import BadInputError
 from mmops.modalities import ModalitySpec, kind_of, read_value, summary_stats
+from mmops.serving.canary import Bounds
+from mmops.serving.shadow import DUTY
 
 MAX_RECORDS = 256
 MAX_ERRORS_SHOWN = 5  # of a request's validation errors, the first few are named; the rest are counted
@@ -69,6 +71,24 @@ class ReloadIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     tag: str = Field("", pattern=MODEL_TAG, description="a packaged model's tag; empty: the domain's champion")
+
+
+class ShadowIn(BaseModel):
+    """The body of POST /admin/shadow."""
+
+    model_config = ConfigDict(extra="forbid")
+    tag: str = Field("", pattern=MODEL_TAG, description="a packaged model to run in shadow; empty: see `stop`")
+    stop: bool = Field(False, description="end the shadow; with neither: the trial's state")
+    duty: float = Field(DUTY, gt=0, le=1, description="the share of the time the shadow may compute")
+
+
+class CanaryIn(BaseModel):
+    """The body of POST /admin/canary."""
+
+    model_config = ConfigDict(extra="forbid")
+    tag: str = Field("", pattern=MODEL_TAG, description="a packaged model to run as a canary; empty: see `stop`")
+    bounds: Bounds | None = Field(None, description="its share and the bounds past which the service ends it")
+    stop: bool = Field(False, description="end the canary; with neither: the trial's state")
 
 
 def validation_error(exc: ValidationError, what: str = "request body") -> ErrorOut:

@@ -42,6 +42,7 @@ from mmops.serving.schemas import (
     decode_record,
     record_warnings,
 )
+from mmops.serving.shadow import DUTY
 from mmops.serving.store import loaded, model_tag, said_if_it_fails, served_model
 from mmops.serving.trials import Trials
 from mmops.tasks import task_of
@@ -257,10 +258,12 @@ class Svc:
         return meta
 
     @bentoml.api(route="/admin/shadow")
-    async def shadow(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "", stop: bool = False) -> dict[str, Any]:
-        """Run the model `tag` in shadow beside the served one: it gets the records the served one answers, its
-        answers are logged for `mmops shadow report`, never returned. `stop`: end it; neither: its state."""
-        return await self._trial("shadow", tag, None, stop)
+    async def shadow(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "", stop: bool = False,
+                     duty: Annotated[float, Field(gt=0, le=1)] = DUTY) -> dict[str, Any]:
+        """Run the model `tag` in shadow beside the served one: it gets the records the served one answers (while
+        computing at most `duty` of the time), its answers are logged for `mmops shadow report`, never
+        returned. `stop`: end it; neither: its state."""
+        return await self._trial("shadow", tag, {"duty": duty}, stop)
 
     @bentoml.api(route="/admin/canary")
     async def canary(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "", bounds: Bounds | None = None,

@@ -24,7 +24,8 @@ with that domain's modalities as the exact inputs."""
 
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
-BODY_ROUTES = ("/predict", "/explain", "/admin/reload")  # BentoML's API methods, each taking a JSON body
+# BentoML's API methods, each taking a JSON body
+BODY_ROUTES = ("/predict", "/explain", "/admin/reload", "/admin/shadow", "/admin/canary")
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -88,7 +89,8 @@ def build(base: dict[str, Any], metadata: Any, upload: Any, pack: Any = None) ->
     for name in ("InvalidArgument", "NotFound", "InternalServerError"):
         schemas.pop(name, None)
     schemas["Error"] = {**ErrorOut.model_json_schema(), "title": "Error"}
-    for name in ("predict__Input", "explain__Input", "reload__Input"):  # the service refuses unknown keys
+    for name in ("predict__Input", "explain__Input", "reload__Input", "shadow__Input", "canary__Input"):
+        # the service refuses unknown keys
         schemas[name]["additionalProperties"] = False
     for path in BODY_ROUTES:  # BentoML inlines them in the route too
         spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"][
@@ -119,9 +121,10 @@ def build(base: dict[str, Any], metadata: Any, upload: Any, pack: Any = None) ->
         "responses": {"200": paths["/predict"]["post"]["responses"]["200"],
                       "400": _error("A file that does not decode or check, or an unknown field"),
                       "503": _error("The service is still starting")}}}
-    paths["/admin/reload"]["post"]["responses"]["409"] = _error(
-        "The model takes other inputs than the served one (deploy it with a rolling restart instead), or its "
-        "model card is missing or incomplete")
+    for path in ("/admin/reload", "/admin/shadow", "/admin/canary"):
+        paths[path]["post"]["responses"]["409"] = _error(
+            "The model takes other inputs than the served one (deploy it with a rolling restart instead), or its "
+            "model card is missing or incomplete")
     paths["/predict"]["post"]["responses"].pop("404", None)
     paths["/explain"]["post"]["responses"].pop("404", None)
     paths["/explain"]["post"]["responses"]["503"] = _error(

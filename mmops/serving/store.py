@@ -1,5 +1,6 @@
 """Packaged models as the service loads them: which one it serves (MMOPS_MODEL_TAG, else the domain's latest in
-the BentoML model store), a model's task, predictor and answer metadata, and a failed load said at once."""
+the BentoML model store), a model's task, predictor and answer metadata, a failed load said at once, and the
+labels a model's raw answers amount to (what a shadow logs, what a canary is judged on)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,33 @@ def loaded(tag: str) -> tuple[Any, Any, dict[str, Any]]:
 def served_model() -> Any:
     """The BentoML model this process serves."""
     return bentoml.models.get(model_tag())
+
+
+def labeler(tag: str) -> tuple[str, Any]:
+    """The packaged model `tag` as the shadow process runs it, on one torch thread: its version, and a function
+    from records (as clients send them) to its labels."""
+    import torch
+
+    from mmops.serving.schemas import decode_record
+
+    torch.set_num_threads(1)
+    task, predictor, meta = loaded(tag)
+
+    def label(records: list[dict[str, Any]]) -> list[str | None]:
+        values = [decode_record(predictor.pack, r)[0] for r in records]
+        return labels_of(task, task.serve(predictor, values, embeddings=False), meta)
+
+    return str(meta["model_version"]), label
+
+
+def labels_of(task: Any, answers: list[dict[str, Any]], meta: dict[str, Any]) -> list[str | None]:
+    """Each raw answer's label as the API would give it (None: no label, e.g. an output that is not a number)."""
+    from mmops.errors import BadInputError
+
+    labels: list[str | None] = []
+    for a in answers:
+        try:
+            labels.append(str(task.answer({**a, **meta}, meta["classes"])["label"]))
+        except BadInputError:
+            labels.append(None)
+    return labels

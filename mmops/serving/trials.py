@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from mmops.serving.canary import Bounds, Canary
-from mmops.serving.shadow import Mirrored, Shadow, labels_of
-from mmops.serving.store import loaded
+from mmops.serving.shadow import Mirrored, Shadow
+from mmops.serving.store import labels_of, loaded
 
 KINDS = ("shadow", "canary")
 
@@ -44,7 +44,7 @@ class Trials:
               ) -> dict[str, Any]:
         """Put `tag` on trial as a shadow or a canary (in place of any trial before; its final counts returned)."""
         if kind == "shadow":
-            new_shadow, new_canary = Shadow(tag, self.log_dir, self.domain), None
+            new_shadow, new_canary = Shadow(tag, self.log_dir, self.domain, **(bounds or {})), None
         else:
             task, predictor, meta = loaded(tag)
             new_shadow = None

@@ -90,10 +90,10 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
             _against(store_path(settings.var_dir, domain, champion.checkpoint_sha256), pack, values, y, outputs,
                      metric, params)
         reg = register(session, run, {k: metrics[k] for k in keep}, margin=params.promote.margin, metric=metric,
-                       champion_metrics=champion_metrics, holdout=manifest.id, comparison=comparison)
-        audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id,
-                     checkpoint_sha256=sha, promoted=reg.promoted, reason=reg.reason,
-                     metrics={k: metrics[k] for k in keep},
+                       champion_metrics=champion_metrics, holdout=manifest.id, comparison=comparison,
+                       staged=domain in params.release.staged)
+        audit.record(session, "registered", domain, f"model:v{reg.version}", training_run=run.id, checkpoint_sha256=sha,
+                     promoted=reg.promoted, release=reg.release, reason=reg.reason, metrics={k: metrics[k] for k in keep},
                      comparison=comparison.to_json() if comparison else None)
         approved = approval(session, domain, reg.model_version_id)
     write_card(build_card(predictor.card, pack.card, pack.task, manifest, {k: metrics[k] for k in task.headline_metrics},
@@ -103,8 +103,8 @@ def evaluate(domain: str, training_run: int | None = None) -> Evaluated:
     # and beside the version's weights in the registry's store, where `mmops status` links it
     shutil.copytree(out / CARD_DIR, store_path(settings.var_dir, domain, sha) / CARD_DIR, dirs_exist_ok=True)
     plots = {**plots, "card": str(out / CARD_DIR / CARD_HTML)}
-    return Evaluated(headline={k: metrics[k] for k in task.headline_metrics}, model_version=reg.version,
-                     promoted=reg.promoted, reason=reg.reason, metrics=str(out / "metrics.json"), plots=plots)
+    return Evaluated(headline={k: metrics[k] for k in task.headline_metrics}, model_version=reg.version, plots=plots,
+                     promoted=reg.promoted, release=reg.release, reason=reg.reason, metrics=str(out / "metrics.json"))
 
 
 def _subset_metrics(task: Any, predictor: Any, values: list[dict[str, Any]], y: Any,

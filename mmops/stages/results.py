@@ -131,6 +131,7 @@ class Evaluated(StageResult):
     promoted: bool
     reason: str
     metrics: str  # metrics.json
+    release: bool = False  # passed the gate in a staged domain: the release DAG takes it on
     plots: dict[str, str]
 
     def to_json(self, **dump: Any) -> Json:
@@ -141,6 +142,7 @@ class Evaluated(StageResult):
     def from_json(cls, data: Json) -> Evaluated:
         """Back from its flat JSON: the other numbers (or nulls) are the headline, the other strings the plots."""
         fixed = {k: data[k] for k in ("model_version", "promoted", "reason", "metrics")}
+        fixed["release"] = bool(data.get("release", False))  # absent from results written before staging
         rest = {k: v for k, v in data.items() if k not in fixed}
         return cls(headline={k: v for k, v in rest.items() if not isinstance(v, str)},
                    plots={k: v for k, v in rest.items() if isinstance(v, str)}, **fixed)

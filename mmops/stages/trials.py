@@ -48,14 +48,14 @@ def _version(session: Any, domain: str, version: int | None) -> ModelVersion:
 
 def shadow_start(domain: str, url: str, version: int | None = None, actor: str | None = None) -> dict[str, Any]:
     """Run a registered version (default: the challenger) in shadow in the service at `url`."""
-    settings, _, _ = resolve(domain)
+    settings, params, _ = resolve(domain)
     with session_scope(settings.catalog_url) as session:
         mv = _version(session, domain, version)
         number, tag = mv.version, mv.bento_model_tag
         champion = get_alias(session, domain, "champion")
         if champion is not None and champion.id == mv.id:
             raise MmopsError(f"v{number} is {domain}'s champion: a shadow runs a challenger beside it")
-    answer = admin_call(url, "/admin/shadow", {"tag": tag}, "the shadow")
+    answer = admin_call(url, "/admin/shadow", {"tag": tag, "duty": params.release.shadow_duty}, "the shadow")
     with session_scope(settings.catalog_url) as session:
         audit.record(session, "shadow_started", domain, f"model:v{number}", actor=actor, url=url, model_tag=tag)
     return {"domain": domain, "version": number, "model_tag": tag, **answer}
@@ -74,7 +74,9 @@ def canary_stop(domain: str, url: str, actor: str | None = None) -> dict[str, An
 def _stop(domain: str, url: str, kind: str, actor: str | None) -> dict[str, Any]:
     settings, _, _ = resolve(domain)
     answer = admin_call(url, f"/admin/{kind}", {"stop": True}, f"stopping the {kind}")
-    stopped = answer.get("stopped") or {}
+    stopped = answer.get("stopped")
+    if not stopped:  # nothing was on trial: nothing to audit
+        return {"domain": domain, **answer}
     counts = ({k: stopped[k] for k in ("mirrored", "failed", "dropped") if k in stopped} if kind == "shadow"
               else {k: stopped[k] for k in ("champion_arm", "canary_arm", "ended") if k in stopped})
     with session_scope(settings.catalog_url) as session:
@@ -119,11 +121,12 @@ def canary_status(domain: str, url: str) -> dict[str, Any]:
     return {"domain": domain, **admin_call(url, "/admin/canary", {}, "the canary's state")}
 
 
-def canary_conclude(domain: str, url: str, actor: str | None = None) -> dict[str, Any]:
+def canary_conclude(domain: str, url: str, actor: str | None = None, swap: bool = True) -> dict[str, Any]:
     """Decide the canary of the service at `url`: ended by the service (a bound broken) -> stopped and the
     challenger rejected in the registry (`canary_rolled_back`); held its bounds for release.canary_records
     records -> made champion (audited), swapped into the service, canary stopped; otherwise not yet
-    (`decided` False, with the counts)."""
+    (`decided` False, with the counts). swap off: the registry only (the deploy DAG swaps it in, on the
+    champion Asset, and ends the canary)."""
     from mmops.registry import promote as do_promote
     from mmops.registry import reject
     from mmops.stages.deploy import reload_service
@@ -158,7 +161,8 @@ def canary_conclude(domain: str, url: str, actor: str | None = None) -> dict[str
     with locked_session(f"registry-{domain}", settings.catalog_url) as session:
         do_promote(session, domain, number, actor, why)
         audit.record(session, "promoted", domain, f"model:v{number}", actor=actor, reason=why, url=url)
+    done = {"domain": domain, "decided": True, "promoted": True, "version": number, "reason": why}
+    if not swap:
+        return done
     service = reload_service(domain, url, tag)
-    stopped = _stop(domain, url, "canary", actor)["stopped"]
-    return {"domain": domain, "decided": True, "promoted": True, "version": number, "reason": why,
-            "service": service, "final": stopped}
+    return {**done, "service": service, "final": _stop(domain, url, "canary", actor)["stopped"]}

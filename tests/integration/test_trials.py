@@ -107,7 +107,7 @@ def test_a_challenger_in_shadow_sees_the_traffic_never_answers_and_its_failures_
     # what the challenger would have answered, computed here from the same packaged model
     task, predictor, meta = loaded(tag)
     from mmops.serving.schemas import decode_record
-    from mmops.serving.shadow import labels_of
+    from mmops.serving.store import labels_of
 
     values = [decode_record(predictor.pack, r)[0] for r in records]
     expected = labels_of(task, task.serve(predictor, values, embeddings=False), meta)[:FAILS_FROM - 1]

@@ -40,7 +40,7 @@ def test_the_page_shows_every_run_its_figures_and_missed_targets(record, tmp_pat
     assert "| domain | clients | rps |" in page and "| industrial | 32 | 410 |" in page
     assert "| batched >= unbatched | **no** |" in page and "| GX agrees with pandas | yes |" in page
     assert "`python benchmarks/bench_gate.py --repeat 1`" in page
-    assert ("Never measured: ingest, ingest-surveillance, train, serve-surveillance, serve-anomaly, explain, "
+    assert ("Never measured: ingest, ingest-surveillance, train, serve-surveillance, serve-anomaly, serve-shadow, explain, "
             "explain-surveillance, estimation, drift, audio, anomaly, calibration, soak.") in page
 
 

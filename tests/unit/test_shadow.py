@@ -30,7 +30,7 @@ def stand_in(tag: str) -> tuple[str, Any]:
         if option == "fail" and any(r.get("x") == "bad" for r in records):
             raise ValueError("this record breaks the challenger")
         if option == "nice":
-            return [str(os.getpriority(os.PRIO_PROCESS, 0)) for _ in records]
+            return [f"{os.getpriority(os.PRIO_PROCESS, 0)}/{os.sched_getscheduler(0)}" for _ in records]
         return [label for _ in records]
 
     return version, answer
@@ -46,7 +46,7 @@ def _lines(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def test_mirrored_records_are_logged_beside_the_champions_answers_and_reported(tmp_path: Path) -> None:
-    shadow = Shadow("mmops-d:chall|b|fail", tmp_path, "d", loader=LOADER)
+    shadow = Shadow("mmops-d:chall|b|fail", tmp_path, "d", duty=1.0, loader=LOADER)
     shadow.offer(_batch(["r1", "r2"], ["a", "b"]))
     shadow.offer(_batch(["r3", "r4"], ["b", "b"]))
     shadow.offer(_batch(["r5"], ["a"], x="bad"))  # the challenger fails here: logged, never raised
@@ -67,7 +67,7 @@ def test_mirrored_records_are_logged_beside_the_champions_answers_and_reported(t
 
 
 def test_a_shadow_that_cannot_keep_up_drops_batches_counts_them_and_says_so_in_its_log(tmp_path: Path) -> None:
-    shadow = Shadow("mmops-d:slow|a|sleep=0.5", tmp_path, "d", loader=LOADER)
+    shadow = Shadow("mmops-d:slow|a|sleep=0.5", tmp_path, "d", duty=1.0, loader=LOADER)
     offered = CAPACITY + 12
     started = time.perf_counter()
     for i in range(offered):
@@ -78,11 +78,24 @@ def test_a_shadow_that_cannot_keep_up_drops_batches_counts_them_and_says_so_in_i
     assert report(tmp_path, "d", {})["dropped"] == final["dropped"]  # every drop said in the log
 
 
+def test_the_shadow_computes_at_most_its_duty_of_the_time(tmp_path: Path) -> None:
+    shadow = Shadow("mmops-d:slow|a|sleep=0.1", tmp_path, "d", duty=0.25, loader=LOADER)
+    started = time.perf_counter()
+    for i in range(12):  # ~0.1 s of work each, offered at once: computing a quarter of the time, it keeps few
+        shadow.offer(_batch([f"r{i}"], ["a"]))
+    final = shadow.close(timeout=60)
+    took = time.perf_counter() - started
+    assert final["mirrored"] + final["dropped"] == 12 and final["dropped"] >= 12 - CAPACITY - 1
+    assert took >= final["mirrored"] * 0.1 / 0.25 * 0.8, (took, final)  # it rested ~3x its work
+    with pytest.raises(ValueError, match="duty 0"):
+        Shadow("x|a", tmp_path, "d", duty=0.0, loader=LOADER)
+
+
 def test_the_shadow_runs_below_the_champions_cpu_priority(tmp_path: Path) -> None:
     shadow = Shadow("mmops-d:nice|a|nice", tmp_path, "d", loader=LOADER)
     shadow.offer(_batch(["r1"], ["a"]))
     shadow.close()
-    assert _lines(tmp_path)[0]["shadow_label"] == "19" and os.getpriority(os.PRIO_PROCESS, 0) < 19
+    assert _lines(tmp_path)[0]["shadow_label"] == f"19/{os.SCHED_IDLE}" and os.getpriority(os.PRIO_PROCESS, 0) < 19
 
 
 def test_a_shadow_that_cannot_load_says_why(tmp_path: Path) -> None:

@@ -1,0 +1,88 @@
+"""Release and deploy DAGs, one of each per staged domain (params.yaml release.staged):
+
+mmops_release_<domain>, scheduled on the challenger Asset the training DAG emits when a challenger passed the
+promotion gate: shadow -> approve (a person, in Airflow's Required Actions or over the REST API, where
+release.approval names the domain) -> decide (recorded with who and why; a rejection releases nothing) ->
+canary (champion if it holds its bounds; emits the champion Asset).
+
+mmops_deploy_<domain>, scheduled on the champion Asset: the new champion swapped into the running service."""
+
+from datetime import timedelta
+
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import Param, dag, task
+
+from mmops.config import load_params
+from mmops.orchestration import configure, dag_defaults, project_root
+from mmops.releasing import (
+    APPROVE,
+    REJECT,
+    canary,
+    challenger_asset,
+    champion_asset,
+    decide,
+    deploy,
+    shadow,
+)
+
+ROOT = project_root(__file__)
+configure(ROOT)
+RELEASE = load_params(ROOT / "params.yaml").release
+SHADOWED = "ti.xcom_pull(task_ids='shadow')"
+NOTE = Param("", type="string", title="Note", description="kept with a manual run's audit events")
+
+
+def make_release_dag(domain: str):
+    @dag(dag_id=f"mmops_release_{domain}", schedule=challenger_asset(domain), tags=["mmops", "release", domain],
+         **dag_defaults(retries=2), params={"note": NOTE},
+         doc_md=f"""
+### Release `{domain}`
+Runs when a challenger passed the promotion gate (asset `mmops_{domain}_challenger`).
+
+1. **shadow**: the challenger runs beside the champion on mirrored traffic (`release.shadow_records`);
+2. **approve**: {"a person approves or rejects, seeing the holdout, shadow and card figures (Required Actions, "
+                 "or `PATCH .../taskInstances/approve/-1/hitlDetails`)" if domain in RELEASE.approval
+                 else "not asked: the domain is not in release.approval"};
+3. **decide**: the answer recorded with who and why; a rejection stops here and releases nothing;
+4. **canary**: the challenger answers `release.canary_share` of the records, sticky by id; champion once it held
+   its bounds for `release.canary_records` records, rejected if the service ended it. A new champion emits
+   `mmops_{domain}_champion`, which starts `mmops_deploy_{domain}`.
+""")
+    def release_dag():
+        shadowed = task(task_id="shadow", retries=0)(lambda params=None: shadow(domain, params))()
+        answer = None
+        if domain in RELEASE.approval:
+            approve = HITLOperator(
+                task_id="approve", subject=f"Release {domain} v{{{{ {SHADOWED}['version'] }}}} as champion?",
+                body=f"{{{{ {SHADOWED}['summary_md'] }}}}", options=[APPROVE, REJECT],
+                params={"reason": Param("", type="string", title="Why",
+                                        description="your reason, kept in the audit ledger")},
+                response_timeout=timedelta(days=3), retries=0, execution_timeout=timedelta(hours=1))
+            shadowed >> approve
+            answer = approve.output
+        decided = task(task_id="decide", retries=0)(
+            lambda shadowed, answer, params=None: decide(domain, shadowed, answer, params))(shadowed, answer)
+        task(task_id="canary", retries=0, outlets=[champion_asset(domain)])(
+            lambda decided, params=None, outlet_events=None: canary(domain, decided, params, outlet_events))(decided)
+
+    return release_dag()
+
+
+def make_deploy_dag(domain: str):
+    @dag(dag_id=f"mmops_deploy_{domain}", schedule=champion_asset(domain), tags=["mmops", "deploy", domain],
+         **dag_defaults(retries=2), params={"note": NOTE},
+         doc_md=f"""
+### Deploy `{domain}`
+Runs when the champion alias changed (asset `mmops_{domain}_champion`): swaps the registry's champion into the
+service at `MMOPS_SERVICE_URL_{domain.upper()}` without a restart, then ends the canary there. Skipped, saying
+why, when no service is set.
+""")
+    def deploy_dag():
+        task(task_id="deploy")(lambda params=None: deploy(domain, params))()
+
+    return deploy_dag()
+
+
+for _domain in RELEASE.staged:
+    globals()[f"mmops_release_{_domain}"] = make_release_dag(_domain)
+    globals()[f"mmops_deploy_{_domain}"] = make_deploy_dag(_domain)

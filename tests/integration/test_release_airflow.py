@@ -1,0 +1,227 @@
+"""The release path end to end, on a real Airflow server (`mmops airflow`) and a real `bentoml serve`, while a
+client keeps sending records: a challenger that passed the gate is announced (an Asset event through the REST
+API, as the training DAG's release task emits it), runs in shadow, waits for a person, who approves it over
+the REST API (Airflow's Human-in-the-loop); it runs as a canary, becomes champion, and the champion Asset
+starts the deploy DAG, which swaps it into the service. A second challenger is rejected over the REST API:
+nothing is released, the registry and the ledger say who and why; then `mmops rollback` restores the first
+champion in the registry and the service."""
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from mmops.processes import stop_group
+from tests.conftest import free_port, make_project, mmops_env, venv_bin
+from tests.integration.test_airflow_ui import _wait_for_line
+from tests.integration.test_serve import _another_version, _records, _save, _serving
+
+pytestmark = [pytest.mark.slow, pytest.mark.serve]
+
+DOMAIN = "industrial"
+
+
+def _challenger(root: Path, name: str, nudge: float) -> tuple[str, int]:
+    """A version that passed the gate in the staged domain (better stored metrics, no champion re-score): the
+    registry leaves it to the release DAG. (model tag, version)."""
+    from mmops.catalog import ModelVersion, TrainingRun, session_scope
+    from mmops.registry import get_alias, register
+
+    new_dir = _another_version(root, name, nudge=nudge)
+    sha = json.loads((new_dir / "model_card.json").read_text())["checkpoint_sha256"]
+    tag = _save(root, new_dir, name)
+    with session_scope() as s:
+        first = s.get(TrainingRun, get_alias(s, DOMAIN, "champion").training_run_id)
+        run = TrainingRun(domain=DOMAIN, dataset_version_id=first.dataset_version_id, params={},
+                          params_hash=f"release-{name}", device="cpu", status="finished", checkpoint_sha256=sha)
+        s.add(run)
+        s.flush()
+        reg = register(s, run, {"macro_f1": 2.0}, staged=True)
+        assert reg.release and not reg.promoted, reg
+        s.get(ModelVersion, reg.model_version_id).bento_model_tag = tag
+    return tag, reg.version
+
+
+@pytest.fixture
+def released(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str, Any, str]]:
+    """A staged, approval-requiring industrial project with v1 champion served, and `mmops airflow` running
+    with the service's URL: (project, service url, REST client, airflow log)."""
+    from mmops import pipeline
+
+    root = make_project(tmp_path / "proj", {DOMAIN: "industrial-imu"}, with_code=True)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["release"].update(staged=[DOMAIN], approval=[DOMAIN], shadow_records=20, shadow_minutes=5,
+                             canary_share=0.5, canary_records=30, canary_minutes=5)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.setenv("MMOPS_HOME", str(root))
+    pipeline.pull_domain(DOMAIN)
+    for stage in ("ingest", "label", "validate", "build", "train", "evaluate", "package"):
+        pipeline.STAGES[stage](DOMAIN)
+    with _serving(root, DOMAIN, "serve-release.log") as url:
+        port = free_port()
+        out = root / "var" / "logs" / "mmops-airflow.out"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("wb") as fh:
+            proc = subprocess.Popen(
+                [venv_bin("mmops"), "airflow", "--port", str(port)], cwd=root, stdout=fh, stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=mmops_env(root, COLUMNS="200", AIRFLOW_HOME=str(root / "var" / "airflow"),
+                              AIRFLOW__CORE__DAGS_FOLDER=str(root / "dags"),
+                              **{f"MMOPS_SERVICE_URL_{DOMAIN.upper()}": url}))
+        try:
+            found = _wait_for_line(out, r"Airflow UI (\S+)\s+login (\S+) / (\S+)", proc, timeout=420)
+            base, user, password = found.groups()
+            token = httpx.post(f"{base}/auth/token", json={"username": user, "password": password},
+                               timeout=30).json()["access_token"]
+            api = httpx.Client(base_url=f"{base}/api/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            for _ in range(180):
+                dags = {d["dag_id"] for d in api.get("/dags", params={"limit": 100}).json()["dags"]}
+                if {f"mmops_release_{DOMAIN}", f"mmops_deploy_{DOMAIN}"} <= dags:
+                    break
+                time.sleep(1)
+            for dag_id in (f"mmops_release_{DOMAIN}", f"mmops_deploy_{DOMAIN}"):
+                assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+            yield root, url, api, str(out)
+        finally:
+            stop_group(proc, grace=120, sig=signal.SIGINT)
+
+
+class Traffic:
+    """A client sending records (fresh ids) to the service until stopped; every answer must be a 200."""
+
+    def __init__(self, url: str, records: list[dict]) -> None:
+        self.url, self.records, self.failures, self.versions = url, records, [], set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            batch = [{**r, "id": f"{r['id']}#{n}-{i}"} for i, r in enumerate(self.records)]
+            n += 1
+            resp = httpx.post(f"{self.url}/predict", json={"records": batch}, timeout=120)
+            if resp.status_code != 200:
+                self.failures.append(resp.status_code)
+            else:
+                self.versions |= {a["model_version"] for a in resp.json()}
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def _announce(api: Any, version: int) -> str:
+    """The challenger Asset event, through the REST API; the release run it starts."""
+    dag_id = f"mmops_release_{DOMAIN}"
+    before = {r["dag_run_id"] for r in api.get(f"/dags/{dag_id}/dagRuns").json()["dag_runs"]}
+    [asset] = api.get("/assets", params={"name_pattern": f"mmops_{DOMAIN}_challenger"}).json()["assets"]
+    resp = api.post("/assets/events", json={"asset_id": asset["id"], "extra": {"version": version}})
+    assert resp.status_code in (200, 201), resp.text
+    for _ in range(120):
+        runs = [r["dag_run_id"] for r in api.get(f"/dags/{dag_id}/dagRuns").json()["dag_runs"]
+                if r["dag_run_id"] not in before]
+        if runs:
+            return runs[0]
+        time.sleep(1)
+    raise AssertionError("the challenger Asset event started no release run")
+
+
+def _task_state(api: Any, dag_id: str, run_id: str, task_id: str) -> str | None:
+    return api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").json().get("state")
+
+
+def _wait(check: Any, what: str, timeout: float, log: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(2)
+    raise AssertionError(f"{what} not within {timeout:.0f} s: {Path(log).read_text()[-3000:]}")
+
+
+def _answer(api: Any, run_id: str, option: str, reason: str, log: str) -> dict:
+    """Wait for the approval request, check what it shows, answer it as a person would over REST."""
+    dag_id, path = f"mmops_release_{DOMAIN}", f"/dags/mmops_release_{DOMAIN}/dagRuns/{run_id}/taskInstances/approve/-1"
+    _wait(lambda: _task_state(api, dag_id, run_id, "approve") == "awaiting_input", "the approval request", 600, log)
+    asked = api.get(f"{path}/hitlDetails").json()
+    assert asked["options"] == ["Approve", "Reject"] and not asked["response_received"], asked
+    assert "passed the promotion gate" in asked["body"] and "records mirrored" in asked["body"], asked["body"]
+    resp = api.patch(f"{path}/hitlDetails", json={"chosen_options": [option], "params_input": {"reason": reason}})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def _run_state(api: Any, dag_id: str, run_id: str) -> str | None:
+    state = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+    return state if state in ("success", "failed") else None
+
+
+def test_approved_over_rest_a_challenger_goes_shadow_canary_champion_and_is_deployed_then_a_rejection_and_a_rollback(
+        released: tuple[Path, str, Any, str]) -> None:
+    from mmops import pipeline
+    from mmops.catalog import session_scope
+    from mmops.registry import describe, get_alias
+
+    root, url, api, log = released
+    v1_tag = httpx.get(f"{url}/metadata", timeout=30).json()["model_version"]
+    v2_tag, v2 = _challenger(root, "release-v2", nudge=0.01)
+    _, records = _records(root, 8)
+    traffic = Traffic(url, records)
+    try:
+        run_id = _announce(api, v2)
+        answered = _answer(api, run_id, "Approve", "shadow agrees with the champion; card reviewed", log)
+        assert answered["chosen_options"] == ["Approve"]
+        dag_id = f"mmops_release_{DOMAIN}"
+        assert _wait(lambda: _run_state(api, dag_id, run_id), "the release run", 600, log) == "success"
+        tasks = {t["task_id"]: t["state"] for t in
+                 api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]}
+        assert tasks == {"shadow": "success", "approve": "success", "decide": "success", "canary": "success"}
+        # the champion Asset started the deploy DAG, which swapped v2 in
+        deploy_id = f"mmops_deploy_{DOMAIN}"
+        deploy_runs = _wait(lambda: api.get(f"/dags/{deploy_id}/dagRuns").json()["dag_runs"], "a deploy run", 300, log)
+        assert _wait(lambda: _run_state(api, deploy_id, deploy_runs[0]["dag_run_id"]), "the deploy run", 300,
+                     log) == "success"
+        assert httpx.get(f"{url}/metadata", timeout=30).json()["model_version"] == v2_tag
+        with session_scope() as s:
+            assert get_alias(s, DOMAIN, "champion").version == v2
+        events = {e["action"]: e for e in pipeline.audit_log(DOMAIN, limit=30)}
+        approved = events["approved"]
+        assert approved["actor"].startswith("airflow:") and "card reviewed" in approved["detail"]["reason"]
+        assert approved["detail"]["shadow"]["mirrored"] >= 20
+        assert {"shadow_started", "shadow_stopped", "canary_started", "canary_stopped", "promoted",
+                "deployed"} <= set(events)
+
+        # a second challenger, rejected: nothing released, who and why recorded
+        _, v3 = _challenger(root, "release-v3", nudge=0.02)
+        run_id = _announce(api, v3)
+        _answer(api, run_id, "Reject", "agreement too low for a diagnostic aid", log)
+        assert _wait(lambda: _run_state(api, dag_id, run_id), "the rejected release run", 300, log) == "success"
+        tasks = {t["task_id"]: t["state"] for t in
+                 api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]}
+        assert (tasks["decide"], tasks["canary"]) == ("skipped", "skipped"), tasks
+        with session_scope() as s:
+            assert get_alias(s, DOMAIN, "champion").version == v2
+            decision = describe(s, DOMAIN)["audit_log"][0]
+        assert (decision["action"], decision["version"]) == ("rejected", v3)
+        assert decision["actor"].startswith("airflow:") and "diagnostic aid" in decision["reason"]
+        assert pipeline.audit_log(DOMAIN, limit=1)[0]["action"] == "release_rejected"
+        assert httpx.get(f"{url}/metadata", timeout=30).json()["model_version"] == v2_tag
+
+        # and v2 rolled back: v1 again, in the registry and the service, with the client still sending
+        rolled = pipeline.rollback(DOMAIN, "drill after the release", url)
+        assert rolled["champion"] == 1 and rolled["service"]["model_version"] == v1_tag
+        assert pipeline.audit_verify()["ok"]
+    finally:
+        traffic.stop()
+    assert traffic.failures == [] and {v1_tag, v2_tag} <= traffic.versions
