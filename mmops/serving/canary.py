@@ -9,7 +9,9 @@ model raised, or its output was not a number), the labels it answered and its mo
 The canary is judged after every batch it answers. It is ended (every record back on the champion; the
 reason kept for `mmops canary status` and the audit log) when
 - its error rate exceeds the champion's by more than `max_error_increase` (judged from 10 canary records on),
-- its p95 time per record exceeds `max_latency_ratio` x the champion's, or
+- its model time exceeds `max_latency_ratio` x what the champion takes for batches of the same sizes (the
+  canary gets a share of each batch: smaller batches, dearer per record on any model; its first WARM_UP
+  batches, while a freshly loaded model allocates, are not timed), or
 - the labels it answers are distributed unlike the champion's: total variation distance above
   `max_prediction_shift` (both arms see the same population, split by a hash: what differs is the model),
 the last two once each arm has answered `min_records`. A record the canary fails on is answered by the
@@ -50,28 +52,51 @@ def routed(record_id: str | None, share: float) -> bool:
     return int.from_bytes(hashlib.sha256(record_id.encode("utf-8")).digest()[:8], "big") < share * 2**64
 
 
+WARM_UP = 2  # a canary's first batches (a freshly loaded model allocates) are not timed against the champion
+
+
 class Arm:
     def __init__(self) -> None:
-        self.records = self.errors = 0
+        self.records = self.errors = self.batches = 0
         self.labels: Counter[str] = Counter()
-        self.ms: deque[float] = deque(maxlen=5000)  # model time per record, the latest batches
+        self.timed: deque[tuple[int, float]] = deque(maxlen=2000)  # (records, ms) of its latest batches
 
-    def add(self, labels: list[str | None], ms_per_record: float) -> None:
+    def add(self, labels: list[str | None], ms: float) -> None:
+        """A batch it answered: its labels (None: an error) and its model time in ms."""
         self.records += len(labels)
         self.errors += sum(label is None for label in labels)
         self.labels.update(label for label in labels if label is not None)
-        self.ms.extend([ms_per_record] * len(labels))
+        self.batches += 1
+        if self.batches > WARM_UP:
+            self.timed.append((len(labels), ms))
 
     def error_rate(self) -> float:
         return self.errors / self.records if self.records else 0.0
 
-    def p95(self) -> float | None:
-        return float(np.percentile(list(self.ms), 95)) if self.ms else None
+    def expected_ms(self, sizes: np.ndarray) -> np.ndarray:
+        """This arm's time for batches of `sizes` records: a line fitted to its own batches (time = setup +
+        per-record cost; batch size matters on every runtime), or in proportion when all were one size."""
+        n, ms = (np.array(v, dtype=float) for v in zip(*self.timed, strict=True))
+        if len(np.unique(n)) >= 2:
+            per_record, setup = np.polyfit(n, ms, 1)
+            return np.maximum(setup, 0.0) + np.maximum(per_record, 0.0) * sizes
+        return ms.mean() * sizes / n.mean()
 
     def stats(self) -> dict[str, Any]:
-        p95 = self.p95()
+        per_record = [ms / n for n, ms in self.timed]
         return {"records": self.records, "errors": self.errors, "error_rate": round(self.error_rate(), 4),
-                "p95_ms": round(p95, 3) if p95 is not None else None, "labels": dict(self.labels)}
+                "p95_ms": round(float(np.percentile(per_record, 95)), 3) if per_record else None,
+                "labels": dict(self.labels)}
+
+
+def latency_ratio(canary: Arm, champion: Arm) -> float | None:
+    """The canary's model time over what the champion takes for batches of the same sizes (the canary answers
+    a share of each batch: smaller batches, which cost more per record on any model); None before both timed."""
+    if not canary.timed or len(champion.timed) < 2:
+        return None
+    sizes = np.array([n for n, _ in canary.timed], dtype=float)
+    expected = float(champion.expected_ms(sizes).sum())
+    return sum(ms for _, ms in canary.timed) / expected if expected > 0 else None
 
 
 def prediction_shift(a: Counter[str], b: Counter[str]) -> float:
@@ -115,7 +140,7 @@ class Canary:
             labels = self._labels(answers)
         except Exception:  # counted as errors; the champion answers these records
             answers, labels = [{} for _ in mine], [None for _ in mine]
-        ms = (time.perf_counter() - started) * 1000 / len(mine)
+        ms = (time.perf_counter() - started) * 1000
         failed = [i for i, label in zip(mine, labels, strict=True) if label is None]
         with self._lock:
             self.canary.add(labels, ms)
@@ -130,7 +155,7 @@ class Canary:
         started = time.perf_counter()
         answers, labels = champion(values)
         with self._lock:
-            arm.add(labels, (time.perf_counter() - started) * 1000 / max(len(values), 1))
+            arm.add(labels, (time.perf_counter() - started) * 1000)
         return answers
 
     def _judge(self) -> None:
@@ -141,10 +166,10 @@ class Canary:
             self.ended = (f"error rate {mine.error_rate():.3f} vs the champion's {theirs.error_rate():.3f} "
                           f"(bound +{b.max_error_increase})")
         elif mine.records >= b.min_records and theirs.records >= b.min_records:
-            mine_p95, theirs_p95 = mine.p95() or 0.0, theirs.p95() or 0.0
+            slower = latency_ratio(mine, theirs)
             shift = prediction_shift(mine.labels, theirs.labels)
-            if theirs_p95 > 0 and mine_p95 > b.max_latency_ratio * theirs_p95:
-                self.ended = (f"p95 time per record {mine_p95:.1f} ms vs the champion's {theirs_p95:.1f} ms "
+            if slower is not None and slower > b.max_latency_ratio:
+                self.ended = (f"model time {slower:.2f}x the champion's on batches of the same sizes "
                               f"(bound {b.max_latency_ratio}x)")
             elif shift > b.max_prediction_shift:
                 self.ended = (f"its answers' label distribution is {shift:.2f} away from the champion's (total "
@@ -155,4 +180,9 @@ class Canary:
             return {"canary": self.version, "live": self.live, "ended": self.ended,
                     "bounds": self.bounds.model_dump(), "champion_arm": self.champion.stats(),
                     "canary_arm": self.canary.stats(),
-                    "prediction_shift": round(prediction_shift(self.canary.labels, self.champion.labels), 4)}
+                    "prediction_shift": round(prediction_shift(self.canary.labels, self.champion.labels), 4),
+                    "latency_ratio": _rounded(latency_ratio(self.canary, self.champion))}
+
+
+def _rounded(x: float | None) -> float | None:
+    return round(x, 3) if x is not None else None

@@ -156,8 +156,8 @@ def canary_conclude(domain: str, url: str, actor: str | None = None, swap: bool 
                          reason=state["ended"], champion_arm=stopped["champion_arm"], canary_arm=stopped["canary_arm"])
         return {"domain": domain, "decided": True, "promoted": False, "version": number, "reason": state["ended"]}
     why = (f"canary held its bounds over {served} records (error rate {state['canary_arm']['error_rate']} vs "
-           f"{state['champion_arm']['error_rate']}, p95 {state['canary_arm']['p95_ms']} vs "
-           f"{state['champion_arm']['p95_ms']} ms, prediction shift {state['prediction_shift']})")
+           f"{state['champion_arm']['error_rate']}, model time {state['latency_ratio']}x the champion's on batches "
+           f"of the same sizes, prediction shift {state['prediction_shift']})")
     with locked_session(f"registry-{domain}", settings.catalog_url) as session:
         do_promote(session, domain, number, actor, why)
         audit.record(session, "promoted", domain, f"model:v{number}", actor=actor, reason=why, url=url)

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.serve]
 DOMAIN = "industrial"
 
 
-def _challenger(root: Path, name: str, nudge: float) -> tuple[str, int]:
+def _challenger(root: Path, name: str, nudge: float, score: float) -> tuple[str, int]:
     """A version that passed the gate in the staged domain (better stored metrics, no champion re-score): the
     registry leaves it to the release DAG. (model tag, version)."""
     from mmops.catalog import ModelVersion, TrainingRun, session_scope
@@ -44,7 +44,7 @@ def _challenger(root: Path, name: str, nudge: float) -> tuple[str, int]:
                           params_hash=f"release-{name}", device="cpu", status="finished", checkpoint_sha256=sha)
         s.add(run)
         s.flush()
-        reg = register(s, run, {"macro_f1": 2.0}, staged=True)
+        reg = register(s, run, {"macro_f1": score}, staged=True)
         assert reg.release and not reg.promoted, reg
         s.get(ModelVersion, reg.model_version_id).bento_model_tag = tag
     return tag, reg.version
@@ -154,6 +154,10 @@ def _answer(api: Any, run_id: str, option: str, reason: str, log: str) -> dict:
     """Wait for the approval request, check what it shows, answer it as a person would over REST."""
     dag_id, path = f"mmops_release_{DOMAIN}", f"/dags/mmops_release_{DOMAIN}/dagRuns/{run_id}/taskInstances/approve/-1"
     _wait(lambda: _task_state(api, dag_id, run_id, "approve") == "awaiting_input", "the approval request", 600, log)
+    # A person reads before answering. An answer within a second of the task parking can race the executor's
+    # report of that first try (the scheduler then sees the re-queued task "succeed" and fails it: Airflow
+    # 3.3.2, LocalExecutor, seen here): give the scheduler a few loops first.
+    time.sleep(10)
     asked = api.get(f"{path}/hitlDetails").json()
     assert asked["options"] == ["Approve", "Reject"] and not asked["response_received"], asked
     assert "passed the promotion gate" in asked["body"] and "records mirrored" in asked["body"], asked["body"]
@@ -175,7 +179,7 @@ def test_approved_over_rest_a_challenger_goes_shadow_canary_champion_and_is_depl
 
     root, url, api, log = released
     v1_tag = httpx.get(f"{url}/metadata", timeout=30).json()["model_version"]
-    v2_tag, v2 = _challenger(root, "release-v2", nudge=0.01)
+    v2_tag, v2 = _challenger(root, "release-v2", nudge=0.01, score=2.0)
     _, records = _records(root, 8)
     traffic = Traffic(url, records)
     try:
@@ -203,7 +207,7 @@ def test_approved_over_rest_a_challenger_goes_shadow_canary_champion_and_is_depl
                 "deployed"} <= set(events)
 
         # a second challenger, rejected: nothing released, who and why recorded
-        _, v3 = _challenger(root, "release-v3", nudge=0.02)
+        _, v3 = _challenger(root, "release-v3", nudge=0.02, score=3.0)
         run_id = _announce(api, v3)
         _answer(api, run_id, "Reject", "agreement too low for a diagnostic aid", log)
         assert _wait(lambda: _run_state(api, dag_id, run_id), "the rejected release run", 300, log) == "success"

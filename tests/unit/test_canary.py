@@ -70,13 +70,28 @@ def test_not_a_number_answers_count_as_errors() -> None:
     assert not canary.live and "error rate" in (canary.ended or "")
 
 
-def test_a_slow_canary_is_ended_on_its_p95_time() -> None:
+def test_a_slow_canary_is_ended_on_its_time_and_a_small_share_is_not_mistaken_for_slowness() -> None:
     canary = Canary("mmops-d:b", _model("a", sleep=0.02), _labels, Bounds(share=0.5, min_records=8,
                                                                              max_latency_ratio=2.0))
     for i in range(40):  # one record per batch, as a client sending alone would
         rec = _records(1, i)
         canary.serve(rec, [{}], _champion("a", sleep=0.001))
-    assert not canary.live and "p95 time per record" in (canary.ended or "")
+    assert not canary.live and "model time" in (canary.ended or "") and "same sizes" in canary.ended
+
+    def per_call(setup: float, per_record: float):  # a model whose call costs setup + per record
+        def serve(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            time.sleep(setup + per_record * len(values))
+            return [{"label": "a"} for _ in values]
+        return serve
+
+    same = per_call(0.004, 0.0002)  # both arms the same model: the canary's smaller batches cost more per record
+    fair = Canary("mmops-d:same", same, _labels, Bounds(share=0.1, min_records=20, max_latency_ratio=1.5))
+    for start in range(0, 1200, 40):
+        records = _records(40, start)
+        fair.serve(records, [{} for _ in records], lambda vs: (same(vs), ["a"] * len(vs)))
+    stats = fair.stats()
+    assert stats["live"] and stats["latency_ratio"] < 1.5, stats
+    assert stats["canary_arm"]["p95_ms"] > 2 * stats["champion_arm"]["p95_ms"]  # what per-record times would say
 
 
 def test_a_canary_answering_unlike_the_champion_is_ended_on_the_shift() -> None:
