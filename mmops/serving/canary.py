@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mmops import faults
 
@@ -38,11 +38,15 @@ Answers = list[dict[str, Any]]
 class Bounds(BaseModel):
     """How a canary is run and judged (params.yaml `release`, sent by `mmops canary start`)."""
 
-    share: float = Field(0.1, gt=0, le=0.5)
+    # strict: `"stop": 0` or a share of "0.1" is a client's mistake; bounds inclusive (OpenAPI 3.0 clients read
+    # exclusiveMinimum as a flag)
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    share: float = Field(0.1, ge=0.001, le=0.5)
     min_records: int = Field(50, ge=1)
     max_error_increase: float = Field(0.02, ge=0, le=1)
     max_latency_ratio: float = Field(2.0, ge=1)
-    max_prediction_shift: float = Field(0.25, gt=0, le=1)
+    max_prediction_shift: float = Field(0.25, ge=0.001, le=1)
 
 
 def routed(record_id: str | None, share: float) -> bool:

@@ -76,18 +76,18 @@ class ReloadIn(BaseModel):
 class ShadowIn(BaseModel):
     """The body of POST /admin/shadow."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     tag: str = Field("", pattern=MODEL_TAG, description="a packaged model to run in shadow; empty: see `stop`")
     stop: bool = Field(False, description="end the shadow; with neither: the trial's state")
-    duty: float = Field(DUTY, gt=0, le=1, description="the share of the time the shadow may compute")
+    duty: float = Field(DUTY, ge=0.01, le=1, description="the share of the time the shadow may compute")
 
 
 class CanaryIn(BaseModel):
     """The body of POST /admin/canary."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     tag: str = Field("", pattern=MODEL_TAG, description="a packaged model to run as a canary; empty: see `stop`")
-    bounds: Bounds | None = Field(None, description="its share and the bounds past which the service ends it")
+    bounds: Bounds = Field(default_factory=Bounds, description="its share and the bounds past which the service ends it")
     stop: bool = Field(False, description="end the canary; with neither: the trial's state")
 
 

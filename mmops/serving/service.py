@@ -136,6 +136,9 @@ class ModelRunner:
         return self._load(tag or model_tag())
 
 
+DEFAULT_BOUNDS = Bounds()
+
+
 @bentoml.service(name="mmops", traffic={"timeout": TIMEOUT_S})
 class Svc:
     runner = bentoml.depends(ModelRunner)
@@ -259,18 +262,18 @@ class Svc:
 
     @bentoml.api(route="/admin/shadow")
     async def shadow(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "", stop: bool = False,
-                     duty: Annotated[float, Field(gt=0, le=1)] = DUTY) -> dict[str, Any]:
+                     duty: Annotated[float, Field(ge=0.01, le=1)] = DUTY) -> dict[str, Any]:
         """Run the model `tag` in shadow beside the served one: it gets the records the served one answers (while
         computing at most `duty` of the time), its answers are logged for `mmops shadow report`, never
         returned. `stop`: end it; neither: its state."""
         return await self._trial("shadow", tag, {"duty": duty}, stop)
 
     @bentoml.api(route="/admin/canary")
-    async def canary(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "", bounds: Bounds | None = None,
+    async def canary(self, tag: Annotated[str, Field(pattern=MODEL_TAG)] = "", bounds: Bounds = DEFAULT_BOUNDS,
                      stop: bool = False) -> dict[str, Any]:
         """Let the model `tag` answer a share of the records (`bounds.share`, sticky by record id), ended by the
         service when it does worse than the served one by `bounds`; `stop`: end it; neither: its state."""
-        return await self._trial("canary", tag, bounds.model_dump() if bounds else None, stop)
+        return await self._trial("canary", tag, bounds.model_dump(), stop)
 
     async def _trial(self, kind: str, tag: str, bounds: dict[str, Any] | None, stop: bool) -> dict[str, Any]:
         if tag:  # refused as a reload would refuse the model, before anything changes
