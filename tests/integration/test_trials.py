@@ -83,15 +83,20 @@ def shadowed(trained_project: Path) -> Iterator[tuple[str, Path, str, int]]:
             bentoml.models.delete(ADDED.pop())
 
 
+def _as_release_bot(monkeypatch: pytest.MonkeyPatch, root: Path, url: str) -> str:
+    """Act on the project as `release-bot`; the model version the service answers with now."""
+    monkeypatch.setenv("MMOPS_HOME", str(root))
+    monkeypatch.setenv("MMOPS_ACTOR", "release-bot")
+    return str(httpx.get(f"{url}/metadata", timeout=30).json()["model_version"])
+
+
 def test_a_challenger_in_shadow_sees_the_traffic_never_answers_and_its_failures_stay_in_its_log(
         shadowed: tuple[str, Path, str, int], monkeypatch: pytest.MonkeyPatch) -> None:
     from mmops.serving.shadow import report
     from mmops.serving.store import loaded
 
     url, root, tag, version = shadowed
-    monkeypatch.setenv("MMOPS_HOME", str(root))
-    monkeypatch.setenv("MMOPS_ACTOR", "release-bot")
-    champion = httpx.get(f"{url}/metadata", timeout=30).json()["model_version"]
+    champion = _as_release_bot(monkeypatch, root, url)
     started = pipeline.shadow_start("industrial", url)
     assert (started["version"], started["model_tag"], started["kind"], started["shadow"]) == (version, tag, "shadow", tag)
     rows, records = _records(root, 6)
@@ -164,9 +169,7 @@ def test_a_canary_that_holds_its_bounds_is_promoted_and_swapped_in(
     from mmops.registry import get_alias
 
     url, root, _, _ = shadowed
-    monkeypatch.setenv("MMOPS_HOME", str(root))
-    monkeypatch.setenv("MMOPS_ACTOR", "release-bot")
-    champion = httpx.get(f"{url}/metadata", timeout=30).json()["model_version"]
+    champion = _as_release_bot(monkeypatch, root, url)
     tag, version = _register(root, "canary-model", nudge=0.01)  # nearly the champion: within every bound
     started = pipeline.canary_start("industrial", url, share=0.5)
     assert (started["kind"], started["canary"], started["live"]) == ("canary", tag, True)
