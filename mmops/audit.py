@@ -37,6 +37,11 @@ ACTIONS = ("ingested", "labeled", "annotations_imported", "dataset_built", "trai
            "canary_started", "canary_stopped", "canary_rolled_back", "approved", "release_rejected")
 
 
+# Set by the DAGs' task wrapper (mmops.orchestration.stage_task): the id of the DAG version Airflow 3 recorded
+# for the running task instance (GET /api/v2/dags/{dag_id}/dagVersions names its number and bundle version)
+DAG_VERSION_ENV = "MMOPS_AIRFLOW_DAG_VERSION"
+
+
 def current_actor() -> str:
     """Who is acting now (see the module docstring); at most 128 characters."""
     actor = os.environ.get("MMOPS_ACTOR", "").strip()
@@ -65,6 +70,8 @@ def record(session: Session, action: str, domain: str, subject: str, actor: str 
     if head is None:
         raise RuntimeError("the catalog has no audit head row: run its migrations (mmops.catalog.upgrade)")
     stored = json.loads(json.dumps(detail, default=str))  # what is stored is what is hashed
+    if os.environ.get("AIRFLOW_CTX_DAG_ID") and os.environ.get(DAG_VERSION_ENV):  # which DAG code ran it
+        stored.setdefault("dag_version", os.environ[DAG_VERSION_ENV])
     event = AuditEvent(action=action, domain=domain, subject=subject[:255], actor=(actor or current_actor())[:128],
                        detail=stored, at=datetime.now(UTC),
                        prev_hash=head.last_hash)

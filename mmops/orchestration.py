@@ -270,10 +270,23 @@ def stage_task(task_id: str, domain: str, call: Any, *upstream: Any, **task_kwar
     from airflow.sdk import task
 
     def run(*handed: Any, params: Any = None) -> dict:  # Airflow passes the run's params by name
+        _note_dag_version()
         return call(domain, *handed, params=dict(params or {}))
 
     run.__name__ = task_id
     return task(task_id=task_id, **task_kwargs)(run)(*upstream)
+
+
+def _note_dag_version() -> None:
+    """The DAG version Airflow recorded for this task instance, for the audit events the stage writes."""
+    from airflow.sdk import get_current_context
+
+    from mmops.audit import DAG_VERSION_ENV
+
+    try:
+        os.environ[DAG_VERSION_ENV] = str(get_current_context()["ti"].dag_version_id)
+    except Exception:  # outside a running task (a test calling the body): none to note
+        os.environ.pop(DAG_VERSION_ENV, None)
 
 
 def run_stage_named(name: str) -> Any:

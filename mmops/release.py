@@ -45,8 +45,8 @@ def lineage(session: Session, domain: str, version: int | None = None) -> dict[s
         .order_by(PromotionEvent.id))
     subjects = [f"training_run:{run.id}", f"model:v{mv.version}", f"dataset:{run.dataset_version_id}"] + [
         f"bento_model:{t}" for t in (mv.bento_model_tag,) if t]
-    events = session.scalars(select(AuditEvent).where(AuditEvent.domain == domain,
-                                                      AuditEvent.subject.in_(subjects)).order_by(AuditEvent.id))
+    events = list(session.scalars(select(AuditEvent).where(AuditEvent.domain == domain,
+                                                           AuditEvent.subject.in_(subjects)).order_by(AuditEvent.id)))
     return {
         "domain": domain, "version": mv.version, "checkpoint_sha256": mv.checkpoint_sha256,
         "raw_files": {"dataset_version": run.dataset_version_id, "files": n_files, "sha256": digest,
@@ -59,7 +59,7 @@ def lineage(session: Session, domain: str, version: int | None = None) -> dict[s
                    "changed_since": sum(c is not None and c.label != r["label"] for c, r in zip(chosen, records,
                                                                                                strict=True))},
         "code": {"git_commit": run.git_commit, "params_hash": run.params_hash, "device": run.device,
-                 "training_run": run.id},
+                 "training_run": run.id, **_trained_by(events)},
         "package": {"model_tag": mv.bento_model_tag, "bento_tag": mv.bento_tag},
         "decisions": [{"action": e.action, "made_champion": e.model_version_id == mv.id, "by": e.actor,
                        "at": e.at.isoformat(), "reason": e.reason,
@@ -68,6 +68,14 @@ def lineage(session: Session, domain: str, version: int | None = None) -> dict[s
                     "hash": e.hash} for e in events],
         "ledger": {k: v for k, v in audit.verify(session).items() if k in ("ok", "events", "head")},
     }
+
+
+def _trained_by(events: list[AuditEvent]) -> dict[str, Any]:
+    """Who trained it (an Airflow run or a person) and, in Airflow, the DAG version that ran."""
+    trained = next((e for e in events if e.action == "trained"), None)
+    if trained is None:
+        return {"trained_by": None, "dag_version": None}
+    return {"trained_by": trained.actor, "dag_version": (trained.detail or {}).get("dag_version")}
 
 
 def _records(manifest_path: Path) -> list[dict[str, Any]]:

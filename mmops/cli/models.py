@@ -72,7 +72,8 @@ def release(
                                   f"{gate['expectations']} expectations"), highlight=False)
     out.print(f"  labels      {labels['by_kind']}, changed since {labels['changed_since']}", highlight=False)
     out.print(f"  code        git {str(code['git_commit'])[:10]} params {code['params_hash'][:10]} "
-              f"on {code['device']} (training run {code['training_run']})", highlight=False)
+              f"on {code['device']} (training run {code['training_run']}) by {code['trained_by']}"
+              + (f", DAG version {code['dag_version']}" if code["dag_version"] else ""), highlight=False)
     out.print(f"  package     {r['package']['model_tag']}", highlight=False)
     for d in r["decisions"]:
         out.print(f"  {d['at'][:19]} {d['action']:<9} by {d['by']}: {d['reason']}", highlight=False, soft_wrap=True)

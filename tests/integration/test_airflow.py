@@ -187,6 +187,16 @@ def test_an_anomaly_domain_runs_through_the_same_dags(tmp_path: Path) -> None:
                                                   "where domain='cardiac'")
     metrics = json.loads(metrics) if isinstance(metrics, str) else metrics
     assert version == 1 and tag.startswith("mmops-cardiac:")
+    # the training's audit event names the Airflow run and the DAG version Airflow recorded for it (lineage)
+    [(actor, detail)] = catalog_sql(root, "select actor, detail from audit_events where domain='cardiac' and "
+                                          "action='trained'")
+    detail = json.loads(detail) if isinstance(detail, str) else detail
+    db = sqlite3.connect(root / "var" / "airflow" / "airflow.db")
+    [(dag_version_id,)] = db.execute("select dag_version_id from task_instance where dag_id='mmops_train_cardiac' "
+                                     "and task_id='train'").fetchall()
+    db.close()
+    assert actor.startswith("airflow:mmops_train_cardiac/"), actor
+    assert detail["dag_version"].replace("-", "") == str(dag_version_id).replace("-", ""), (detail, dag_version_id)
     assert metrics["auroc"] > 0.9 and 0 <= metrics["fpr"] <= 0.2, metrics
     card = json.loads((root / "artifacts" / "cardiac" / "model" / "model_card.json").read_text())
     assert card["arch"]["task"] == "anomaly" and set(card["arch"]["banks"]) == {"ecg"}

@@ -26,6 +26,7 @@ def test_the_champion_links_back_to_its_raw_files_gate_labels_code_and_who_made_
     [(commit, params_hash)] = catalog_sql(use_project, "SELECT git_commit, params_hash FROM training_runs WHERE "
                                                        "id = :i", i=r["code"]["training_run"])
     assert (r["code"]["git_commit"], r["code"]["params_hash"]) == (commit, params_hash)
+    assert r["code"]["trained_by"] and r["code"]["dag_version"] is None  # trained outside Airflow here
     assert r["package"]["model_tag"] and r["package"]["model_tag"].startswith("mmops-security:")
     made = [d for d in r["decisions"] if d["made_champion"] and d["action"] in ("promoted", "manual", "rollback")]
     assert made and made[0]["by"] == "mmops evaluate" and made[0]["reason"] == "no champion yet"
@@ -40,3 +41,19 @@ def test_the_cli_shows_it_and_a_version_that_does_not_exist_is_one_line(use_proj
         shown.stdout, shown.stdout + shown.stderr
     missing = run_mmops(use_project, "release", "--domain", "security", "--version", "99")
     assert missing.returncode == 1 and "no model version 99" in missing.stderr + missing.stdout
+
+
+def test_an_event_written_in_an_airflow_task_names_the_dag_version(use_project: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmops import audit
+    from mmops.catalog import session_scope
+
+    monkeypatch.setenv(audit.DAG_VERSION_ENV, "0199a3b4-version")
+    with session_scope() as s:  # the variable alone (a stale one outside a task) is not taken
+        assert "dag_version" not in audit.record(s, "trained", "security", "training_run:0").detail
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "mmops_train_security")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__1")
+    with session_scope() as s:
+        event = audit.record(s, "trained", "security", "training_run:0")
+        assert (event.detail["dag_version"], event.actor) == ("0199a3b4-version", "airflow:mmops_train_security/manual__1")
+    assert pipeline.audit_verify()["ok"]
