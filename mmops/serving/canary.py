@@ -132,7 +132,8 @@ class Canary:
         mine = [i for i, r in enumerate(records) if self.live and routed(r.get("id"), self.bounds.share)]
         if not mine:
             return self._timed(self.champion, champion, values)
-        theirs = [i for i in range(len(records)) if i not in set(mine)]
+        chosen = set(mine)
+        theirs = [i for i in range(len(records)) if i not in chosen]
         out: list[dict[str, Any] | None] = [None] * len(records)
         if theirs:
             for i, a in zip(theirs, self._timed(self.champion, champion, [values[i] for i in theirs]), strict=True):

@@ -3,12 +3,13 @@ answer comes from the champion; the challenger sees the same records, its answer
 champion's and never returned, and its failures stay here (counted and logged, never a client's error).
 
 The challenger runs in a process of its own (`python -m mmops.serving.shadow`), at the lowest CPU priority
-(SCHED_IDLE, else nice 19), on one torch thread, computing at most `duty` of the time (DUTY): on a busy machine the champion's calls come first, and the two share no
-interpreter lock (a low-priority thread in the model service would hold the champion up whenever it held
-the GIL). The model service hands each answered batch (the records as they came, the champion's labels and
-time) to `Shadow.offer`, which returns at once; a thread writes it to the process as a JSON line. The queue
-is bounded: when the challenger cannot keep up, batches are dropped, counted and said in the log
-(`dropped_before` on the next line), never queued without bound.
+(SCHED_IDLE, else nice 19), on one torch thread, computing at most `duty` of the time (DUTY): on a busy
+machine the champion's calls come first, and the two share no interpreter lock (a low-priority thread in the
+model service would hold the champion up whenever it held the GIL). The model service hands each answered
+batch (the records as they came, the champion's labels and time) to `Shadow.offer`, which returns at once; a
+thread writes it to the process as a JSON line. The queue is bounded: when the challenger cannot keep up,
+batches are dropped, counted and said in the log (`dropped_before` on the next line), never queued without
+bound.
 
 The shadow log's format is owned here: `<prediction log dir>/shadow/<domain>[@<replica>].jsonl`, one line per
 record: `ts`, `record_id`, `champion` and `shadow` (model versions), `champion_label`, `shadow_label` (None
@@ -52,11 +53,14 @@ def shadow_dir(prediction_log_dir: Path) -> Path:
 
 class Mirrored(NamedTuple):
     ts: float
-    ids: list[str | None]
     records: list[dict[str, Any]]  # as the client sent them (validated): JSON to the shadow process
     champion: str
     champion_labels: list[str | None]
     champion_ms: float  # the champion's model time per record in this batch
+
+    @property
+    def ids(self) -> list[str | None]:
+        return [r.get("id") for r in self.records]
 
 
 class Shadow:

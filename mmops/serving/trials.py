@@ -17,57 +17,53 @@ KINDS = ("shadow", "canary")
 class Trials:
     def __init__(self, log_dir: Any, domain: str) -> None:
         self.log_dir, self.domain = log_dir, domain  # where the shadow log goes (the prediction log's folder)
-        self.shadow: Shadow | None = None
-        self.canary: Canary | None = None
+        self.trial: Shadow | Canary | None = None
 
     def predict(self, current: tuple[Any, Any, dict[str, Any]], records: list[dict[str, Any]],
                 values: list[dict[str, Any]], embeddings: bool) -> list[dict[str, Any]]:
         """The answers to a batch (decoded `values` of `records`) from the champion `current` and, for a
         canary's share, the canary; a shadow gets the batch after the champion answered."""
         task, predictor, meta = current
-        shadow, canary = self.shadow, self.canary
-        if canary is not None:
+        trial = self.trial
+        if isinstance(trial, Canary):
             def champion(vs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str | None]]:
                 answers = task.serve(predictor, vs, embeddings=embeddings)
                 return [{**a, **meta} for a in answers], labels_of(task, answers, meta)
 
-            return canary.serve(records, values, champion)
+            return trial.serve(records, values, champion)
         started = time.perf_counter()
         answers = task.serve(predictor, values, embeddings=embeddings)
-        if shadow is not None:  # the challenger gets the same records, off this call (shadow.py)
+        if isinstance(trial, Shadow):  # the challenger gets the same records, off this call (shadow.py)
             ms = (time.perf_counter() - started) * 1000 / max(len(values), 1)
-            shadow.offer(Mirrored(time.time(), [r.get("id") for r in records], records, meta["model_version"],
-                                  labels_of(task, answers, meta), ms))
+            trial.offer(Mirrored(time.time(), records, meta["model_version"], labels_of(task, answers, meta), ms))
         return [{**a, **meta} for a in answers]
 
     def start(self, kind: str, tag: str, bounds: dict[str, Any] | None = None, embeddings: bool = False,
               ) -> dict[str, Any]:
         """Put `tag` on trial as a shadow or a canary (in place of any trial before; its final counts returned)."""
+        new: Shadow | Canary
         if kind == "shadow":
-            new_shadow, new_canary = Shadow(tag, self.log_dir, self.domain, **(bounds or {})), None
+            new = Shadow(tag, self.log_dir, self.domain, **(bounds or {}))
         else:
             task, predictor, meta = loaded(tag)
-            new_shadow = None
-            new_canary = Canary(meta["model_version"], lambda vs: [
+            new = Canary(meta["model_version"], lambda vs: [
                 {**a, **meta} for a in task.serve(predictor, vs, embeddings=embeddings)],
                 lambda answers: labels_of(task, answers, meta), Bounds.model_validate(bounds or {}))
         stopped = self.stop()
-        self.shadow, self.canary = new_shadow, new_canary
+        self.trial = new
         return {**self.stats(), "stopped": stopped}
 
     def stop(self) -> dict[str, Any] | None:
         """End the trial; its final counts (None: there was none)."""
-        shadow, canary = self.shadow, self.canary
-        self.shadow = self.canary = None
-        if shadow is not None:
-            return {"kind": "shadow", **shadow.close()}
-        if canary is not None:
-            return {"kind": "canary", **canary.stats()}
-        return None
+        trial, self.trial = self.trial, None
+        if trial is None:
+            return None
+        return {"kind": _kind(trial), **(trial.close() if isinstance(trial, Shadow) else trial.stats())}
 
     def stats(self) -> dict[str, Any]:
-        if self.shadow is not None:
-            return {"kind": "shadow", **self.shadow.stats()}
-        if self.canary is not None:
-            return {"kind": "canary", **self.canary.stats()}
-        return {"kind": None}
+        trial = self.trial
+        return {"kind": None} if trial is None else {"kind": _kind(trial), **trial.stats()}
+
+
+def _kind(trial: Shadow | Canary) -> str:
+    return "shadow" if isinstance(trial, Shadow) else "canary"

@@ -6,7 +6,6 @@ starts the deploy DAG, which swaps it into the service. A second challenger is r
 nothing is released, the registry and the ledger say who and why; then `mmops rollback` restores the first
 champion in the registry and the service."""
 
-import json
 import signal
 import subprocess
 import threading
@@ -22,7 +21,7 @@ import yaml
 from mmops.processes import stop_group
 from tests.conftest import free_port, make_project, mmops_env, venv_bin
 from tests.integration.test_airflow_ui import _wait_for_line
-from tests.integration.test_serve import _another_version, _records, _save, _serving
+from tests.integration.test_serve import _another_version, _records, _register_version, _serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.serve]
 
@@ -32,21 +31,9 @@ DOMAIN = "industrial"
 def _challenger(root: Path, name: str, nudge: float, score: float) -> tuple[str, int]:
     """A version that passed the gate in the staged domain (better stored metrics, no champion re-score): the
     registry leaves it to the release DAG. (model tag, version)."""
-    from mmops.catalog import ModelVersion, TrainingRun, session_scope
-    from mmops.registry import get_alias, register
-
-    new_dir = _another_version(root, name, nudge=nudge)
-    sha = json.loads((new_dir / "model_card.json").read_text())["checkpoint_sha256"]
-    tag = _save(root, new_dir, name)
-    with session_scope() as s:
-        first = s.get(TrainingRun, get_alias(s, DOMAIN, "champion").training_run_id)
-        run = TrainingRun(domain=DOMAIN, dataset_version_id=first.dataset_version_id, params={},
-                          params_hash=f"release-{name}", device="cpu", status="finished", checkpoint_sha256=sha)
-        s.add(run)
-        s.flush()
-        reg = register(s, run, {"macro_f1": score}, staged=True)
-        assert reg.release and not reg.promoted, reg
-        s.get(ModelVersion, reg.model_version_id).bento_model_tag = tag
+    tag, reg = _register_version(root, _another_version(root, name, nudge=nudge), name, {"macro_f1": score},
+                                 staged=True)
+    assert reg.release and not reg.promoted, reg
     return tag, reg.version
 
 

@@ -657,6 +657,25 @@ def _another_version(root: Path, name: str, nudge: float = 0.5) -> Path:
     return new_dir
 
 
+def _register_version(root: Path, model_dir: Path, name: str, metrics: dict, staged: bool = False) -> tuple[str, Any]:
+    """`model_dir` (another industrial version) saved to the model store and registered as the champion's
+    challenger, from a training run on the champion's dataset: (its model tag, the registry's Registration)."""
+    from mmops.catalog import ModelVersion, TrainingRun, session_scope
+    from mmops.registry import get_alias, register
+
+    sha = json.loads((model_dir / "model_card.json").read_text())["checkpoint_sha256"]
+    tag = _save(root, model_dir, name)
+    with session_scope() as s:
+        first = s.get(TrainingRun, get_alias(s, "industrial", "champion").training_run_id)
+        run = TrainingRun(domain="industrial", dataset_version_id=first.dataset_version_id, params={},
+                          params_hash=f"test-{name}", device="cpu", status="finished", checkpoint_sha256=sha)
+        s.add(run)
+        s.flush()
+        reg = register(s, run, metrics, staged=staged)
+        s.get(ModelVersion, reg.model_version_id).bento_model_tag = tag
+    return tag, reg
+
+
 def test_a_service_killed_mid_reload_restarts_with_its_log_whole(trained_project: Path, use_project: Path) -> None:
     """kill -9 of the model process in the middle of a hot reload: the reload fails (nothing half-swapped
     answers), the restarted service serves the model it names and appends to the same log, every answered

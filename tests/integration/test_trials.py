@@ -11,7 +11,7 @@ import pytest
 from mmops import pipeline
 from mmops.errors import MmopsError
 from tests.conftest import catalog_sql
-from tests.integration.test_serve import _another_version, _records, _save, _serving
+from tests.integration.test_serve import _another_version, _records, _register_version, _serving
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -28,9 +28,6 @@ def _register(root: Path, name: str, nudge: float) -> tuple[str, int]:
 
     from safetensors.torch import load_file, save_file
 
-    from mmops.catalog import TrainingRun, session_scope
-    from mmops.registry import get_alias, register
-
     new_dir = _another_version(root, name, nudge=0.0 if math.isnan(nudge) else nudge)
     if math.isnan(nudge):
         weights = load_file(str(new_dir / "model.safetensors"))
@@ -39,19 +36,9 @@ def _register(root: Path, name: str, nudge: float) -> tuple[str, int]:
         card = json.loads((new_dir / "model_card.json").read_text())
         card["checkpoint_sha256"] = hashlib.sha256((new_dir / "model.safetensors").read_bytes()).hexdigest()
         (new_dir / "model_card.json").write_text(json.dumps(card))
-    sha = json.loads((new_dir / "model_card.json").read_text())["checkpoint_sha256"]
-    tag = _save(root, new_dir, name)
+    tag, registered = _register_version(root, new_dir, name, {"macro_f1": 0.0})
     ADDED.append(tag)
-    with session_scope() as s:
-        champion = get_alias(s, "industrial", "champion")
-        first = s.get(TrainingRun, champion.training_run_id)
-        run = TrainingRun(domain="industrial", dataset_version_id=first.dataset_version_id, params={},
-                          params_hash=f"trial-test-{name}", device="cpu", status="finished", checkpoint_sha256=sha)
-        s.add(run)
-        s.flush()
-        registered = register(s, run, {"macro_f1": 0.0})
-        assert not registered.promoted
-        get_alias(s, "industrial", "challenger").bento_model_tag = tag
+    assert not registered.promoted
     return tag, registered.version
 
 
@@ -77,7 +64,7 @@ def shadowed(trained_project: Path) -> Iterator[tuple[str, Path, str, int]]:
                     "domain = 'industrial' AND version > 1) OR previous_champion_id IN (SELECT id FROM "
                     "model_versions WHERE domain = 'industrial' AND version > 1)",
                     "DELETE FROM model_versions WHERE domain = 'industrial' AND version > 1",
-                    "DELETE FROM training_runs WHERE params_hash LIKE 'trial-test-%'"):
+                    "DELETE FROM training_runs WHERE params_hash LIKE 'test-%-model'"):
             catalog_sql(trained_project, sql)
         while ADDED:
             bentoml.models.delete(ADDED.pop())

@@ -37,8 +37,7 @@ def stand_in(tag: str) -> tuple[str, Any]:
 
 
 def _batch(ids: list[str], champion_labels: list[str], x: str = "ok") -> Mirrored:
-    return Mirrored(time.time(), list(ids), [{"id": i, "x": x} for i in ids], "mmops-d:champ", list(champion_labels),
-                    2.0)
+    return Mirrored(time.time(), [{"id": i, "x": x} for i in ids], "mmops-d:champ", list(champion_labels), 2.0)
 
 
 def _lines(tmp_path: Path) -> list[dict[str, Any]]:
