@@ -55,25 +55,34 @@ def package(domain: str, build_bento: bool = True) -> Packaged:
 
 def reload_service(domain: str, url: str, tag: str | None = None) -> dict[str, Any]:
     """Swap the champion (or `tag`) into a running service without a restart (POST /admin/reload)."""
-    import httpx
-
-    from mmops.serving.client import auth_headers
-
     settings = get_settings()
     tag = tag or champion_model_tag(settings.catalog_url, domain)
     if not tag:
         raise NotFoundError(f"{domain} has no packaged champion; run `mmops package --domain {domain}` or pass --tag")
     try:
-        resp = httpx.post(f"{url.rstrip('/')}/admin/reload", json={"tag": tag}, headers=auth_headers(), timeout=300)
-    except httpx.HTTPError as exc:
-        record_deploy(settings, domain, tag, url, how="reload", error=f"cannot reach the service: {exc}")
-        raise MmopsError(f"cannot reach the service at {url}: {exc}") from exc
-    if resp.status_code != 200:
-        record_deploy(settings, domain, tag, url, how="reload", error=f"refused ({resp.status_code}): {resp.text[:300]}")
-        raise MmopsError(f"the service refused the reload ({resp.status_code}): {resp.text[:300]}")
-    meta: dict[str, Any] = resp.json()
+        meta = admin_call(url, "/admin/reload", {"tag": tag}, "the reload")
+    except MmopsError as exc:
+        record_deploy(settings, domain, tag, url, how="reload", error=str(exc))
+        raise
     record_deploy(settings, domain, tag, url, how="reload", model_version=meta.get("model_version"))
     return meta
+
+
+def admin_call(url: str, route: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+    """POST to a running service's admin route (with the bearer token when one is set); MmopsError saying
+    what failed."""
+    import httpx
+
+    from mmops.serving.client import auth_headers
+
+    try:
+        resp = httpx.post(f"{url.rstrip('/')}{route}", json=body, headers=auth_headers(), timeout=300)
+    except httpx.HTTPError as exc:
+        raise MmopsError(f"cannot reach the service at {url}: {exc}") from exc
+    if resp.status_code != 200:
+        raise MmopsError(f"the service refused {what} ({resp.status_code}): {resp.text[:300]}")
+    answer: dict[str, Any] = resp.json()
+    return answer
 
 
 def record_deploy(settings: Settings, domain: str, tag: str, url: str, error: str | None = None,

@@ -13,23 +13,7 @@ from mmops.catalog import ModelVersion, locked_session, session_scope
 from mmops.errors import MmopsError, NotFoundError
 from mmops.registry import get_alias
 from mmops.stages.common import resolve
-
-
-def admin_call(url: str, route: str, body: dict[str, Any], what: str) -> dict[str, Any]:
-    """POST to a running service's admin route (with the bearer token when one is set); MmopsError saying
-    what failed."""
-    import httpx
-
-    from mmops.serving.client import auth_headers
-
-    try:
-        resp = httpx.post(f"{url.rstrip('/')}{route}", json=body, headers=auth_headers(), timeout=300)
-    except httpx.HTTPError as exc:
-        raise MmopsError(f"cannot reach the service at {url}: {exc}") from exc
-    if resp.status_code != 200:
-        raise MmopsError(f"the service refused {what} ({resp.status_code}): {resp.text[:300]}")
-    answer: dict[str, Any] = resp.json()
-    return answer
+from mmops.stages.deploy import admin_call, reload_service
 
 
 def _version(session: Any, domain: str, version: int | None) -> ModelVersion:
@@ -129,7 +113,6 @@ def canary_conclude(domain: str, url: str, actor: str | None = None, swap: bool 
     champion Asset, and ends the canary)."""
     from mmops.registry import promote as do_promote
     from mmops.registry import reject
-    from mmops.stages.deploy import reload_service
 
     settings, params, _ = resolve(domain)
     state = canary_status(domain, url)
