@@ -1,11 +1,8 @@
-"""Release and deploy DAGs, one of each per staged domain (params.yaml release.staged):
-
-mmops_release_<domain>, scheduled on the challenger Asset the training DAG emits when a challenger passed the
-promotion gate: shadow -> approve (a person, in Airflow's Required Actions or over the REST API, where
-release.approval names the domain) -> decide (recorded with who and why; a rejection releases nothing) ->
-canary (champion if it holds its bounds; emits the champion Asset).
-
-mmops_deploy_<domain>, scheduled on the champion Asset: the new champion swapped into the running service."""
+"""Release DAGs, one per staged domain (params.yaml release.staged): mmops_release_<domain>, scheduled on the
+challenger Asset the training DAG emits when a challenger passed the promotion gate: shadow -> approve (a person,
+in Airflow's Required Actions or over the REST API, where release.approval names the domain) -> decide
+(recorded with who and why; a rejection releases nothing) -> canary (champion if it holds its bounds; emits the
+champion Asset, which starts mmops_deploy_<domain>: dags/mmops_deploy.py)."""
 
 from datetime import timedelta
 
@@ -13,7 +10,7 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, task
 
 from mmops.config import load_params
-from mmops.orchestration import configure, dag_defaults, project_root
+from mmops.orchestration import configure, dag_defaults, dag_params, project_root
 from mmops.releasing import (
     APPROVE,
     REJECT,
@@ -21,7 +18,6 @@ from mmops.releasing import (
     challenger_asset,
     champion_asset,
     decide,
-    deploy,
     shadow,
 )
 
@@ -29,12 +25,11 @@ ROOT = project_root(__file__)
 configure(ROOT)
 RELEASE = load_params(ROOT / "params.yaml").release
 SHADOWED = "ti.xcom_pull(task_ids='shadow')"
-NOTE = Param("", type="string", title="Note", description="kept with a manual run's audit events")
 
 
 def make_release_dag(domain: str):
     @dag(dag_id=f"mmops_release_{domain}", schedule=challenger_asset(domain), tags=["mmops", "release", domain],
-         **dag_defaults(retries=2), params={"note": NOTE},
+         **dag_defaults(retries=2), params=dag_params("release"),
          doc_md=f"""
 ### Release `{domain}`
 Runs when a challenger passed the promotion gate (asset `mmops_{domain}_challenger`).
@@ -68,21 +63,5 @@ Runs when a challenger passed the promotion gate (asset `mmops_{domain}_challeng
     return release_dag()
 
 
-def make_deploy_dag(domain: str):
-    @dag(dag_id=f"mmops_deploy_{domain}", schedule=champion_asset(domain), tags=["mmops", "deploy", domain],
-         **dag_defaults(retries=2), params={"note": NOTE},
-         doc_md=f"""
-### Deploy `{domain}`
-Runs when the champion alias changed (asset `mmops_{domain}_champion`): swaps the registry's champion into the
-service at `MMOPS_SERVICE_URL_{domain.upper()}` without a restart, then ends the canary there. Skipped, saying
-why, when no service is set.
-""")
-    def deploy_dag():
-        task(task_id="deploy")(lambda params=None: deploy(domain, params))()
-
-    return deploy_dag()
-
-
 for _domain in RELEASE.staged:
     globals()[f"mmops_release_{_domain}"] = make_release_dag(_domain)
-    globals()[f"mmops_deploy_{_domain}"] = make_deploy_dag(_domain)

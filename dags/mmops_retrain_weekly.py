@@ -18,7 +18,8 @@ configure(ROOT)
     doc_md="""
 ### Weekly retraining
 Every week, for each domain: gather labels -> validate -> build -> train a challenger -> evaluate
-(promoted only if it beats the champion on the held-out split) -> package -> deploy when promoted (or release, in a staged domain).
+(promoted only if it beats the champion on the held-out split) -> package -> champion event when promoted
+(`mmops_deploy_<domain>` swaps it in), or release, in a staged domain.
 Catches slow changes that stay under the drift thresholds, and labels that arrived late. Between weeks,
 `mmops_train_<domain>` runs the same steps on new labels or detected drift. Manual runs take the same
 **deploy** and **resume** params as `mmops_train_<domain>`.

@@ -1,6 +1,7 @@
 """Training DAGs, one per domain, scheduled on the domain's labeled-records Asset or its drift Asset:
 gather labels -> validate (gate) -> build dataset version -> train -> evaluate (registry: promoted only if
-better) -> package (BentoML) -> deploy (hot reload of the running service, when promoted)."""
+better) -> package (BentoML) -> champion (an Asset event when promoted: mmops_deploy_<domain> hot-swaps it into
+the running service) | release (a staged domain's challenger, to mmops_release_<domain>)."""
 
 from airflow.sdk import dag
 
@@ -38,13 +39,13 @@ modalities), or by hand. `mmops_retrain_weekly` runs the same steps every week.
 3. **build** a dataset version, **train** a challenger (CUDA when the worker has one);
 4. **evaluate** on the held-out split: the registry promotes it only if it beats the champion;
 5. **package** it into the BentoML model store and a bento;
-6. **deploy**: a promoted model is hot-swapped into the running service
-   (`MMOPS_SERVICE_URL_{domain.upper()}`); skipped, saying why, when not promoted or no service is set;
+6. **champion**: a promoted model emits `mmops_{domain}_champion`, which starts `mmops_deploy_{domain}`: the
+   running service (`MMOPS_SERVICE_URL_{domain.upper()}`) swaps it in; skipped, saying why, when not promoted;
 7. **release**: in a staged domain (params.yaml `release.staged`) a challenger that passed the gate is not
    promoted here: this task emits `mmops_{domain}_challenger`, which starts `mmops_release_{domain}` (shadow,
    a person's approval, canary); skipped otherwise.
 
-Manual runs: **deploy** (default on) off promotes without touching the service; **resume** continues the
+Manual runs: **deploy** (default on) off promotes without touching the service (the champion event says so); **resume** continues the
 last interrupted training of the same dataset and params (a retried train task does so by itself).
 """,
     )

@@ -9,12 +9,13 @@
    drift Asset, which queues the domain's training DAG.
 3. The site lands what it captured, with labels (landing/<domain>/<modality>/, ground_truth/). The training
    DAG gathers it, validates it, trains a challenger, evaluates it against the champion on the same held-out
-   split and records the decision; a promoted challenger is hot-swapped into the running service.
+   split and records the decision; a promoted challenger's champion Asset event runs the deploy DAG, which
+   hot-swaps it into the running service.
 
 Airflow runs in place: `airflow dags test` (`dag.test()`) on the project's metadata DB, so no scheduler or
 API server is needed. The scheduler's own query says whether the asset made the training DAG due; the
-training run then runs in place of the scheduler's, and its queue entries are consumed as the scheduler
-would. A summary goes to artifacts/<domain>/drift_demo.json.
+training run (then the deploy run) runs in place of the scheduler's, and its queue entries are consumed as
+the scheduler would. A summary goes to artifacts/<domain>/drift_demo.json.
 """
 
 from __future__ import annotations
@@ -184,6 +185,10 @@ def _retrain_if_due(airflow: Airflow, domain: str, drifted: dict[str, Any], even
     after = airflow.state(domain, consume=True)
     training = {"ran": True, "tasks": after["runs"].get(f"mmops_train_{domain}", {}).get("tasks", {})}
     console.print(f"  mmops_train_{domain}: " + ", ".join(f"{k} {v}" for k, v in training["tasks"].items()))
+    if training["tasks"].get("champion") == "success":  # the champion Asset event: the deploy DAG's turn
+        airflow.test_dag(f"mmops_deploy_{domain}")
+        training["deploy"] = airflow.state(domain)["runs"].get(f"mmops_deploy_{domain}", {}).get("tasks", {})
+        console.print(f"  mmops_deploy_{domain}: " + ", ".join(f"{k} {v}" for k, v in training["deploy"].items()))
     return training
 
 

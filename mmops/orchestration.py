@@ -87,8 +87,8 @@ def dag_params(kind: str) -> dict[str, Any]:
     return {
         "train": {
             "deploy": Param(True, type="boolean", title="Deploy a promoted model",
-                            description="hot-swap a newly promoted champion into the running service "
-                                        "(MMOPS_SERVICE_URL_<DOMAIN>); off: promote only"),
+                            description="the deploy DAG hot-swaps a newly promoted champion into the running "
+                                        "service (MMOPS_SERVICE_URL_<DOMAIN>); off: promote only"),
             "resume": Param(False, type="boolean", title="Resume training",
                             description="continue the last interrupted training of the same dataset and params "
                                         "(a retry of the task does so anyway)"),
@@ -101,6 +101,9 @@ def dag_params(kind: str) -> dict[str, Any]:
         "label": {
             "export": Param(True, type="boolean", title="Export Label Studio tasks",
                             description="write the most uncertain records as Label Studio tasks"),
+        },
+        "release": {
+            "note": Param("", type="string", title="Note", description="kept with a manual run's audit events"),
         },
         "monitor": {
             "since": Param(None, type=["null", "string", "number"], title="Check the log since",
@@ -181,27 +184,6 @@ def monitor_since(conf: dict[str, Any]) -> float | None:
         raise ConfigError(f"since: {value!r} is neither epoch seconds nor an ISO-8601 time") from exc
 
 
-def deploy_champion(domain: str, evaluated: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """After evaluate and package: a promoted challenger is swapped into the running service; otherwise the
-    champion keeps serving (the task is skipped, saying why). The run's `deploy` param off: promote only."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from mmops import pipeline
-    from mmops.config import service_url
-    from mmops.stages.results import Evaluated
-
-    if not (params or {}).get("deploy", True):
-        raise AirflowSkipException("deploy is off for this run: the new champion serves from the next deploy")
-    decision = Evaluated.from_json(evaluated)
-    if not decision.promoted:
-        raise AirflowSkipException(f"not promoted ({decision.reason}): the champion keeps serving")
-    url = service_url(domain)
-    if url is None:
-        raise AirflowSkipException(f"no running service to reload (MMOPS_SERVICE_URL_{domain.upper()} unset): "
-                                   "the new champion serves from the service's next start")
-    return pipeline.reload_service(domain, url)
-
-
 def gather(domain: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Newly landed records (field captures) and the labels that came in since the last run."""
     from mmops.stages.results import Ingested, Labeled
@@ -215,8 +197,8 @@ def gather(domain: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
 class RetrainingTasks:
     """The tasks of a domain's retraining, for a DAG file to wire into its own graph: gather newly landed
     and labeled data, validate, build, train a challenger, evaluate (promoted only if it beats the champion),
-    package, deploy (reload the service if promoted), release (hand a challenger that passed the gate in a
-    staged domain to the release DAG). Called inside a DAG (or task group) definition.
+    package, champion (announce a new champion: the deploy DAG swaps it into the service), release (hand a
+    challenger that passed the gate in a staged domain to the release DAG). Called inside a DAG (or task group) definition.
 
     Ids flow forward through XCom: train takes what build returned, evaluate what train returned, so a
     build made meanwhile by hand or by another run changes neither what this run trains nor what it
@@ -227,11 +209,11 @@ class RetrainingTasks:
 
     def chain(self) -> None:
         """The whole retraining, wired: gather >> validate >> build >> train >> evaluate >> package >>
-        [deploy, release]; ids flow forward through XCom (build -> train -> evaluate -> deploy, release)."""
+        [champion, release]; ids flow forward through XCom (build -> train -> evaluate -> champion, release)."""
         gathered, validated, built = self.gather(), self.validate(), self.build()
         evaluated = self.evaluate(self.train(built))
         gathered >> validated >> built
-        evaluated >> self.package() >> [self.deploy(evaluated), self.release(evaluated)]
+        evaluated >> self.package() >> [self.champion(evaluated), self.release(evaluated)]
 
     def gather(self) -> Any:
         return stage_task("gather", self.domain, gather)
@@ -254,8 +236,12 @@ class RetrainingTasks:
     def package(self) -> Any:
         return stage_task("package", self.domain, run_stage_named("package"))
 
-    def deploy(self, evaluated: Any) -> Any:
-        return stage_task("deploy", self.domain, deploy_champion, evaluated, retries=0)
+    def champion(self, evaluated: Any) -> Any:
+        """Emit the champion Asset (the deploy DAG's schedule) when evaluate made the challenger champion."""
+        from mmops.releasing import announce_champion, champion_asset
+
+        return stage_task("champion", self.domain, announce_champion, evaluated, retries=0,
+                          outlets=[champion_asset(self.domain)])
 
     def release(self, evaluated: Any) -> Any:
         """Emit the challenger Asset (the release DAG's schedule) when evaluate left the challenger to it."""
@@ -269,9 +255,10 @@ def stage_task(task_id: str, domain: str, call: Any, *upstream: Any, **task_kwar
     """A task that runs `call(domain, *what upstream tasks returned, params=the run's params)`."""
     from airflow.sdk import task
 
-    def run(*handed: Any, params: Any = None) -> dict:  # Airflow passes the run's params by name
+    def run(*handed: Any, params: Any = None, outlet_events: Any = None) -> dict:  # Airflow passes these by name
         _note_dag_version()
-        return call(domain, *handed, params=dict(params or {}))
+        emits = {"outlet_events": outlet_events} if task_kwargs.get("outlets") else {}
+        return call(domain, *handed, params=dict(params or {}), **emits)
 
     run.__name__ = task_id
     return task(task_id=task_id, **task_kwargs)(run)(*upstream)
@@ -323,7 +310,7 @@ def _try_number() -> int:
 def loop_state(domain: str, consume: bool = False) -> dict[str, Any]:
     """What Airflow's metadata DB says about the domain's retraining loop: the events of its drift Asset,
     whether they queued its training DAG, whether the scheduler would start that DAG now (its own query),
-    and the latest runs' task states. consume: drop the training DAG's queue entries, as the scheduler does
+    and the latest runs' task states (monitor, training, deploy). consume: drop the training DAG's queue entries, as the scheduler does
     when it starts the run (used after `dag.test()` ran it in place of a scheduler)."""
     from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
     from airflow.models.dag import DagModel
@@ -344,7 +331,7 @@ def loop_state(domain: str, consume: bool = False) -> dict[str, Any]:
             AssetModel.id.in_([q.asset_id for q in queued])))) if queued else []
         _, due = DagModel.dags_needing_dagruns(session)  # the scheduler's own "start these DAGs now"
         runs = {}
-        for dag_id in ("mmops_monitor", train_dag):
+        for dag_id in ("mmops_monitor", train_dag, f"mmops_deploy_{domain}"):
             run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1))
             if run is not None:
                 tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id,

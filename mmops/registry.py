@@ -16,7 +16,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -29,6 +29,7 @@ from mmops.promotion import Comparison
 log = logging.getLogger(__name__)
 
 PROMOTION_METRIC = "macro_f1"
+MADE_CHAMPION = ("promoted", "manual", "released")  # the decisions that make a version champion
 
 
 @dataclass(frozen=True)
@@ -137,16 +138,18 @@ def _score(metrics: dict[str, Any], metric: str) -> float:
     return float(value) if value is not None else 0.0
 
 
-def promote(session: Session, domain: str, version: int, actor: str, reason: str) -> ModelVersion:
-    """Make a version champion by hand (a rollback, or an override of the automatic gate); audited."""
+def promote(session: Session, domain: str, version: int, actor: str, reason: str,
+            action: Literal["manual", "released"] = "manual") -> ModelVersion:
+    """Make a version champion by hand (`manual`: a rollback, or an override of the automatic gate) or at the
+    end of the release path (`released`: a staged challenger approved and through its canary); audited."""
     mv = session.scalar(select(ModelVersion).where(ModelVersion.domain == domain, ModelVersion.version == version))
     if mv is None:
         raise NotFoundError(f"{domain} has no model version {version}; see `mmops registry --domain {domain}`")
     champion = get_alias(session, domain, "champion")
     set_alias(session, domain, "champion", mv)
     session.add(PromotionEvent(domain=domain, model_version_id=mv.id,
-                               previous_champion_id=champion.id if champion else None, action="manual",
-                               metric="", reason=reason or "manual promotion", actor=actor, margin=0.0))
+                               previous_champion_id=champion.id if champion else None, action=action,
+                               metric="", reason=reason or f"{action} promotion", actor=actor, margin=0.0))
     return mv
 
 
@@ -171,7 +174,7 @@ def rollback(session: Session, domain: str, actor: str, reason: str) -> tuple[Mo
     if champion is None:
         raise NotFoundError(f"{domain} has no champion to roll back")
     made = session.scalar(select(PromotionEvent).where(
-        PromotionEvent.model_version_id == champion.id, PromotionEvent.action.in_(("promoted", "manual")))
+        PromotionEvent.model_version_id == champion.id, PromotionEvent.action.in_(MADE_CHAMPION))
         .order_by(PromotionEvent.id.desc()))
     previous = session.get(ModelVersion, made.previous_champion_id) if made and made.previous_champion_id else None
     if previous is None:
@@ -226,7 +229,7 @@ def approval(session: Session, domain: str, model_version_id: int) -> dict[str, 
     is_champion = champion is not None and champion.id == model_version_id
     query = select(PromotionEvent).where(PromotionEvent.model_version_id == model_version_id)
     if is_champion:
-        query = query.where(PromotionEvent.action.in_(("promoted", "manual", "rollback")))
+        query = query.where(PromotionEvent.action.in_((*MADE_CHAMPION, "rollback")))
     event = session.scalar(query.order_by(PromotionEvent.id.desc()))
     if event is None:
         return None

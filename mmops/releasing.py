@@ -31,8 +31,27 @@ def champion_asset(domain: str) -> Any:
     return Asset(name=f"mmops_{domain}_champion", uri=f"mmops://{domain}/champion")
 
 
-def announce_challenger(domain: str, evaluated: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Succeed (and so emit the challenger Asset) only when evaluate left a challenger to the release DAG."""
+def announce_champion(domain: str, evaluated: dict[str, Any], params: dict[str, Any] | None = None,
+                      outlet_events: Any = None) -> dict[str, Any]:
+    """Succeed (and so emit the champion Asset, which starts the deploy DAG) only when evaluate made the
+    challenger champion. The run's `deploy` param rides on the event: off, the deploy DAG leaves the service be."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from mmops.stages.results import Evaluated
+
+    decision = Evaluated.from_json(evaluated)
+    if not decision.promoted:
+        raise AirflowSkipException(f"not promoted ({decision.reason}): the champion keeps serving")
+    announced = {"version": decision.model_version, "deploy": bool((params or {}).get("deploy", True))}
+    if outlet_events is not None:
+        outlet_events[champion_asset(domain)].extra = announced
+    return announced
+
+
+def announce_challenger(domain: str, evaluated: dict[str, Any], params: dict[str, Any] | None = None,
+                        outlet_events: Any = None) -> dict[str, Any]:
+    """Succeed (and so emit the challenger Asset, its event naming the version) only when evaluate left a
+    challenger to the release DAG."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from mmops.stages.results import Evaluated
@@ -40,7 +59,10 @@ def announce_challenger(domain: str, evaluated: dict[str, Any], params: dict[str
     decision = Evaluated.from_json(evaluated)
     if not decision.release:
         raise AirflowSkipException(f"nothing to release: {decision.reason}")
-    return {"version": decision.model_version, "reason": decision.reason}
+    announced = {"version": decision.model_version, "reason": decision.reason}
+    if outlet_events is not None:
+        outlet_events[challenger_asset(domain)].extra = {"version": decision.model_version}
+    return announced
 
 
 def _challenger(domain: str) -> tuple[int, str]:
@@ -172,7 +194,7 @@ def canary(domain: str, decided: dict[str, Any], params: dict[str, Any] | None =
     if url is None:
         why = f"approved by {decided['approved_by']} ({decided['reason']}); no running service to canary on"
         with locked_session(f"registry-{domain}") as session:
-            promote(session, domain, version, decided["approved_by"], why)
+            promote(session, domain, version, decided["approved_by"], why, action="released")
             audit.record(session, "promoted", domain, f"model:v{version}", actor=decided["approved_by"], reason=why)
         result: dict[str, Any] = {"version": version, "promoted": True, "reason": why}
     else:
@@ -194,13 +216,19 @@ def canary(domain: str, decided: dict[str, Any], params: dict[str, Any] | None =
     return {k: v for k, v in result.items() if k in ("version", "promoted", "reason", "records")}
 
 
-def deploy(domain: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+def deploy(domain: str, params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> dict[str, Any]:
     """Swap the registry's champion into the running service, then end any trial there (a canary of the new
-    champion has nothing left to try)."""
+    champion has nothing left to try). Skipped when every champion event that started the run said `deploy:
+    false` (a training run asked to promote only); a run started by hand always deploys."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from mmops import pipeline
 
+    events = [e for found in (triggering_asset_events or {}).values() for e in found]
+    if events and not any((e.extra or {}).get("deploy", True) for e in events):
+        versions = sorted({(e.extra or {}).get("version") for e in events}, key=str)
+        raise AirflowSkipException(f"deploy is off for the run that made v{versions[-1]} champion: the service keeps "
+                                   "what it serves until a deploy run or its next start")
     url = service_url(domain)
     if url is None:
         raise AirflowSkipException(f"no running service to reload (MMOPS_SERVICE_URL_{domain.upper()} unset): the "

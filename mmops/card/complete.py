@@ -33,7 +33,7 @@ class Approval(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    decision: Literal["promoted", "manual", "rollback", "challenger"]
+    decision: Literal["promoted", "manual", "released", "rollback", "challenger"]
     by: str = Field(min_length=1)
     at: str
     reason: str

@@ -205,7 +205,7 @@ class PromotionEvent(Base):
     domain: Mapped[str] = mapped_column(String(64), index=True)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     previous_champion_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
-    action: Mapped[str] = mapped_column(String(16))  # promoted | rejected | manual
+    action: Mapped[str] = mapped_column(String(16))  # promoted | rejected | passed_gate | manual | released | rollback
     metric: Mapped[str] = mapped_column(String(32))
     challenger_score: Mapped[float | None] = mapped_column(Float)
     champion_score: Mapped[float | None] = mapped_column(Float)

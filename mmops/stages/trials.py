@@ -142,7 +142,7 @@ def canary_conclude(domain: str, url: str, actor: str | None = None, swap: bool 
            f"{state['champion_arm']['error_rate']}, model time {state['latency_ratio']}x the champion's on batches "
            f"of the same sizes, prediction shift {state['prediction_shift']})")
     with locked_session(f"registry-{domain}", settings.catalog_url) as session:
-        do_promote(session, domain, number, actor, why)
+        do_promote(session, domain, number, actor, why, action="released")
         audit.record(session, "promoted", domain, f"model:v{number}", actor=actor, reason=why, url=url)
     done = {"domain": domain, "decided": True, "promoted": True, "version": number, "reason": why}
     if not swap:

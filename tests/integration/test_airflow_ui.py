@@ -139,10 +139,15 @@ def test_the_airflow_server_runs_the_training_dag_over_its_rest_api(tmp_path: Pa
                  api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]}
         assert state == "success", (state, tasks, out.read_text()[-3000:])
         assert tasks == {"gather": "success", "validate": "success", "build": "success", "train": "success",
-                         "evaluate": "success", "package": "success", "deploy": "skipped",  # deploy=false
+                         "evaluate": "success", "package": "success", "champion": "success",  # the first model
                          "release": "skipped"}  # security is not staged (params.yaml release.staged)
-        log = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/deploy/logs/1").text  # JSON lines
-        assert "deploy is off for this run" in log
+        log = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/release/logs/1").text  # JSON lines
+        assert "nothing to release" in log
+        # the alias change is an Asset event, and it carries the run's deploy=false to the deploy DAG
+        [asset] = api.get("/assets", params={"name_pattern": "mmops_security_champion"}).json()["assets"]
+        [event] = api.get("/assets/events", params={"asset_id": asset["id"]}).json()["asset_events"]
+        assert (event["source_dag_id"], event["source_task_id"]) == (dag_id, "champion")
+        assert event["extra"] == {"version": 1, "deploy": False}
 
         png, text = asyncio.run(_screenshot(f"{url}/dags/{dag_id}", token, tmp_path / "chromium"))
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,8 @@ def test_adding_a_domain_as_the_doc_says(tmp_path: Path) -> None:
     assert dags.returncode == 0, dags.stderr[-3000:]
     for dag_id in ("mmops_ingest_appliances", "mmops_label_appliances", "mmops_train_appliances"):
         assert dag_id in dags.stdout
-    assert "appliances.train" in dags.stdout and "appliances.deploy" in dags.stdout
+    assert "appliances.train" in dags.stdout and "appliances.champion" in dags.stdout
+    assert "mmops_deploy_appliances" in dags.stdout
 
 
 def _run_blocks(files: dict[str, str], script: str) -> str:

@@ -75,10 +75,12 @@ def test_drift_demo_closes_the_loop_and_no_drift_triggers_nothing(served_project
     decision = summary["decision"]
     assert decision["action"] in ("promoted", "rejected") and decision["version"] == 2
     assert decision["previous_champion"] == 1 and decision["challenger"] is not None
-    if decision["action"] == "promoted":  # swapped into the running service
-        assert tasks["deploy"] == "success" and summary["served_after"] != summary["served_before"]
+    if decision["action"] == "promoted":  # the champion Asset event; the deploy DAG swapped it into the service
+        assert tasks["champion"] == "success" and summary["training"]["deploy"] == {"deploy": "success"}
+        assert summary["served_after"] != summary["served_before"]
     else:
-        assert tasks["deploy"] == "skipped" and summary["served_after"] == summary["served_before"]
+        assert tasks["champion"] == "skipped" and "deploy" not in summary["training"]
+        assert summary["served_after"] == summary["served_before"]
 
     # the challenger's dataset holds the field's captures, labeled by the ground truth that came in
     [(captured,)] = catalog_sql(root, "select count(*) from samples where domain='industrial' and sample_key like "

@@ -639,10 +639,12 @@ def _save(root: Path, model_dir: Path, note: str, **card_change: object) -> str:
                                card.model_copy(update={"checkpoint_sha256": sha, **card_change}))
 
 
-def _another_version(root: Path, name: str, nudge: float = 0.5) -> Path:
-    """A copy of the domain's model with its last bias nudged: another version that takes the same inputs."""
+def _another_version(root: Path, name: str, nudge: float = 0.5, gone_bad: bool = False) -> Path:
+    """A copy of the domain's model with its last bias nudged: another version that takes the same inputs.
+    gone_bad: its learnt weights replaced by small noise (running statistics kept), a model no better than chance."""
     import shutil
 
+    import torch
     from safetensors.torch import load_file, save_file
 
     new_dir = root / name
@@ -650,6 +652,10 @@ def _another_version(root: Path, name: str, nudge: float = 0.5) -> Path:
     weights = load_file(str(new_dir / "model.safetensors"))
     last_bias = [k for k in weights if k.endswith(".bias")][-1]
     weights[last_bias] = weights[last_bias] + nudge
+    if gone_bad:
+        noise = torch.Generator().manual_seed(0)
+        weights = {k: torch.randn(w.shape, generator=noise, dtype=w.dtype) * 0.01
+                   if w.is_floating_point() and k.endswith((".weight", ".bias")) else w for k, w in weights.items()}
     save_file(weights, str(new_dir / "model.safetensors"))
     card = json.loads((new_dir / "model_card.json").read_text())
     card["checkpoint_sha256"] = hashlib.sha256((new_dir / "model.safetensors").read_bytes()).hexdigest()
@@ -659,12 +665,15 @@ def _another_version(root: Path, name: str, nudge: float = 0.5) -> Path:
 
 def _register_version(root: Path, model_dir: Path, name: str, metrics: dict, staged: bool = False) -> tuple[str, Any]:
     """`model_dir` (another industrial version) saved to the model store and registered as the champion's
-    challenger, from a training run on the champion's dataset: (its model tag, the registry's Registration)."""
+    challenger, from a training run on the champion's dataset, its weights in the registry's store as evaluate
+    leaves them (so a later gate can re-score it): (its model tag, the registry's Registration)."""
     from mmops.catalog import ModelVersion, TrainingRun, session_scope
-    from mmops.registry import get_alias, register
+    from mmops.config import get_settings
+    from mmops.registry import get_alias, register, store_model
 
     sha = json.loads((model_dir / "model_card.json").read_text())["checkpoint_sha256"]
     tag = _save(root, model_dir, name)
+    store_model(model_dir, get_settings().var_dir, "industrial", sha)
     with session_scope() as s:
         first = s.get(TrainingRun, get_alias(s, "industrial", "champion").training_run_id)
         run = TrainingRun(domain="industrial", dataset_version_id=first.dataset_version_id, params={},

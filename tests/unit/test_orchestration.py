@@ -1,17 +1,18 @@
 """What the DAG tasks decide: when the drift Asset is emitted (and what its event says), when a retrained
-model is deployed."""
+model is announced as champion and deployed."""
 
 from __future__ import annotations
 
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mmops.orchestration import deploy_champion, drift_asset, signal_drift
+from mmops.orchestration import drift_asset, signal_drift
 from mmops.stages.results import Evaluated, Monitored
 
 
 class _Event:
-    extra: dict | None = None
+    def __init__(self, extra: dict | None = None) -> None:
+        self.extra = extra
 
 
 def _monitored(**verdict: object) -> dict:
@@ -54,28 +55,41 @@ def test_a_performance_drop_on_late_labels_emits_the_asset_without_drift() -> No
     assert events[drift_asset("medical")].extra["performance"]["accuracy"] == 0.6 and out["drifted"] is False
 
 
-def test_deploy_only_a_promoted_model_and_only_where_a_service_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_promotion_is_a_champion_event_and_the_deploy_dag_swaps_it_in_where_a_service_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from mmops import pipeline
+    from mmops.releasing import announce_champion, champion_asset, deploy
+
+    events = {champion_asset("security"): _Event()}
+    with pytest.raises(AirflowSkipException, match="champion keeps serving"):
+        announce_champion("security", _evaluated(False, "macro_f1 0.90 <= champion 0.95"), {}, events)
+    assert events[champion_asset("security")].extra is None  # skipped: no event
+    assert announce_champion("security", _evaluated(True), {}, events) == {"version": 2, "deploy": True}
+    assert events[champion_asset("security")].extra == {"version": 2, "deploy": True}
 
     calls = []
     monkeypatch.setattr(pipeline, "reload_service", lambda d, url: calls.append((d, url)) or {"model_version": "v2"})
+    monkeypatch.setattr(pipeline, "canary_stop", lambda d, url: {"stopped": None})
     monkeypatch.delenv("MMOPS_SERVICE_URL_SECURITY", raising=False)
-    with pytest.raises(AirflowSkipException, match="champion keeps serving"):
-        deploy_champion("security", _evaluated(False, "macro_f1 0.90 <= champion 0.95"))
+    started_by = {champion_asset("security"): [_Event({"version": 2, "deploy": True})]}
     with pytest.raises(AirflowSkipException, match="MMOPS_SERVICE_URL_SECURITY"):
-        deploy_champion("security", _evaluated(True))
+        deploy("security", {}, started_by)
     monkeypatch.setenv("MMOPS_SERVICE_URL_SECURITY", "http://127.0.0.1:3001")
-    assert deploy_champion("security", _evaluated(True)) == {"model_version": "v2"}
-    assert calls == [("security", "http://127.0.0.1:3001")]
+    assert deploy("security", {}, started_by) == {"served": "v2", "trial_stopped": None}
+    assert deploy("security", {}, None) == {"served": "v2", "trial_stopped": None}  # a run started by hand
+    assert calls == [("security", "http://127.0.0.1:3001")] * 2
 
 
 def test_manual_run_params_switch_off_deploy_announce_and_select_resume(monkeypatch: pytest.MonkeyPatch) -> None:
     from mmops import orchestration
     from mmops.orchestration import announce, run_stage_named
+    from mmops.releasing import announce_champion, champion_asset, deploy
 
     monkeypatch.setenv("MMOPS_SERVICE_URL_SECURITY", "http://127.0.0.1:3001")
-    with pytest.raises(AirflowSkipException, match="deploy is off"):
-        deploy_champion("security", _evaluated(True), params={"deploy": False})
+    events = {champion_asset("security"): _Event()}
+    assert announce_champion("security", _evaluated(True), {"deploy": False}, events)["deploy"] is False
+    with pytest.raises(AirflowSkipException, match="deploy is off for the run that made v2 champion"):
+        deploy("security", {}, {champion_asset("security"): [events[champion_asset("security")]]})
     with pytest.raises(AirflowSkipException, match="announce is off"):
         announce(new_records=5, label_changes=0, enabled=False)
     assert announce(new_records=5, label_changes=0) == {"new_records": 5, "label_changes": 0}
