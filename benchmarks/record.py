@@ -29,6 +29,10 @@ TITLES = {  # in the page's order
                             "files"),
     "gate": ("Validation gate", "the Great Expectations suites vs plain pandas checks of the same rules"),
     "train": ("Training", "the trainer vs a hand-written torch loop on the same data and model"),
+    "train-state": ("Training state", "the medical model's per-epoch resumable state (train_state/last.pt) as "
+                    "written now (what the run changed, and the hashes of the unchanged pretrained tensors) vs the "
+                    "earlier layout (every tensor, and a whole copy of the best weights): size and time to write, "
+                    "at an early epoch (backbones frozen) and the last (unfrozen)"),
     "serve": ("Serving", "throughput and latency over HTTP at several client counts: adaptive batching on vs "
                          "off, prediction log on vs off (medians of rounds)"),
     "serve-surveillance": ("Serving audio and video", "surveillance records (a 4 s camera clip and a 4 s "

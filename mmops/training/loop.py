@@ -123,15 +123,15 @@ def fit(pack: DomainPack, data: TrainData, params: TrainParams, seed: int, out_d
     st = checkpoint.restore(run.state_path, run.key, resume, model, run.optim, run.gen, run.cuda_device, pack.name)
     resumed_from = st.start - 1
     cached = _epochs(run, st, train, val, progress)
-    assert st.best_state is not None
-    model.load_state_dict(st.best_state)
+    best_weights = st.best_weights()
+    model.load_state_dict(best_weights)
     alignment = _alignment(model, val, device, cached)
     best = st.history[st.best_epoch - 1]
     val_metrics: dict[str, float | None] = {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]}
     temperature, isotonic = _calibrate(model, val, device, cached, val_metrics)
     ckpt_sha = ""
     if ctx.main:
-        ckpt_sha = _write_weights(out_dir, st.best_state)
+        ckpt_sha = _write_weights(out_dir, best_weights)
         ModelCard(
             mmops_version=__version__, domain=pack.name, intended_use=pack.description, classes=list(pack.classes),
             domain_pack=pack.model_dump(mode="json"),
