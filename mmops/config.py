@@ -257,6 +257,9 @@ class ExplainParams(_Frozen):
 
 class ServeParams(_Frozen):
     port: int = Field(3000, ge=1, le=65535)
+    # domain -> what answers in its service: torch (eager, the default), onnx (ONNX Runtime), int8 (ONNX Runtime,
+    # int8 weights); packaging checks it against eager torch on the test split (mmops/runtimes/)
+    runtime: dict[str, Literal["torch", "onnx", "int8"]] = Field(default_factory=dict)
 
 
 BUNDLED_PACKS: dict[str, str | None] = {"medical": "medical-cxr", "security": "security-faces",

@@ -12,6 +12,7 @@ import numpy as np
 from mmops.card import ModelCard, read_card
 from mmops.datasets.tensors import Batch, Preprocessor, collate
 from mmops.domains import DomainPack
+from mmops.runtimes import runtime_of
 
 WEIGHTS = "model.safetensors"
 
@@ -72,11 +73,15 @@ def predict_batch(model: Any, batch: Batch, device: str, features: dict[str, Any
 
 @dataclass
 class Predictor:
+    """A model and what it needs to answer. `compiled`: the runtime that answers instead of the eager model when
+    the packaged model names one (mmops.runtimes: ONNX Runtime); the eager model stays for explanations."""
+
     pack: DomainPack
     card: ModelCard
     model: Any
     prep: Preprocessor
     device: str
+    compiled: Any = None
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto") -> Predictor:
@@ -91,7 +96,12 @@ class Predictor:
         model.load_state_dict(load_file(str(model_dir / WEIGHTS)))
         dev = resolve_device(device)
         model.to(dev).eval()
-        return cls(pack, card, model, Preprocessor.from_json(card.preprocessor), dev)
+        runtime, compiled = runtime_of(model_dir), None
+        if runtime["runtime"] != "torch":
+            from mmops.runtimes.onnx import OnnxModel
+
+            compiled = OnnxModel(model_dir / runtime["file"], dev)
+        return cls(pack, card, model, Preprocessor.from_json(card.preprocessor), dev, compiled)
 
     @property
     def classes(self) -> list[str]:
@@ -118,8 +128,9 @@ class Predictor:
 
         isotonic = self.card.isotonic if calibrated and self.card is not None else None
         probs, embs = [], []
+        model = self.model if self.compiled is None else self.compiled
         for i in range(0, len(values), batch_size):
-            p, e = predict_batch(self.model, collate(self.pack, self.prep, values[i : i + batch_size]), self.device,
+            p, e = predict_batch(model, collate(self.pack, self.prep, values[i : i + batch_size]), self.device,
                                  bs=batch_size, embeddings=embeddings,
                                  temperature=self.temperature if calibrated else 1.0)
             probs.append(apply_maps(p, isotonic) if isotonic else p)

@@ -61,6 +61,28 @@ class SubsetMetrics(BaseModel):
     metrics: dict[str, float | None]
 
 
+class RuntimeFigures(BaseModel):
+    """How the packaged model is served when not by eager torch, and its parity with eager torch on the test
+    split (mmops/runtimes/parity.py): the metric both ways, the largest probability difference, file sizes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    runtime: Literal["onnx", "int8"]
+    file: str
+    metric: str
+    n: int
+    eager: float
+    compiled: float
+    tolerance: float
+    max_probability_diff: float
+    size_bytes: int
+    eager_size_bytes: int
+
+    @property
+    def passed(self) -> bool:
+        return abs(self.compiled - self.eager) <= self.tolerance + 1e-12
+
+
 class CompleteCard(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -82,6 +104,7 @@ class CompleteCard(BaseModel):
     behaviour: Behaviour | None = None  # mmops.behaviour's checks on the test split (None: evaluated before them)
     limitations: tuple[str, ...]
     approval: Approval | None
+    runtime: RuntimeFigures | None = None  # served by ONNX Runtime (None: eager torch)
 
     @property
     def non_commercial(self) -> bool:

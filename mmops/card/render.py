@@ -46,9 +46,20 @@ def _sections(card: CompleteCard) -> list[tuple[str, list[str] | list[list[str]]
                          else f"{k}: {_fmt(v)}" for k, v in card.calibration.items()] or ["(none)"]),
         ("Behaviour (test split)", _behaviour(card)),
         ("Known limitations", list(card.limitations) or ["(none declared)"]),
+        ("Serving runtime", _runtime(card)),
         ("Approval", [f"{approval.decision} by {approval.by} at {approval.at}: {approval.reason}"]
          if approval else ["(not approved)"]),
     ]
+
+
+def _runtime(card: CompleteCard) -> list[str]:
+    r = card.runtime
+    if r is None:
+        return ["eager torch"]
+    return [f"{r.runtime} (ONNX Runtime, {r.file}, {r.size_bytes / 1e6:.1f} MB; eager weights "
+            f"{r.eager_size_bytes / 1e6:.1f} MB)",
+            f"test {r.metric} {_fmt(r.compiled)} vs eager torch {_fmt(r.eager)} on {r.n} records (allowed within "
+            f"{r.tolerance}); largest probability difference {r.max_probability_diff:.2g}"]
 
 
 def _behaviour(card: CompleteCard) -> list[str]:

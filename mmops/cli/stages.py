@@ -50,7 +50,20 @@ def validate(
 
 
 stage_command("build", "Build a dataset version (manifest + stratified splits) from gated, labeled records.")
-stage_command("package", "Save the model to the BentoML model store and build its bento.")
+
+
+@app.command()
+def package(
+    domain: Domain,
+    runtime: Annotated[str | None, typer.Option(
+        help="what answers in the service: torch, onnx or int8 (default: params.yaml serve.runtime, else torch); "
+             "checked against eager torch on the test split")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Save the model to the BentoML model store and build its bento."""
+    from mmops import pipeline
+
+    guarded(lambda: pipeline.package(domain, runtime=runtime), as_json, f"package {domain}:")
 
 
 @app.command("annotations")

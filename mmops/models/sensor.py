@@ -9,6 +9,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from mmops.models.export import exporting
+
 SENSOR_ENCODERS = ("cnn", "cnn_gru", "cnn_transformer")
 
 
@@ -66,8 +68,27 @@ class SensorBackbone(nn.Module):
         peak = h.masked_fill(~valid.unsqueeze(-1), torch.finfo(h.dtype).min).amax(1)
         pooled = torch.cat([mean, peak], dim=1)
         if self.rnn is not None:
-            packed = nn.utils.rnn.pack_padded_sequence(h, valid_len.cpu(), batch_first=True,
-                                                       enforce_sorted=False)
-            _, last = self.rnn(packed)  # (2, N, W): final states of both directions over the valid steps
+            if exporting():
+                last = unpacked_final_states(self.rnn, h, valid_len)
+            else:
+                packed = nn.utils.rnn.pack_padded_sequence(h, valid_len.cpu(), batch_first=True,
+                                                           enforce_sorted=False)
+                _, last = self.rnn(packed)  # (2, N, W): final states of both directions over the valid steps
             pooled = torch.cat([pooled, last.transpose(0, 1).reshape(n, -1)], dim=1)
         return pooled
+
+
+def unpacked_final_states(rnn: nn.GRU, h: Tensor, valid_len: Tensor) -> Tensor:
+    """(2, N, W): what a one-layer bidirectional GRU over a packed sequence returns as its final states, from two
+    runs over padded tensors (packing does not export to ONNX). Forward: its output at each row's last valid
+    step (the padding after it comes later). Backward: the rows right-aligned (their valid steps at the end),
+    so that the backward pass reads them last to first before any padding; its output at the first valid step."""
+    n, steps, width = h.shape
+    last = (valid_len - 1).clamp(min=0)
+    rows = torch.arange(n, device=h.device)
+    forward, _ = rnn(h)
+    shift = (steps - 1 - last).unsqueeze(1)  # where each row's first valid step lands
+    source = (torch.arange(steps, device=h.device).unsqueeze(0) - shift).clamp(min=0)
+    backward, _ = rnn(h.gather(1, source.unsqueeze(-1).expand(n, steps, width)))
+    half = rnn.hidden_size
+    return torch.stack([forward[rows, last, :half], backward[rows, shift.squeeze(1), half:]])

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from mmops.models.export import exporting
+
 TEXT_ENCODERS = ("auto", "minilm", "hashed")
 
 
@@ -86,8 +88,9 @@ class MiniLMBackbone(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         mask = ids != 0
-        used = max(int(mask.sum(1).max()), 1)  # trim shared padding: most reports are far below max_tokens
-        ids, mask = ids[:, :used], mask[:, :used]
+        if not exporting():  # an exported graph keeps every position (a trim would be traced as a constant)
+            used = max(int(mask.sum(1).max()), 1)  # trim shared padding: most reports are far below max_tokens
+            ids, mask = ids[:, :used], mask[:, :used]
         hidden = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)

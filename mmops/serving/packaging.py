@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def save_to_model_store(domain: str, model_dir: Path, extra_metadata: dict[str, Any],
-                        complete: CompleteCard) -> str:
-    """Save once per checkpoint hash, with its complete model card (card.json, .md, .html: rewritten in
-    place when only the card changed, e.g. a challenger promoted by hand since); returns the model tag
-    (`mmops-<domain>:<version>`)."""
+                        complete: CompleteCard, runtime_dir: Path | None = None) -> str:
+    """Save once per checkpoint hash and runtime, with its complete model card (card.json, .md, .html:
+    rewritten in place when only the card changed, e.g. a challenger promoted by hand since); runtime_dir: the
+    files of a runtime other than eager torch (mmops/runtimes), shipped beside the weights. Returns the model
+    tag (`mmops-<domain>:<version>`)."""
     import bentoml
 
     card = read_card(model_dir)
@@ -39,16 +40,20 @@ def save_to_model_store(domain: str, model_dir: Path, extra_metadata: dict[str, 
         stored = bentoml.models.list(f"mmops-{domain}")
     except bentoml.exceptions.NotFound:
         stored = []
+    runtime = complete.runtime.runtime if complete.runtime else "torch"
     for existing in stored:
-        if existing.info.metadata.get("checkpoint_sha256") == sha:
+        meta = existing.info.metadata
+        if meta.get("checkpoint_sha256") == sha and meta.get("runtime", "torch") == runtime:
             write_card(complete, Path(existing.path))
             return str(existing.tag)
     metadata = {"checkpoint_sha256": sha, "dataset_version": card.dataset_version,
-                "classes": card.classes, **extra_metadata}
+                "classes": card.classes, "runtime": runtime, **extra_metadata}
     with bentoml.models.create(f"mmops-{domain}", labels={"domain": domain, "owner": "mmops"},
                                metadata=metadata) as model:
         for name in (WEIGHTS, CARD):
             shutil.copy2(model_dir / name, Path(model.path) / name)
+        for extra in sorted(runtime_dir.iterdir()) if runtime_dir else []:
+            shutil.copy2(extra, Path(model.path) / extra.name)
         write_card(complete, Path(model.path))
         sketch = model_dir.parent / SKETCH  # written by evaluate, for this checkpoint
         if sketch.exists() and json.loads(sketch.read_text(encoding="utf-8")).get("meta", {}).get(

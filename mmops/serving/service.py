@@ -324,6 +324,7 @@ class Svc:
             "service": "mmops", "domain": self.pack.name, "model_version": self.version,
             "checkpoint_sha256": card.checkpoint_sha256, "dataset_version": card.dataset_version,
             "val_metrics": card.val_metrics, "classes": list(self.pack.classes),
+            "runtime": self.complete.runtime.runtime if self.complete.runtime else "torch",
             "modalities": [m.model_dump(mode="json") for m in self.pack.modalities],
             "limits": {"max_records": MAX_RECORDS, "max_image_base64_chars": MAX_IMAGE_B64_CHARS},
             "auth": "bearer" if os.environ.get("MMOPS_API_TOKEN") else "none",

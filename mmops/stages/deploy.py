@@ -3,9 +3,12 @@ in the audit log."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from mmops import audit
+from mmops.card import read_card
 from mmops.catalog import ModelVersion, session_scope
 from mmops.config import Settings, get_settings
 from mmops.context import artifacts
@@ -18,12 +21,14 @@ from mmops.tasks import task_of
 
 
 @one_at_a_time
-def package(domain: str, build_bento: bool = True) -> Packaged:
+def package(domain: str, build_bento: bool = True, runtime: str | None = None) -> Packaged:
     """Save the evaluated model with its complete model card to the BentoML model store and build the domain's
-    bento; a card with a missing field is refused (ValidationFailedError naming it)."""
-    settings, _, _ = resolve(domain)
+    bento; a card with a missing field is refused (ValidationFailedError naming it). runtime (default:
+    params.yaml serve.runtime, else torch): onnx or int8 ship the model exported for ONNX Runtime, once it
+    passed the parity gate on the test split (mmops/runtimes/parity.py)."""
+    settings, params, _ = resolve(domain)
+    runtime = runtime or params.serve.runtime.get(domain, "torch")
     bentoml_env(settings)
-    from mmops.card import read_card
     from mmops.card.complete import CARD_DIR, Approval, read_complete
     from mmops.registry import approval
     from mmops.serving.packaging import build_bento as _build
@@ -41,8 +46,12 @@ def package(domain: str, build_bento: bool = True) -> Packaged:
     complete = complete.model_copy(update={"approval": Approval(**approved) if approved else None,
                                            "model_version": version})
     complete.require_complete(task_of(card.pack.task).calibration_keys, "mmops package")
-    # The bento build takes seconds: keep it outside any catalog transaction.
-    tag = save_to_model_store(domain, model_dir, {"model_version": version, "metrics": metrics}, complete)
+    with tempfile.TemporaryDirectory(prefix="mmops-runtime-") as tmp:
+        compiled = None if runtime == "torch" else _compiled(domain, runtime, model_dir, Path(tmp), settings)
+        complete = complete.model_copy(update={"runtime": compiled})
+        # The bento build takes seconds: keep it outside any catalog transaction.
+        tag = save_to_model_store(domain, model_dir, {"model_version": version, "metrics": metrics}, complete,
+                                  Path(tmp) if compiled else None)
     bento = _build(domain, tag, settings.root / "bentofile.yaml", settings.root) if build_bento else None
     with session_scope(settings.catalog_url) as session:
         row = session.get(ModelVersion, mv_id)
@@ -51,6 +60,23 @@ def package(domain: str, build_bento: bool = True) -> Packaged:
         audit.record(session, "packaged", domain, f"model:v{version}", model_tag=tag, bento_tag=bento)
     return Packaged(**write_summary(artifacts(domain, settings) / "package.json",
                                     {"model_tag": tag, "bento_tag": bento, "model_version": version}))
+
+
+def _compiled(domain: str, runtime: str, model_dir: Path, out_dir: Path, settings: Settings) -> Any:
+    """The model exported for `runtime` into out_dir, checked on the test split of the dataset it trained on."""
+    from mmops.context import load_manifest
+    from mmops.datasets.tensors import load_split
+    from mmops.errors import ConfigError
+    from mmops.runtimes.parity import compile_model
+
+    task = task_of(read_card(model_dir).pack.task)
+    if task.name != "classification":
+        raise ConfigError(f"runtime {runtime!r}: {domain} is a {task.name} model, which serves on eager torch only")
+    predictor = task.load(model_dir, device="cpu")
+    manifest = load_manifest(domain, settings, predictor.card.dataset_version)
+    rows = manifest.split("test")
+    values = load_split(predictor.pack, settings.data_dir, rows)
+    return compile_model(runtime, predictor, model_dir, values, task.targets(predictor.pack, rows), out_dir)
 
 
 def reload_service(domain: str, url: str, tag: str | None = None) -> dict[str, Any]:
