@@ -100,6 +100,7 @@ bench: setup .nannyml  ## speed targets as same-process ratios, then docs/benchm
 	-$(BIN)/python benchmarks/bench_serve.py --domain surveillance --clients 1 8 32
 	-$(BIN)/python benchmarks/bench_serve.py --domain cardiac inspection watch --clients 1 8 32
 	-$(BIN)/python benchmarks/bench_serve.py --shadow
+	-$(BIN)/python benchmarks/bench_runtimes.py
 	-$(BIN)/python benchmarks/bench_drift.py
 	-$(BIN)/python benchmarks/bench_audio.py
 	-$(BIN)/python benchmarks/bench_anomaly.py

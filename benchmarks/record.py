@@ -39,6 +39,10 @@ TITLES = {  # in the page's order
                            "microphone clip, base64) over HTTP: adaptive batching on vs off, log on vs off"),
     "serve-anomaly": ("Serving the anomaly detectors", "the cardiac (ECG), inspection (image) and watch (video + "
                       "audio) detectors over HTTP: adaptive batching on vs off, log on vs off"),
+    "serve-runtimes": ("Serving runtimes", "each classifier packaged for eager torch, ONNX Runtime (onnx) and "
+                       "ONNX Runtime with int8 weights (int8): the parity gate's figures, model file size, "
+                       "in-process batched throughput (batches of 64, no HTTP), served throughput and latency over "
+                       "HTTP at 1-64 clients (medians of rounds), and the service's RSS"),
     "serve-shadow": ("Shadow", "the champion's clients' throughput and latency over HTTP with a challenger in "
                      "shadow (here the champion's own model loaded again: a challenger as heavy as the champion) "
                      "vs without, at 8 and 32 clients (medians of rounds), and how much of the traffic the "

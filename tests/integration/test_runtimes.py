@@ -52,9 +52,11 @@ def test_onnx_and_int8_pass_the_gate_and_answer_as_eager_torch_does(packaged: Pa
     root = packaged
     eager_tag = json.loads((root / "artifacts" / DOMAIN / "package.json").read_text())["model_tag"]
     _, records = _records(root, 16)
+    # and records alone that lack a modality: a batch without any gyroscope series (no lengths for it)
+    lone = [{"id": f"{r['id']}-accel-only", "inputs": {"accel": r["inputs"]["accel"]}} for r in records[:3]]
     with _serving(root, DOMAIN, "serve-eager.log") as url:
         assert httpx.get(f"{url}/metadata", timeout=30).json()["runtime"] == "torch"
-        eager = _answers(url, records)
+        eager = _answers(url, records) + [a for r in lone for a in _answers(url, [r])]
     for runtime, close in (("onnx", 1e-4), ("int8", 0.05)):
         tag = pipeline.package(DOMAIN, build_bento=False, runtime=runtime).model_tag
         stored = Path(bentoml.models.get(tag).path)
@@ -66,8 +68,9 @@ def test_onnx_and_int8_pass_the_gate_and_answer_as_eager_torch_does(packaged: Pa
         with _serving(root, DOMAIN, f"serve-{runtime}.log") as url:  # package.json now names the new model
             meta = httpx.get(f"{url}/metadata", timeout=30).json()
             assert (meta["runtime"], meta["model_version"]) == (runtime, tag)
-            answers = _answers(url, records)
+            answers = _answers(url, records) + [a for r in lone for a in _answers(url, [r])]
         assert [a["label"] for a in answers] == [a["label"] for a in eager]
+        assert [a["missing_modalities"] for a in answers[-3:]] == [["gyro"]] * 3
         for a, e in zip(answers, eager, strict=True):
             assert a["probabilities"] == pytest.approx(e["probabilities"], abs=close)
     # the same checkpoint packaged for eager torch again: the model store's eager model, not a new one
