@@ -39,9 +39,9 @@ def compile_model(runtime: str, predictor: Predictor, model_dir: Path, values: l
     compiled = replace(predictor, compiled=OnnxModel(path, predictor.device))
     eager_p, compiled_p = predictor.predict_proba(values), compiled.predict_proba(values)
     # and one record at a time, as a lone request reaches the service (a batch of one lacks what others have)
-    singles = [(i, values[i]) for i in range(min(len(values), SINGLES))]
+    singles = values[:SINGLES]
     try:
-        alone = np.concatenate([compiled.predict_proba([v]) for _, v in singles])
+        alone = np.concatenate([compiled.predict_proba([v]) for v in singles])
     except Exception as exc:  # ONNX Runtime raises its own types
         raise ValidationFailedError(f"the {runtime} runtime fails on a record alone: {type(exc).__name__}: {exc}; "
                                     "not packaged") from exc
