@@ -226,8 +226,8 @@ def deploy(domain: str, params: dict[str, Any] | None = None, triggering_asset_e
 
     events = [e for found in (triggering_asset_events or {}).values() for e in found]
     if events and not any((e.extra or {}).get("deploy", True) for e in events):
-        versions = sorted({(e.extra or {}).get("version") for e in events}, key=str)
-        raise AirflowSkipException(f"deploy is off for the run that made v{versions[-1]} champion: the service keeps "
+        latest = max(int((e.extra or {}).get("version") or 0) for e in events)
+        raise AirflowSkipException(f"deploy is off for the run that made v{latest} champion: the service keeps "
                                    "what it serves until a deploy run or its next start")
     url = service_url(domain)
     if url is None:

@@ -22,7 +22,8 @@ RUNTIME_FILE = "runtime.json"  # beside the weights in a packaged model: which r
 
 
 def runtime_of(model_dir: Path) -> dict:
-    """What a packaged model runs on: {"runtime": ..., "file": ..., "parity": ...}; eager torch without one."""
+    """What a packaged model runs on: its runtime.json (runtime, file and the parity gate's figures, as
+    card.complete.RuntimeFigures holds them); {"runtime": "torch"} without one."""
     path = model_dir / RUNTIME_FILE
     if not path.exists():
         return {"runtime": "torch"}
