@@ -112,11 +112,14 @@ def prediction_shift(a: Counter[str], b: Counter[str]) -> float:
 
 
 class Canary:
-    """The challenger (`serve(values) -> answers`, `labels(answers) -> labels`) on its share of the records."""
+    """The challenger (`serve(values) -> answers`, `labels(answers) -> labels`) on its share of the records;
+    `clock` (seconds) times both arms' model calls."""
 
     def __init__(self, version: str, serve: Callable[[list[dict[str, Any]]], Answers],
-                 labels: Callable[[Answers], list[str | None]], bounds: Bounds) -> None:
+                 labels: Callable[[Answers], list[str | None]], bounds: Bounds,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.version, self._serve, self._labels, self.bounds = version, serve, labels, bounds
+        self._clock = clock
         self.champion, self.canary = Arm(), Arm()
         self.ended: str | None = None  # why the service ended it (None: running)
         self._lock = threading.Lock()
@@ -138,14 +141,14 @@ class Canary:
         if theirs:
             for i, a in zip(theirs, self._timed(self.champion, champion, [values[i] for i in theirs]), strict=True):
                 out[i] = a
-        started = time.perf_counter()
+        started = self._clock()
         try:
             faults.point("serve.canary")
             answers = self._serve([values[i] for i in mine])
             labels = self._labels(answers)
         except Exception:  # counted as errors; the champion answers these records
             answers, labels = [{} for _ in mine], [None for _ in mine]
-        ms = (time.perf_counter() - started) * 1000
+        ms = (self._clock() - started) * 1000
         failed = [i for i, label in zip(mine, labels, strict=True) if label is None]
         with self._lock:
             self.canary.add(labels, ms)
@@ -157,10 +160,10 @@ class Canary:
 
     def _timed(self, arm: Arm, champion: Callable[[list[dict[str, Any]]], tuple[Answers, list[str | None]]],
                values: list[dict[str, Any]]) -> Answers:
-        started = time.perf_counter()
+        started = self._clock()
         answers, labels = champion(values)
         with self._lock:
-            arm.add(labels, (time.perf_counter() - started) * 1000)
+            arm.add(labels, (self._clock() - started) * 1000)
         return answers
 
     def _judge(self) -> None:
