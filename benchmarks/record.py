@@ -58,7 +58,8 @@ TITLES = {  # in the page's order
                    "with a growing share of field-shifted records (mmops/shifts.py), beside NannyML's CBPE where "
                    "it imports"),
     "drift": ("Drift", "the streamed reference-sketch check vs Evidently's DataDriftPreset on the same "
-                       "columns, at growing row counts"),
+                       "columns, at growing row counts; then a long stream through one check in a process of "
+                       "its own that loads the saved sketch (its throughput and peak RSS)"),
     "audio": ("Audio front end", "log-mel spectrograms of real speech on one thread, in seconds of audio per "
                                  "second of compute, beside librosa on the same clips"),
     "anomaly": ("Anomaly scoring", "the memory bank's nearest-neighbour scoring with the full bank vs k-center "

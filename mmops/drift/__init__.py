@@ -11,7 +11,7 @@ column with the test Evidently's DataDriftPreset would pick, computed from those
   reference ECDF is flat between its values), so the p-value is scipy's on the same statistic;
 - numeric, > 1000 reference rows: Wasserstein distance normed by the reference std, >= 0.1. Between quantile
   anchors both CDFs are taken as linear (the only approximation, bounded by the cells' width); beyond the
-  reference's min and max the integral is exact (running sums of the excess);
+  reference's min and max the integral is exact (from the count and sum of the values there);
 - at most 5 distinct reference values, or categorical: chi-square p < 0.05 (z-test for two categories) up to
   1000 reference rows, Jensen-Shannon distance >= 0.1 beyond.
 

@@ -16,7 +16,6 @@ from mmops.drift.sketch import (
     P_VALUE,
     ColumnSketch,
     ReferenceSketch,
-    _cells,
 )
 from mmops.errors import BadInputError
 
@@ -34,8 +33,6 @@ class _Current:
     missing: int = 0
     cells: np.ndarray | None = None
     sums: np.ndarray | None = None  # per cell (numeric column) or per component (embedding)
-    below: float = 0.0  # sum of (first anchor - x) over values below it
-    above: float = 0.0  # sum of (x - last anchor) over values above it
     counts: Counter[str] = field(default_factory=Counter)
 
 
@@ -138,18 +135,16 @@ class DriftCheck:
             return
         x = np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan) if hasattr(values, "to_numpy")
                        else values, dtype=np.float64)
-        finite = x[np.isfinite(x)]
+        ok = np.isfinite(x)
+        finite = x if ok.all() else x[ok]
         cur.missing += len(x) - len(finite)
         if not len(finite) or not len(sk.anchors):
             return
         cur.n += len(finite)
         assert cur.cells is not None and cur.sums is not None
-        idx = _cells(sk.anchors, finite)
+        idx = sk.index.cells(finite)
         cur.cells += np.bincount(idx, minlength=len(cur.cells))
         cur.sums += np.bincount(idx, weights=finite, minlength=len(cur.sums))
-        lo, hi = sk.anchors[0], sk.anchors[-1]
-        cur.below += float(np.sum(lo - finite[finite < lo]))
-        cur.above += float(np.sum(finite[finite > hi] - hi))
 
     def verdict(self, drift_share: float = 0.5) -> DriftVerdict:
         columns = {c: self._test(c, sk) for c, sk in self.sketch.columns.items()}
@@ -276,7 +271,9 @@ def _wasserstein_normed(sk: ColumnSketch, cur: _Current) -> float:
     assert cur.cells is not None and cur.sums is not None
     a = sk.anchors
     n_ref, n_cur = float(sk.cells.sum()), float(cur.cells.sum())
-    total = (cur.below + cur.above) / n_cur
+    # beyond the range: the first and last cells' counts and sums give the excess (sum of lo - x, of x - hi)
+    below, above = cur.cells[0] * a[0] - cur.sums[0], cur.sums[-1] - cur.cells[-1] * a[-1]
+    total = float(below + above) / n_cur
     if len(a) > 1:
         width = np.diff(a)
         f_lo = np.cumsum(sk.cells)[1:-2:2] / n_ref  # CDF just after anchor i, for the gaps i = 0..k-2

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mmops.drift.cells import CellIndex
 from mmops.errors import BadInputError
 
 FORMAT = "mmops-reference-sketch/1"
@@ -27,15 +28,6 @@ EMBEDDING_QUANTILE = 0.95  # an embedding drifts past this quantile of the no-dr
 EMBEDDING_SAMPLE = 200
 
 
-def _cells(anchors: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Cell of each value: 2i+1 = equal to anchors[i]; 2i = strictly between anchors[i-1] and anchors[i]
-    (0: below the first, 2k: above the last). One binary search per value; equality is a lookup."""
-    right = np.searchsorted(anchors, x, "right")
-    equal = anchors[np.maximum(right - 1, 0)] == x
-    equal &= right > 0
-    return 2 * right - equal
-
-
 @dataclass
 class ColumnSketch:
     kind: str  # "numeric" | "categorical"
@@ -48,6 +40,14 @@ class ColumnSketch:
     mean: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     sums: np.ndarray = field(default_factory=lambda: np.zeros(0))  # sum of the values in each cell
+    _index: CellIndex | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def index(self) -> CellIndex:
+        """The cell finder for these anchors (built on first use, kept with the sketch)."""
+        if self._index is None:
+            self._index = CellIndex(self.anchors)
+        return self._index
 
     @classmethod
     def numeric(cls, values: np.ndarray) -> ColumnSketch:
@@ -58,7 +58,7 @@ class ColumnSketch:
         distinct = np.unique(finite)
         exact = len(distinct) <= MAX_ANCHORS
         anchors = distinct if exact else np.unique(np.quantile(finite, np.linspace(0, 1, MAX_ANCHORS)))
-        idx = _cells(anchors, finite)
+        idx = CellIndex(anchors).cells(finite)
         cells = np.bincount(idx, minlength=2 * len(anchors) + 1).astype(np.int64)
         sums = np.bincount(idx, weights=finite, minlength=2 * len(anchors) + 1)
         return cls("numeric", len(finite), missing=len(values) - len(finite), anchors=anchors, cells=cells,

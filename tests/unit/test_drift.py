@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from mmops.drift import DriftCheck, ReferenceSketch
+from mmops.drift.cells import CellIndex
 from mmops.errors import BadInputError
 
 
@@ -17,6 +18,23 @@ def check(ref: pd.DataFrame, chunks: list[pd.DataFrame], **kw) -> tuple[Referenc
     for chunk in chunks:
         c.update(chunk)
     return sketch, c
+
+
+@pytest.mark.parametrize("name", ["quantiles", "integers", "one anchor", "outliers", "tiny range", "none"])
+def test_the_cell_index_finds_what_a_binary_search_finds(name: str) -> None:
+    rng = np.random.default_rng(3)
+    anchors = {"quantiles": np.unique(np.quantile(rng.lognormal(0, 0.7, 100_000), np.linspace(0, 1, 1000))),
+               "integers": np.arange(0.0, 60.0), "one anchor": np.array([2.5]),
+               "outliers": np.r_[np.sort(rng.normal(size=990)), 1e12 * np.arange(1, 11)],  # crowded buckets
+               "tiny range": 1e9 + np.arange(50) * 1e-6, "none": np.zeros(0)}[name]
+    anchors = np.unique(anchors)
+    centre, spread = (np.mean(anchors), 3 * np.std(anchors) + 1) if len(anchors) else (0.0, 1.0)
+    x = np.concatenate([anchors, np.nextafter(anchors, np.inf), np.nextafter(anchors, -np.inf),  # at and beside
+                        rng.choice(anchors, 1000) if len(anchors) else np.zeros(0),
+                        rng.normal(centre, spread, 20_000), [-1e300, 1e300, 0.0]])
+    right = np.searchsorted(anchors, x, "right")
+    expected = 2 * right - ((right > 0) & (anchors[np.maximum(right - 1, 0)] == x) if len(anchors) else 0)
+    assert np.array_equal(CellIndex(anchors).cells(x), expected)
 
 
 def test_ks_from_the_sketch_is_scipys_on_the_raw_data() -> None:
