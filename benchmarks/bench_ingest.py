@@ -1,19 +1,18 @@
 """Ingest speed, as ratios against baselines run side by side in the same process (machines are noisy).
 
-1. throughput: ingest (list, read, hash, decode + check, store, catalog) vs only reading and hashing the same
-   files (what `sha256sum` does). Target: ratio >= 0.5.
+1. throughput: ingest (list, read, hash, decode + check + statistics, store, catalog) vs a plain loop that
+   reads, hashes, fully decodes (`decode_one`: Pillow, numpy, pydicom, soundfile, PyAV) and durably copies
+   (write + fsync per file) the same files: what any ingest must do at the least. Target (issue 25): >= 0.5.
 2. re-ingest: ingesting an unchanged landing area again vs the first ingest. Target: >= 20x faster.
-3. audio and video (`--packs surveillance`): ingest vs a plain loop that reads, hashes and decodes the same
-   files (soundfile reads every sample of an audio file, PyAV decodes every frame of a video to RGB).
-   Target: ratio >= 0.5 (target 1 then stays informational: hashing alone is no baseline for media). Ingest does more: it resamples, samples frames, computes every statistic, runs the
-   pack's speech detector (silero-vad) and stores the blobs and catalog rows.
-Also printed, for context: ingest vs reading, hashing and durably copying the files (write + fsync), the
-I/O any ingest that keeps a copy must do.
+3. audio and video (`--packs surveillance`): also ingest vs the same loop without the copy (reads, hashes and
+   decodes). Target: >= 0.5. Ingest does more: it resamples, samples frames, computes every statistic, runs
+   the pack's speech detector (silero-vad) and stores the blobs and catalog rows.
+Also printed, for context: reading and hashing alone (what `sha256sum` does), and ingest's wall time per phase.
 
 Data: the bundled real packs (the three of the first round by default, or `--packs`), landed once; each
 repetition ingests into a fresh project. Run: `make bench` (or `.venv/bin/python benchmarks/bench_ingest.py
 --repeat 3 [--packs surveillance]`). Exits 1 when a target is missed; figures go to var/bench/ingest.json (or
-ingest-<packs>.json for other packs).
+ingest-<packs>.json for other packs). At 10,000 and 100,000 files: benchmarks/bench_ingest_scale.py.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -54,52 +54,78 @@ def hash_only(landing: Path) -> tuple[float, int, int]:
     return time.perf_counter() - start, n, size
 
 
-def decode_and_hash(landing: Path) -> tuple[float, int]:
-    """Baseline for audio and video: list, read and sha256 every landed file, and decode the audio and video
-    ones fully (every sample; every frame to RGB). -> (seconds, media files decoded)."""
-    import av
-    import soundfile as sf
+def decode_one(path: Path, data: bytes) -> bool:
+    """Decode a file fully with the library a plain script would use, by its extension (images: Pillow, every
+    pixel; CSV: numpy; text: UTF-8; DICOM: pydicom, its pixels; audio: soundfile, every sample; video: PyAV,
+    every frame to RGB). -> whether it was audio or video."""
+    ext = path.suffix.lower()
+    if ext in AUDIO:
+        import soundfile as sf
 
+        sf.read(io.BytesIO(data), dtype="float32")
+        return True
+    if ext in VIDEO:
+        import av
+
+        with av.open(io.BytesIO(data), mode="r") as container:
+            for frame in container.decode(video=0):
+                frame.to_ndarray(format="rgb24")
+        return True
+    if ext in (".png", ".jpg", ".jpeg"):
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    elif ext == ".csv":
+        import numpy as np
+
+        np.loadtxt(io.BytesIO(data), delimiter=",", skiprows=1, ndmin=2)
+    elif ext == ".dcm":
+        import pydicom
+
+        pydicom.dcmread(io.BytesIO(data)).pixel_array  # noqa: B018 - decoding is the point
+    elif ext in (".txt", ".md"):
+        data.decode("utf-8")
+    return False
+
+
+def decode_hash_copy(landing: Path, target: Path | None = None) -> tuple[float, int]:
+    """Baseline: list, read, sha256 and fully decode every landed file (`decode_one`) and, with a target,
+    durably copy it under its hash (write + fsync per file): what an ingest must do at the least.
+    -> (seconds, audio and video files decoded)."""
     start = time.perf_counter()
     media = 0
+    if target is not None:
+        target.mkdir(parents=True)
     for dirpath, _, names in os.walk(landing):
         for name in names:
             path = Path(dirpath) / name
+            if name == "labels.csv":
+                continue
             data = path.read_bytes()
-            hashlib.sha256(data).hexdigest()
-            if path.suffix.lower() in AUDIO:
-                sf.read(io.BytesIO(data), dtype="float32")
-                media += 1
-            elif path.suffix.lower() in VIDEO:
-                with av.open(io.BytesIO(data)) as container:
-                    for frame in container.decode(video=0):
-                        frame.to_ndarray(format="rgb24")
-                media += 1
+            sha = hashlib.sha256(data).hexdigest()
+            media += decode_one(path, data)
+            if target is not None:
+                with open(target / sha, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
     return time.perf_counter() - start, media
 
 
-def hash_and_copy(landing: Path, target: Path) -> float:
-    """Second baseline, the I/O floor of any ingest that keeps a durable copy: read, sha256, write + fsync
-    under the hash. -> seconds."""
-    start = time.perf_counter()
-    target.mkdir(parents=True)
-    for dirpath, _, names in os.walk(landing):
-        for name in names:
-            data = (Path(dirpath) / name).read_bytes()
-            with open(target / hashlib.sha256(data).hexdigest(), "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-    return time.perf_counter() - start
-
-
-def make_project(root: Path, landing: Path, executor: str = "auto") -> Path:
+def make_project(root: Path, landing: Path, executor: str = "auto", packs: dict[str, str] | None = None,
+                 move: bool = False) -> Path:
+    """A project of the packs (default: this run's) whose landing area is a copy of `landing` (or, with
+    move, `landing` itself, moved)."""
     root.mkdir(parents=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["packs"] = PACKS
+    params["packs"] = packs or PACKS
     params["ingest"]["executor"] = executor
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copytree(landing, root / "landing")
+    if move:
+        landing.rename(root / "landing")
+    else:
+        shutil.copytree(landing, root / "landing")
     return root
 
 
@@ -140,45 +166,47 @@ def main() -> int:
         for pack in PACKS.values():
             pull(pack, src / "landing")
         landing = src / "landing"
-        hash_only(landing)  # warm the page cache for both contestants
-        rows = []
+        hash_only(landing)  # warm the page cache for every contestant
+        rows: list[dict[str, Any]] = []
         for i in range(args.repeat):
             t_hash, n, size = hash_only(landing)
-            t_decode, media = decode_and_hash(landing)
-            t_copy = hash_and_copy(landing, Path(tmp) / f"copy{i}")
+            t_decode, media = decode_hash_copy(landing)
+            t_copy, _ = decode_hash_copy(landing, Path(tmp) / f"copy{i}")
             project = make_project(Path(tmp) / f"run{i}", landing, args.executor)
             phases: dict[str, float] = {}
             t_first = ingest_all(project, phases)
             t_again = ingest_all(project)
-            rows.append({"hash_s": t_hash, "decode_s": t_decode, "media": media, "copy_s": t_copy, "ingest_s": t_first, "reingest_s": t_again, "files": n, "bytes": size,
-                         "phases": phases})
-        hash_s = statistics.median(r["hash_s"] for r in rows)
-        ingest_s = statistics.median(r["ingest_s"] for r in rows)
-        copy_s = statistics.median(r["copy_s"] for r in rows)
-        again_s = statistics.median(r["reingest_s"] for r in rows)
-        decode_s = statistics.median(r["decode_s"] for r in rows)
+            rows.append({"hash_s": t_hash, "decode_s": t_decode, "media": media, "copy_s": t_copy,
+                         "ingest_s": t_first, "reingest_s": t_again, "files": n, "bytes": size, "phases": phases})
+        median = {k: statistics.median(r[k] for r in rows)
+                  for k in ("hash_s", "decode_s", "copy_s", "ingest_s", "reingest_s")}
         phases = {k: round(statistics.median(r["phases"].get(k, 0.0) for r in rows), 3) for k in rows[0]["phases"]}
+    ingest_s, copy_s = median["ingest_s"], median["copy_s"]
+    files = rows[0]["files"]
     result = {
         "packs": ", ".join(PACKS.values()),
-        "files": rows[0]["files"], "mbytes": round(rows[0]["bytes"] / 1e6, 2), "cpus": os.cpu_count(),
+        "files": files, "mbytes": round(rows[0]["bytes"] / 1e6, 2), "cpus": os.cpu_count(),
         "executor": args.executor,
-        "hash_only_s": round(hash_s, 4), "ingest_s": round(ingest_s, 3), "ingest_phases_s": phases,
-        "per_file_ms": {"hash_only": round(1000 * hash_s / rows[0]["files"], 3),
-                        "ingest": round(1000 * ingest_s / rows[0]["files"], 3)},
-        "reingest_s": round(again_s, 4),
-        "throughput_ratio": round(hash_s / ingest_s, 3), "throughput_target": 0.5,
-        "hash_and_copy_s": round(copy_s, 3),
-        "throughput_vs_hash_and_copy": round(copy_s / ingest_s, 3),  # informational: the I/O floor
-        "reingest_speedup": round(ingest_s / again_s, 1), "reingest_target": 20,
+        "ingest_s": round(ingest_s, 3), "decode_hash_copy_s": round(copy_s, 3),
+        "throughput_vs_decode_hash_copy": round(copy_s / ingest_s, 3), "throughput_target": 0.5,
+        "hash_only_s": round(median["hash_s"], 4), "decode_hash_s": round(median["decode_s"], 3),
+        "ingest_phases_s": phases,
+        "per_file_ms": {"hash_only": round(1000 * median["hash_s"] / files, 3),
+                        "decode_hash_copy": round(1000 * copy_s / files, 3),
+                        "ingest": round(1000 * ingest_s / files, 3)},
+        "reingest_s": round(median["reingest_s"], 4),
+        "reingest_speedup": round(ingest_s / median["reingest_s"], 1), "reingest_target": 20,
     }
-    verdicts = {"re-ingest of unchanged files >= 20x faster than the first": result["reingest_speedup"] >= 20}
-    if rows[0]["media"]:  # decoding dominates: hashing alone is no baseline for audio and video (informational)
-        result.pop("throughput_target")
-        result.update(audio_video_files=rows[0]["media"], decode_and_hash_s=round(decode_s, 3),
-                      throughput_vs_decode_and_hash=round(decode_s / ingest_s, 3))
-        verdicts["audio and video ingest >= 0.5x decoding and hashing the same files"] = decode_s / ingest_s >= 0.5
-    else:
-        verdicts["ingest throughput >= 0.5x hashing the same files"] = result["throughput_ratio"] >= 0.5
+    verdicts = {
+        "ingest throughput >= 0.5x reading, hashing, decoding and durably copying the same files":
+            copy_s / ingest_s >= 0.5,
+        "re-ingest of unchanged files >= 20x faster than the first": result["reingest_speedup"] >= 20,
+    }
+    if rows[0]["media"]:  # decoding dominates audio and video: also against decoding without the copy
+        result.update(audio_video_files=rows[0]["media"],
+                      throughput_vs_decode_and_hash=round(median["decode_s"] / ingest_s, 3))
+        verdicts["audio and video ingest >= 0.5x decoding and hashing the same files"] = (
+            median["decode_s"] / ingest_s >= 0.5)
     print(json.dumps(result, indent=2))
     save("ingest" if PACKS == DEFAULT else "ingest-" + "-".join(PACKS), result, verdicts)
     ok = all(verdicts.values())

@@ -9,9 +9,10 @@ How a run goes:
 1. list the entries (no reads) and skip, without reading, every path whose size and version (mtime, ETag)
    the catalog already holds: re-ingesting an unchanged landing area costs one listing and one query;
 2. in batches, read, hash, decode and check files on a thread pool (pure work, no catalog access);
-3. per batch, blobs are written by the same workers (atomically, by content hash: `data/raw/<domain>/
-   <modality>/<sha[:2]>/<sha>.<ext>`); then, holding the domain's writer lock (concurrent ingests of a domain
-   are safe), quarantine copies, the catalog rows and one commit.
+3. per batch, blobs are written by the same workers under temporary names, then made durable together and
+   renamed into place (by content hash: `data/raw/<domain>/<modality>/<sha[:2]>/<sha>.<ext>`; see `store`);
+   then, holding the domain's writer lock (concurrent ingests of a domain are safe), quarantine copies, the
+   catalog rows and one commit.
 
 A crash at any point (kill -9 included) loses at most the uncommitted batch: its blobs may exist without rows,
 and the rerun, seeing no rows, processes the same files again and writes the same rows. Reruns never
@@ -44,7 +45,7 @@ from mmops.ingest.plan import BATCH_FILES, batches, pending, plan_batches
 from mmops.ingest.prepare import prepare as prepare_file
 from mmops.ingest.prepare import sha256_bytes
 from mmops.ingest.sources import Entry, Landing, unsafe_path
-from mmops.ingest.store import sweep_partial_writes
+from mmops.ingest.store import publish, sweep_partial_writes
 
 __all__ = ["IngestSummary", "Landing", "ingest_domain", "plan_batches", "sha256_bytes"]
 
@@ -119,11 +120,14 @@ def ingest_domain(
                 # (duplicate and slot checks against what is committed, rows, commit) holds the domain's lock
                 prepared = list(pool.map(prepare, batch, chunksize=16))
                 clock = summary._tick("process", clock)
+                publish([(p.staged, data_root / p.blob) for p in prepared if p.staged is not None], data_root)
+                clock = summary._tick("sync", clock)
                 with writer_lock(session, f"ingest-{pack.name}"):
                     clock = summary._tick("wait", clock)
                     state.refresh(session)
                     for prep in prepared:
                         apply(session, pack, state, prep, data_root, quarantine_root, summary)
+                    state.write_touched(session)
                     session.flush()
                     faults.point("ingest.before_commit")
                     session.commit()

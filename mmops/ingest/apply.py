@@ -8,8 +8,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mmops.catalog import Sample, SampleFile
@@ -40,47 +41,86 @@ class IngestSummary:
         return now
 
 
+class Known(NamedTuple):
+    """A committed file row, as much of it as ingest needs to decide (a few hundred bytes, not an ORM object:
+    a domain's state holds one per file it ever ingested)."""
+
+    id: int
+    source_path: str
+    blob_path: str | None
+
+
+class KnownSample(NamedTuple):
+    id: int
+    split: str | None
+
+
 class DomainState:
     """What the catalog knows about a domain, loaded once per run, kept current as rows are added and
-    refreshed with what other writers committed (incrementally, by id)."""
+    refreshed with what other writers committed (incrementally, by id). Committed rows are held as `Known`
+    tuples; only the current batch's new rows are ORM objects, until its commit."""
 
     def __init__(self, session: Session, domain: str):
         self.domain = domain
-        self.samples: dict[str, Sample] = {}
-        self.pairs: dict[tuple[str, str], SampleFile] = {}
+        self.samples: dict[str, Sample | KnownSample] = {}
+        self.pairs: dict[tuple[str, str], SampleFile | Known] = {}
         self.slots: dict[tuple[str, str], str] = {}  # (record key, modality) -> source path of its file
-        self.twins: dict[tuple[str, str], SampleFile] = {}  # (modality, content hash) -> first file stored
+        self.twins: dict[tuple[str, str], SampleFile | Known] = {}  # (modality, content hash) -> first file stored
         self.last_file = self.last_sample = 0
-        self.added: list[SampleFile | Sample] = []
+        self.added: list[SampleFile | Sample] = []  # this batch's new rows
+        self.touched: list[dict[str, object]] = []  # versions to update on known rows (a touched, unchanged file)
         self.refresh(session)
 
     def refresh(self, session: Session) -> None:
         """Take in rows committed since the last look (call it under the domain's writer lock)."""
-        for sample in session.scalars(select(Sample).where(Sample.domain == self.domain,
-                                                           Sample.id > self.last_sample)):
-            self.samples.setdefault(sample.sample_key, sample)
-            self.last_sample = max(self.last_sample, sample.id)
+        for sid, key, split in session.execute(
+                select(Sample.id, Sample.sample_key, Sample.split).where(Sample.domain == self.domain,
+                                                                         Sample.id > self.last_sample)):
+            self.samples.setdefault(key, KnownSample(sid, split))
+            self.last_sample = max(self.last_sample, sid)
         rows = session.execute(
-            select(SampleFile, Sample.sample_key).outerjoin(Sample, SampleFile.sample_id == Sample.id)
+            select(SampleFile.id, SampleFile.source_path, SampleFile.sha256, SampleFile.blob_path,
+                   SampleFile.status, SampleFile.modality, SampleFile.duplicate_of, SampleFile.content_sha256,
+                   Sample.sample_key)
+            .outerjoin(Sample, SampleFile.sample_id == Sample.id)
             .where(SampleFile.domain == self.domain, SampleFile.id > self.last_file).order_by(SampleFile.id)
         )
-        for row, key in rows:
-            self.note(row, key)
+        for row in rows:
+            self.note(row, row.sample_key, Known(row.id, row.source_path, row.blob_path))
             self.last_file = max(self.last_file, row.id)
 
-    def note(self, row: SampleFile, key: str | None) -> None:
-        self.pairs[(row.source_path, row.sha256)] = row
+    def note(self, row: Any, key: str | None, ref: SampleFile | Known) -> None:
+        """Take in one file row (an ORM row, or a selected one with its columns)."""
+        self.pairs[(row.source_path, row.sha256)] = ref
         if row.status == "ok" and key is not None and row.modality is not None:
             self.slots[(key, row.modality)] = row.source_path
             if row.duplicate_of is None and row.content_sha256:
-                self.twins.setdefault((row.modality, row.content_sha256), row)
+                self.twins.setdefault((row.modality, row.content_sha256), ref)
+
+    def add(self, session: Session, obj: SampleFile | Sample, key: str | None = None) -> None:
+        session.add(obj)
+        self.added.append(obj)
+        if isinstance(obj, SampleFile):
+            self.note(obj, key, obj)
+
+    def write_touched(self, session: Session) -> None:
+        """Update the versions of known rows whose files were touched, not changed (one statement)."""
+        if self.touched:
+            session.execute(update(SampleFile), self.touched)
+            self.touched.clear()
 
     def committed(self) -> None:
-        """After a commit: our own new rows have ids now; no writer committed between our refresh and it."""
+        """After a commit: our own new rows have ids now (held from here on as `Known`); no writer committed
+        between our refresh and it."""
         for obj in self.added:
             if isinstance(obj, Sample):
+                self.samples[obj.sample_key] = KnownSample(obj.id, obj.split)
                 self.last_sample = max(self.last_sample, obj.id)
             else:
+                ref = Known(obj.id, obj.source_path, obj.blob_path)
+                self.pairs[(obj.source_path, obj.sha256)] = ref
+                if self.twins.get((obj.modality or "", obj.content_sha256 or "")) is obj:
+                    self.twins[(obj.modality or "", obj.content_sha256 or "")] = ref
                 self.last_file = max(self.last_file, obj.id)
         self.added.clear()
 
@@ -98,9 +138,7 @@ def _quarantine(session: Session, state: DomainState, prep: Prepared, reason: st
         reason=reason if copy is not None else f"{reason} (not read, so not copied; the original stays in the "
         "landing area)", stats={},
     )
-    session.add(row)
-    state.added.append(row)
-    state.note(row, None)
+    state.add(session, row)
     summary.quarantined += 1
     summary.reasons[rel] = reason
     log.warning("quarantined %s/%s: %s", state.domain, rel, reason)
@@ -113,7 +151,10 @@ def apply(session: Session, pack: DomainPack, state: DomainState, prep: Prepared
     if known is not None:  # same path, same bytes, new mtime (touched, copied again): nothing to do
         if prep.wrote_blob and (prep.modality, prep.content) not in state.twins:
             (data_root / prep.blob).unlink(missing_ok=True)  # it was quarantined before: keep data/ clean
-        known.source_version = prep.entry.version
+        if isinstance(known, Known):
+            state.touched.append({"id": known.id, "source_version": prep.entry.version})
+        else:
+            known.source_version = prep.entry.version
         summary.skipped += 1
         return
     if prep.reason is not None or prep.decoded is None or prep.key is None or prep.modality is None:
@@ -145,21 +186,18 @@ def apply(session: Session, pack: DomainPack, state: DomainState, prep: Prepared
             write_atomic(data_root / blob, prep.stored)
     if sample is None:
         sample = state.samples[prep.key] = Sample(domain=pack.name, sample_key=prep.key, split=prep.split)
-        session.add(sample)
-        state.added.append(sample)
+        state.add(session, sample)
         summary.new_records += 1
     notes = prep.decoded.notes
     # Same content under another record (a template report, a re-used frame) is stored once and linked to
     # both; the link is recorded so that validation and audits can see it.
     row = SampleFile(
-        sample=sample, domain=pack.name, modality=prep.modality, source_path=rel, sha256=prep.sha256,
+        **({"sample_id": sample.id} if isinstance(sample, KnownSample) else {"sample": sample}), domain=pack.name, modality=prep.modality, source_path=rel, sha256=prep.sha256,
         content_sha256=content, size_bytes=prep.entry.size, source_version=prep.entry.version, blob_path=blob,
         status="ok", duplicate_of=twin.id if twin is not None else None,
         reason=f"same content as {twin.source_path}" if twin is not None else None,
         stats=prep.decoded.stats, notes=notes or None,
     )
-    session.add(row)
-    state.added.append(row)
-    state.note(row, prep.key)
+    state.add(session, row, prep.key)
     summary.ingested += 1
     summary.duplicates += twin is not None

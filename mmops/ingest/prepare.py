@@ -11,7 +11,7 @@ from pathlib import Path
 from mmops.domains import SPLIT_NAMES, DomainPack, split_name
 from mmops.errors import BadInputError
 from mmops.ingest.sources import Entry, Landing
-from mmops.ingest.store import write_atomic
+from mmops.ingest.store import stage
 from mmops.modalities import MAX_FILE_BYTES, Decoded, decode
 
 SAMPLE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
@@ -36,6 +36,7 @@ class Prepared:
     content: str = ""  # sha256 of the stored bytes
     blob: str = ""  # where they are stored, relative to data/
     wrote_blob: bool = False  # this ingest created the blob (and removes it if the file ends in quarantine)
+    staged: Path | None = None  # the blob's bytes under a temporary name, until the batch is published
 
     @property
     def stored(self) -> bytes:
@@ -81,8 +82,10 @@ def prepare(pack: DomainPack, pattern: re.Pattern[str], landing: Landing, entry:
         prep.content = sha256_bytes(stored) if stored is not prep.data else prep.sha256
         prep.blob = f"raw/{pack.name}/{prep.modality}/{prep.content[:2]}/{prep.content}{prep.ext}"
         # Content-addressed, so writing before the catalog knows is safe: a crash leaves at most a blob that
-        # the rerun writes again, byte for byte. Writing (and fsync) here spreads the I/O over the workers.
-        prep.wrote_blob = write_atomic(data_root / prep.blob, stored)
+        # the rerun writes again, byte for byte. Writing here spreads the I/O over the workers; the batch is
+        # made durable and renamed into place at once (store.publish).
+        prep.staged = stage(data_root / prep.blob, stored)
+        prep.wrote_blob = prep.staged is not None
         # the decoded value is not needed any more (and would be pickled back from a worker process)
         prep.decoded = Decoded("", prep.decoded.stats, prep.decoded.stored, prep.decoded.notes)
     except BadInputError as exc:
