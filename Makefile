@@ -93,6 +93,7 @@ docs: setup  ## docs/api.md and docs/openapi.json from the service's OpenAPI spe
 bench: setup .nannyml  ## speed targets as same-process ratios, then docs/benchmarks.md from their figures (a missed target shows as "Error 1 (ignored)")
 	-$(BIN)/python benchmarks/bench_ingest.py
 	-$(BIN)/python benchmarks/bench_ingest.py --packs surveillance
+	-$(BIN)/python benchmarks/bench_ingest_scale.py
 	-$(BIN)/python benchmarks/bench_gate.py
 	-$(BIN)/python benchmarks/bench_train.py
 	-$(BIN)/python benchmarks/bench_train_state.py

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import PACKS, load, prepare, serve, stop  # noqa: E402
+from bench_serve import PACKS, prepare, serve, stop  # noqa: E402
+from loadgen import load  # noqa: E402
 from record import save  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import load, median_of, prepare, serve, stop  # noqa: E402
+from bench_serve import median_of, prepare, serve, stop  # noqa: E402
+from loadgen import load  # noqa: E402
 from record import save  # noqa: E402
 
 RUNTIMES = ("torch", "onnx", "int8")

@@ -13,6 +13,12 @@ var/bench/serve-anomaly.json. `--shadow` (issue 24) serves each domain's champio
 champion) and without, at 8 and 32 clients: the champion's clients may lose at most 10 % throughput
 (var/bench/serve-shadow.json).
 
+Issue 25 holds the service to the model itself: served throughput (batching on, log on) at 32 clients >= 0.5x
+the same model called in a plain loop on batches of 32 of the same records (benchmarks/serve_costs.py), and
+p99 <= 3x p50 at every level. Beside it, to say where the time goes: each step of a request timed in process,
+and the floor that HTTP and BentoML set (a service answering a constant, under the same load generator,
+benchmarks/loadgen.py).
+
 Each domain's model is trained for one epoch with the default architecture (speed does not depend on how
 well it was trained) in a temporary project, then served by `bentoml serve`, one child process per setting
 (all up at once, idle between their turns); at each concurrency level the settings take turns, so that
@@ -32,8 +38,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,9 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import load  # noqa: E402
 from record import save  # noqa: E402
+from serve_costs import echo_floor, in_process, stage_costs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = ["industrial", "security", "medical"]
@@ -49,54 +55,6 @@ ANOMALY = ["cardiac", "inspection", "watch"]  # --domain cardiac inspection watc
 PACKS = {"industrial": "industrial-imu", "security": "security-faces", "medical": "medical-cxr",
          "surveillance": "surveillance-av",  # --domain surveillance: audio + video records (issue 21)
          "cardiac": "cardiac-ecg", "inspection": "inspection-brick", "watch": "watch-av"}
-
-
-async def predict_one(http: Any, url: str, rec: dict[str, Any], route: str = "/predict") -> float | str:
-    """POST one record: its latency in seconds, or what went wrong (an exception's name, `HTTP <code>`)."""
-    import httpx
-
-    started = time.perf_counter()
-    try:
-        resp = await http.post(f"{url}{route}", json={"records": [rec]})
-    except httpx.HTTPError as exc:
-        return type(exc).__name__
-    return time.perf_counter() - started if resp.status_code == 200 else f"HTTP {resp.status_code}"
-
-
-async def load(url: str, payloads: list[dict[str, Any]], clients: int, n_requests: int,
-               max_seconds: float, route: str = "/predict") -> dict[str, Any]:
-    """`clients` clients, each sending one record per request to `route` as soon as its last is answered,
-    until n_requests are issued or max_seconds pass."""
-    import httpx
-
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
-    issued = 0
-    deadline = float("inf")  # set once the warm-up is done: a slow route's warm-up must not eat the budget
-
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal issued
-        while issued < n_requests and time.perf_counter() < deadline:
-            rec = payloads[issued % len(payloads)]
-            issued += 1
-            outcome = await predict_one(http, url, rec, route)
-            if isinstance(outcome, float):
-                latencies.append(outcome)
-            else:
-                errors[outcome] += 1
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(max_seconds + 60)) as http:
-        # warm: first calls allocate, open connections and let the batcher calibrate
-        await asyncio.gather(*(http.post(f"{url}{route}", json={"records": [rec]}) for rec in payloads[:clients]))
-        started = time.perf_counter()
-        deadline = started + max_seconds
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {"route": route, "clients": clients, "ok": len(latencies), "errors": sum(errors.values()), "error_kinds": dict(errors),
-            "rps": round(len(latencies) / elapsed, 2), "p50_ms": round(float(np.percentile(lat, 50)), 1),
-            "p99_ms": round(float(np.percentile(lat, 99)), 1), "seconds": round(elapsed, 1)}
 
 
 def serve(domain: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -164,6 +122,7 @@ def main() -> int:
         settings = get_settings()
         table: list[dict[str, Any]] = []
         mirrored: dict[str, dict[str, Any]] = {}
+        costs: dict[str, dict[str, Any]] = {"in_process": {}, "stage_costs": {}, "echo_floor": {}}
         for d in args.domain:
             settings_list: list[tuple[str, dict[str, str]]] = (
                 [("shadow off", {}), ("shadow on", {"MMOPS_SHADOW_TAG": service_env(d)["MMOPS_MODEL_TAG"]})]
@@ -171,6 +130,12 @@ def main() -> int:
                                      ("log off", {"MMOPS_PREDICTION_LOG": "0"})])
             pack = load_domain(d)
             payloads = [record_payload(pack, settings.data_dir, r) for r in pipeline.load_manifest(d).split("test")]
+            if not args.shadow:  # the baselines, before any service is up
+                costs["in_process"][d] = in_process(d, payloads, args.clients)
+                costs["stage_costs"][d] = stage_costs(d, payloads)
+                costs["echo_floor"][d] = echo_floor(args.port + 10, payloads, args.clients, args.requests_per_client,
+                                                    min(args.max_seconds, 15.0))
+                print(json.dumps({"domain": d, **{k: v[d] for k, v in costs.items()}}), flush=True)
             procs = {}
             try:  # all settings up at once, idle between their turns; levels interleave the settings
                 for i, (setting, extra) in enumerate(settings_list):
@@ -194,7 +159,7 @@ def main() -> int:
                 seen = shadow_report(settings.prediction_log_dir, d, {})
                 mirrored[d] = {k: seen[k] for k in ("mirrored", "dropped", "failed", "agreement", "shadow_ms")}
                 print(json.dumps({"domain": d, "shadow": mirrored[d]}), flush=True)
-    return report_shadow(table, args.domain, mirrored) if args.shadow else report(table, args.domain)
+    return report_shadow(table, args.domain, mirrored) if args.shadow else report(table, args.domain, costs)
 
 
 def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -206,9 +171,12 @@ def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "rounds": len(rows), "rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms")}
 
 
-def report(table: list[dict[str, Any]], domains: list[str]) -> int:
+def report(table: list[dict[str, Any]], domains: list[str], costs: dict[str, dict[str, Any]]) -> int:
+    def row(d: str, setting: str, n: int) -> dict[str, Any]:
+        return next(r for r in table if r["domain"] == d and r["setting"] == setting and r["clients"] == n)
+
     def rps(d: str, setting: str, n: int) -> float:
-        return next(r["rps"] for r in table if r["domain"] == d and r["setting"] == setting and r["clients"] == n)
+        return float(row(d, setting, n)["rps"])
 
     print(f"\n{'domain':<11} {'setting':<13} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for r in table:
@@ -228,10 +196,42 @@ def report(table: list[dict[str, Any]], domains: list[str]) -> int:
             rps(d, "batching on", n) >= 0.9 * rps(d, "log off", n) for n in clients)
         if d == "medical" and 32 in ratios:
             verdicts["medical (text encoder): batched >= 1.5x at 32 clients"] = ratios[32] >= 1.5
+        # issue 25: against the model in a plain loop, and the tail at every level
+        verdicts[f"{d}: p99 <= 3x p50 at every level"] = all(
+            row(d, "batching on", n)["p99_ms"] <= 3 * row(d, "batching on", n)["p50_ms"] for n in clients)
+        if 32 in clients:
+            verdicts[f"{d}: served >= 0.5x in-process at 32 clients"] = (
+                rps(d, "batching on", 32) >= 0.5 * costs["in_process"][d][32])
+    overhead = overhead_rows(table, domains, clients, costs)
     print(json.dumps(verdicts, indent=2))
     name = {tuple(DEFAULT): "serve", tuple(ANOMALY): "serve-anomaly"}.get(tuple(domains), "serve-" + "-".join(domains))
-    save(name, {"runs": table}, verdicts)
+    save(name, {"runs": table, "served vs in process (batching on, log on)": overhead,
+                "stage costs, microseconds per record (in process, batches of 32)": costs["stage_costs"],
+                "echo floor (a service answering a constant, same load generator)": [
+                    {"domain": d, "clients": n, **{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "errors")}}
+                    for d in domains for n, r in costs["echo_floor"][d].items()]}, verdicts)
     return 0 if all(verdicts.values()) else 1
+
+
+def overhead_rows(table: list[dict[str, Any]], domains: list[str], clients: list[int],
+                  costs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per domain and level: served (batching on, log on) vs the model in process and the echo floor."""
+    rows = []
+    for d in domains:
+        for n in clients:
+            served = next(r for r in table if (r["domain"], r["setting"], r["clients"]) == (d, "batching on", n))
+            inproc, floor = costs["in_process"][d][n], costs["echo_floor"][d][n]["rps"]
+            rows.append({"domain": d, "clients": n, "served_rps": served["rps"], "in_process_rps": inproc,
+                         "served / in process": round(served["rps"] / inproc, 3), "echo_floor_rps": floor,
+                         "p50_ms": served["p50_ms"], "p99_ms": served["p99_ms"],
+                         "p99 / p50": round(served["p99_ms"] / max(served["p50_ms"], 1e-9), 2)})
+    print(f"\n{'domain':<11} {'clients':>7} {'served':>8} {'in proc':>8} {'ratio':>6} {'echo':>7} {'p99/p50':>7}")
+    for r in rows:
+        print(f"{r['domain']:<11} {r['clients']:>7} {r['served_rps']:>8.1f} {r['in_process_rps']:>8.1f} "
+              f"{r['served / in process']:>6.2f} {r['echo_floor_rps']:>7.1f} {r['p99 / p50']:>7.2f}")
+    for d in domains:
+        print(f"{d}: microseconds per record, in process: " + json.dumps(costs["stage_costs"][d]))
+    return rows
 
 
 def report_shadow(table: list[dict[str, Any]], domains: list[str], mirrored: dict[str, dict[str, Any]]) -> int:

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import PACKS, predict_one, prepare, serve, stop  # noqa: E402
+from bench_serve import PACKS, prepare, serve, stop  # noqa: E402
+from loadgen import body_of, predict_one, session  # noqa: E402
 from record import save  # noqa: E402
 
 
@@ -58,31 +59,33 @@ def service_footprint(pid: int) -> dict[str, int]:
 
 async def soak(url: str, payloads: list[dict[str, Any]], pid: int, clients: int, seconds: float,
                interval: float, reload_every: float, tag: str) -> list[dict[str, Any]]:
-    import httpx
+    import aiohttp
 
+    bodies = [body_of(rec) for rec in payloads]
     window: dict[str, Any] = {"lat": [], "errors": Counter()}
     samples: list[dict[str, Any]] = []
     stop_at = time.perf_counter() + seconds
     sent = 0
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client(http: aiohttp.ClientSession) -> None:
         nonlocal sent
         while time.perf_counter() < stop_at:
-            rec = payloads[sent % len(payloads)]
+            body = bodies[sent % len(bodies)]
             sent += 1
-            outcome = await predict_one(http, url, rec)  # counted in the window it ends in
+            outcome = await predict_one(http, url, body)  # counted in the window it ends in
             if isinstance(outcome, float):
                 window["lat"].append(outcome)
             else:
                 window["errors"][outcome] += 1
 
-    async def reloader(http: httpx.AsyncClient) -> None:
+    async def reloader(http: aiohttp.ClientSession) -> None:
         while reload_every > 0 and time.perf_counter() + reload_every < stop_at:
             await asyncio.sleep(reload_every)
             try:
-                resp = await http.post(f"{url}/admin/reload", json={"tag": tag}, timeout=300)
-                ok = resp.status_code == 200
-            except httpx.HTTPError:
+                async with http.post(f"{url}/admin/reload", json={"tag": tag},
+                                     timeout=aiohttp.ClientTimeout(total=300)) as resp:
+                    ok = resp.status == 200
+            except (TimeoutError, aiohttp.ClientError):
                 ok = False
             window["errors"]["reload ok" if ok else "reload failed"] += 1
 
@@ -106,8 +109,7 @@ async def soak(url: str, payloads: list[dict[str, Any]], pid: int, clients: int,
             samples.append(row)
             print(json.dumps(row), flush=True)
 
-    limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120)) as http:
+    async with session(clients + 1, 120) as http:
         await asyncio.gather(sampler(), reloader(http), *(client(http) for _ in range(clients)))
     return samples
 

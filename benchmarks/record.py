@@ -22,11 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "var" / "bench"
 
 TITLES = {  # in the page's order
-    "ingest": ("Ingest", "ingest of the bundled packs vs hashing the same files (throughput), and a re-ingest "
-                         "of unchanged files (skipped by hash)"),
+    "ingest": ("Ingest", "ingest of the bundled packs vs a plain loop that reads, hashes, decodes and durably "
+                         "copies the same files (throughput), and a re-ingest of unchanged files (skipped by "
+                         "hash)"),
     "ingest-surveillance": ("Ingest of audio and video", "ingest of the surveillance-av pack (camera clips and "
                             "microphone recordings) vs a plain loop that reads, hashes and fully decodes the same "
                             "files"),
+    "ingest-scale": ("Ingest at scale", "one ingest of 10,000 and of 100,000 small files (composed from the "
+                     "medical pack's real files, each copy made distinct; sources and licences in "
+                     "benchmarks/bench_ingest_scale.py): the cost per file and the ingest process's peak RSS"),
     "gate": ("Validation gate", "the Great Expectations suites vs plain pandas checks of the same rules"),
     "train": ("Training", "the trainer vs a hand-written torch loop on the same data and model"),
     "train-state": ("Training state", "the medical model's per-epoch resumable state (train_state/last.pt) as "
@@ -34,7 +38,9 @@ TITLES = {  # in the page's order
                     "earlier layout (every tensor, and a whole copy of the best weights): size and time to write, "
                     "at an early epoch (backbones frozen) and the last (unfrozen)"),
     "serve": ("Serving", "throughput and latency over HTTP at several client counts: adaptive batching on vs "
-                         "off, prediction log on vs off (medians of rounds)"),
+                         "off, prediction log on vs off (medians of rounds); the served model against itself "
+                         "called in a plain loop, each step of a request timed in process, and the floor of a "
+                         "service that answers a constant"),
     "serve-surveillance": ("Serving audio and video", "surveillance records (a 4 s camera clip and a 4 s "
                            "microphone clip, base64) over HTTP: adaptive batching on vs off, log on vs off"),
     "serve-anomaly": ("Serving the anomaly detectors", "the cardiac (ECG), inspection (image) and watch (video + "
