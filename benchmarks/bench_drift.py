@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import pandas as pd
 from mmops.drift import DriftCheck, ReferenceSketch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import save  # noqa: E402
+from record import peak_rss_mb, save  # noqa: E402
 
 SHIFTED, RESCALED = "c03", "c11"
 
@@ -81,7 +80,7 @@ def sketch_check(sketch: ReferenceSketch, cur: pd.DataFrame, chunk: int) -> dict
 def stream(sketch_path: Path, rows: int, chunk: int) -> dict[str, Any]:
     """In this (fresh) process: load the saved sketch, stream `rows` made chunk by chunk through one check."""
     check = DriftCheck(ReferenceSketch.load(sketch_path))
-    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_loaded = peak_rss_mb()
     rng, checking = np.random.default_rng(7), 0.0
     for start in range(0, rows, chunk):
         frame = make(min(chunk, rows - start), rng, True)
@@ -90,8 +89,7 @@ def stream(sketch_path: Path, rows: int, chunk: int) -> dict[str, Any]:
         checking += time.perf_counter() - started
     drifted = check.verdict().drifted_columns
     return {"rows": rows, "check_s": round(checking, 2), "rows_per_s": round(rows / checking),
-            "peak_rss_mb_loaded": round(rss_loaded), "peak_rss_mb": round(resource.getrusage(
-                resource.RUSAGE_SELF).ru_maxrss / 1024), "drifted": drifted}
+            "peak_rss_mb_loaded": round(rss_loaded), "peak_rss_mb": round(peak_rss_mb()), "drifted": drifted}
 
 
 def long_stream(sketch: ReferenceSketch, rows: int, chunk: int) -> dict[str, Any]:

@@ -36,6 +36,8 @@ DOMAIN, PACK = "medical", "medical-cxr"
 
 RUN = """
 import json, os, resource, sys, time
+sys.path.insert(0, sys.argv[2])  # benchmarks/, for record.peak_rss_mb
+from record import peak_rss_mb
 from mmops import pipeline
 from mmops.catalog import get_engine
 get_engine()
@@ -44,7 +46,8 @@ summary = pipeline.ingest(sys.argv[1])
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "ingested": summary.ingested, "quarantined": summary.quarantined,
                   "duplicates": summary.duplicates, "phases": summary.seconds,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb(),
+                  "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
 
@@ -96,7 +99,7 @@ def compose(source: Path, target: Path, files: int) -> int:
 
 def ingest_in_own_process(project: Path) -> dict[str, Any]:
     env = {**os.environ, "MMOPS_HOME": str(project)}
-    out = subprocess.run([sys.executable, "-c", RUN, DOMAIN], env=env, cwd=project, check=True,
+    out = subprocess.run([sys.executable, "-c", RUN, DOMAIN, str(Path(__file__).resolve().parent)], env=env, cwd=project, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -122,6 +125,7 @@ def main() -> int:
             got = ingest_in_own_process(project)
             row = {"files": n, "mbytes": round(size / 1e6, 1), "ingest_s": round(got["seconds"], 2),
                    "per_file_ms": round(1000 * got["seconds"] / n, 3), "peak_rss_mb": round(got["peak_rss_mb"]),
+                   "workers_peak_rss_mb": round(got["workers_peak_rss_mb"]),
                    "ingested": got["ingested"], "quarantined": got["quarantined"],
                    "duplicates": got["duplicates"], "phases_s": {k: round(v, 2) for k, v in got["phases"].items()}}
             rows.append(row)

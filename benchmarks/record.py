@@ -105,6 +105,21 @@ def save(name: str, figures: dict[str, Any], verdicts: dict[str, bool] | None = 
     return path
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: VmHWM (Linux), which starts afresh at exec; getrusage's
+    maxrss instead keeps the peak of the process a child was forked from (a benchmark's parent)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _cuda() -> str | None:
     if "torch" not in sys.modules:
         return None

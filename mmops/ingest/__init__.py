@@ -107,7 +107,7 @@ def ingest_domain(
         if not todo:  # the common case of a scheduled run: nothing new, and nothing more to load
             session.commit()
             return summary
-        state = DomainState(session, pack.name)
+        state = DomainState(pack.name)
         session.commit()  # end the read transaction: each batch below is its own
         for root in (data_root / "raw" / pack.name, quarantine_root / pack.name):
             if (n := sweep_partial_writes(root)):
@@ -124,14 +124,13 @@ def ingest_domain(
                 clock = summary._tick("sync", clock)
                 with writer_lock(session, f"ingest-{pack.name}"):
                     clock = summary._tick("wait", clock)
-                    state.refresh(session)
+                    state.load(session, prepared)
                     for prep in prepared:
                         apply(session, pack, state, prep, data_root, quarantine_root, summary)
                     state.write_touched(session)
                     session.flush()
                     faults.point("ingest.before_commit")
                     session.commit()
-                state.committed()
                 clock = summary._tick("commit", clock)
                 summary.batches += 1
                 done += len(batch)

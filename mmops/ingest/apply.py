@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import select, true, update
 from sqlalchemy.orm import Session
 
 from mmops.catalog import Sample, SampleFile
@@ -56,38 +56,42 @@ class KnownSample(NamedTuple):
 
 
 class DomainState:
-    """What the catalog knows about a domain, loaded once per run, kept current as rows are added and
-    refreshed with what other writers committed (incrementally, by id). Committed rows are held as `Known`
-    tuples; only the current batch's new rows are ORM objects, until its commit."""
+    """What the catalog holds about one batch's paths, records and file contents: loaded under the domain's
+    writer lock before the batch is applied (committed rows of every writer, as `Known` tuples), then kept
+    current as the batch adds rows (ORM objects until the commit). Per batch, never the whole domain: an
+    ingest's memory does not grow with what the catalog already holds."""
 
-    def __init__(self, session: Session, domain: str):
+    def __init__(self, domain: str):
         self.domain = domain
         self.samples: dict[str, Sample | KnownSample] = {}
-        self.pairs: dict[tuple[str, str], SampleFile | Known] = {}
+        self.pairs: dict[tuple[str, str], SampleFile | Known] = {}  # (source path, landed hash) -> its row
         self.slots: dict[tuple[str, str], str] = {}  # (record key, modality) -> source path of its file
         self.twins: dict[tuple[str, str], SampleFile | Known] = {}  # (modality, content hash) -> first file stored
-        self.last_file = self.last_sample = 0
-        self.added: list[SampleFile | Sample] = []  # this batch's new rows
         self.touched: list[dict[str, object]] = []  # versions to update on known rows (a touched, unchanged file)
-        self.refresh(session)
 
-    def refresh(self, session: Session) -> None:
-        """Take in rows committed since the last look (call it under the domain's writer lock)."""
-        for sid, key, split in session.execute(
-                select(Sample.id, Sample.sample_key, Sample.split).where(Sample.domain == self.domain,
-                                                                         Sample.id > self.last_sample)):
-            self.samples.setdefault(key, KnownSample(sid, split))
-            self.last_sample = max(self.last_sample, sid)
-        rows = session.execute(
-            select(SampleFile.id, SampleFile.source_path, SampleFile.sha256, SampleFile.blob_path,
-                   SampleFile.status, SampleFile.modality, SampleFile.duplicate_of, SampleFile.content_sha256,
-                   Sample.sample_key)
-            .outerjoin(Sample, SampleFile.sample_id == Sample.id)
-            .where(SampleFile.domain == self.domain, SampleFile.id > self.last_file).order_by(SampleFile.id)
-        )
-        for row in rows:
+    def load(self, session: Session, batch: list[Prepared]) -> None:
+        """Take in what is committed about this batch (call it under the domain's writer lock)."""
+        for table in (self.samples, self.pairs, self.slots, self.twins):
+            table.clear()
+        paths = sorted({p.entry.rel for p in batch})
+        keys = sorted({p.key for p in batch if p.key})
+        contents = sorted({p.content for p in batch if p.content})
+        for part in _parts(keys):
+            for sid, key, split in session.execute(select(Sample.id, Sample.sample_key, Sample.split).where(
+                    Sample.domain == self.domain, Sample.sample_key.in_(part))):
+                self.samples[key] = KnownSample(sid, split)
+        files = (select(SampleFile.id, SampleFile.source_path, SampleFile.sha256, SampleFile.blob_path,
+                        SampleFile.status, SampleFile.modality, SampleFile.duplicate_of, SampleFile.content_sha256,
+                        Sample.sample_key)
+                 .outerjoin(Sample, SampleFile.sample_id == Sample.id).where(SampleFile.domain == self.domain))
+        ok = SampleFile.status == "ok"
+        rows: dict[int, Any] = {}
+        for column, values, more in ((SampleFile.source_path, paths, true()), (Sample.sample_key, keys, ok),
+                                     (SampleFile.content_sha256, contents, ok)):
+            for part in _parts(values):
+                rows.update((row.id, row) for row in session.execute(files.where(column.in_(part), more)))
+        for _, row in sorted(rows.items()):  # in id order: the first stored file of a content is its twin
             self.note(row, row.sample_key, Known(row.id, row.source_path, row.blob_path))
-            self.last_file = max(self.last_file, row.id)
 
     def note(self, row: Any, key: str | None, ref: SampleFile | Known) -> None:
         """Take in one file row (an ORM row, or a selected one with its columns)."""
@@ -99,7 +103,6 @@ class DomainState:
 
     def add(self, session: Session, obj: SampleFile | Sample, key: str | None = None) -> None:
         session.add(obj)
-        self.added.append(obj)
         if isinstance(obj, SampleFile):
             self.note(obj, key, obj)
 
@@ -109,20 +112,10 @@ class DomainState:
             session.execute(update(SampleFile), self.touched)
             self.touched.clear()
 
-    def committed(self) -> None:
-        """After a commit: our own new rows have ids now (held from here on as `Known`); no writer committed
-        between our refresh and it."""
-        for obj in self.added:
-            if isinstance(obj, Sample):
-                self.samples[obj.sample_key] = KnownSample(obj.id, obj.split)
-                self.last_sample = max(self.last_sample, obj.id)
-            else:
-                ref = Known(obj.id, obj.source_path, obj.blob_path)
-                self.pairs[(obj.source_path, obj.sha256)] = ref
-                if self.twins.get((obj.modality or "", obj.content_sha256 or "")) is obj:
-                    self.twins[(obj.modality or "", obj.content_sha256 or "")] = ref
-                self.last_file = max(self.last_file, obj.id)
-        self.added.clear()
+
+def _parts(values: list[str], size: int = 500) -> list[list[str]]:
+    """IN lists of bounded length (SQLite caps the parameters of one statement)."""
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 def _quarantine(session: Session, state: DomainState, prep: Prepared, reason: str, quarantine_root: Path,
