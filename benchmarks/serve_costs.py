@@ -62,8 +62,12 @@ def in_process(domain: str, payloads: list[dict[str, Any]], levels: list[int], s
 def stage_costs(domain: str, payloads: list[dict[str, Any]], batch: int = 32, repeat: int = 3) -> dict[str, float]:
     """Microseconds per record of each step the service takes, over the records in batches of `batch`
     (medians of `repeat` passes)."""
+    from pydantic import TypeAdapter
+
     from mmops.serving.predlog import Entry, to_line
-    from mmops.serving.schemas import PredictionOut, RecordIn, decode_record, record_warnings
+    from mmops.serving.schemas import PredictIn, PredictionOut, decode_record, record_warnings
+
+    wire = TypeAdapter(list[dict[str, Any]])  # BentoML's JSON between the two services: pydantic's, both ways
 
     task, predictor, meta, pack = _served(domain)
     bodies = [json.dumps({"records": [p]}).encode() for p in payloads]
@@ -75,33 +79,35 @@ def stage_costs(domain: str, payloads: list[dict[str, Any]], batch: int = 32, re
         timings.setdefault(stage, []).append(time.perf_counter() - started)
         return out
 
-    def answer(records: list[Any], answers: list[dict[str, Any]]) -> list[bytes]:
+    def answer(records: list[Any], answers: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
         out = []
         for rec, a in zip(records, answers, strict=True):
             fields = task.answer(a, a["classes"])
             fields.pop("outputs")
-            out.append(PredictionOut(id=rec.id, model_version=a["model_version"], warnings=[],
-                                     missing_modalities=[], **fields).model_dump_json().encode())
+            body = PredictionOut(id=rec.id, model_version=a["model_version"], warnings=[], missing_modalities=[],
+                                 **fields).model_dump_json().encode()
+            out.append((body, fields["label"]))
         return out
 
     for _ in range(repeat):
         for i in range(0, len(bodies), batch):
             chunk = bodies[i : i + batch]
             records = timed("parse and validate the request", lambda c: [
-                RecordIn.model_validate(json.loads(b)["records"][0]) for b in c], chunk)
-            timed("decode and check the inputs", lambda rs: [
+                PredictIn.model_validate_json(b).records[0] for b in c], chunk)
+            timed("decode and check the inputs, the log's statistics", lambda rs: [
                 record_warnings(pack, r, decode_record(pack, r)[0]) for r in rs], records)
-            sent = timed("hop to the model service (JSON there)", lambda rs: json.loads(json.dumps(
+            sent = timed("hop to the model service (JSON there)", lambda rs: wire.validate_json(wire.dump_json(
                 [r.model_dump() for r in rs])), records)
             values = timed("decode again in the model service", lambda rs: [
-                decode_record(pack, r)[0] for r in rs], sent)
+                decode_record(pack, r, stats=False)[0] for r in rs], sent)
             answers = timed("model (task.serve, with embeddings)", lambda vs: [
                 {**a, **meta} for a in task.serve(predictor, vs, embeddings=True)], values)
-            answers = timed("hop back (JSON)", lambda a: json.loads(json.dumps(a)), answers)
-            timed("build and encode the answers", answer, records, answers)
-            timed("prediction log line", lambda rs, ans: [to_line(Entry(
-                0.0, r.id, a["model_version"], a["checkpoint_sha256"], {}, a["label"], a.get("probabilities", []),
-                a.get("embeddings", {}))) for r, a in zip(rs, ans, strict=True)], records, answers)
+            answers = timed("hop back (JSON)", lambda a: wire.validate_json(wire.dump_json(a)), answers)
+            built = timed("build and encode the answers", answer, records, answers)
+            timed("prediction log line", lambda rs, ans, out: [to_line(Entry(
+                0.0, r.id, a["model_version"], a["checkpoint_sha256"], {}, label, a.get("probabilities", []),
+                a.get("embeddings", {}))) for r, a, (_, label) in zip(rs, ans, out, strict=True)],
+                  records, answers, built)
     passes = {stage: [sum(t[j::repeat]) for j in range(repeat)] for stage, t in timings.items()}
     n_records = len(bodies)
     return {stage: round(statistics.median(p) / n_records * 1e6, 1) for stage, p in passes.items()}

@@ -200,13 +200,16 @@ def record_warnings(pack: DomainPack, record: RecordIn, values: dict[str, Any]) 
     return out
 
 
-def decode_record(pack: DomainPack, record: RecordIn | dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:
-    """-> (modality -> decoded value, modality -> summary stats). Raises BadInputError naming the problem."""
+def decode_record(pack: DomainPack, record: RecordIn | dict[str, Any], stats: bool = True,
+                  ) -> tuple[dict[str, Any], dict[str, dict]]:
+    """-> (modality -> decoded value, modality -> summary stats; none without `stats`: they cost more than
+    decoding a sensor series, and only the prediction log needs them). Raises BadInputError naming the
+    problem."""
     rec = record if isinstance(record, RecordIn) else RecordIn.model_validate(record)
     if not rec.inputs:
         raise BadInputError(f"record {rec.id!r} has no inputs; expected any of {pack.modality_names}")
     values: dict[str, Any] = {}
-    stats: dict[str, dict] = {}
+    summary: dict[str, dict] = {}
     for name, raw in rec.inputs.items():
         if name not in pack.modality_names:
             raise BadInputError(f"unknown modality {name!r}; {pack.name} takes {pack.modality_names}")
@@ -218,5 +221,6 @@ def decode_record(pack: DomainPack, record: RecordIn | dict[str, Any]) -> tuple[
             raise BadInputError(f"{where}: {exc}") from None
         except (ValueError, TypeError, OverflowError) as exc:  # numbers no float holds, ragged rows
             raise BadInputError(f"{where}: not readable as {spec.kind} data ({exc})") from None
-        stats[name] = summary_stats(values[name], spec)
-    return values, stats
+        if stats:
+            summary[name] = summary_stats(values[name], spec)
+    return values, summary

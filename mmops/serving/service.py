@@ -104,7 +104,7 @@ class ModelRunner:
     def _predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         current = self._current
         # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
-        values = [decode_record(current[1].pack, r)[0] for r in records]
+        values = [decode_record(current[1].pack, r, stats=False)[0] for r in records]
         return self.trials.predict(current, records, values, LOGGING)  # a challenger on trial may take part
 
     @bentoml.api
@@ -123,7 +123,7 @@ class ModelRunner:
     @bentoml.api
     def explain(self, records: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:
         task, predictor, meta = self._current
-        values = [decode_record(predictor.pack, r)[0] for r in records]
+        values = [decode_record(predictor.pack, r, stats=False)[0] for r in records]
         try:
             return [{**a, **meta} for a in task.explain(predictor, values, target)]
         except BadInputError as exc:  # inputs the model cannot explain: the client's to know (a 400)
@@ -194,7 +194,7 @@ class Svc:
         pack = self.pack
         stats, warnings = [], []
         for rec in records:
-            values, st = decode_record(pack, rec)
+            values, st = decode_record(pack, rec, stats=self.log is not None)  # stats: for the log only
             stats.append(st)
             warnings.append(record_warnings(pack, rec, values))
         answers = await self._infer([r.model_dump() for r in records])
@@ -229,7 +229,8 @@ class Svc:
                 raise BadInputError("an anomaly detector explains its score: there is no class to choose")
             if chosen is not None and chosen not in self.pack.classes:
                 raise BadInputError(f"target {target!r} is not one of the model's classes {list(self.pack.classes)}")
-            warnings = [record_warnings(self.pack, rec, decode_record(self.pack, rec)[0]) for rec in records]
+            warnings = [record_warnings(self.pack, rec, decode_record(self.pack, rec, stats=False)[0])
+                        for rec in records]
         except BadInputError as exc:
             return cast(list[ExplanationOut], refuse(400, str(exc)))
         if self._explaining + len(records) > EXPLAIN_QUEUE:  # seconds each, one at a time: a bounded queue

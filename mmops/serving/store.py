@@ -59,7 +59,7 @@ def labeler(tag: str) -> tuple[str, Any]:
     task, predictor, meta = loaded(tag)
 
     def label(records: list[dict[str, Any]]) -> list[str | None]:
-        values = [decode_record(predictor.pack, r)[0] for r in records]
+        values = [decode_record(predictor.pack, r, stats=False)[0] for r in records]
         return labels_of(task, task.serve(predictor, values, embeddings=False), meta)
 
     return str(meta["model_version"]), label

@@ -22,7 +22,7 @@ def explain_files(domain: str, inputs: list[str], target: str | None = None,
 
     settings, _, pack = resolve(domain)
     records, _ = records_from_paths(pack, inputs)
-    values = [decode_record(pack, r)[0] for r in records]
+    values = [decode_record(pack, r, stats=False)[0] for r in records]
     with session_scope(settings.catalog_url) as session:
         mv = champion_or_latest(session, domain)
         version, sha = mv.version, mv.checkpoint_sha256
