@@ -33,27 +33,18 @@ def _folder_of(target: Path) -> None:
 def write_atomic(target: Path, data: bytes) -> bool:
     """Write bytes durably under their final name (tmp file, fsync, rename). False when the target exists:
     content-addressed, an existing blob already holds these bytes."""
-    if target.exists():
+    tmp = stage(target, data, fsync=True)
+    if tmp is None:
         return False
-    _folder_of(target)
-    tmp = temp_path(target)
-    try:
-        fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
-    except FileNotFoundError:  # the folder went away since it was cached (a cleanup): make it again
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(tmp, "wb")  # noqa: SIM115
-    with fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
     tmp.replace(target)
     faults.point("ingest.after_write")
     return True
 
 
-def stage(target: Path, data: bytes) -> Path | None:
-    """Write bytes under a temporary name beside `target`, not yet durable (`publish` does that for a batch).
-    None when the target exists: content-addressed, an existing blob already holds these bytes."""
+def stage(target: Path, data: bytes, fsync: bool = False) -> Path | None:
+    """Write bytes under a temporary name beside `target`, durable only with `fsync` (`publish` makes a
+    batch durable at once). None when the target exists: content-addressed, an existing blob already holds
+    these bytes."""
     if target.exists():
         return None
     _folder_of(target)
@@ -65,6 +56,9 @@ def stage(target: Path, data: bytes) -> Path | None:
         fh = open(tmp, "wb")  # noqa: SIM115
     with fh:
         fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
     return tmp
 
 
