@@ -98,6 +98,7 @@ bench: setup .nannyml  ## speed targets as same-process ratios, then docs/benchm
 	-$(BIN)/python benchmarks/bench_train.py
 	-$(BIN)/python benchmarks/bench_train_state.py
 	-$(BIN)/python benchmarks/bench_serve.py
+	-$(BIN)/python benchmarks/bench_serve_floor.py
 	-$(BIN)/python benchmarks/bench_serve.py --domain surveillance --clients 1 8 32
 	-$(BIN)/python benchmarks/bench_serve.py --domain cardiac inspection watch --clients 1 8 32
 	-$(BIN)/python benchmarks/bench_serve.py --shadow

@@ -41,6 +41,9 @@ TITLES = {  # in the page's order
                          "off, prediction log on vs off (medians of rounds); the served model against itself "
                          "called in a plain loop, each step of a request timed in process, and the floor of a "
                          "service that answers a constant"),
+    "serve-floor": ("Serving floors", "what a BentoML service that answers a constant reaches here under the "
+                    "same load generator, alone and through a second service as mmops's API service hands "
+                    "records to its model service (the hop's own cost)"),
     "serve-surveillance": ("Serving audio and video", "surveillance records (a 4 s camera clip and a 4 s "
                            "microphone clip, base64) over HTTP: adaptive batching on vs off, log on vs off"),
     "serve-anomaly": ("Serving the anomaly detectors", "the cardiac (ECG), inspection (image) and watch (video + "
