@@ -114,13 +114,14 @@ def decode_hash_copy(landing: Path, target: Path | None = None) -> tuple[float, 
 
 
 def make_project(root: Path, landing: Path, executor: str = "auto", packs: dict[str, str] | None = None,
-                 move: bool = False) -> Path:
+                 move: bool = False, workers: int = 0) -> Path:
     """A project of the packs (default: this run's) whose landing area is a copy of `landing` (or, with
     move, `landing` itself, moved)."""
     root.mkdir(parents=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["packs"] = packs or PACKS
     params["ingest"]["executor"] = executor
+    params["ingest"]["workers"] = workers
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     if move:
         landing.rename(root / "landing")
@@ -148,6 +149,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--executor", choices=["auto", "thread", "process"], default="auto",
                         help="params.yaml ingest.executor for the ingest runs")
+    parser.add_argument("--workers", type=int, default=0, help="params.yaml ingest.workers (0: its default)")
     parser.add_argument("--packs", nargs="+", metavar="DOMAIN", help="domains whose bundled packs to ingest "
                         f"(default: {' '.join(DEFAULT)}; surveillance: the audio and video pack)")
     args = parser.parse_args()
@@ -172,7 +174,7 @@ def main() -> int:
             t_hash, n, size = hash_only(landing)
             t_decode, media = decode_hash_copy(landing)
             t_copy, _ = decode_hash_copy(landing, Path(tmp) / f"copy{i}")
-            project = make_project(Path(tmp) / f"run{i}", landing, args.executor)
+            project = make_project(Path(tmp) / f"run{i}", landing, args.executor, workers=args.workers)
             phases: dict[str, float] = {}
             t_first = ingest_all(project, phases)
             t_again = ingest_all(project)
@@ -186,7 +188,7 @@ def main() -> int:
     result = {
         "packs": ", ".join(PACKS.values()),
         "files": files, "mbytes": round(rows[0]["bytes"] / 1e6, 2), "cpus": os.cpu_count(),
-        "executor": args.executor,
+        "executor": args.executor, "workers": args.workers or "default",
         "ingest_s": round(ingest_s, 3), "decode_hash_copy_s": round(copy_s, 3),
         "throughput_vs_decode_hash_copy": round(copy_s / ingest_s, 3), "throughput_target": 0.5,
         "hash_only_s": round(median["hash_s"], 4), "decode_hash_s": round(median["decode_s"], 3),

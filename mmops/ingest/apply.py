@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import select, true, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mmops.catalog import Sample, SampleFile
@@ -80,16 +80,23 @@ class DomainState:
             for sid, key, split in session.execute(select(Sample.id, Sample.sample_key, Sample.split).where(
                     Sample.domain == self.domain, Sample.sample_key.in_(part))):
                 self.samples[key] = KnownSample(sid, split)
-        files = (select(SampleFile.id, SampleFile.source_path, SampleFile.sha256, SampleFile.blob_path,
-                        SampleFile.status, SampleFile.modality, SampleFile.duplicate_of, SampleFile.content_sha256,
-                        Sample.sample_key)
-                 .outerjoin(Sample, SampleFile.sample_id == Sample.id).where(SampleFile.domain == self.domain))
-        ok = SampleFile.status == "ok"
+        columns = (SampleFile.id, SampleFile.source_path, SampleFile.sha256, SampleFile.blob_path, SampleFile.status,
+                   SampleFile.modality, SampleFile.duplicate_of, SampleFile.content_sha256, SampleFile.domain,
+                   Sample.sample_key)
+        # Each lookup driven by its index, so that a batch costs the same at any catalog size: files by (domain,
+        # path, hash); a record's files from the record (a LEFT JOIN from files scans the domain's files); files
+        # by content hash alone, their domain and status checked here (SQLite would pick the domain's or the
+        # status's index for those terms, and scan)
+        by_file = select(*columns).outerjoin(Sample, SampleFile.sample_id == Sample.id)
+        by_record = (select(*columns).select_from(Sample).join(SampleFile, SampleFile.sample_id == Sample.id)
+                     .where(Sample.domain == self.domain, SampleFile.status == "ok"))
         rows: dict[int, Any] = {}
-        for column, values, more in ((SampleFile.source_path, paths, true()), (Sample.sample_key, keys, ok),
-                                     (SampleFile.content_sha256, contents, ok)):
+        for query, column, values in ((by_file.where(SampleFile.domain == self.domain), SampleFile.source_path, paths),
+                                      (by_record, Sample.sample_key, keys),
+                                      (by_file, SampleFile.content_sha256, contents)):
             for part in _parts(values):
-                rows.update((row.id, row) for row in session.execute(files.where(column.in_(part), more)))
+                rows.update((row.id, row) for row in session.execute(query.where(column.in_(part)))
+                            if row.domain == self.domain)
         for _, row in sorted(rows.items()):  # in id order: the first stored file of a content is its twin
             self.note(row, row.sample_key, Known(row.id, row.source_path, row.blob_path))
 
