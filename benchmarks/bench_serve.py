@@ -1,6 +1,7 @@
 """Load on the prediction service over real HTTP (loopback): throughput, p50/p99 latency and errors at 1, 8,
 32 and 64 concurrent clients, for each domain's model, with adaptive batching on and off, and with the
-prediction log on and off, all in the same run.
+prediction log on and off, and with the model in the API service's process (the default layout) and in a
+model service of its own (MMOPS_SERVE_LAYOUT=split), all in the same run.
 
 Targets (issue 6): zero errors at every concurrency; batched throughput >= unbatched everywhere (at one
 client, where the batcher is skipped and both settings run the same code, within 5 % noise) and >= 1.5x
@@ -127,7 +128,8 @@ def main() -> int:
             settings_list: list[tuple[str, dict[str, str]]] = (
                 [("shadow off", {}), ("shadow on", {"MMOPS_SHADOW_TAG": service_env(d)["MMOPS_MODEL_TAG"]})]
                 if args.shadow else [("batching on", {}), ("batching off", {"MMOPS_BATCHING": "0"}),
-                                     ("log off", {"MMOPS_PREDICTION_LOG": "0"})])
+                                     ("log off", {"MMOPS_PREDICTION_LOG": "0"}),
+                                     ("split layout", {"MMOPS_SERVE_LAYOUT": "split"})])
             pack = load_domain(d)
             payloads = [record_payload(pack, settings.data_dir, r) for r in pipeline.load_manifest(d).split("test")]
             if not args.shadow:  # the baselines, before any service is up
@@ -188,7 +190,9 @@ def report(table: list[dict[str, Any]], domains: list[str], costs: dict[str, dic
         ratios = {n: rps(d, "batching on", n) / max(rps(d, "batching off", n), 1e-9) for n in clients}
         print(f"{d}: batched/unbatched throughput " + ", ".join(f"{n}: {x:.2f}x" for n, x in ratios.items())
               + "; log on/off " + ", ".join(f"{n}: {rps(d, 'batching on', n) / max(rps(d, 'log off', n), 1e-9):.2f}x"
-                                            for n in clients))
+                                            for n in clients)
+              + "; model in process / model service " + ", ".join(
+                  f"{n}: {rps(d, 'batching on', n) / max(rps(d, 'split layout', n), 1e-9):.2f}x" for n in clients))
         # One client: the service skips the batcher when a request would wait alone, so both settings run
         # the same code and their ratio is this machine's noise; there the verdict allows 5 %.
         verdicts[f"{d}: batched >= unbatched"] = all(x >= (0.95 if n == 1 else 1.0) for n, x in ratios.items())
@@ -221,7 +225,9 @@ def overhead_rows(table: list[dict[str, Any]], domains: list[str], clients: list
         for n in clients:
             served = next(r for r in table if (r["domain"], r["setting"], r["clients"]) == (d, "batching on", n))
             inproc, floor = costs["in_process"][d][n], costs["echo_floor"][d][n]["rps"]
+            split = next(r for r in table if (r["domain"], r["setting"], r["clients"]) == (d, "split layout", n))
             rows.append({"domain": d, "clients": n, "served_rps": served["rps"], "in_process_rps": inproc,
+                         "split_layout_rps": split["rps"],
                          "served / in process": round(served["rps"] / inproc, 3), "echo_floor_rps": floor,
                          "p50_ms": served["p50_ms"], "p99_ms": served["p99_ms"],
                          "p99 / p50": round(served["p99_ms"] / max(served["p50_ms"], 1e-9), 2)})

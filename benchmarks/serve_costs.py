@@ -6,8 +6,9 @@
   log included).
 - `stage_costs`: each step the service takes for a record, timed on its own over the same records in batches
   of 32: parsing and validating the request body (what BentoML does with pydantic), decoding and checking the
-  inputs, the hop to the model service and back (JSON both ways), decoding again there, the model, building
-  and encoding the answer, and the prediction log's line.
+  inputs, the hop to the model service and back (JSON both ways) and decoding again there (the split layout
+  only: in the default layout the model runs in the API service's process), the model, building and encoding
+  the answer, and the prediction log's line.
 - `echo_floor`: what HTTP and BentoML cost alone: a service that answers every record with a constant
   (benchmarks/echo_service.py), under the same load generator.
 """
@@ -96,13 +97,13 @@ def stage_costs(domain: str, payloads: list[dict[str, Any]], batch: int = 32, re
                 PredictIn.model_validate_json(b).records[0] for b in c], chunk)
             timed("decode and check the inputs, the log's statistics", lambda rs: [
                 record_warnings(pack, r, decode_record(pack, r)[0]) for r in rs], records)
-            sent = timed("hop to the model service (JSON there)", lambda rs: wire.validate_json(wire.dump_json(
+            sent = timed("split layout: hop to the model service (JSON there)", lambda rs: wire.validate_json(wire.dump_json(
                 [r.model_dump() for r in rs])), records)
-            values = timed("decode again in the model service", lambda rs: [
+            values = timed("split layout: decode again in the model service", lambda rs: [
                 decode_record(pack, r, stats=False)[0] for r in rs], sent)
             answers = timed("model (task.serve, with embeddings)", lambda vs: [
                 {**a, **meta} for a in task.serve(predictor, vs, embeddings=True)], values)
-            answers = timed("hop back (JSON)", lambda a: wire.validate_json(wire.dump_json(a)), answers)
+            answers = timed("split layout: hop back (JSON)", lambda a: wire.validate_json(wire.dump_json(a)), answers)
             built = timed("build and encode the answers", answer, records, answers)
             timed("prediction log line", lambda rs, ans, out: [to_line(Entry(
                 0.0, r.id, a["model_version"], a["checkpoint_sha256"], {}, label, a.get("probabilities", []),

@@ -189,17 +189,19 @@ def check_sensor_array(values: Any, spec: SensorSpec, timestamps: np.ndarray | N
 
 
 def sensor_stats(values: np.ndarray, spec: SensorSpec) -> dict[str, float]:
-    stats: dict[str, float] = {"n_samples": float(values.shape[0])}
-    for j, ch in enumerate(spec.channels):
-        x = values[:, j]
-        lo, hi = float(x.min()), float(x.max())
-        stats[f"{ch}_mean"] = float(x.mean())
-        stats[f"{ch}_std"] = float(x.std())
-        stats[f"{ch}_min"], stats[f"{ch}_max"] = lo, hi
-        # share of steps that do not move (a stuck or disconnected sensor repeats its last value)
-        stats[f"{ch}_flat_share"] = float((np.diff(x) == 0).mean()) if len(x) > 1 else 1.0
-        # share of samples pinned at the extremes (a saturated sensor sits on its rails)
-        stats[f"{ch}_clip_share"] = 0.0 if hi == lo else float(((x == hi) | (x == lo)).mean())
+    """Per channel: mean, std, min, max, the share of steps that do not move (a stuck or disconnected sensor
+    repeats its last value) and of samples pinned at the extremes (a saturated sensor sits on its rails).
+    Each figure over all channels at once (the prediction log computes them for every served record)."""
+    x = np.asarray(values, dtype=np.float64)  # float32 sums drift in their last digits
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    flat = (x[1:] == x[:-1]).mean(axis=0) if len(x) > 1 else np.ones(x.shape[1])
+    clip = np.where(hi == lo, 0.0, ((x == hi) | (x == lo)).mean(axis=0))
+    columns = zip(mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(), flat.tolist(), clip.tolist(), strict=True)
+    stats: dict[str, float] = {"n_samples": float(x.shape[0])}
+    for ch, (m, sd, a, b, f, c) in zip(spec.channels, columns, strict=True):
+        stats.update({f"{ch}_mean": m, f"{ch}_std": sd, f"{ch}_min": a, f"{ch}_max": b, f"{ch}_flat_share": f,
+                      f"{ch}_clip_share": c})
     return stats
 
 

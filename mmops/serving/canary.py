@@ -128,16 +128,16 @@ class Canary:
     def live(self) -> bool:
         return self.ended is None
 
-    def serve(self, records: list[dict[str, Any]], values: list[dict[str, Any]],
+    def serve(self, ids: list[str | None], values: list[dict[str, Any]],
               champion: Callable[[list[dict[str, Any]]], tuple[Answers, list[str | None]]]) -> Answers:
-        """Answers for a batch: the canary's share from the canary (the champion where it fails), the rest from
+        """Answers for a batch (its records' `ids` and decoded `values`): the canary's share from the canary (the champion where it fails), the rest from
         the champion (`champion(values) -> (answers, labels)`); both arms counted, the canary judged."""
-        mine = [i for i, r in enumerate(records) if self.live and routed(r.get("id"), self.bounds.share)]
+        mine = [i for i, r in enumerate(ids) if self.live and routed(r, self.bounds.share)]
         if not mine:
             return self._timed(self.champion, champion, values)
         chosen = set(mine)
-        theirs = [i for i in range(len(records)) if i not in chosen]
-        out: list[dict[str, Any] | None] = [None] * len(records)
+        theirs = [i for i in range(len(ids)) if i not in chosen]
+        out: list[dict[str, Any] | None] = [None] * len(ids)
         if theirs:
             for i, a in zip(theirs, self._timed(self.champion, champion, [values[i] for i in theirs]), strict=True):
                 out[i] = a

@@ -1,7 +1,8 @@
 """The BentoML service: `POST /predict` on a batch of records with any subset of the domain's modalities.
 
-Two services: `Svc` validates requests (every client mistake is a 400 with a message) and logs what it saw
-for drift monitoring; `ModelRunner` holds the model and batches calls adaptively across requests.
+`Svc` validates requests (every client mistake is a 400 with a message), answers them with the model and logs
+what it saw for drift monitoring. The model runs in its process, batched across requests (the default layout),
+or in a model service of its own, `ModelRunner` (MMOPS_SERVE_LAYOUT=split): mmops/serving/model.py.
 
 Which model: MMOPS_MODEL_TAG, else `mmops-$MMOPS_DOMAIN:latest` from the BentoML model store; `POST
 /admin/reload` swaps in another without a restart. `GET /metadata` describes the model and its inputs.
@@ -21,7 +22,6 @@ from typing import Annotated, Any, cast
 import bentoml
 from pydantic import Field
 
-from mmops import faults
 from mmops.card import ModelCard
 from mmops.card.complete import CompleteCard
 from mmops.domains import DomainPack
@@ -29,6 +29,7 @@ from mmops.errors import BadInputError
 from mmops.modalities.image import MAX_IMAGE_B64_CHARS
 from mmops.serving.canary import Bounds
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
+from mmops.serving.model import MAX_BATCH, LocalModel, RemoteModel, ServedModel, layout
 from mmops.serving.predlog import Entry, PredictionLog, log_name, to_line
 from mmops.serving.routes import LIVE, Refused, metadata, mounted, refuse, swappable, upload
 from mmops.serving.schemas import (
@@ -43,8 +44,7 @@ from mmops.serving.schemas import (
     record_warnings,
 )
 from mmops.serving.shadow import DUTY
-from mmops.serving.store import loaded, model_tag, said_if_it_fails, served_model
-from mmops.serving.trials import Trials
+from mmops.serving.store import model_tag, said_if_it_fails, served_model
 from mmops.tasks import task_of
 
 log = logging.getLogger("mmops.serving")
@@ -55,8 +55,8 @@ TIMEOUT_S = 300
 EXPLANATION_FIELDS = ("label", "explained", "value", "base", "probabilities", "modalities", "model_version")
 
 
-# Adaptive batching of model calls across requests (MMOPS_BATCHING=0 turns it off: benchmarks/bench_serve.py
-# measures both, side by side).
+# Batching of model calls across requests (MMOPS_BATCHING=0 turns it off: benchmarks/bench_serve.py measures
+# both, side by side).
 def _flag(name: str) -> bool:
     return os.environ.get(name, "1").strip().lower() not in ("0", "false", "off", "no")
 
@@ -64,84 +64,72 @@ def _flag(name: str) -> bool:
 BATCHING = _flag("MMOPS_BATCHING")
 # The prediction log that `mmops monitor` reads (MMOPS_PREDICTION_LOG=0: none, e.g. to measure its cost).
 LOGGING = _flag("MMOPS_PREDICTION_LOG")
+LAYOUT = layout()  # where the model runs: in this process (`one`) or a model service (`split`); model.py
 
 
-# BentoML's client from Svc to this service replaces its HTTP session every 100 calls (and every 300 s),
-# closing the old one under calls in flight: "Server disconnected" (215 of 1024 requests answered 500 at 64
-# clients, even with retries). One session for the process's life; Svc._infer's retry stays for rare drops.
+# The split layout's model service (MMOPS_SERVE_LAYOUT=split; model.py). BentoML's client from Svc to this
+# service replaces its HTTP session every 100 calls (and every 300 s), closing the old one under calls in
+# flight: "Server disconnected" (215 of 1024 requests answered 500 at 64 clients, even with retries). One
+# session for the process's life; RemoteModel.infer's retry stays for rare drops.
 @bentoml.service(name="mmops_model", workers=1, traffic={"timeout": TIMEOUT_S},
                  runner_connection={"max_requests": 2**62, "max_age": 10.0 * 365 * 86400})
 class ModelRunner:
     """Holds the model; one worker, so a reload reaches every model call (scale out: docs/serving.md)."""
 
     def __init__(self) -> None:
-        from mmops.config import get_settings
-
         with said_if_it_fails(model_tag()):
-            self._load(model_tag())
-        self.trials = Trials(get_settings().prediction_log_dir, self._current[1].pack.name)
-        if os.environ.get("MMOPS_SHADOW_TAG"):
-            self.trials.start("shadow", os.environ["MMOPS_SHADOW_TAG"])
-
-    def _load(self, tag: str) -> dict[str, Any]:
-        self._current = loaded(tag)  # one assignment: a batch in flight keeps what it started with
-        log.info("serving %s", self._current[2]["model_version"])
-        return self._current[2]
+            self.model = _served_model()
 
     # Adaptive batching across requests. A generous latency budget: on CPU a short one sheds load (issue 6
     # reports 514 of 800 requests rejected at max_latency_ms=50 with 32 clients; with the pretrained
     # MobileNetV2 encoder, 2000 ms still shed 9 of 96 requests with 503 on a 2-core CI machine).
-    @bentoml.api(batchable=BATCHING, max_batch_size=64, max_latency_ms=10000)
+    @bentoml.api(batchable=BATCHING, max_batch_size=MAX_BATCH, max_latency_ms=10000)
     def infer(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self._predict(records)
+        return self.model.predict_wire(records)
 
     # The same call without the batcher: Svc sends here a request that would wait alone (nothing else in
     # flight), so one client gets exactly the unbatched path and batching costs nothing when idle.
     @bentoml.api
     def infer_now(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self._predict(records)
-
-    def _predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        current = self._current
-        # Records were validated by Svc; decoding again here is cheap and keeps the wire format JSON.
-        values = [decode_record(current[1].pack, r, stats=False)[0] for r in records]
-        return self.trials.predict(current, records, values, LOGGING)  # a challenger on trial may take part
+        return self.model.predict_wire(records)
 
     @bentoml.api
     def trial(self, kind: str = "", tag: str = "", bounds: dict[str, Any] | None = None,
               stop: bool = False) -> dict[str, Any]:
-        """Put `tag` on trial as `kind` (shadow or canary), or `stop` the trial; the trial's state."""
-        if tag:
-            return self.trials.start(kind, tag, bounds, LOGGING)
-        return {"kind": None, "stopped": self.trials.stop()} if stop else self.trials.stats()
+        return self.model.trial(kind, tag, bounds, stop)
 
     @bentoml.on_shutdown
     def _stop_trial(self) -> None:
-        self.trials.stop()
+        self.model.close()
 
     # Explanations take seconds (a backward pass per path step and modality): never batched with answers.
     @bentoml.api
     def explain(self, records: list[dict[str, Any]], target: str | None = None) -> list[dict[str, Any]]:
-        task, predictor, meta = self._current
-        values = [decode_record(predictor.pack, r, stats=False)[0] for r in records]
-        try:
-            return [{**a, **meta} for a in task.explain(predictor, values, target)]
-        except BadInputError as exc:  # inputs the model cannot explain: the client's to know (a 400)
-            return [{"error": str(exc)}]
+        pack = self.model.current[1].pack
+        return self.model.explain([decode_record(pack, r, stats=False)[0] for r in records], target)
 
     @bentoml.api
     def reload(self, tag: str = "") -> dict[str, Any]:
         """Load `tag` (default: what MMOPS_MODEL_TAG / the domain's latest names now) and swap it in."""
-        faults.point("serve.reload")
-        return self._load(tag or model_tag())
+        return self.model.reload(tag or model_tag())
+
+
+def _served_model() -> ServedModel:
+    from mmops.config import get_settings
+
+    return ServedModel(model_tag(), get_settings().prediction_log_dir, LOGGING)
 
 
 DEFAULT_BOUNDS = Bounds()
 
 
+# One worker: the model lives in it (layout `one`), or it reaches the one model service (`split`); a reload
+# reaches every model call either way. Scale out with replicas (docs/serving.md).
 @bentoml.service(name="mmops", traffic={"timeout": TIMEOUT_S})
 class Svc:
-    runner = bentoml.depends(ModelRunner)
+    if LAYOUT == "split":
+        runner = bentoml.depends(ModelRunner)
+    model: LocalModel | RemoteModel
     pack: DomainPack
     card: ModelCard
     complete: CompleteCard  # GET /card; each answer's expected figures for the modalities it got
@@ -156,9 +144,9 @@ class Svc:
             bento_model = served_model()
             where = Path(bento_model.path)
             self._describe(read_card(where), read_served(where, f"serving {bento_model.tag}"), str(bento_model.tag))
+            self.model = RemoteModel(self.runner) if LAYOUT == "split" else LocalModel(_served_model(), BATCHING)
         self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), to_line)
                     if LOGGING else None)
-        self._in_flight = 0  # model calls awaiting an answer (one event loop: no lock needed)
         self._explaining = 0  # records in /explain calls admitted and not yet answered
         LIVE["svc"] = self
 
@@ -166,7 +154,8 @@ class Svc:
         self.card, self.complete, self.pack, self.version = card, complete, card.pack, version
 
     @bentoml.on_shutdown
-    def _close_log(self) -> None:
+    def _close(self) -> None:
+        self.model.close()
         if self.log is not None:
             self.log.close()
 
@@ -192,12 +181,13 @@ class Svc:
         if len(records) > MAX_RECORDS:
             raise BadInputError(f"{len(records)} records in one request; at most {MAX_RECORDS}")
         pack = self.pack
-        stats, warnings = [], []
+        values, stats, warnings = [], [], []
         for rec in records:
-            values, st = decode_record(pack, rec, stats=self.log is not None)  # stats: for the log only
+            decoded, st = decode_record(pack, rec, stats=self.log is not None)  # stats: for the log only
+            values.append(decoded)
             stats.append(st)
-            warnings.append(record_warnings(pack, rec, values))
-        answers = await self._infer([r.model_dump() for r in records])
+            warnings.append(record_warnings(pack, rec, decoded))
+        answers = await self.model.infer(records, values)
         task = task_of(pack.task)
         out, logged = [], []
         for rec, a, warn in zip(records, answers, warnings, strict=True):
@@ -229,8 +219,8 @@ class Svc:
                 raise BadInputError("an anomaly detector explains its score: there is no class to choose")
             if chosen is not None and chosen not in self.pack.classes:
                 raise BadInputError(f"target {target!r} is not one of the model's classes {list(self.pack.classes)}")
-            warnings = [record_warnings(self.pack, rec, decode_record(self.pack, rec, stats=False)[0])
-                        for rec in records]
+            values = [decode_record(self.pack, rec, stats=False)[0] for rec in records]
+            warnings = [record_warnings(self.pack, rec, v) for rec, v in zip(records, values, strict=True)]
         except BadInputError as exc:
             return cast(list[ExplanationOut], refuse(400, str(exc)))
         if self._explaining + len(records) > EXPLAIN_QUEUE:  # seconds each, one at a time: a bounded queue
@@ -239,7 +229,7 @@ class Svc:
                      "shortly", headers={"Retry-After": "5"}))
         self._explaining += len(records)
         try:
-            answers = await self.runner.to_async.explain([r.model_dump() for r in records], chosen)
+            answers = await self.model.explain(records, values, chosen)
         finally:
             self._explaining -= len(records)
         if answers and "error" in answers[0]:
@@ -256,7 +246,7 @@ class Svc:
             new, card, complete = swappable(tag or model_tag(), self.pack)
         except Refused as exc:
             return cast(dict[str, Any], refuse(exc.status, str(exc)))
-        meta = await self.runner.to_async.reload(str(new.tag))
+        meta = await self.model.reload(str(new.tag))
         self._describe(card, complete, str(new.tag))
         log.info("reloaded: now serving %s", meta["model_version"])
         return meta
@@ -282,34 +272,9 @@ class Svc:
                 swappable(tag, self.pack)
             except Refused as exc:
                 return cast(dict[str, Any], refuse(exc.status, str(exc)))
-        state: dict[str, Any] = await self.runner.to_async.trial(kind, tag, bounds, stop)
+        state = await self.model.trial(kind, tag, bounds, stop)
         log.info("%s: %s", kind, tag or ("stopped" if stop else "state"))
         return state
-
-    async def _infer(self, payload: list[dict[str, Any]], attempts: int = 3) -> list[dict[str, Any]]:
-        """Call the model service, retrying a dropped connection (inference is idempotent). BentoML 1.4.40's
-        client closes a replaced session under calls in flight (_bentoml_impl/client/proxy2.py,
-        SessionManager); ModelRunner's runner_connection setting keeps one session, and this retry covers
-        what is left (a model-service worker restarting)."""
-        import asyncio
-
-        import aiohttp
-
-        call = self.runner.to_async.infer if self._in_flight else self.runner.to_async.infer_now
-        self._in_flight += 1
-        try:
-            for attempt in range(1, attempts + 1):
-                try:
-                    answers: list[dict[str, Any]] = await call(payload)
-                    return answers
-                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                    if attempt == attempts:
-                        raise
-                    log.warning("model call dropped (%s); retry %d/%d", exc, attempt, attempts - 1)
-                    await asyncio.sleep(0.05 * attempt)
-        finally:
-            self._in_flight -= 1
-        raise AssertionError("unreachable")
 
     def _log(self, records: list[RecordIn], stats: list[dict], out: list[PredictionOut],
              answers: list[dict[str, Any]], outputs: list[dict[str, float]]) -> None:
@@ -330,6 +295,7 @@ class Svc:
             "limits": {"max_records": MAX_RECORDS, "max_image_base64_chars": MAX_IMAGE_B64_CHARS},
             "auth": "bearer" if os.environ.get("MMOPS_API_TOKEN") else "none",
             "prediction_log": self.log.stats() if self.log is not None else None,
+            "serving": self.model.stats(),
             "card": {"url": "/card", "non_commercial": self.complete.non_commercial,
                      "composed": self.complete.training_data.composed, "approval": self.complete.approval and
                      self.complete.approval.model_dump()},

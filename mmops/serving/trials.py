@@ -1,13 +1,15 @@
 """The challenger on trial in the model service, beside the champion: none, a shadow (mirrored records, never
 answering; shadow.py) or a canary (a sticky share of the records, answering; canary.py). One at a time:
-starting one ends the other. The model service (service.ModelRunner) hands every batch to `predict`."""
+starting one ends the other. The served model (model.ServedModel) hands every batch to `predict`."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from mmops.serving.canary import Bounds, Canary
+from mmops.serving.schemas import RecordIn
 from mmops.serving.shadow import Mirrored, Shadow
 from mmops.serving.store import labels_of, loaded
 
@@ -19,10 +21,11 @@ class Trials:
         self.log_dir, self.domain = log_dir, domain  # where the shadow log goes (the prediction log's folder)
         self.trial: Shadow | Canary | None = None
 
-    def predict(self, current: tuple[Any, Any, dict[str, Any]], records: list[dict[str, Any]],
+    def predict(self, current: tuple[Any, Any, dict[str, Any]], records: Sequence[RecordIn | dict[str, Any]],
                 values: list[dict[str, Any]], embeddings: bool) -> list[dict[str, Any]]:
-        """The answers to a batch (decoded `values` of `records`) from the champion `current` and, for a
-        canary's share, the canary; a shadow gets the batch after the champion answered."""
+        """The answers to a batch (decoded `values` of `records`, validated records or the JSON of them) from
+        the champion `current` and, for a canary's share, the canary; a shadow gets the batch after the
+        champion answered."""
         task, predictor, meta = current
         trial = self.trial
         if isinstance(trial, Canary):
@@ -30,12 +33,13 @@ class Trials:
                 answers = task.serve(predictor, vs, embeddings=embeddings)
                 return [{**a, **meta} for a in answers], labels_of(task, answers, meta)
 
-            return trial.serve(records, values, champion)
+            return trial.serve([r.get("id") if isinstance(r, dict) else r.id for r in records], values, champion)
         started = time.perf_counter()
         answers = task.serve(predictor, values, embeddings=embeddings)
         if isinstance(trial, Shadow):  # the challenger gets the same records, off this call (shadow.py)
             ms = (time.perf_counter() - started) * 1000 / max(len(values), 1)
-            trial.offer(Mirrored(time.time(), records, meta["model_version"], labels_of(task, answers, meta), ms))
+            wire = [r if isinstance(r, dict) else r.model_dump() for r in records]
+            trial.offer(Mirrored(time.time(), wire, meta["model_version"], labels_of(task, answers, meta), ms))
         return [{**a, **meta} for a in answers]
 
     def start(self, kind: str, tag: str, bounds: dict[str, Any] | None = None, embeddings: bool = False,

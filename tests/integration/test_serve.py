@@ -489,6 +489,8 @@ def test_metadata_describes_the_model_and_its_inputs(service: tuple[str, Path], 
     accel = next(m for m in meta["modalities"] if m["name"] == "accel")
     assert accel["channels"] == ["x", "y", "z"] and accel["length"] == 100
     assert meta["auth"] == "bearer" and meta["limits"]["max_records"] == 256
+    # the model answers in this process (the default layout), batched there: earlier tests made calls
+    assert meta["serving"]["layout"] == "one" and meta["serving"]["records"] >= meta["serving"]["batches"] >= 1
 
 
 def test_a_new_champion_is_swapped_in_without_dropping_requests(service: tuple[str, Path], use_project: Path,
@@ -686,7 +688,7 @@ def _register_version(root: Path, model_dir: Path, name: str, metrics: dict, sta
 
 
 def test_a_service_killed_mid_reload_restarts_with_its_log_whole(trained_project: Path, use_project: Path) -> None:
-    """kill -9 of the model process in the middle of a hot reload: the reload fails (nothing half-swapped
+    """kill -9 of the process holding the model (the service, in the default layout) in the middle of a hot reload: the reload fails (nothing half-swapped
     answers), the restarted service serves the model it names and appends to the same log, every answered
     record is in the log exactly once, and the reload then completes."""
     import bentoml
@@ -747,6 +749,34 @@ def test_upload_mistakes_are_400(service: tuple[str, Path], files: dict, data: d
     not_multipart = httpx.post(f"{url}/predict/upload", content=b"{}", headers={"content-type": "application/json",
                                                                                **AUTH}, timeout=30)
     assert not_multipart.status_code == 400
+
+
+def test_the_split_layout_answers_as_the_model_in_process_does(service: tuple[str, Path], use_project: Path) -> None:
+    """MMOPS_SERVE_LAYOUT=split: the model in a model service of its own (BentoML's batching there, JSON between
+    the two): the same answers as the default layout, to concurrent clients too, explanations and a reload."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, root = service
+    _, records = _records(root, 6)
+    here = post(url, {"records": records}).json()
+    with _serving(root, "industrial", "serve-split-test.log", MMOPS_SERVE_LAYOUT="split") as split:
+        meta = httpx.get(f"{split}/metadata", timeout=30).json()
+        assert meta["serving"] == {"layout": "split"} and meta["model_version"] == here[0]["model_version"]
+
+        def one(record: dict) -> dict:
+            resp = httpx.post(f"{split}/predict", json={"records": [record]}, timeout=120)
+            assert resp.status_code == 200, resp.text
+            return resp.json()[0]
+
+        with ThreadPoolExecutor(8) as pool:
+            there = list(pool.map(one, records * 4))
+        for a, b in zip(here * 4, there, strict=True):
+            assert a["id"] == b["id"] and a["label"] == b["label"] and a["model_version"] == b["model_version"]
+            assert b["probabilities"] == pytest.approx(a["probabilities"], abs=1e-5)
+        explained = httpx.post(f"{split}/explain", json={"records": records[:1]}, timeout=120)
+        assert explained.status_code == 200 and explained.json()[0]["label"] == here[0]["label"], explained.text
+        reloaded = httpx.post(f"{split}/admin/reload", json={"tag": meta["model_version"]}, timeout=120)
+        assert reloaded.status_code == 200 and reloaded.json()["model_version"] == meta["model_version"]
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,10 @@ def _records(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [{"id": f"device-{i}"} for i in range(start, start + n)]
 
 
+def _ids(records: list[dict[str, Any]]) -> list[str | None]:
+    return [r["id"] for r in records]
+
+
 def test_routing_is_sticky_by_id_near_the_share_and_never_without_an_id() -> None:
     ids = [f"patient-{i}" for i in range(20_000)]
     chosen = [routed(i, 0.1) for i in ids]
@@ -65,7 +69,7 @@ def test_routing_is_sticky_by_id_near_the_share_and_never_without_an_id() -> Non
 def test_each_arm_answers_its_records_in_order() -> None:
     canary = Canary("mmops-d:b", _model("b"), _labels, Bounds(share=0.5))
     records = _records(40)
-    answers = canary.serve(records, [{} for _ in records], _champion("a"))
+    answers = canary.serve(_ids(records), [{} for _ in records], _champion("a"))
     assert [a["label"] for a in answers] == ["b" if routed(r["id"], 0.5) else "a" for r in records]
     stats = canary.stats()
     assert stats["canary_arm"]["records"] + stats["champion_arm"]["records"] == 40 and stats["live"]
@@ -75,7 +79,7 @@ def test_a_failing_canary_is_answered_for_by_the_champion_and_ended() -> None:
     canary = Canary("mmops-d:b", _model("b", fail=True), _labels, Bounds(share=0.5))
     for start in range(0, 200, 20):
         records = _records(20, start)
-        answers = canary.serve(records, [{} for _ in records], _champion("a"))
+        answers = canary.serve(_ids(records), [{} for _ in records], _champion("a"))
         assert [a["label"] for a in answers] == ["a"] * 20  # no client saw the failure
     stats = canary.stats()
     assert not stats["live"] and "error rate 1.000 vs the champion's 0.000" in stats["ended"]
@@ -85,7 +89,7 @@ def test_a_failing_canary_is_answered_for_by_the_champion_and_ended() -> None:
 def test_not_a_number_answers_count_as_errors() -> None:
     canary = Canary("mmops-d:nan", _model("nan"), _labels, Bounds(share=0.5, max_error_increase=0.1))
     records = _records(60)
-    canary.serve(records, [{} for _ in records], _champion("a"))
+    canary.serve(_ids(records), [{} for _ in records], _champion("a"))
     assert not canary.live and "error rate" in (canary.ended or "")
 
 
@@ -95,7 +99,7 @@ def test_a_slow_canary_is_ended_on_its_time_and_a_small_share_is_not_mistaken_fo
                     Bounds(share=0.5, min_records=8, max_latency_ratio=2.0), clock=clock)
     for i in range(40):  # one record per batch, as a client sending alone would
         rec = _records(1, i)
-        canary.serve(rec, [{}], _champion("a", clock=clock, seconds=0.001))
+        canary.serve(_ids(rec), [{}], _champion("a", clock=clock, seconds=0.001))
     ended = canary.ended or ""
     assert not canary.live and "model time 20.00x" in ended and "same sizes" in ended
 
@@ -110,7 +114,7 @@ def test_a_slow_canary_is_ended_on_its_time_and_a_small_share_is_not_mistaken_fo
                   clock=clock)
     for start in range(0, 1200, 40):
         records = _records(40, start)
-        fair.serve(records, [{} for _ in records], lambda vs: (same(vs), ["a"] * len(vs)))
+        fair.serve(_ids(records), [{} for _ in records], lambda vs: (same(vs), ["a"] * len(vs)))
     stats = fair.stats()
     assert stats["live"] and math.isclose(stats["latency_ratio"], 1.0, abs_tol=0.01), stats
     assert stats["canary_arm"]["p95_ms"] > 2 * stats["champion_arm"]["p95_ms"]  # what per-record times would say
@@ -119,17 +123,17 @@ def test_a_slow_canary_is_ended_on_its_time_and_a_small_share_is_not_mistaken_fo
 def test_a_canary_answering_unlike_the_champion_is_ended_on_the_shift() -> None:
     canary = Canary("mmops-d:b", _model("b"), _labels, Bounds(share=0.5, min_records=20))
     records = _records(200)
-    canary.serve(records, [{} for _ in records], _champion("a"))
+    canary.serve(_ids(records), [{} for _ in records], _champion("a"))
     assert not canary.live and "label distribution is 1.00 away" in (canary.ended or "")
     # once ended, every record goes to the champion
-    assert {a["label"] for a in canary.serve(records, [{} for _ in records], _champion("a"))} == {"a"}
+    assert {a["label"] for a in canary.serve(_ids(records), [{} for _ in records], _champion("a"))} == {"a"}
 
 
 def test_a_canary_within_its_bounds_stays_live() -> None:
     canary = Canary("mmops-d:b", _model("x"), _labels, Bounds(share=0.3, min_records=20))
     records = _records(300)
     values = [{"as": "a" if i % 3 else "b"} for i in range(300)]  # both models answer the record's own label
-    canary.serve(records, values, lambda vs: (_model("y")(vs), _labels(_model("y")(vs))))
+    canary.serve(_ids(records), values, lambda vs: (_model("y")(vs), _labels(_model("y")(vs))))
     stats = canary.stats()
     assert stats["live"] and stats["prediction_shift"] < 0.25 and stats["canary_arm"]["records"] >= 20
 
