@@ -8,7 +8,8 @@ A service appends to `<domain>.jsonl`, or to `<domain>@<replica>.jsonl` when MMO
 `probabilities`, `embeddings` (per modality).
 
 A request hands its entries to a bounded queue and returns; one daemon thread turns them into JSON lines
-(`serialize`) and appends them to the file in batches: even the serialization stays off the event loop. When the writer cannot keep up and the queue is full, lines are dropped rather than slowing every
+(`serialize`) and appends them to the file in batches, at most every LINGER_S: even the serialization stays
+off the event loop. When the writer cannot keep up and the queue is full, lines are dropped rather than slowing every
 request, and never silently: the count is kept (`/metadata` shows it) and a warning is logged each time the
 count crosses a power of two. `close()` drains the queue (the service calls it on shutdown).
 
@@ -26,6 +27,7 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,6 +35,10 @@ from typing import Any, NamedTuple
 log = logging.getLogger("mmops.serving")
 
 _STOP = object()
+# The writer appends at most this often, whatever arrived meanwhile in one write. Waking for every request
+# cost the service throughput in a process whose threads share one interpreter lock: at 32 clients the
+# industrial model answered 0.80x with the log on of what it answered with it off.
+LINGER_S = 0.05
 
 
 def log_name(domain: str) -> str:
@@ -125,14 +131,17 @@ def read_line(line: str) -> Logged | None:
 
 
 class PredictionLog:
-    def __init__(self, path: Path, serialize: Callable[[Any], str] = str, max_pending: int = 100_000) -> None:
+    def __init__(self, path: Path, serialize: Callable[[Any], str] = str, max_pending: int = 100_000,
+                 linger: float = LINGER_S) -> None:
         self.path = path
+        self.linger = linger
         self.serialize = serialize
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._q: queue.Queue[object] = queue.Queue(max_pending)
         self.written = 0
         self.dropped = 0
         self.failed = 0
+        self.appends = 0  # writes to the file (each of everything that arrived since the last)
         self._warn_at = 1
         self.torn = self._end_torn_line()
         self._thread = threading.Thread(target=self._run, name="mmops-prediction-log", daemon=True)
@@ -189,6 +198,7 @@ class PredictionLog:
                     with self.path.open("a", encoding="utf-8") as fh:
                         fh.write("\n".join(lines) + "\n")
                     self.written += len(lines)
+                    self.appends += 1
                 except OSError as exc:  # a full disk must not take the service down: count and say so
                     self.failed += len(lines)
                     log.error("cannot append %d lines to %s: %s", len(lines), self.path, exc)
@@ -196,6 +206,7 @@ class PredictionLog:
                 self._q.task_done()
             if stop:
                 return
+            time.sleep(self.linger)  # what arrives meanwhile goes out in the next write
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is on disk (tests, shutdown)."""
