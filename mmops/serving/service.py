@@ -49,10 +49,6 @@ from mmops.serving.store import model_tag, said_if_it_fails, served_model
 from mmops.tasks import task_of
 
 log = logging.getLogger("mmops.serving")
-# Torch's OpenMP threads sleep between parallel regions instead of spinning: in this process they share two
-# cores with the event loop, and spinning burned them (industrial at 32 clients: 7.0 -> 4.5 ms of CPU a
-# request, 196 -> 232 requests/s). Read when torch loads, which is after this (the model loads in __init__).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # A request's time limit: /explain takes seconds per record (a clip of video about 17 s on one CPU thread), so
 # the queue it may wait in is bounded (EXPLAIN_QUEUE records; a request beyond it is a 503 at once) and the
 # limit covers a full queue of the slowest records.
