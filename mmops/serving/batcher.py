@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+R2 = TypeVar("R2")
 
 
 class Batcher(Generic[T, R]):
@@ -72,6 +73,11 @@ class Batcher(Generic[T, R]):
                     at += len(items)
         finally:
             self._running = None
+
+    async def alone(self, call: Callable[..., R2], *args: Any) -> R2:
+        """`call(*args)` on the model's thread, between batches: what must not overlap a batch (an explanation
+        hooks into the model's layers while it runs)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
 
     def stats(self) -> dict[str, Any]:
         return {"batches": self.batches, "records": self.items,

@@ -112,7 +112,8 @@ class LocalModel:
         return await self.batcher(list(zip(records, values, strict=True)))
 
     async def explain(self, records: list[RecordIn], values: list[dict[str, Any]], target: str | None) -> Answers:
-        return await asyncio.to_thread(self.model.explain, values, target)
+        # on the model's thread, never beside a batch: Grad-CAM hooks into the served model's layers while it runs
+        return await self.batcher.alone(self.model.explain, values, target)
 
     async def reload(self, tag: str) -> dict[str, Any]:
         return await asyncio.to_thread(self.model.reload, tag)

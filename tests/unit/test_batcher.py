@@ -91,3 +91,27 @@ def test_a_failing_batch_fails_its_own_requests_only_and_a_request_given_up_is_s
         batcher.close()
 
     asyncio.run(run())
+
+
+def test_a_call_alone_runs_on_the_models_thread_between_batches() -> None:
+    async def run() -> None:
+        model = Model()
+        batcher = Batcher(model, max_items=8)
+        threads: list[str] = []
+
+        def explain(n: int) -> int:
+            threads.append(threading.current_thread().name)
+            model.calls.append([-n])  # where it ran, in the order of the model's calls
+            return n
+
+        blocker = asyncio.create_task(batcher([1]))
+        await _until(lambda: len(model.calls) == 1)
+        alone = asyncio.create_task(batcher.alone(explain, 7))
+        await asyncio.sleep(0.01)
+        assert not alone.done()  # waits for the batch in flight
+        model.gate.set()
+        assert await blocker == [2] and await alone == 7
+        assert model.calls == [[1], [-7]] and threads[0].startswith("model")
+        batcher.close()
+
+    asyncio.run(run())
