@@ -65,7 +65,8 @@ def stage_costs(domain: str, payloads: list[dict[str, Any]], batch: int = 32, re
     (medians of `repeat` passes)."""
     from pydantic import TypeAdapter
 
-    from mmops.serving.predlog import Entry, to_line
+    from mmops.serving.model import wire_answers
+    from mmops.serving.predlog import Answered, to_line, with_stats
     from mmops.serving.schemas import PredictIn, PredictionOut, decode_record, record_warnings
 
     wire = TypeAdapter(list[dict[str, Any]])  # BentoML's JSON between the two services: pydantic's, both ways
@@ -95,20 +96,22 @@ def stage_costs(domain: str, payloads: list[dict[str, Any]], batch: int = 32, re
             chunk = bodies[i : i + batch]
             records = timed("parse and validate the request", lambda c: [
                 PredictIn.model_validate_json(b).records[0] for b in c], chunk)
-            timed("decode and check the inputs, the log's statistics", lambda rs: [
-                record_warnings(pack, r, decode_record(pack, r)[0]) for r in rs], records)
+            timed("decode and check the inputs", lambda rs: [
+                record_warnings(pack, r, decode_record(pack, r, stats=False)[0]) for r in rs], records)
             sent = timed("split layout: hop to the model service (JSON there)", lambda rs: wire.validate_json(wire.dump_json(
                 [r.model_dump() for r in rs])), records)
             values = timed("split layout: decode again in the model service", lambda rs: [
                 decode_record(pack, r, stats=False)[0] for r in rs], sent)
             answers = timed("model (task.serve, with embeddings)", lambda vs: [
                 {**a, **meta} for a in task.serve(predictor, vs, embeddings=True)], values)
-            answers = timed("split layout: hop back (JSON)", lambda a: wire.validate_json(wire.dump_json(a)), answers)
+            timed("split layout: hop back (JSON)", lambda a: wire.validate_json(wire.dump_json(wire_answers(
+                [{**x, "embeddings": dict(x.get("embeddings", {}))} for x in a]))), answers)
             built = timed("build and encode the answers", answer, records, answers)
-            timed("prediction log line", lambda rs, ans, out: [to_line(Entry(
-                0.0, r.id, a["model_version"], a["checkpoint_sha256"], {}, label, a.get("probabilities", []),
-                a.get("embeddings", {}))) for r, a, (_, label) in zip(rs, ans, out, strict=True)],
-                  records, answers, built)
+            timed("prediction log (the writer thread: statistics, line)", lambda vs, ans, out: [
+                to_line(e) for e in with_stats(pack, [Answered(
+                    0.0, None, a["model_version"], a["checkpoint_sha256"], v, label, a.get("probabilities", []),
+                    a.get("embeddings", {})) for v, a, (_, label) in zip(vs, ans, out, strict=True)])],
+                  values, answers, built)
     passes = {stage: [sum(t[j::repeat]) for j in range(repeat)] for stage, t in timings.items()}
     n_records = len(bodies)
     return {stage: round(statistics.median(p) / n_records * 1e6, 1) for stage, p in passes.items()}

@@ -101,6 +101,11 @@ class ModalityKind:
         """Summary statistics of a decoded value: validation, labeling rules and drift read these."""
         raise NotImplementedError
 
+    def stats_many(self, values: list[Any], spec: Any) -> list[dict[str, float]]:
+        """`stats` of each value (the prediction log's writer computes a batch at once); a kind whose figures
+        vectorize over values of one shape overrides it."""
+        return [self.stats(v, spec) for v in values]
+
     # --- the validation gate ------------------------------------------------------------------------------
 
     def expectations(self, spec: Any) -> list[Expectation]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -190,19 +190,31 @@ def check_sensor_array(values: Any, spec: SensorSpec, timestamps: np.ndarray | N
 
 def sensor_stats(values: np.ndarray, spec: SensorSpec) -> dict[str, float]:
     """Per channel: mean, std, min, max, the share of steps that do not move (a stuck or disconnected sensor
-    repeats its last value) and of samples pinned at the extremes (a saturated sensor sits on its rails).
-    Each figure over all channels at once (the prediction log computes them for every served record)."""
-    x = np.asarray(values, dtype=np.float64)  # float32 sums drift in their last digits
-    lo, hi = x.min(axis=0), x.max(axis=0)
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    flat = (x[1:] == x[:-1]).mean(axis=0) if len(x) > 1 else np.ones(x.shape[1])
-    clip = np.where(hi == lo, 0.0, ((x == hi) | (x == lo)).mean(axis=0))
-    columns = zip(mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(), flat.tolist(), clip.tolist(), strict=True)
-    stats: dict[str, float] = {"n_samples": float(x.shape[0])}
-    for ch, (m, sd, a, b, f, c) in zip(spec.channels, columns, strict=True):
-        stats.update({f"{ch}_mean": m, f"{ch}_std": sd, f"{ch}_min": a, f"{ch}_max": b, f"{ch}_flat_share": f,
-                      f"{ch}_clip_share": c})
-    return stats
+    repeats its last value) and of samples pinned at the extremes (a saturated sensor sits on its rails)."""
+    return sensor_stats_many([values], spec)[0]
+
+
+def sensor_stats_many(series: list[np.ndarray], spec: SensorSpec) -> list[dict[str, float]]:
+    """`sensor_stats` of each series; series of one length are stacked and reduced at once (the prediction
+    log's writer computes them for every served record)."""
+    out: list[dict[str, float] | None] = [None] * len(series)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, s in enumerate(series):
+        by_shape.setdefault(np.shape(s), []).append(i)
+    for shape, idx in by_shape.items():
+        x = np.stack([np.asarray(series[i], dtype=np.float64) for i in idx])  # float32 sums drift in their last digits
+        lo, hi = x.min(axis=1), x.max(axis=1)
+        mean, std = x.mean(axis=1), x.std(axis=1)
+        flat = (x[:, 1:] == x[:, :-1]).mean(axis=1) if shape[0] > 1 else np.ones((len(idx), shape[1]))
+        clip = np.where(hi == lo, 0.0, ((x == hi[:, None]) | (x == lo[:, None])).mean(axis=1))
+        figures = np.stack([mean, std, lo, hi, flat, clip], axis=2).tolist()  # (records, channels, 6)
+        for i, per_channel in zip(idx, figures, strict=True):
+            stats: dict[str, float] = {"n_samples": float(shape[0])}
+            for ch, (m, sd, a, b, f, c) in zip(spec.channels, per_channel, strict=True):
+                stats.update({f"{ch}_mean": m, f"{ch}_std": sd, f"{ch}_min": a, f"{ch}_max": b,
+                              f"{ch}_flat_share": f, f"{ch}_clip_share": c})
+            out[i] = stats
+    return cast(list[dict[str, float]], out)
 
 
 def scaled(values: np.ndarray, spec: SensorSpec) -> np.ndarray:
@@ -265,6 +277,9 @@ class SensorKind(ModalityKind):
 
     def stats(self, value: np.ndarray, spec: SensorSpec) -> dict[str, float]:
         return sensor_stats(value, spec)
+
+    def stats_many(self, values: list[np.ndarray], spec: SensorSpec) -> list[dict[str, float]]:
+        return sensor_stats_many(values, spec)
 
     def expectations(self, spec: SensorSpec) -> list[Expectation]:
         tol = spec.rate_tolerance * spec.sample_rate_hz

@@ -20,11 +20,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mmops import faults
 from mmops.errors import BadInputError
 from mmops.serving.batcher import Batcher
 from mmops.serving.schemas import RecordIn, decode_record
 from mmops.serving.store import loaded
+from mmops.serving.threads import Threads, fixed_threads
 from mmops.serving.trials import Trials
 
 log = logging.getLogger("mmops.serving")
@@ -44,6 +47,16 @@ def layout() -> str:
 Answers = list[dict[str, Any]]
 
 
+def wire_answers(answers: Answers) -> Answers:
+    """Answers as they travel back over JSON from the model service: the embeddings' float32 arrays as lists
+    (rounded in decimal, as the log writes them)."""
+    for a in answers:
+        if "embeddings" in a:
+            a["embeddings"] = {m: np.round(np.asarray(e, dtype=np.float64), 4).tolist()
+                               for m, e in a["embeddings"].items()}
+    return answers
+
+
 class ServedModel:
     """A packaged model as a service answers with it, and its trials (trials.py). Thread-safe for one caller
     of `predict` at a time beside the others: `load` swaps the model in one assignment, so a batch in flight
@@ -51,6 +64,7 @@ class ServedModel:
 
     def __init__(self, tag: str, log_dir: Path, embeddings: bool) -> None:
         self.embeddings = embeddings  # each modality's embedding in the answers, for the prediction log
+        self.threads: Threads | None = None
         self.load(tag)
         self.trials = Trials(log_dir, self.current[1].pack.name)  # the shadow log's folder and domain
         if os.environ.get("MMOPS_SHADOW_TAG"):
@@ -59,6 +73,10 @@ class ServedModel:
     def load(self, tag: str) -> dict[str, Any]:
         """Load `tag` and swap it in; its answer metadata."""
         self.current = loaded(tag)
+        if self.threads is None:  # torch's count now, before the model's thread changed it
+            self.threads = Threads(str(getattr(self.current[1], "device", "cpu")), fixed_threads())
+        else:
+            self.threads.reset()  # another model: calibrate again
         log.info("serving %s", self.current[2]["model_version"])
         return self.current[2]
 
@@ -68,13 +86,16 @@ class ServedModel:
         return self.load(tag)
 
     def predict(self, records: list[RecordIn] | list[dict[str, Any]], values: list[dict[str, Any]]) -> Answers:
-        """The answers to decoded `values` of `records` (a challenger on trial may take part)."""
-        return self.trials.predict(self.current, records, values, self.embeddings)
+        """The answers to decoded `values` of `records` (a challenger on trial may take part), computed with the
+        chosen torch thread count (threads.py)."""
+        current = self.current
+        assert self.threads is not None
+        return self.threads.run(lambda: self.trials.predict(current, records, values, self.embeddings), len(values))
 
     def predict_wire(self, records: list[dict[str, Any]]) -> Answers:
         """`predict` on records as clients send them (validated by the API service: decoded here again)."""
         pack = self.current[1].pack
-        return self.predict(records, [decode_record(pack, r, stats=False)[0] for r in records])
+        return wire_answers(self.predict(records, [decode_record(pack, r, stats=False)[0] for r in records]))
 
     def explain(self, values: list[dict[str, Any]], target: str | None) -> Answers:
         """Explanations of decoded records; [{"error": ...}] for inputs the model cannot explain (a 400)."""
@@ -122,7 +143,8 @@ class LocalModel:
         return await asyncio.to_thread(self.model.trial, kind, tag, bounds, stop)
 
     def stats(self) -> dict[str, Any]:
-        return {"layout": self.layout, **self.batcher.stats()}
+        assert self.model.threads is not None
+        return {"layout": self.layout, **self.batcher.stats(), **self.model.threads.stats()}
 
     def close(self) -> None:
         self.model.close()

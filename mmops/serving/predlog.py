@@ -7,11 +7,15 @@ A service appends to `<domain>.jsonl`, or to `<domain>@<replica>.jsonl` when MMO
 `model_version`, `checkpoint_sha256`, `features` (the input's statistics, `<modality>.<stat>`), `prediction`,
 `probabilities`, `embeddings` (per modality).
 
-A request hands its entries to a bounded queue and returns; one daemon thread turns them into JSON lines
-(`serialize`) and appends them to the file in batches, at most every LINGER_S: even the serialization stays
-off the event loop. When the writer cannot keep up and the queue is full, lines are dropped rather than slowing every
-request, and never silently: the count is kept (`/metadata` shows it) and a warning is logged each time the
-count crosses a power of two. `close()` drains the queue (the service calls it on shutdown).
+A request hands what it answered (`Answered`: the decoded inputs, not yet their statistics) to a bounded queue
+and returns; one daemon thread computes the inputs' statistics for everything that arrived at once
+(`with_stats`: one numpy reduction over the sensor series of one length, instead of one per record), turns
+them into JSON lines (`serialize`, orjson) and appends them to the file in batches, at most every LINGER_S:
+none of it runs on the event loop. The queue is bounded in entries and in the bytes of the inputs it holds
+(MAX_PENDING_BYTES: images wait there too). When the writer cannot keep up and the queue is full, lines are
+dropped rather than slowing every request, and never silently: the count is kept (`/metadata` shows it) and a
+warning is logged each time the count crosses a power of two. `close()` drains the queue (the service calls
+it on shutdown).
 
 A process killed mid-append (kill -9, a crash) can leave a last line without its newline. The next writer
 first ends that torn line, so the torn entry stays one unreadable line (the monitor counts and skips it)
@@ -30,7 +34,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
+
+import orjson
 
 log = logging.getLogger("mmops.serving")
 
@@ -39,6 +45,7 @@ _STOP = object()
 # cost the service throughput in a process whose threads share one interpreter lock: at 32 clients the
 # industrial model answered 0.80x with the log on of what it answered with it off.
 LINGER_S = 0.05
+MAX_PENDING_BYTES = 256 * 2**20  # of decoded inputs waiting for the writer
 
 
 def log_name(domain: str) -> str:
@@ -74,14 +81,51 @@ class Entry(NamedTuple):
 
 
 def to_line(entry: Entry) -> str:
-    """One answered record as a log line (without its newline)."""
+    """One answered record as a log line (without its newline). Embeddings may be numpy arrays (the model's
+    float32, rounded): orjson writes them as their shortest decimals."""
     line = {"ts": entry.ts, "record_id": entry.record_id, "model_version": entry.model_version,
             "checkpoint_sha256": entry.checkpoint_sha256, "features": flatten_features(entry.stats),
             "prediction": entry.prediction, "probabilities": [round(p, 5) for p in entry.probabilities],
             "embeddings": entry.embeddings}
     if entry.outputs:
         line["outputs"] = entry.outputs
-    return json.dumps(line)
+    return orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY).decode("utf-8")
+
+
+class Answered(NamedTuple):
+    """One answered record as a request hands it over: its decoded inputs, whose statistics the writer
+    computes (`with_stats`)."""
+
+    ts: float
+    record_id: str | None
+    model_version: str
+    checkpoint_sha256: str
+    inputs: dict[str, Any]  # modality -> decoded value
+    prediction: str
+    probabilities: list[float]
+    embeddings: dict[str, Any]
+    outputs: dict[str, float] | None = None
+
+
+def held_bytes(inputs: dict[str, Any]) -> int:
+    """What an entry's decoded inputs hold in memory, about (arrays' bytes, texts' length)."""
+    return sum(int(getattr(v, "nbytes", 0)) or (len(v) if isinstance(v, str | bytes) else 0) for v in inputs.values())
+
+
+def with_stats(pack: Any, items: list[Answered]) -> list[Entry]:
+    """The writer's step from what requests answered to log entries, for `pack`'s domain: each modality's
+    statistics over all the entries that have it, at once (ModalityKind.stats_many)."""
+    from mmops.modalities import kind_of
+
+    stats: list[dict[str, dict[str, float]]] = [{} for _ in items]
+    for name in pack.modality_names:
+        idx = [i for i, a in enumerate(items) if name in a.inputs]
+        if idx:
+            spec = pack.modality(name)
+            for i, st in zip(idx, kind_of(spec).stats_many([items[i].inputs[name] for i in idx], spec), strict=True):
+                stats[i][name] = st
+    return [Entry(a.ts, a.record_id, a.model_version, a.checkpoint_sha256, st, a.prediction, a.probabilities,
+                  a.embeddings, a.outputs) for a, st in zip(items, stats, strict=True)]
 
 
 class Logged(NamedTuple):
@@ -131,13 +175,20 @@ def read_line(line: str) -> Logged | None:
 
 
 class PredictionLog:
+    """`prepare` (optional): what the writer does to each batch of entries before serializing them one by one
+    (`with_stats`)."""
+
     def __init__(self, path: Path, serialize: Callable[[Any], str] = str, max_pending: int = 100_000,
-                 linger: float = LINGER_S) -> None:
+                 linger: float = LINGER_S, prepare: Callable[[list[Any]], list[Any]] | None = None,
+                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.path = path
         self.linger = linger
-        self.serialize = serialize
+        self.serialize, self.prepare = serialize, prepare
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._q: queue.Queue[object] = queue.Queue(max_pending)
+        self.max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0  # of the puts in the queue
+        self._bytes_lock = threading.Lock()
         self.written = 0
         self.dropped = 0
         self.failed = 0
@@ -165,10 +216,15 @@ class PredictionLog:
                     self.path)
         return 1
 
-    def put(self, entries: list[Any]) -> None:
-        """Never blocks: a full queue drops (and counts) the entries."""
+    def put(self, entries: list[Any], nbytes: int = 0) -> None:
+        """Never blocks: a full queue (in entries, or in `nbytes`, what the entries hold) drops (and counts)
+        the entries."""
         try:
-            self._q.put_nowait(entries)
+            with self._bytes_lock:
+                if self._pending_bytes + nbytes > self.max_pending_bytes and self._pending_bytes:
+                    raise queue.Full
+                self._q.put_nowait((entries, nbytes))
+                self._pending_bytes += nbytes
         except queue.Full:
             self.dropped += len(entries)
             if self.dropped >= self._warn_at:
@@ -185,7 +241,17 @@ class PredictionLog:
                 except queue.Empty:
                     break
             stop = any(item is _STOP for item in batch)
-            entries = [e for item in batch if item is not _STOP for e in item]  # type: ignore[attr-defined]
+            puts = cast(list[tuple[list[Any], int]], [item for item in batch if item is not _STOP])
+            entries = [e for item, _ in puts for e in item]
+            with self._bytes_lock:
+                self._pending_bytes -= sum(n for _, n in puts)
+            if self.prepare is not None and entries:
+                try:
+                    entries = self.prepare(entries)
+                except Exception as exc:  # a bug in a statistic costs these lines, counted and said, not the writer
+                    self.failed += len(entries)
+                    log.error("cannot prepare %d prediction log entries: %s", len(entries), exc)
+                    entries = []
             lines = []
             for entry in entries:
                 try:

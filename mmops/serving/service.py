@@ -31,7 +31,7 @@ from mmops.modalities.image import MAX_IMAGE_B64_CHARS
 from mmops.serving.canary import Bounds
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
 from mmops.serving.model import MAX_BATCH, LocalModel, RemoteModel, ServedModel, layout
-from mmops.serving.predlog import Entry, PredictionLog, log_name, to_line
+from mmops.serving.predlog import Answered, PredictionLog, held_bytes, log_name, to_line, with_stats
 from mmops.serving.routes import LIVE, Refused, metadata, mounted, refuse, swappable, upload
 from mmops.serving.schemas import (
     EXPLAIN_QUEUE,
@@ -150,8 +150,8 @@ class Svc:
             where = Path(bento_model.path)
             self._describe(read_card(where), read_served(where, f"serving {bento_model.tag}"), str(bento_model.tag))
             self.model = RemoteModel(self.runner) if LAYOUT == "split" else LocalModel(_served_model(), BATCHING)
-        self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), to_line)
-                    if LOGGING else None)
+        self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), to_line,
+                                  prepare=lambda items: with_stats(self.pack, items)) if LOGGING else None)
         self._explaining = 0  # records in /explain calls admitted and not yet answered
         LIVE["svc"] = self
 
@@ -186,11 +186,10 @@ class Svc:
         if len(records) > MAX_RECORDS:
             raise BadInputError(f"{len(records)} records in one request; at most {MAX_RECORDS}")
         pack = self.pack
-        values, stats, warnings = [], [], []
+        values, warnings = [], []
         for rec in records:
-            decoded, st = decode_record(pack, rec, stats=self.log is not None)  # stats: for the log only
+            decoded = decode_record(pack, rec, stats=False)[0]  # the log's writer computes the statistics
             values.append(decoded)
-            stats.append(st)
             warnings.append(record_warnings(pack, rec, decoded))
         answers = await self.model.infer(records, values)
         task = task_of(pack.task)
@@ -205,7 +204,7 @@ class Svc:
                                      missing_modalities=[m for m in pack.modality_names if m not in rec.inputs],
                                      expected=self.complete.expected(list(rec.inputs), task.modality_metrics[1]),
                                      **fields))
-        self._log(records, stats, out, answers, logged)
+        self._log(records, values, out, answers, logged)
         return out
 
     @bentoml.api(route="/explain")
@@ -281,13 +280,14 @@ class Svc:
         log.info("%s: %s", kind, tag or ("stopped" if stop else "state"))
         return state
 
-    def _log(self, records: list[RecordIn], stats: list[dict], out: list[PredictionOut],
+    def _log(self, records: list[RecordIn], values: list[dict[str, Any]], out: list[PredictionOut],
              answers: list[dict[str, Any]], outputs: list[dict[str, float]]) -> None:
-        if self.log is not None:  # serialized by the log's writer thread (predlog.to_line), not here
+        if self.log is not None:  # the statistics and the lines: the log's writer thread's (predlog), not here
             now = time.time()
-            self.log.put([Entry(now, r.id, o.model_version, a["checkpoint_sha256"], s, o.label,
-                                a.get("probabilities", []), a.get("embeddings", {}), n)
-                          for r, s, o, a, n in zip(records, stats, out, answers, outputs, strict=True)])
+            self.log.put([Answered(now, r.id, o.model_version, a["checkpoint_sha256"], v, o.label,
+                                   a.get("probabilities", []), a.get("embeddings", {}), n)
+                          for r, v, o, a, n in zip(records, values, out, answers, outputs, strict=True)],
+                         sum(held_bytes(v) for v in values))
 
     def metadata(self) -> dict[str, Any]:
         card = self.card

@@ -70,9 +70,9 @@ class Classification(TaskKind):
     def serve(self, predictor: Any, values: list[dict[str, Any]], embeddings: bool) -> list[dict[str, Any]]:
         probs, embs = predictor.predict(values, embeddings=embeddings)
         answers: list[dict[str, Any]] = [{"probabilities": p} for p in probs.tolist()]
-        if embs is not None:  # for the prediction log (embedding drift): each present modality's embedding
-            names = predictor.pack.modality_names
-            for a, v, e in zip(answers, values, np.round(embs, 4).tolist(), strict=True):
+        if embs is not None:  # for the prediction log (embedding drift): each present modality's embedding, as
+            names = predictor.pack.modality_names  # float32 arrays: the log's writer serializes them (orjson)
+            for a, v, e in zip(answers, values, np.round(embs, 4), strict=True):
                 a["embeddings"] = {m: e[j] for j, m in enumerate(names) if m in v}
         return answers
 

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,68 @@ def test_prediction_log_serializes_in_its_thread_and_counts_bad_entries(tmp_path
     assert [json.loads(x)["v"] for x in (tmp_path / "d.jsonl").read_text().splitlines()] == [1.0, 0.5, 0.25]
     assert log.stats()["failed"] == 1 and threads == {"mmops-prediction-log"}
     log.close()
+
+
+def test_prediction_log_prepares_each_batch_at_once_and_bounds_what_it_holds(tmp_path: Path) -> None:
+    """The writer hands everything that arrived to `prepare` in one call (the inputs' statistics, computed
+    over a batch); entries are dropped, counted, once the inputs waiting exceed the byte bound."""
+    batches: list[int] = []
+
+    def prepare(items: list[int]) -> list[int]:
+        batches.append(len(items))
+        if 13 in items:
+            raise ValueError("a bug in a statistic")
+        return [i * 10 for i in items]
+
+    log = PredictionLog(tmp_path / "d.jsonl", lambda e: json.dumps({"v": e}), prepare=prepare, linger=0.2)
+    log.put([1])
+    time.sleep(0.05)  # the writer took [1] and lingers: the next two puts arrive meanwhile
+    log.put([2, 3])
+    log.put([4])
+    log.flush()
+    assert [json.loads(x)["v"] for x in (tmp_path / "d.jsonl").read_text().splitlines()] == [10, 20, 30, 40]
+    assert batches == [1, 3]
+    log.put([13, 14])  # prepare fails: the batch's lines are counted as failed, the writer goes on
+    log.flush()
+    log.put([5])
+    log.flush()
+    assert log.stats()["failed"] == 2 and log.stats()["written"] == 5 and log._thread.is_alive()
+    log.close()
+
+    held = PredictionLog(tmp_path / "q.jsonl", max_pending_bytes=1000)
+    held.close()  # nothing drains the queue any more
+    held.put(["{}"], nbytes=600)
+    held.put(["{}"], nbytes=300)
+    held.put(["{}", "{}"], nbytes=200)  # 1100 bytes: over
+    assert held.stats()["dropped"] == 2 and held.stats()["pending"] == 2
+    alone = PredictionLog(tmp_path / "r.jsonl", max_pending_bytes=1000)
+    alone.close()
+    alone.put(["{}"], nbytes=5000)  # into an empty queue it goes, whatever its size (never refuse all records)
+    assert alone.stats()["dropped"] == 0 and alone.stats()["pending"] == 1
+
+
+def test_log_statistics_over_a_batch_equal_each_records_own(tmp_path: Path) -> None:
+    """with_stats computes a modality's statistics over all the batch's records at once (series of one length
+    stacked); each record's figures are those it has alone, and a modality a record lacks is not in its line."""
+    import numpy as np
+
+    from mmops.domains import load_domain
+    from mmops.modalities import summary_stats
+    from mmops.serving.predlog import Answered, read_line, to_line, with_stats
+
+    pack = load_domain("industrial")
+    accel = pack.modality("accel")
+    rng = np.random.default_rng(0)
+    series = [rng.normal(size=(n, len(accel.channels))).astype(np.float32) for n in (64, 64, 40, 64)]  # type: ignore[union-attr]
+    series[1][:20] = series[1][0]  # a stuck stretch
+    items = [Answered(1.0, f"r{i}", "v1", "a" * 64, {"accel": s}, "x", [0.25, 0.75],
+                      {"accel": np.round(rng.normal(size=8).astype(np.float32), 4)}) for i, s in enumerate(series)]
+    items.append(Answered(2.0, "r4", "v1", "a" * 64, {}, "x", [0.5, 0.5], {}))
+    entries = with_stats(pack, items)
+    for entry, s in zip(entries, series, strict=False):
+        assert entry.stats == {"accel": summary_stats(s, accel)}
+    assert entries[-1].stats == {}
+    back = read_line(to_line(entries[0]))
+    assert back is not None and back.features == {f"accel.{k}": v for k, v in entries[0].stats["accel"].items()}
+    emb = back.embeddings["accel"]  # float32, rounded: written as its shortest decimals
+    assert emb == [round(float(x), 4) for x in items[0].embeddings["accel"]] and len(emb) == 8
