@@ -62,9 +62,10 @@ class ServedModel:
     of `predict` at a time beside the others: `load` swaps the model in one assignment, so a batch in flight
     keeps what it started with."""
 
-    def __init__(self, tag: str, log_dir: Path, embeddings: bool) -> None:
+    def __init__(self, tag: str, log_dir: Path, embeddings: bool, workers: int = 1) -> None:
         self.embeddings = embeddings  # each modality's embedding in the answers, for the prediction log
         self.threads: Threads | None = None
+        self.workers = workers  # processes sharing the machine's cores, each with a model like this one
         self.load(tag)
         self.trials = Trials(log_dir, self.current[1].pack.name)  # the shadow log's folder and domain
         if os.environ.get("MMOPS_SHADOW_TAG"):
@@ -73,8 +74,11 @@ class ServedModel:
     def load(self, tag: str) -> dict[str, Any]:
         """Load `tag` and swap it in; its answer metadata."""
         self.current = loaded(tag)
-        if self.threads is None:  # torch's count now, before the model's thread changed it
-            self.threads = Threads(str(getattr(self.current[1], "device", "cpu")), fixed_threads())
+        if self.threads is None:  # torch's count now (before the model's thread changed it), shared by the workers
+            import torch
+
+            self.threads = Threads(str(getattr(self.current[1], "device", "cpu")), fixed_threads(),
+                                   every=max(1, torch.get_num_threads() // self.workers))
         else:
             self.threads.reset()  # another model: calibrate again
         log.info("serving %s", self.current[2]["model_version"])

@@ -48,11 +48,16 @@ LINGER_S = 0.05
 MAX_PENDING_BYTES = 256 * 2**20  # of decoded inputs waiting for the writer
 
 
-def log_name(domain: str) -> str:
+def log_name(domain: str, worker: int | None = None) -> str:
     """`<domain>.jsonl`, or `<domain>@<replica>.jsonl` when MMOPS_REPLICA names this replica (a pod name):
-    replicas sharing a volume each append to their own file; `mmops monitor` reads them all."""
+    replicas sharing a volume each append to their own file; `mmops monitor` reads them all. `worker`: one
+    of a service's several workers (MMOPS_SERVE_WORKERS), which also appends to a file of its own
+    (`<domain>@w2.jsonl`, `<domain>@<replica>-w2.jsonl`)."""
     replica = re.sub(r"[^A-Za-z0-9_.-]", "_", os.environ.get("MMOPS_REPLICA", "").strip())[:128]
-    return f"{domain}@{replica}.jsonl" if replica.strip("._") else f"{domain}.jsonl"
+    replica = replica if replica.strip("._") else ""
+    if worker is not None:
+        replica = f"{replica}-w{worker}" if replica else f"w{worker}"
+    return f"{domain}@{replica}.jsonl" if replica else f"{domain}.jsonl"
 
 
 def log_files(log_dir: Path, domain: str) -> list[Path]:

@@ -13,6 +13,7 @@ Start with `mmops serve --domain D` (or `bentoml serve mmops.serving.service:Svc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -45,7 +46,8 @@ from mmops.serving.schemas import (
     record_warnings,
 )
 from mmops.serving.shadow import DUTY
-from mmops.serving.store import model_tag, said_if_it_fails, served_model
+from mmops.serving.store import model_tag, said_if_it_fails
+from mmops.serving.workers import Peers, serve_workers, shared_folder
 from mmops.tasks import task_of
 
 log = logging.getLogger("mmops.serving")
@@ -66,6 +68,10 @@ BATCHING = _flag("MMOPS_BATCHING")
 # The prediction log that `mmops monitor` reads (MMOPS_PREDICTION_LOG=0: none, e.g. to measure its cost).
 LOGGING = _flag("MMOPS_PREDICTION_LOG")
 LAYOUT = layout()  # where the model runs: in this process (`one`) or a model service (`split`); model.py
+WORKERS = serve_workers()  # API workers, each with its model (workers.py)
+if WORKERS > 1 and LAYOUT == "split":
+    raise ValueError("MMOPS_SERVE_WORKERS > 1 runs a model in each worker (the layout `one`); the split layout's "
+                     "model service is one process")
 
 
 # The split layout's model service (MMOPS_SERVE_LAYOUT=split; model.py). BentoML's client from Svc to this
@@ -115,10 +121,10 @@ class ModelRunner:
         return self.model.reload(tag or model_tag())
 
 
-def _served_model() -> ServedModel:
+def _served_model(tag: str = "") -> ServedModel:
     from mmops.config import get_settings
 
-    return ServedModel(model_tag(), get_settings().prediction_log_dir, LOGGING)
+    return ServedModel(tag or model_tag(), get_settings().prediction_log_dir, LOGGING, WORKERS)
 
 
 DEFAULT_BOUNDS = Bounds()
@@ -128,9 +134,10 @@ DEFAULT_BOUNDS = Bounds()
 JSON = ContentType("application/json")
 
 
-# One worker: the model lives in it (layout `one`), or it reaches the one model service (`split`); a reload
-# reaches every model call either way. Scale out with replicas (docs/serving.md).
-@bentoml.service(name="mmops", traffic={"timeout": TIMEOUT_S})
+# One worker by default: the model lives in it (layout `one`), or it reaches the one model service (`split`).
+# MMOPS_SERVE_WORKERS=n: n workers, each with its model; a reload reaches them all (workers.py). Scale out
+# with replicas (docs/serving.md).
+@bentoml.service(name="mmops", workers=WORKERS, traffic={"timeout": TIMEOUT_S})
 class Svc:
     if LAYOUT == "split":
         runner = bentoml.depends(ModelRunner)
@@ -146,17 +153,47 @@ class Svc:
         from mmops.config import get_settings
 
         with said_if_it_fails(model_tag()):
-            bento_model = served_model()
+            self.peers = self._peers()
+            published = self.peers.state() if self.peers else {"generation": 0}
+            tag = str(published.get("model") or model_tag())  # a restarted worker serves what its peers serve
+            bento_model = bentoml.models.get(tag)
             where = Path(bento_model.path)
             self._describe(read_card(where), read_served(where, f"serving {bento_model.tag}"), str(bento_model.tag))
-            self.model = RemoteModel(self.runner) if LAYOUT == "split" else LocalModel(_served_model(), BATCHING)
-        self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name), to_line,
+            self.model = RemoteModel(self.runner) if LAYOUT == "split" else LocalModel(_served_model(tag), BATCHING)
+        if self.peers is not None:
+            self.peers.ack(int(published["generation"]))
+            self.peers.watch(self._apply)
+        worker = self.peers.index if self.peers else None
+        self.log = (PredictionLog(get_settings().prediction_log_dir / log_name(self.pack.name, worker), to_line,
                                   prepare=lambda items: with_stats(self.pack, items)) if LOGGING else None)
         self._explaining = 0  # records in /explain calls admitted and not yet answered
         LIVE["svc"] = self
 
     def _describe(self, card: ModelCard, complete: CompleteCard, version: str) -> None:
         self.card, self.complete, self.pack, self.version = card, complete, card.pack, version
+
+    @staticmethod
+    def _peers() -> Peers | None:
+        """This worker among the service's workers, when there are several."""
+        if WORKERS == 1:
+            return None
+        if os.environ.get("MMOPS_SHADOW_TAG"):
+            raise ValueError("MMOPS_SHADOW_TAG: a shadow judges the traffic of one worker; run it with "
+                             "MMOPS_SERVE_WORKERS=1")
+        from bentoml._internal.context import server_context
+
+        return Peers(shared_folder(), server_context.worker_index or 1, WORKERS)
+
+    def _apply(self, state: dict[str, Any]) -> None:
+        """A generation another worker published (workers.py): swap in its model, here."""
+        tag = str(state.get("model") or "")
+        if not tag or tag == self.version:
+            return
+        new, card, complete = swappable(tag, self.pack)  # Refused: this worker's error in its ack
+        assert isinstance(self.model, LocalModel)
+        self.model.model.reload(str(new.tag))
+        self._describe(card, complete, str(new.tag))
+        log.info("reloaded as worker %d was told: now serving %s", self.peers.index if self.peers else 0, new.tag)
 
     @bentoml.on_shutdown
     def _close(self) -> None:
@@ -253,6 +290,13 @@ class Svc:
         meta = await self.model.reload(str(new.tag))
         self._describe(card, complete, str(new.tag))
         log.info("reloaded: now serving %s", meta["model_version"])
+        if self.peers is not None:  # answered once every worker serves it
+            generation = await asyncio.to_thread(self.peers.publish, {"model": str(new.tag)})
+            failed = await asyncio.to_thread(self.peers.wait, generation, TIMEOUT_S - 10)
+            if failed:
+                return cast(dict[str, Any], refuse(500, f"worker {self.peers.index} serves {new.tag}; not "
+                                                        + "; ".join(f"worker {i}: {why}" for i, why in failed.items())))
+            meta = {**meta, "workers": WORKERS}
         return meta
 
     @bentoml.api(route="/admin/shadow")
@@ -271,6 +315,10 @@ class Svc:
         return await self._trial("canary", tag, bounds.model_dump(), stop)
 
     async def _trial(self, kind: str, tag: str, bounds: dict[str, Any] | None, stop: bool) -> dict[str, Any]:
+        if WORKERS > 1:
+            return cast(dict[str, Any], refuse(409, f"a {kind} judges the traffic of one worker; this service runs "
+                                                    f"{WORKERS} (MMOPS_SERVE_WORKERS): run trials on a one-worker "
+                                                    "service"))
         if tag:  # refused as a reload would refuse the model, before anything changes
             try:
                 swappable(tag, self.pack)
@@ -300,7 +348,8 @@ class Svc:
             "limits": {"max_records": MAX_RECORDS, "max_image_base64_chars": MAX_IMAGE_B64_CHARS},
             "auth": "bearer" if os.environ.get("MMOPS_API_TOKEN") else "none",
             "prediction_log": self.log.stats() if self.log is not None else None,
-            "serving": self.model.stats(),
+            "serving": {**self.model.stats(), "workers": WORKERS,
+                        "worker": self.peers.index if self.peers else 1},
             "card": {"url": "/card", "non_commercial": self.complete.non_commercial,
                      "composed": self.complete.training_data.composed, "approval": self.complete.approval and
                      self.complete.approval.model_dump()},

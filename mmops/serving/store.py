@@ -43,11 +43,6 @@ def loaded(tag: str) -> tuple[Any, Any, dict[str, Any]]:
     return task, task.load(Path(bento_model.path)), meta
 
 
-def served_model() -> Any:
-    """The BentoML model this process serves."""
-    return bentoml.models.get(model_tag())
-
-
 def labeler(tag: str) -> tuple[str, Any]:
     """The packaged model `tag` as the shadow process runs it, on one torch thread: its version, and a function
     from records (as clients send them) to its labels."""

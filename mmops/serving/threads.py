@@ -54,7 +54,9 @@ class Threads:
 
     def reset(self) -> None:
         """Calibrate again (a new model)."""
-        self.chosen: int | None = self.fixed if self.fixed is not None or not self.on_cpu or self.all == 1 else None
+        self.chosen: int | None = self.fixed  # None: calibrating (or, off the CPU, left alone)
+        if self.chosen is None and self.on_cpu and self.all == 1:
+            self.chosen = 1
         self.spent: dict[int, list[float]] = {1: [], self.all: []}  # count -> seconds per record of each batch
         self.calls = 0
 

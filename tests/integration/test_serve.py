@@ -761,7 +761,7 @@ def test_the_split_layout_answers_as_the_model_in_process_does(service: tuple[st
     here = post(url, {"records": records}).json()
     with _serving(root, "industrial", "serve-split-test.log", MMOPS_SERVE_LAYOUT="split") as split:
         meta = httpx.get(f"{split}/metadata", timeout=30).json()
-        assert meta["serving"] == {"layout": "split"} and meta["model_version"] == here[0]["model_version"]
+        assert meta["serving"]["layout"] == "split" and meta["model_version"] == here[0]["model_version"]
 
         def one(record: dict) -> dict:
             resp = httpx.post(f"{split}/predict", json={"records": [record]}, timeout=120)
@@ -777,6 +777,57 @@ def test_the_split_layout_answers_as_the_model_in_process_does(service: tuple[st
         assert explained.status_code == 200 and explained.json()[0]["label"] == here[0]["label"], explained.text
         reloaded = httpx.post(f"{split}/admin/reload", json={"tag": meta["model_version"]}, timeout=120)
         assert reloaded.status_code == 200 and reloaded.json()["model_version"] == meta["model_version"]
+
+
+def test_two_workers_answer_alike_and_a_reload_reaches_both(service: tuple[str, Path], use_project: Path) -> None:
+    """MMOPS_SERVE_WORKERS=2: two workers, each with its model, share the port. Both answer, as the one-worker
+    service does; after POST /admin/reload returns, every answer comes from the new version, whichever worker
+    gives it; each worker logs to a file of its own and the monitor reads them all; trials are refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import bentoml
+
+    from mmops.config import get_settings
+    from mmops.serving.predlog import log_files
+
+    url, root = service
+    _, records = _records(root, 6)
+    here = post(url, {"records": records}).json()
+    old = here[0]["model_version"]
+    new = _save(root, _another_version(root, "workers-model"), "workers test")
+    log_dir = get_settings().prediction_log_dir
+    before = {p.name: len(p.read_text().splitlines()) for p in log_files(log_dir, "industrial")}
+    try:
+        with _serving(root, "industrial", "serve-workers-test.log", MMOPS_SERVE_WORKERS="2") as two:
+            def one(record: dict) -> dict:
+                resp = httpx.post(f"{two}/predict", json={"records": [record]}, timeout=120)
+                assert resp.status_code == 200, resp.text
+                return resp.json()[0]
+
+            def worker(_: int) -> int:
+                return int(httpx.get(f"{two}/metadata", timeout=30).json()["serving"]["worker"])
+
+            with ThreadPoolExecutor(8) as pool:
+                there = list(pool.map(one, records * 4))
+                seen = set(pool.map(worker, range(64)))
+            assert seen == {1, 2}, seen
+            for a, b in zip(here * 4, there, strict=True):
+                assert a["id"] == b["id"] and a["label"] == b["label"] and b["model_version"] == old
+                assert b["probabilities"] == pytest.approx(a["probabilities"], abs=1e-5)
+            reloaded = httpx.post(f"{two}/admin/reload", json={"tag": new}, timeout=300)
+            assert reloaded.status_code == 200 and reloaded.json()["workers"] == 2, reloaded.text
+            with ThreadPoolExecutor(8) as pool:
+                after = list(pool.map(one, records * 4))
+                versions = set(pool.map(lambda _: httpx.get(f"{two}/metadata", timeout=30).json()["model_version"],
+                                        range(32)))
+            assert {a["model_version"] for a in after} == {new} and versions == {new}
+            trial = httpx.post(f"{two}/admin/canary", json={"tag": old}, timeout=60)
+            assert trial.status_code == 409 and "one worker" in trial.json()["error"], trial.text
+        written = {p.name: len(p.read_text().splitlines()) - before.get(p.name, 0) for p in log_files(log_dir, "industrial")}
+        assert sum(n for name, n in written.items() if "@w" in name) == len(records) * 8, written
+        assert not any(n for name, n in written.items() if "@w" not in name), written  # each worker its own file
+    finally:
+        bentoml.models.delete(new)
 
 
 @pytest.fixture(scope="module")

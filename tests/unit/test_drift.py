@@ -183,8 +183,10 @@ def test_the_logs_of_several_replicas_are_read_as_one_stream(tmp_path, monkeypat
 
     monkeypatch.setenv("MMOPS_REPLICA", "mmops-industrial-7d9f/../x")
     assert log_name("industrial") == "industrial@mmops-industrial-7d9f_.._x.jsonl"  # no path out of the folder
+    assert log_name("industrial", worker=2) == "industrial@mmops-industrial-7d9f_.._x-w2.jsonl"  # its 2nd worker
     monkeypatch.setenv("MMOPS_REPLICA", "")
     assert log_name("industrial") == "industrial.jsonl"
+    assert log_name("industrial", worker=1) == "industrial@w1.jsonl"  # a service of several workers
 
     def line(ts: float, sha: str, rid: str, pred: str) -> str:
         return json.dumps({"ts": ts, "checkpoint_sha256": sha, "record_id": rid, "features": {"x": ts},
