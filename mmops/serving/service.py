@@ -14,6 +14,7 @@ Start with `mmops serve --domain D` (or `bentoml serve mmops.serving.service:Svc
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -168,6 +169,11 @@ class Svc:
                                   prepare=lambda items: with_stats(self.pack, items)) if LOGGING else None)
         self._explaining = 0  # records in /explain calls admitted and not yet answered
         LIVE["svc"] = self
+        # Everything loaded so far (torch, the model, BentoML, pydantic's schemas) lives as long as the worker:
+        # out of the collector's sight, a full collection no longer walks it. Its pauses had set the tail:
+        # security at 32 clients, p99 247-251 ms before, 105-110 ms after (p50 70-73 ms both; ad hoc).
+        gc.collect()
+        gc.freeze()
 
     def _describe(self, card: ModelCard, complete: CompleteCard, version: str) -> None:
         self.card, self.complete, self.pack, self.version = card, complete, card.pack, version
