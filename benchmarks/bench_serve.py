@@ -146,6 +146,9 @@ def main() -> int:
                     procs[setting] = (serve(d, args.port + i, {**service_env(d), **extra}, root / f"serve-{d}.log"),
                                       args.port + i)
                 for n in args.clients:
+                    for setting, _ in settings_list:  # untimed: a service calibrates its model's threads on its
+                        asyncio.run(load(f"http://127.0.0.1:{procs[setting][1]}", payloads, n,  # first batches
+                                         4 * n, min(args.max_seconds, 5.0)))
                     runs: dict[str, list[dict[str, Any]]] = {s: [] for s, _ in settings_list}
                     for r in range(args.rounds):  # each round in another order: ABC, CBA, ...
                         for setting, _ in settings_list[:: 1 if r % 2 == 0 else -1]:
