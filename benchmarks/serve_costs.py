@@ -66,7 +66,7 @@ def stage_costs(domain: str, payloads: list[dict[str, Any]], batch: int = 32, re
     from pydantic import TypeAdapter
 
     from mmops.serving.model import wire_answers
-    from mmops.serving.predlog import Answered, to_line, with_stats
+    from mmops.serving.predlog import Entry, to_line, with_stats
     from mmops.serving.schemas import PredictIn, PredictionOut, decode_record, record_warnings
 
     wire = TypeAdapter(list[dict[str, Any]])  # BentoML's JSON between the two services: pydantic's, both ways
@@ -108,9 +108,9 @@ def stage_costs(domain: str, payloads: list[dict[str, Any]], batch: int = 32, re
                 [{**x, "embeddings": dict(x.get("embeddings", {}))} for x in a]))), answers)
             built = timed("build and encode the answers", answer, records, answers)
             timed("prediction log (the writer thread: statistics, line)", lambda vs, ans, out: [
-                to_line(e) for e in with_stats(pack, [Answered(
-                    0.0, None, a["model_version"], a["checkpoint_sha256"], v, label, a.get("probabilities", []),
-                    a.get("embeddings", {})) for v, a, (_, label) in zip(vs, ans, out, strict=True)])],
+                to_line(e) for e in with_stats(pack, [Entry(
+                    0.0, None, a["model_version"], a["checkpoint_sha256"], {}, label, a.get("probabilities", []),
+                    a.get("embeddings", {}), inputs=v) for v, a, (_, label) in zip(vs, ans, out, strict=True)])],
                   values, answers, built)
     passes = {stage: [sum(t[j::repeat]) for j in range(repeat)] for stage, t in timings.items()}
     n_records = len(bodies)

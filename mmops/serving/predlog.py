@@ -7,7 +7,7 @@ A service appends to `<domain>.jsonl`, or to `<domain>@<replica>.jsonl` when MMO
 `model_version`, `checkpoint_sha256`, `features` (the input's statistics, `<modality>.<stat>`), `prediction`,
 `probabilities`, `embeddings` (per modality).
 
-A request hands what it answered (`Answered`: the decoded inputs, not yet their statistics) to a bounded queue
+A request hands what it answered (`Entry`, with the decoded inputs, not yet their statistics) to a bounded queue
 and returns; one daemon thread computes the inputs' statistics for everything that arrived at once
 (`with_stats`: one numpy reduction over the sensor series of one length, instead of one per record), turns
 them into JSON lines (`serialize`, orjson) and appends them to the file in batches, at most every LINGER_S:
@@ -74,7 +74,8 @@ def flatten_features(per_modality: dict[str, dict[str, float]]) -> dict[str, flo
 
 
 class Entry(NamedTuple):
-    """One answered record, as the service hands it to the writer (serialized off the request path)."""
+    """One answered record, as the service hands it to the writer (serialized off the request path). The
+    service hands over the decoded `inputs` with empty `stats`; the writer computes them (`with_stats`)."""
 
     ts: float  # epoch seconds
     record_id: str | None
@@ -83,8 +84,9 @@ class Entry(NamedTuple):
     stats: dict[str, dict[str, float]]  # the input's statistics per modality
     prediction: str
     probabilities: list[float]
-    embeddings: dict[str, list[float]]  # per modality
+    embeddings: dict[str, Any]  # per modality: a list of numbers, or the model's float32 array
     outputs: dict[str, float] | None = None  # the task's numbers monitoring watches (an anomaly score)
+    inputs: dict[str, Any] | None = None  # modality -> decoded value, until its statistics are computed
 
 
 def to_line(entry: Entry) -> str:
@@ -99,40 +101,25 @@ def to_line(entry: Entry) -> str:
     return orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY).decode("utf-8")
 
 
-class Answered(NamedTuple):
-    """One answered record as a request hands it over: its decoded inputs, whose statistics the writer
-    computes (`with_stats`)."""
-
-    ts: float
-    record_id: str | None
-    model_version: str
-    checkpoint_sha256: str
-    inputs: dict[str, Any]  # modality -> decoded value
-    prediction: str
-    probabilities: list[float]
-    embeddings: dict[str, Any]
-    outputs: dict[str, float] | None = None
-
-
 def held_bytes(inputs: dict[str, Any]) -> int:
     """What an entry's decoded inputs hold in memory, about (arrays' bytes, texts' length)."""
     return sum(int(getattr(v, "nbytes", 0)) or (len(v) if isinstance(v, str | bytes) else 0) for v in inputs.values())
 
 
-def with_stats(pack: Any, items: list[Answered]) -> list[Entry]:
-    """The writer's step from what requests answered to log entries, for `pack`'s domain: each modality's
-    statistics over all the entries that have it, at once (ModalityKind.stats_many)."""
+def with_stats(pack: Any, items: list[Entry]) -> list[Entry]:
+    """The writer's step for `pack`'s domain: each entry's `stats` from its `inputs` (then dropped), each
+    modality's over all the entries that have it, at once (ModalityKind.stats_many)."""
     from mmops.modalities import kind_of
 
+    inputs = [a.inputs or {} for a in items]
     stats: list[dict[str, dict[str, float]]] = [{} for _ in items]
     for name in pack.modality_names:
-        idx = [i for i, a in enumerate(items) if name in a.inputs]
+        idx = [i for i, given in enumerate(inputs) if name in given]
         if idx:
             spec = pack.modality(name)
-            for i, st in zip(idx, kind_of(spec).stats_many([items[i].inputs[name] for i in idx], spec), strict=True):
+            for i, st in zip(idx, kind_of(spec).stats_many([inputs[i][name] for i in idx], spec), strict=True):
                 stats[i][name] = st
-    return [Entry(a.ts, a.record_id, a.model_version, a.checkpoint_sha256, st, a.prediction, a.probabilities,
-                  a.embeddings, a.outputs) for a, st in zip(items, stats, strict=True)]
+    return [a._replace(stats=st, inputs=None) for a, st in zip(items, stats, strict=True)]
 
 
 class Logged(NamedTuple):

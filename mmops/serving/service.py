@@ -33,7 +33,7 @@ from mmops.modalities.image import MAX_IMAGE_B64_CHARS
 from mmops.serving.canary import Bounds
 from mmops.serving.middleware import BearerAuth, BodyLimit, RequestCheck
 from mmops.serving.model import MAX_BATCH, LocalModel, RemoteModel, ServedModel, layout
-from mmops.serving.predlog import Answered, PredictionLog, held_bytes, log_name, to_line, with_stats
+from mmops.serving.predlog import Entry, PredictionLog, held_bytes, log_name, to_line, with_stats
 from mmops.serving.routes import LIVE, Refused, metadata, mounted, refuse, swappable, upload
 from mmops.serving.schemas import (
     EXPLAIN_QUEUE,
@@ -338,8 +338,8 @@ class Svc:
              answers: list[dict[str, Any]], outputs: list[dict[str, float]]) -> None:
         if self.log is not None:  # the statistics and the lines: the log's writer thread's (predlog), not here
             now = time.time()
-            self.log.put([Answered(now, r.id, o.model_version, a["checkpoint_sha256"], v, o.label,
-                                   a.get("probabilities", []), a.get("embeddings", {}), n)
+            self.log.put([Entry(now, r.id, o.model_version, a["checkpoint_sha256"], {}, o.label,
+                                a.get("probabilities", []), a.get("embeddings", {}), n, inputs=v)
                           for r, v, o, a, n in zip(records, values, out, answers, outputs, strict=True)],
                          sum(held_bytes(v) for v in values))
 

@@ -220,16 +220,17 @@ def test_log_statistics_over_a_batch_equal_each_records_own(tmp_path: Path) -> N
 
     from mmops.domains import load_domain
     from mmops.modalities import summary_stats
-    from mmops.serving.predlog import Answered, read_line, to_line, with_stats
+    from mmops.serving.predlog import Entry, read_line, to_line, with_stats
 
     pack = load_domain("industrial")
     accel = pack.modality("accel")
     rng = np.random.default_rng(0)
     series = [rng.normal(size=(n, len(accel.channels))).astype(np.float32) for n in (64, 64, 40, 64)]  # type: ignore[union-attr]
     series[1][:20] = series[1][0]  # a stuck stretch
-    items = [Answered(1.0, f"r{i}", "v1", "a" * 64, {"accel": s}, "x", [0.25, 0.75],
-                      {"accel": np.round(rng.normal(size=8).astype(np.float32), 4)}) for i, s in enumerate(series)]
-    items.append(Answered(2.0, "r4", "v1", "a" * 64, {}, "x", [0.5, 0.5], {}))
+    items = [Entry(1.0, f"r{i}", "v1", "a" * 64, {}, "x", [0.25, 0.75],
+                   {"accel": np.round(rng.normal(size=8).astype(np.float32), 4)}, inputs={"accel": s})
+             for i, s in enumerate(series)]
+    items.append(Entry(2.0, "r4", "v1", "a" * 64, {}, "x", [0.5, 0.5], {}, inputs={}))
     entries = with_stats(pack, items)
     for entry, s in zip(entries, series, strict=False):
         assert entry.stats == {"accel": summary_stats(s, accel)}
