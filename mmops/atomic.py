@@ -3,15 +3,19 @@ the same file (two runs of a stage at once) never share a temporary file."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from pathlib import Path
 
+_serial = itertools.count()
+
 
 def temp_path(path: Path) -> Path:
-    """A temporary name beside `path`, unique to this process and thread: `.<name>.<pid>.<thread>.tmp` (a
-    cleanup can tell from the pid whether its writer is still running)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    """A temporary name beside `path`, unique to this process, thread and call: `.<name>.<pid>.<thread>-<n>.tmp`
+    (a cleanup can tell from the pid whether its writer is still running; two writes of one target by one
+    thread, in two batches in flight, never share a name)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}-{next(_serial)}.tmp")
 
 
 def write_atomic(path: Path, data: bytes | str, fsync: bool = False) -> None:

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from mmops.config import get_settings
+from mmops.config import get_settings, safe_load
 from mmops.errors import ConfigError, NotFoundError, one_line
 from mmops.modalities import ModalitySpec, parse_spec
 from mmops.modalities.base import NAME
@@ -232,7 +232,7 @@ def available_domains() -> dict[str, Path]:
 def load_domain(name: str) -> DomainPack:
     path = domain_file(name)
     try:
-        pack = DomainPack.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        pack = DomainPack.model_validate(safe_load(path.read_text(encoding="utf-8")))
     except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
         raise ConfigError(f"domain pack {path}: {one_line(exc)}") from exc
     if pack.name != name:

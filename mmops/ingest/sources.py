@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from mmops.errors import BadInputError, NotFoundError
@@ -54,14 +55,16 @@ def _version(info: dict[str, Any]) -> str:
     return next((str(info[k]) for k in keys if info.get(k) is not None), "")
 
 
+_REFUSED_CHARS = re.compile(r"[\x00-\x1f\\]")
+
+
 def unsafe_path(rel: str) -> str | None:
     """Why a landing-relative path is refused, or None when it is safe to use under a root."""
     if not rel or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
         return "absolute path: refused (it could point outside the landing folder)"
-    if "\\" in rel or any(ord(c) < 32 for c in rel):
+    if _REFUSED_CHARS.search(rel):
         return "path contains a backslash or a control character"
-    parts = PurePosixPath(rel).parts
-    if ".." in parts or any(p in ("", ".") for p in rel.split("/")):
+    if any(p in ("", ".", "..") for p in rel.split("/")):
         return "path escapes the landing folder ('..' or an empty part)"
     return None
 
@@ -100,13 +103,25 @@ class Landing:
                       key=lambda e: e.rel)
 
     def _local_entries(self) -> Iterator[Entry]:
+        """Files under the local root, by scandir (its entries carry their types: one lstat per file). A link
+        (to a file or a folder) is listed, to be refused; a folder that cannot be read is logged, not
+        skipped in silence."""
         assert self.local is not None
-        for dirpath, dirnames, filenames in os.walk(self.local, followlinks=False):
-            base = Path(dirpath)
-            for name in sorted(filenames) + sorted(d for d in dirnames if (base / d).is_symlink()):
-                path = base / name
-                rel = path.relative_to(self.local).as_posix()
-                st = path.lstat()
+        folders = [(str(self.local), "")]
+        while folders:
+            folder, prefix = folders.pop()
+            try:
+                with os.scandir(folder) as found:
+                    items = list(found)
+            except OSError as exc:
+                log.warning("cannot list %s (%s): its files are not ingested until it can be read", folder, exc)
+                continue
+            for item in items:
+                rel = prefix + item.name
+                if item.is_dir(follow_symlinks=False):
+                    folders.append((item.path, rel + "/"))
+                    continue
+                st = item.stat(follow_symlinks=False)
                 problem = None
                 if stat.S_ISLNK(st.st_mode):
                     problem = SYMLINK_REFUSED

@@ -52,7 +52,8 @@ def _session_factory(settings: Settings) -> Callable[[], Any]:
 
 def ingest(domain: str, progress: Progress = None, paths: list[str] | None = None) -> Ingested:
     """Ingest what is new in the domain's landing area (or exactly `paths`: one planned batch)."""
-    from mmops.ingest import Landing, ingest_domain
+    from mmops.ingest import Landing
+    from mmops.ingest.run import ingest_domain
 
     settings, params, pack = resolve(domain)
     summary = ingest_domain(
@@ -80,7 +81,8 @@ def _digest(items: list[str]) -> str:
 
 def plan_ingest(domain: str) -> Planned:
     """The new or changed landed files, in batches of params `ingest.batch_files` (paths only)."""
-    from mmops.ingest import Landing, plan_batches
+    from mmops.ingest import Landing
+    from mmops.ingest.plan import plan_batches
 
     settings, params, pack = resolve(domain)
     with session_scope(settings.catalog_url) as session:

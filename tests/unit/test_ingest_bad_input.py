@@ -256,3 +256,53 @@ def test_decoding_in_worker_processes_gives_the_same_catalog(plant: Path, projec
     assert "NaN" in rows["imu/nan.csv"].reason
     assert all((project / "data" / r.blob_path).is_file() for r in rows.values() if r.blob_path)
     assert rows["note/cycle0.txt"].stats["n_words"] == 5  # "cycle 0: spindle sounds normal"
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_one_content_in_many_batches_in_flight_is_stored_once_and_linked(
+        plant: Path, project: Path, executor: str) -> None:
+    """Batches are prepared while the one before is committed, so two batches in flight may both stage the
+    same content before either is published: it is stored once, every later copy linked to the first."""
+    for i in range(12):
+        (plant / "note" / f"copy{i:02d}.txt").write_text("the same note, landed twelve times", encoding="utf-8")
+        os.utime(plant / "note" / f"copy{i:02d}.txt", ns=(10**18 + i, 10**18 + i))  # landed in this order
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ingest"] = {"executor": executor, "workers": 2, "batch_files": 3}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    summary = pipeline.ingest("plant")
+    assert summary.ingested == 30 and summary.duplicates == 11 and summary.quarantined == 0
+    with session_scope() as s:
+        rows = {r.source_path: r for r in s.scalars(select(SampleFile).where(SampleFile.source_path.like("note/copy%")))}
+        records = {r.source_path: r.sample.sample_key for r in rows.values()}
+    first = rows["note/copy00.txt"]
+    assert first.duplicate_of is None
+    assert all(r.duplicate_of == first.id and r.blob_path == first.blob_path
+               for p, r in rows.items() if p != "note/copy00.txt")
+    assert records == {p: p.removeprefix("note/").removesuffix(".txt") for p in rows}
+    assert (project / "data" / first.blob_path).read_text() == "the same note, landed twelve times"
+    assert not list((project / "data").rglob(".*.tmp"))
+
+
+def test_worker_processes_are_used_where_they_pay_and_can_work(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` opens processes from PROCESS_THRESHOLD new files (PROCESS_THRESHOLD_WARM once this process has
+    a forkserver); never for an in-memory filesystem, nor when the workers could not import `__main__`."""
+    import sys
+    import types
+
+    from mmops.ingest import Landing, pool
+
+    local, memory = Landing(project / "landing"), Landing("memory://landing")
+    monkeypatch.setattr(pool, "_opened", [])
+    assert not pool.uses_processes("auto", 2, pool.PROCESS_THRESHOLD - 1, local)
+    assert pool.uses_processes("auto", 2, pool.PROCESS_THRESHOLD, local)
+    assert not pool.uses_processes("auto", 1, pool.PROCESS_THRESHOLD, local)  # one worker: no gain
+    assert pool.uses_processes("process", 2, 1, local)
+    assert not pool.uses_processes("process", 2, 10**6, memory)
+    monkeypatch.setattr(pool, "_opened", [True])
+    assert pool.uses_processes("auto", 2, pool.PROCESS_THRESHOLD_WARM, local)
+    assert not pool.uses_processes("auto", 2, pool.PROCESS_THRESHOLD_WARM - 1, local)
+    stdin_main = types.ModuleType("__main__")
+    stdin_main.__file__ = str(project / "<stdin>")  # a script read from standard input
+    monkeypatch.setitem(sys.modules, "__main__", stdin_main)
+    assert not pool.uses_processes("process", 2, 10**6, local)

@@ -37,6 +37,8 @@ def test_a_staged_batch_appears_only_when_published(tmp_path: Path, monkeypatch:
 
 
 def test_the_same_bytes_staged_twice_in_a_batch_are_renamed_once(tmp_path: Path) -> None:
+    """Each stage has its own temporary name, even by one thread twice (two batches in flight may stage the
+    same content before either is published); publish renames one and removes the others."""
     data = b"one content, two files"
     target = _target(tmp_path, data)
     first = store.stage(target, data)
@@ -44,8 +46,8 @@ def test_the_same_bytes_staged_twice_in_a_batch_are_renamed_once(tmp_path: Path)
     worker = threading.Thread(target=lambda: other.append(store.stage(target, data)))  # another worker
     worker.start()
     worker.join()
-    again = store.stage(target, data)  # and the same worker once more: the same temporary name
-    assert first and other[0] and again and len({first, other[0], again}) == 2
+    again = store.stage(target, data)  # and the same worker once more
+    assert first and other[0] and again and len({first, other[0], again}) == 3
     store.publish([(first, target), (other[0], target), (again, target)], tmp_path)
     assert target.read_bytes() == data and not list(tmp_path.rglob(".*.tmp"))
 
