@@ -47,8 +47,8 @@ def decode_text(data: bytes, spec: TextSpec, phi_key: bytes | None = None) -> De
         text = data.decode("utf-8-sig" if encoding == "utf-8" else encoding)
     except UnicodeDecodeError as exc:
         raise BadInputError(f"text is not valid {encoding.upper()} (byte {exc.start}){_guess(data)}") from None
-    checked = check_text(text, spec)
-    notes = {f"phi_{k}": n for k, n in redact_text(text)[1].items()} if spec.redact_phi else {}
+    checked, redacted = _checked(text, spec)
+    notes = {f"phi_{k}": n for k, n in redacted.items()}
     encoded = checked.encode("utf-8")
     return Decoded(checked, text_stats(checked), None if encoded == data else encoded, notes)
 
@@ -65,6 +65,11 @@ def _guess(data: bytes) -> str:
 
 def check_text(text: str, spec: TextSpec) -> str:
     """Length and content checks; PHI redaction when the spec asks (idempotent, so safe to repeat)."""
+    return _checked(text, spec)[0]
+
+
+def _checked(text: str, spec: TextSpec) -> tuple[str, dict[str, int]]:
+    """-> (the checked text, redacted when the spec asks; the redactions per kind)."""
     if not text.strip():
         raise BadInputError("text is empty")
     if len(text) < spec.min_chars:
@@ -73,14 +78,14 @@ def check_text(text: str, spec: TextSpec) -> str:
         raise BadInputError(f"text has {len(text)} characters, over the {spec.max_chars} limit")
     if "\x00" in text:
         raise BadInputError("text contains NUL characters")
-    return redact_text(text)[0] if spec.redact_phi else text
+    return redact_text(text) if spec.redact_phi else (text, {})
 
 
 def text_stats(text: str) -> dict[str, float]:
     return {
         "n_chars": float(len(text)),
         "n_words": float(len(text.split())),
-        "non_ascii_share": sum(ord(c) > 127 for c in text) / max(1, len(text)),
+        "non_ascii_share": 0.0 if text.isascii() else sum(ord(c) > 127 for c in text) / len(text),
         # PHI patterns still in the text (0 once redacted): the validation gate's leak check
         "phi_hits": float(sum(redact_text(text)[1].values())),
     }
