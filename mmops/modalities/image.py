@@ -8,7 +8,7 @@ import base64
 import io
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from pydantic import Field
@@ -147,24 +147,45 @@ def _window(values: np.ndarray, window: tuple[float, float] | None) -> np.ndarra
 
 
 def image_stats(arr: np.ndarray) -> dict[str, float]:
-    gray = arr.astype(np.float32).mean(axis=2) / 255.0
-    gy, gx = np.gradient(gray) if min(gray.shape) > 1 else (np.zeros_like(gray), np.zeros_like(gray))
-    return {
-        "height": float(arr.shape[0]),
-        "width": float(arr.shape[1]),
-        "brightness": float(gray.mean()),
-        "contrast": float(gray.std()),
-        "sharpness": float(np.sqrt(gx**2 + gy**2).mean()),
-        "blur": laplacian_variance(gray * 255.0),
-    }
+    return image_stats_many([arr])[0]
+
+
+def image_stats_many(images: list[np.ndarray]) -> list[dict[str, float]]:
+    """`image_stats` of each image; images of one shape are stacked and reduced at once (the prediction log's
+    writer computes them for every served record), each figure over each image's own pixels, as it is alone
+    (the same float32 arithmetic, in the same order: the same figures to the last bit)."""
+    out: list[dict[str, float] | None] = [None] * len(images)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, arr in enumerate(images):
+        by_shape.setdefault(np.shape(arr), []).append(i)
+    for shape, idx in by_shape.items():
+        x = np.stack([images[i] for i in idx])  # (n, h, w, c)
+        gray = x.astype(np.float32).mean(axis=3) / 255.0
+        if min(shape[:2]) > 1:
+            gy, gx = np.gradient(gray, axis=(1, 2))
+        else:
+            gy = gx = np.zeros_like(gray)
+        pixels = (1, 2)
+        blur = _laplacian(gray * 255.0).var(axis=pixels) if min(shape[:2]) >= 3 else np.zeros(len(idx))
+        figures = zip(gray.mean(axis=pixels), gray.std(axis=pixels), np.sqrt(gx**2 + gy**2).mean(axis=pixels), blur,
+                      strict=True)
+        for i, (bright, contrast, sharpness, lap_var) in zip(idx, figures, strict=True):
+            out[i] = {"height": float(shape[0]), "width": float(shape[1]), "brightness": float(bright),
+                      "contrast": float(contrast), "sharpness": float(sharpness), "blur": float(lap_var)}
+    return cast(list[dict[str, float]], out)
+
+
+def _laplacian(gray: np.ndarray) -> np.ndarray:
+    """The 4-neighbour Laplacian of an image's (or a stack's: the last two axes) inner pixels."""
+    return (gray[..., :-2, 1:-1] + gray[..., 2:, 1:-1] + gray[..., 1:-1, :-2] + gray[..., 1:-1, 2:]) \
+        - 4.0 * gray[..., 1:-1, 1:-1]
 
 
 def laplacian_variance(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian (in grey levels): low means out of focus or featureless."""
     if min(gray.shape) < 3:
         return 0.0
-    lap = (gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:]) - 4.0 * gray[1:-1, 1:-1]
-    return float(lap.var())
+    return float(_laplacian(gray).var())
 
 
 def image_tensor(arr: np.ndarray, spec: ImageSpec) -> np.ndarray:
@@ -214,6 +235,9 @@ class ImageKind(ModalityKind):
 
     def stats(self, value: np.ndarray, spec: ImageSpec) -> dict[str, float]:
         return image_stats(value)
+
+    def stats_many(self, values: list[np.ndarray], spec: ImageSpec) -> list[dict[str, float]]:
+        return image_stats_many(values)
 
     def expectations(self, spec: ImageSpec) -> list[Expectation]:
         return [

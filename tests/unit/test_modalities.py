@@ -169,3 +169,26 @@ def test_a_nudge_is_small_and_a_shift_is_not() -> None:
         return float(np.asarray(Image.open(io.BytesIO(base64.b64decode(b)))).mean())
 
     assert mean(shift_image(b64, brightness=0.95, blur_radius=0.0)) == 190 > mean(shift_image(b64))
+
+
+def test_image_statistics_over_a_stack_equal_each_images_own() -> None:
+    """image_stats_many (the prediction log's writer: a batch's images at once, stacked by shape) gives each
+    image the figures it has alone, to the last bit: checked against the figures computed image by image."""
+    from mmops.modalities.image import image_stats_many
+
+    def alone(arr: np.ndarray) -> dict[str, float]:
+        gray = arr.astype(np.float32).mean(axis=2) / 255.0
+        gy, gx = np.gradient(gray) if min(gray.shape) > 1 else (np.zeros_like(gray), np.zeros_like(gray))
+        g = gray * 255.0
+        lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
+        return {"height": float(arr.shape[0]), "width": float(arr.shape[1]), "brightness": float(gray.mean()),
+                "contrast": float(gray.std()), "sharpness": float(np.sqrt(gx**2 + gy**2).mean()),
+                "blur": float(lap.var()) if min(gray.shape) >= 3 else 0.0}
+
+    rng = np.random.default_rng(0)
+    shapes = [(64, 64, 3), (37, 53, 1), (64, 64, 3), (2, 2, 3), (1, 9, 1), (3, 3, 1), (64, 64, 3), (128, 96, 3)]
+    images = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in shapes]
+    images.append(np.full((64, 64, 3), 7, np.uint8))  # a blank frame: no contrast, no edges
+    figures = image_stats_many(images)
+    assert figures == [alone(a) for a in images]
+    assert figures[-1]["contrast"] == 0.0 and figures[-1]["blur"] == 0.0
