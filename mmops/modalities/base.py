@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +24,21 @@ NAME = r"[a-z][a-z0-9_]*"  # domains, modalities and rules: lowercase letters, d
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 Expectation = tuple[str, dict[str, Any], str]  # (GX expectation class, kwargs, severity)
+T = TypeVar("T")
+
+
+def per_shape(values: Sequence[Any], figures: Callable[[np.ndarray], list[T]], dtype: Any = None) -> list[T]:
+    """`figures` of values stacked by shape (an array of (n, *shape) per shape, as `dtype`), each value's
+    result in the values' order: what a kind's `stats_many` reduces at once instead of value by value."""
+    out: list[T | None] = [None] * len(values)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, value in enumerate(values):
+        groups.setdefault(np.shape(value), []).append(i)
+    for idx in groups.values():
+        stack = np.stack([np.asarray(values[i], dtype=dtype) for i in idx])
+        for i, result in zip(idx, figures(stack), strict=True):
+            out[i] = result
+    return cast(list[T], out)
 
 
 def file_from_wire(raw: Any, max_chars: int, what: str) -> bytes:

@@ -8,13 +8,21 @@ import base64
 import io
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from mmops.errors import BadInputError
-from mmops.modalities.base import Decoded, Encoder, Expectation, ModalityKind, ModalitySpec, file_from_wire
+from mmops.modalities.base import (
+    Decoded,
+    Encoder,
+    Expectation,
+    ModalityKind,
+    ModalitySpec,
+    file_from_wire,
+    per_shape,
+)
 from mmops.phi import deidentify_dicom, is_dicom, read_dicom, write_dicom
 
 MAX_IMAGE_B64_CHARS = 8 * 1024 * 1024  # an image in a request, base64
@@ -154,25 +162,20 @@ def image_stats_many(images: list[np.ndarray]) -> list[dict[str, float]]:
     """`image_stats` of each image; images of one shape are stacked and reduced at once (the prediction log's
     writer computes them for every served record), each figure over each image's own pixels, as it is alone
     (the same float32 arithmetic, in the same order: the same figures to the last bit)."""
-    out: list[dict[str, float] | None] = [None] * len(images)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, arr in enumerate(images):
-        by_shape.setdefault(np.shape(arr), []).append(i)
-    for shape, idx in by_shape.items():
-        x = np.stack([images[i] for i in idx])  # (n, h, w, c)
+
+    def figures(x: np.ndarray) -> list[dict[str, float]]:  # (n, h, w, c)
+        h, w = x.shape[1:3]
         gray = x.astype(np.float32).mean(axis=3) / 255.0
-        if min(shape[:2]) > 1:
-            gy, gx = np.gradient(gray, axis=(1, 2))
-        else:
-            gy = gx = np.zeros_like(gray)
+        gy, gx = np.gradient(gray, axis=(1, 2)) if min(h, w) > 1 else (np.zeros_like(gray), np.zeros_like(gray))
         pixels = (1, 2)
-        blur = _laplacian(gray * 255.0).var(axis=pixels) if min(shape[:2]) >= 3 else np.zeros(len(idx))
-        figures = zip(gray.mean(axis=pixels), gray.std(axis=pixels), np.sqrt(gx**2 + gy**2).mean(axis=pixels), blur,
-                      strict=True)
-        for i, (bright, contrast, sharpness, lap_var) in zip(idx, figures, strict=True):
-            out[i] = {"height": float(shape[0]), "width": float(shape[1]), "brightness": float(bright),
-                      "contrast": float(contrast), "sharpness": float(sharpness), "blur": float(lap_var)}
-    return cast(list[dict[str, float]], out)
+        blur = _laplacian(gray * 255.0).var(axis=pixels) if min(h, w) >= 3 else np.zeros(len(x))
+        return [{"height": float(h), "width": float(w), "brightness": float(bright), "contrast": float(contrast),
+                 "sharpness": float(sharpness), "blur": float(lap_var)}
+                for bright, contrast, sharpness, lap_var in zip(
+                    gray.mean(axis=pixels), gray.std(axis=pixels), np.sqrt(gx**2 + gy**2).mean(axis=pixels), blur,
+                    strict=True)]
+
+    return per_shape(images, figures)
 
 
 def _laplacian(gray: np.ndarray) -> np.ndarray:

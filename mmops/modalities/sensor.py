@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from mmops.errors import BadInputError
-from mmops.modalities.base import Decoded, Encoder, Expectation, ModalityKind, ModalitySpec
+from mmops.modalities.base import Decoded, Encoder, Expectation, ModalityKind, ModalitySpec, per_shape
 from mmops.phi import deidentify_dicom, is_dicom, read_dicom, write_dicom
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32
@@ -197,24 +197,23 @@ def sensor_stats(values: np.ndarray, spec: SensorSpec) -> dict[str, float]:
 def sensor_stats_many(series: list[np.ndarray], spec: SensorSpec) -> list[dict[str, float]]:
     """`sensor_stats` of each series; series of one length are stacked and reduced at once (the prediction
     log's writer computes them for every served record)."""
-    out: list[dict[str, float] | None] = [None] * len(series)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, s in enumerate(series):
-        by_shape.setdefault(np.shape(s), []).append(i)
-    for shape, idx in by_shape.items():
-        x = np.stack([np.asarray(series[i], dtype=np.float64) for i in idx])  # float32 sums drift in their last digits
+
+    # x: (records, time, channels), in float64 (float32 sums drift in their last digits)
+    def figures(x: np.ndarray) -> list[dict[str, float]]:
         lo, hi = x.min(axis=1), x.max(axis=1)
         mean, std = x.mean(axis=1), x.std(axis=1)
-        flat = (x[:, 1:] == x[:, :-1]).mean(axis=1) if shape[0] > 1 else np.ones((len(idx), shape[1]))
+        flat = (x[:, 1:] == x[:, :-1]).mean(axis=1) if x.shape[1] > 1 else np.ones((len(x), x.shape[2]))
         clip = np.where(hi == lo, 0.0, ((x == hi[:, None]) | (x == lo[:, None])).mean(axis=1))
-        figures = np.stack([mean, std, lo, hi, flat, clip], axis=2).tolist()  # (records, channels, 6)
-        for i, per_channel in zip(idx, figures, strict=True):
-            stats: dict[str, float] = {"n_samples": float(shape[0])}
+        out = []
+        for per_channel in np.stack([mean, std, lo, hi, flat, clip], axis=2).tolist():  # (records, channels, 6)
+            stats: dict[str, float] = {"n_samples": float(x.shape[1])}
             for ch, (m, sd, a, b, f, c) in zip(spec.channels, per_channel, strict=True):
                 stats.update({f"{ch}_mean": m, f"{ch}_std": sd, f"{ch}_min": a, f"{ch}_max": b,
                               f"{ch}_flat_share": f, f"{ch}_clip_share": c})
-            out[i] = stats
-    return cast(list[dict[str, float]], out)
+            out.append(stats)
+        return out
+
+    return per_shape(series, figures, dtype=np.float64)
 
 
 def scaled(values: np.ndarray, spec: SensorSpec) -> np.ndarray:
