@@ -188,8 +188,8 @@ class TrainParams(_Frozen):
 class IngestParams(_Frozen):
     batch_files: int = Field(256, ge=1, le=100_000)  # files per catalog transaction (and per Airflow task)
     workers: int = Field(0, ge=0, le=64)  # decode workers; 0 = one per CPU (at most 8)
-    # thread | process | auto (processes for runs of 1,000+ new files, 64+ after the first such run; see
-    # mmops.ingest.pool)
+    # thread | process | auto (processes for runs of 1,000+ new files from a local folder, 64+ after the first
+    # such run; see mmops.ingest.pool)
     executor: Literal["auto", "thread", "process"] = "auto"
 
 

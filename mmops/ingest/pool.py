@@ -36,9 +36,10 @@ def workers_for(workers: int | None) -> int:
 
 
 def uses_processes(kind: str, workers: int | None, n_files: int, landing: Landing) -> bool:
-    """Whether a run of `n_files` new files decodes in worker processes: `process`, or `auto` with more than
-    one worker and at least PROCESS_THRESHOLD files (PROCESS_THRESHOLD_WARM once the forkserver runs) from a
-    landing area other processes can read."""
+    """Whether a run of `n_files` new files decodes in worker processes: `process` (from a landing area other
+    processes can read), or `auto` with more than one worker and at least PROCESS_THRESHOLD files
+    (PROCESS_THRESHOLD_WARM once the forkserver runs) from a local folder (a remote source's reads are I/O:
+    threads overlap them)."""
     protocols = () if landing.fs is None else (landing.fs.protocol if isinstance(landing.fs.protocol, tuple)
                                                else (landing.fs.protocol,))
     if "memory" in protocols:
@@ -46,7 +47,8 @@ def uses_processes(kind: str, workers: int | None, n_files: int, landing: Landin
     if not _main_importable():
         return False
     threshold = PROCESS_THRESHOLD_WARM if _opened else PROCESS_THRESHOLD
-    return kind == "process" or (kind == "auto" and workers_for(workers) > 1 and n_files >= threshold)
+    return kind == "process" or (kind == "auto" and workers_for(workers) > 1 and n_files >= threshold
+                                 and landing.local is not None)
 
 
 def _main_importable() -> bool:

@@ -286,13 +286,18 @@ def test_one_content_in_many_batches_in_flight_is_stored_once_and_linked(
 def test_worker_processes_are_used_where_they_pay_and_can_work(
         project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`auto` opens processes from PROCESS_THRESHOLD new files (PROCESS_THRESHOLD_WARM once this process has
-    a forkserver); never for an in-memory filesystem, nor when the workers could not import `__main__`."""
+    a forkserver) from a local folder; never for an in-memory filesystem, nor when the workers could not
+    import `__main__`."""
     import sys
     import types
 
     from mmops.ingest import Landing, pool
 
     local, memory = Landing(project / "landing"), Landing("memory://landing")
+    remote = Landing("memory://bucket")
+    remote.fs = types.SimpleNamespace(protocol=("s3", "s3a"))  # an object store: its reads are I/O
+    assert not pool.uses_processes("auto", 2, 10**6, remote)
+    assert pool.uses_processes("process", 2, 1, remote)
     monkeypatch.setattr(pool, "_opened", [])
     assert not pool.uses_processes("auto", 2, pool.PROCESS_THRESHOLD - 1, local)
     assert pool.uses_processes("auto", 2, pool.PROCESS_THRESHOLD, local)
